@@ -1,0 +1,3 @@
+//! shoji-agent: PID 1 inside the microVM.
+
+fn main() {}

@@ -1,0 +1,1 @@
+//! `shoji trace forward`: the standalone forwarder, the Kata way.

@@ -1,0 +1,44 @@
+//! The `shoji` command: argument parsing and wiring. Each command group lives in its own module
+//! under `cmd/` and calls into the library crates; no logic lives here.
+
+use clap::{Parser, Subcommand};
+
+mod cmd;
+
+/// Run OCI containers in lightweight VMs, and see where the time goes.
+#[derive(Debug, Parser)]
+#[command(name = "shoji", version, propagate_version = true)]
+struct Cli {
+    #[command(flatten)]
+    global: cmd::GlobalArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    #[command(flatten)]
+    Runtime(cmd::runtime::RuntimeCommand),
+    /// Build the guest image (kernel + initramfs with shoji-agent as /init)
+    #[command(subcommand)]
+    Image(cmd::image::ImageCommand),
+    /// Store, serve, forward, inspect and export traces
+    #[command(subcommand)]
+    Trace(cmd::trace::TraceCommand),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Runtime(c) => c.run(&cli.global),
+        Command::Image(c) => c.run(&cli.global),
+        Command::Trace(c) => c.run(&cli.global),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("shoji: error: {e:#}");
+            std::process::ExitCode::from(125)
+        }
+    }
+}

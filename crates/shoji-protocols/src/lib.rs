@@ -1,0 +1,49 @@
+//! The host-guest contracts of Shoji, and nothing else: the agent's ttRPC API (generated from
+//! `protos/agent.proto`) and the `SHJT` frame that carries OTLP spans from guest to host.
+//!
+//! Anything that crosses the VM boundary is defined here, so both sides compile against one
+//! definition (see `docs/adr/001-host-guest-contracts.md`).
+
+pub mod frame;
+
+/// Code generated from `protos/agent.proto` by ttrpc-codegen (rust-protobuf messages, async
+/// ttRPC client and server).
+#[allow(
+    clippy::all,
+    nonstandard_style,
+    unknown_lints,
+    unused_attributes,
+    unused_mut,
+    unused_imports,
+    dead_code,
+    missing_docs
+)]
+pub mod agent {
+    include!(concat!(env!("OUT_DIR"), "/agent.rs"));
+}
+
+/// Generated async ttRPC client and server stubs for [`agent`].
+#[allow(
+    clippy::all,
+    nonstandard_style,
+    unknown_lints,
+    unused_attributes,
+    unused_mut,
+    unused_imports,
+    dead_code,
+    missing_docs
+)]
+pub mod agent_ttrpc {
+    include!(concat!(env!("OUT_DIR"), "/agent_ttrpc.rs"));
+}
+
+/// Guest vsock port the agent serves ttRPC on.
+pub const AGENT_VSOCK_PORT: u32 = 1024;
+/// Host vsock port the agent sends span frames to.
+pub const TRACE_VSOCK_PORT: u32 = 10240;
+/// The host's vsock context id, as seen from the guest.
+pub const HOST_CID: u32 = 2;
+/// ttRPC metadata key carrying the W3C trace context.
+pub const TRACEPARENT_KEY: &str = "traceparent";
+/// ttRPC metadata key carrying the W3C trace state.
+pub const TRACESTATE_KEY: &str = "tracestate";

@@ -1,0 +1,1 @@
+//! Host runtime: configuration, sandbox lifecycle, hypervisor, helpers, agent client.

@@ -1,0 +1,1 @@
+//! Tracing set-up for Shoji's binaries: OpenTelemetry bridge, exporters, span sinks.

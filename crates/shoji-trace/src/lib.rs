@@ -1,0 +1,1 @@
+//! Embedded trace store, OTLP receiver, Jaeger-compatible query API and trace analysis.

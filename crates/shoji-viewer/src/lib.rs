@@ -1,0 +1,1 @@
+//! The browser trace viewer, embedded as static assets and served by shoji trace serve.
