@@ -1,0 +1,66 @@
+# Shared by setup.sh and test.sh: install what is missing, fast when nothing is.
+# shellcheck shell=bash
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+    echo "error: '$*' needs root and sudo is not installed" >&2; return 1; fi
+}
+
+# ensure_debian_packages PKG... : installs the ones dpkg does not know as installed.
+ensure_debian_packages() {
+  local missing=() p
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  say "installing Debian packages: ${missing[*]}"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+}
+
+# The apt lists are needed by `shoji image build` (apt-get download of the kernel package).
+ensure_apt_lists() {
+  if ! ls /var/lib/apt/lists/*_Packages >/dev/null 2>&1 && \
+     ! ls /var/lib/apt/lists/*_Packages.* >/dev/null 2>&1; then
+    say "apt-get update (package lists are empty)"
+    as_root apt-get update -qq
+  fi
+}
+
+# ensure_cargo_tool BINARY CRATE : cargo install --locked CRATE unless BINARY is found.
+ensure_cargo_tool() {
+  if command -v "$1" >/dev/null || [ -x "${CARGO_HOME:-$HOME/.cargo}/bin/$1" ]; then return 0; fi
+  say "cargo install $2 (a few minutes, once)"
+  cargo install --locked --quiet "$2"
+}
+
+ensure_host_deps() {
+  ensure_debian_packages qemu-system-x86 busybox-static cpio lz4 zstd gzip file \
+    libseccomp-dev libcap-ng-dev pkg-config protobuf-compiler ca-certificates
+  ensure_apt_lists
+  ensure_cargo_tool vhost-device-vsock vhost-device-vsock
+  ensure_cargo_tool virtiofsd virtiofsd
+  export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+}
+
+ensure_test_deps() {
+  ensure_debian_packages chromium nodejs npm
+  if ! python3 -c 'import opentelemetry.exporter.otlp.proto.grpc, opentelemetry.exporter.otlp.proto.http' 2>/dev/null; then
+    say "pip install the OpenTelemetry Python SDK (test client)"
+    python3 -m pip install -q --disable-pip-version-check -r scripts/requirements-test.txt
+  fi
+}
+
+# build_shoji PROFILE : the shoji binary and the static guest agent next to it, then the guest image.
+build_shoji() {
+  local profile=$1 flag=()
+  [ "$profile" = release ] && flag=(--release)
+  say "building shoji ($profile)"
+  cargo build "${flag[@]}" -p shoji-cli
+  say "building the static guest agent"
+  PROFILE_DIR=$profile ./scripts/build-agent.sh
+  say "building the guest image (kernel + initramfs)"
+  "target/$profile/shoji" image build
+}

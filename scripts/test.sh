@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it (.ci/run calls this): installs what is missing, then
+# format and lint checks, the Rust tests (VM tests boot real QEMU guests, one at a time), and the
+# viewer's tests in headless Chromium. Runs every stage, fails if any failed.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+set -e
+ensure_host_deps
+ensure_test_deps
+build_shoji debug
+set +e
+
+failed=()
+stage() { # name cmd...
+  local name=$1; shift
+  say "$name"
+  "$@" || failed+=("$name")
+}
+stage "cargo fmt --check" cargo fmt --all --check
+stage "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
+stage "rust tests" cargo nextest run --workspace --no-tests=fail
+stage "viewer browser tests" crates/shoji-viewer/tests/browser/run.sh
+
+if [ ${#failed[@]} -gt 0 ]; then
+  say "FAILED: ${failed[*]}"
+  exit 1
+fi
+say "all stages passed"
