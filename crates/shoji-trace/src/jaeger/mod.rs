@@ -1,0 +1,313 @@
+//! Jaeger's JSON model (as its query service and UI speak it), built from stored traces, and
+//! read back by `shoji trace import`.
+
+pub mod import;
+
+use std::collections::BTreeMap;
+
+use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
+use serde::{Deserialize, Serialize};
+
+use crate::model::{any_value_text, span_id_hex, trace_id_hex, Trace};
+
+#[derive(Debug, thiserror::Error)]
+pub enum JaegerError {
+    #[error("invalid JSON")]
+    Json(#[source] serde_json::Error),
+    #[error("trace id {0:?} is not 1 to 32 hex digits")]
+    TraceId(String),
+    #[error("span id {0:?} is not 1 to 16 hex digits")]
+    SpanId(String),
+}
+
+/// The query API's response wrapper: `{data, total, limit, offset, errors}`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Envelope<T> {
+    pub data: T,
+    #[serde(default)]
+    pub total: usize,
+    #[serde(default)]
+    pub limit: usize,
+    #[serde(default)]
+    pub offset: usize,
+    #[serde(default)]
+    pub errors: Option<Vec<ApiError>>,
+}
+
+impl<T> Envelope<T> {
+    pub fn ok(data: T) -> Self
+    where
+        T: HasLen,
+    {
+        let total = data.len_for_total();
+        Envelope {
+            data,
+            total,
+            limit: 0,
+            offset: 0,
+            errors: None,
+        }
+    }
+}
+
+/// How many items `total` reports.
+pub trait HasLen {
+    fn len_for_total(&self) -> usize;
+}
+
+impl<T> HasLen for Vec<T> {
+    fn len_for_total(&self) -> usize {
+        self.len()
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ApiError {
+    pub code: u16,
+    pub msg: String,
+    #[serde(rename = "traceID", skip_serializing_if = "Option::is_none", default)]
+    pub trace_id: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct JaegerTrace {
+    #[serde(rename = "traceID")]
+    pub trace_id: String,
+    pub spans: Vec<JaegerSpan>,
+    #[serde(default)]
+    pub processes: BTreeMap<String, Process>,
+    #[serde(default)]
+    pub warnings: Option<Vec<String>>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct JaegerSpan {
+    #[serde(rename = "traceID")]
+    pub trace_id: String,
+    #[serde(rename = "spanID")]
+    pub span_id: String,
+    #[serde(default)]
+    pub flags: u32,
+    #[serde(rename = "operationName", default)]
+    pub operation_name: String,
+    #[serde(default)]
+    pub references: Vec<Reference>,
+    /// Microseconds since the Unix epoch.
+    #[serde(rename = "startTime", default)]
+    pub start_time: u64,
+    /// Microseconds.
+    #[serde(default)]
+    pub duration: u64,
+    #[serde(default)]
+    pub tags: Vec<Tag>,
+    #[serde(default)]
+    pub logs: Vec<Log>,
+    #[serde(rename = "processID", default)]
+    pub process_id: String,
+    #[serde(default)]
+    pub warnings: Option<Vec<String>>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Reference {
+    #[serde(rename = "refType")]
+    pub ref_type: String,
+    #[serde(rename = "traceID")]
+    pub trace_id: String,
+    #[serde(rename = "spanID")]
+    pub span_id: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Tag {
+    pub key: String,
+    #[serde(rename = "type", default)]
+    pub kind: String,
+    #[serde(default)]
+    pub value: serde_json::Value,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Log {
+    #[serde(default)]
+    pub timestamp: u64,
+    #[serde(default)]
+    pub fields: Vec<Tag>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Process {
+    #[serde(rename = "serviceName")]
+    pub service_name: String,
+    #[serde(default)]
+    pub tags: Vec<Tag>,
+}
+
+/// Jaeger's names for OTLP span kinds (index = OTLP enum value).
+const KINDS: [&str; 6] = ["", "internal", "server", "client", "producer", "consumer"];
+
+impl JaegerTrace {
+    pub fn from_trace(trace: &Trace) -> JaegerTrace {
+        // One process per distinct resource (service + its attributes), numbered p1, p2...
+        let mut processes: BTreeMap<String, Process> = BTreeMap::new();
+        let mut process_of: Vec<(*const _, String)> = Vec::new();
+        let trace_id = trace_id_hex(&trace.trace_id);
+        let mut spans = Vec::with_capacity(trace.spans.len());
+        for s in &trace.spans {
+            let key = std::sync::Arc::as_ptr(&s.context);
+            let pid = match process_of.iter().find(|(k, _)| *k == key) {
+                Some((_, pid)) => pid.clone(),
+                None => {
+                    let pid = format!("p{}", process_of.len() + 1);
+                    let tags = s
+                        .context
+                        .resource
+                        .as_ref()
+                        .map(|r| {
+                            r.attributes
+                                .iter()
+                                .filter(|kv| kv.key != "service.name")
+                                .map(tag)
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    processes.insert(
+                        pid.clone(),
+                        Process {
+                            service_name: s.service.clone(),
+                            tags,
+                        },
+                    );
+                    process_of.push((key, pid.clone()));
+                    pid
+                }
+            };
+            let mut tags: Vec<Tag> = s.span.attributes.iter().map(tag).collect();
+            if let Some(kind) = KINDS.get(s.span.kind as usize).filter(|k| !k.is_empty()) {
+                tags.push(str_tag("span.kind", kind));
+            }
+            if let Some(st) = &s.span.status {
+                match st.code {
+                    1 => tags.push(str_tag("otel.status_code", "OK")),
+                    2 => {
+                        tags.push(str_tag("otel.status_code", "ERROR"));
+                        tags.push(Tag {
+                            key: "error".into(),
+                            kind: "bool".into(),
+                            value: true.into(),
+                        });
+                    }
+                    _ => {}
+                }
+                if !st.message.is_empty() {
+                    tags.push(str_tag("otel.status_description", &st.message));
+                }
+            }
+            if let Some(scope) = s
+                .context
+                .scope_spans
+                .first()
+                .and_then(|ss| ss.scope.as_ref())
+            {
+                if !scope.name.is_empty() {
+                    tags.push(str_tag("otel.scope.name", &scope.name));
+                }
+            }
+            let logs = s
+                .span
+                .events
+                .iter()
+                .map(|e| {
+                    let mut fields = vec![str_tag("event", &e.name)];
+                    fields.extend(e.attributes.iter().map(tag));
+                    Log {
+                        timestamp: e.time_unix_nano / 1000,
+                        fields,
+                    }
+                })
+                .collect();
+            let references = s
+                .parent_id
+                .map(|p| {
+                    vec![Reference {
+                        ref_type: "CHILD_OF".into(),
+                        trace_id: trace_id.clone(),
+                        span_id: span_id_hex(&p),
+                    }]
+                })
+                .unwrap_or_default();
+            spans.push(JaegerSpan {
+                trace_id: trace_id.clone(),
+                span_id: span_id_hex(&s.span_id),
+                flags: s.span.flags & 0xff,
+                operation_name: s.span.name.clone(),
+                references,
+                start_time: s.start_ns / 1000,
+                duration: s.duration_ns() / 1000,
+                tags,
+                logs,
+                process_id: pid,
+                warnings: None,
+            });
+        }
+        JaegerTrace {
+            trace_id,
+            spans,
+            processes,
+            warnings: None,
+        }
+    }
+}
+
+fn str_tag(key: &str, value: &str) -> Tag {
+    Tag {
+        key: key.into(),
+        kind: "string".into(),
+        value: value.into(),
+    }
+}
+
+fn tag(kv: &KeyValue) -> Tag {
+    let (kind, value) = match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+        Some(Value::BoolValue(b)) => ("bool", serde_json::Value::from(*b)),
+        Some(Value::IntValue(i)) => ("int64", serde_json::Value::from(*i)),
+        Some(Value::DoubleValue(d)) => ("float64", serde_json::Value::from(*d)),
+        Some(Value::BytesValue(b)) => ("binary", serde_json::Value::from(hex::encode(b))),
+        Some(Value::StringValue(s)) => ("string", serde_json::Value::from(s.as_str())),
+        other => (
+            "string",
+            serde_json::Value::from(any_value_text(other.map(|_| kv.value.as_ref()).flatten())),
+        ),
+    };
+    Tag {
+        key: kv.key.clone(),
+        kind: kind.into(),
+        value,
+    }
+}
+
+/// A Jaeger tag as an OTLP attribute.
+pub(crate) fn tag_to_kv(t: &Tag) -> KeyValue {
+    let value = match (t.kind.as_str(), &t.value) {
+        ("bool", serde_json::Value::Bool(b)) => Value::BoolValue(*b),
+        ("int64", v) if v.as_i64().is_some() => Value::IntValue(v.as_i64().unwrap_or(0)),
+        ("float64", v) if v.as_f64().is_some() => Value::DoubleValue(v.as_f64().unwrap_or(0.0)),
+        (_, serde_json::Value::String(s)) => Value::StringValue(s.clone()),
+        (_, serde_json::Value::Bool(b)) => Value::BoolValue(*b),
+        (_, v) if v.is_i64() => Value::IntValue(v.as_i64().unwrap_or(0)),
+        (_, v) if v.is_number() => Value::DoubleValue(v.as_f64().unwrap_or(0.0)),
+        (_, v) => Value::StringValue(v.to_string()),
+    };
+    KeyValue {
+        key: t.key.clone(),
+        value: Some(AnyValue { value: Some(value) }),
+        ..KeyValue::default()
+    }
+}
+
+/// Cheap sniff: Jaeger documents are objects with a `data` array; OTLP JSON has
+/// `resourceSpans`.
+pub fn looks_like_jaeger(text: &str) -> bool {
+    let head: String = text.chars().take(4096).collect();
+    text.starts_with('{') && head.contains("\"data\"") && !head.contains("\"resourceSpans\"")
+}

@@ -1,0 +1,317 @@
+//! Reading the store: trace summaries for listing, whole traces, ids by prefix or `latest`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, Span};
+use prost::Message;
+use rusqlite::types::Value as SqlValue;
+use rusqlite::OptionalExtension;
+
+use super::ingest::{clamp_i64, split_services, SEP};
+use super::{SqlContext, Store, StoreError};
+use crate::model::{service_name, SpanRecord, Trace, TraceId};
+
+/// One line of `shoji trace ls`: kept current by every ingest.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TraceSummary {
+    #[serde(serialize_with = "hex_id")]
+    pub trace_id: TraceId,
+    pub start_ns: u64,
+    pub end_ns: u64,
+    pub span_count: u64,
+    /// Name of the parentless span, or of the earliest span while the root has not arrived.
+    pub root_name: String,
+    pub root_service: String,
+    /// False while the trace's root span has not arrived (yet).
+    pub has_root: bool,
+    pub services: Vec<String>,
+}
+
+impl TraceSummary {
+    pub fn duration_ns(&self) -> u64 {
+        self.end_ns.saturating_sub(self.start_ns)
+    }
+}
+
+fn hex_id<S: serde::Serializer>(id: &TraceId, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&hex::encode(id))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IdError {
+    #[error("no trace matches {0:?}")]
+    NotFound(String),
+    #[error("{prefix:?} matches several traces ({count}); give more hex digits")]
+    Ambiguous { prefix: String, count: usize },
+    #[error("{0:?} is not a trace id: expected hex digits (a full id or a prefix) or \"latest\"")]
+    Malformed(String),
+    #[error("the trace store is empty")]
+    Empty,
+}
+
+/// Conditions that the `traces` table can answer by itself (no span decoding).
+#[derive(Debug, Clone, Default)]
+pub struct SummaryFilter {
+    pub service: Option<String>,
+    /// Traces with at least one span of this name (in `service`, if given, too).
+    pub operation: Option<String>,
+    pub min_duration_ns: Option<u64>,
+    pub max_duration_ns: Option<u64>,
+    /// Traces starting at or after this time.
+    pub start_min_ns: Option<u64>,
+    /// Traces starting at or before this time.
+    pub start_max_ns: Option<u64>,
+}
+
+impl Store {
+    /// Trace summaries, newest first, that match `f`.
+    pub fn summaries(
+        &self,
+        f: &SummaryFilter,
+        limit: usize,
+        offset: usize,
+    ) -> Result<Vec<TraceSummary>, StoreError> {
+        let mut sql = String::from(
+            "SELECT trace_id, start_ns, end_ns, span_count, root_name, root_service, has_root,
+             services FROM traces t WHERE 1",
+        );
+        let mut args: Vec<SqlValue> = Vec::new();
+        if let Some(s) = &f.service {
+            sql.push_str(" AND instr(services, ?) > 0");
+            args.push(SqlValue::Text(format!("{SEP}{s}{SEP}")));
+        }
+        if let Some(op) = &f.operation {
+            // Span names are not indexed on their own; the summaries are scanned newest first
+            // and each candidate's spans checked through the primary key, which stops at the
+            // limit. Good enough for interactive use; see docs/benchmarks.md.
+            sql.push_str(
+                " AND EXISTS (SELECT 1 FROM spans s WHERE s.trace_id = t.trace_id AND s.name = ?)",
+            );
+            args.push(SqlValue::Text(op.clone()));
+        }
+        if let Some(d) = f.min_duration_ns {
+            sql.push_str(" AND end_ns - start_ns >= ?");
+            args.push(SqlValue::Integer(clamp_i64(d)));
+        }
+        if let Some(d) = f.max_duration_ns {
+            sql.push_str(" AND end_ns - start_ns <= ?");
+            args.push(SqlValue::Integer(clamp_i64(d)));
+        }
+        if let Some(t) = f.start_min_ns {
+            sql.push_str(" AND start_ns >= ?");
+            args.push(SqlValue::Integer(clamp_i64(t)));
+        }
+        if let Some(t) = f.start_max_ns {
+            sql.push_str(" AND start_ns <= ?");
+            args.push(SqlValue::Integer(clamp_i64(t)));
+        }
+        sql.push_str(" ORDER BY start_ns DESC, trace_id LIMIT ? OFFSET ?");
+        args.push(SqlValue::Integer(limit.min(i64::MAX as usize) as i64));
+        args.push(SqlValue::Integer(offset.min(i64::MAX as usize) as i64));
+        let conn = self.reader();
+        let mut stmt = conn
+            .prepare_cached(&sql)
+            .doing("preparing the trace listing")?;
+        let rows = stmt
+            .query_map(rusqlite::params_from_iter(args), |r| {
+                let id: Vec<u8> = r.get(0)?;
+                Ok(TraceSummary {
+                    trace_id: id.as_slice().try_into().unwrap_or([0; 16]),
+                    start_ns: r.get::<_, i64>(1)?.max(0) as u64,
+                    end_ns: r.get::<_, i64>(2)?.max(0) as u64,
+                    span_count: r.get::<_, i64>(3)?.max(0) as u64,
+                    root_name: r.get(4)?,
+                    root_service: r.get(5)?,
+                    has_root: r.get(6)?,
+                    services: split_services(&r.get::<_, String>(7)?)
+                        .map(str::to_owned)
+                        .collect(),
+                })
+            })
+            .doing("listing traces")?;
+        rows.collect::<Result<Vec<_>, _>>().doing("listing traces")
+    }
+
+    /// The summary of one trace.
+    pub fn summary(&self, id: &TraceId) -> Result<Option<TraceSummary>, StoreError> {
+        let conn = self.reader();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT start_ns, end_ns, span_count, root_name, root_service, has_root, services
+                 FROM traces WHERE trace_id = ?1",
+            )
+            .doing("preparing a trace summary lookup")?;
+        stmt.query_row([&id[..]], |r| {
+            Ok(TraceSummary {
+                trace_id: *id,
+                start_ns: r.get::<_, i64>(0)?.max(0) as u64,
+                end_ns: r.get::<_, i64>(1)?.max(0) as u64,
+                span_count: r.get::<_, i64>(2)?.max(0) as u64,
+                root_name: r.get(3)?,
+                root_service: r.get(4)?,
+                has_root: r.get(5)?,
+                services: split_services(&r.get::<_, String>(6)?)
+                    .map(str::to_owned)
+                    .collect(),
+            })
+        })
+        .optional()
+        .doing("looking up a trace summary")
+    }
+
+    /// Every stored span of a trace, or `None` if the store has none.
+    pub fn trace(&self, id: &TraceId) -> Result<Option<Trace>, StoreError> {
+        let conn = self.reader();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT s.span_id, s.start_ns, s.end_ns, s.body, s.context_id, c.body
+                 FROM spans s JOIN contexts c ON c.id = s.context_id WHERE s.trace_id = ?1",
+            )
+            .doing("preparing a trace lookup")?;
+        let mut rows = stmt.query([&id[..]]).doing("loading a trace")?;
+        let mut contexts: HashMap<i64, (Arc<ResourceSpans>, String)> = HashMap::new();
+        let mut spans = Vec::new();
+        while let Some(r) = rows.next().doing("loading a trace")? {
+            let span_id: Vec<u8> = r.get(0).doing("reading a span id")?;
+            let corrupt = |source| StoreError::Corrupt {
+                trace_id: hex::encode(id),
+                span_id: hex::encode(&span_id),
+                source,
+            };
+            let body = r.get_ref(3).and_then(|v| v.as_blob().map_err(Into::into));
+            let span = Span::decode(body.doing("reading a span body")?).map_err(corrupt)?;
+            let ctx_id: i64 = r.get(4).doing("reading a span context id")?;
+            let (context, service) = match contexts.get(&ctx_id) {
+                Some(c) => c.clone(),
+                None => {
+                    let blob = r.get_ref(5).and_then(|v| v.as_blob().map_err(Into::into));
+                    let rs =
+                        ResourceSpans::decode(blob.doing("reading a context")?).map_err(corrupt)?;
+                    let service = service_name(&rs);
+                    let c = (Arc::new(rs), service);
+                    contexts.insert(ctx_id, c.clone());
+                    c
+                }
+            };
+            let start_ns = r.get::<_, i64>(1).doing("reading a span start")?.max(0) as u64;
+            let end_ns = r.get::<_, i64>(2).doing("reading a span end")?.max(0) as u64;
+            spans.push(SpanRecord {
+                trace_id: *id,
+                span_id: span_id.as_slice().try_into().unwrap_or([0; 8]),
+                parent_id: span
+                    .parent_span_id
+                    .as_slice()
+                    .try_into()
+                    .ok()
+                    .filter(|p| *p != [0u8; 8]),
+                service,
+                start_ns,
+                end_ns: end_ns.max(start_ns),
+                span,
+                context,
+            });
+        }
+        if spans.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Trace::new(*id, spans)))
+    }
+
+    /// Resolves `latest`, a full hex id or a unique hex prefix to a stored trace id.
+    pub fn resolve_id(&self, text: &str) -> Result<TraceId, StoreError> {
+        let text = text.trim();
+        if text == "latest" {
+            let conn = self.reader();
+            let id: Option<Vec<u8>> = conn
+                .query_row(
+                    "SELECT trace_id FROM traces ORDER BY start_ns DESC LIMIT 1",
+                    [],
+                    |r| r.get(0),
+                )
+                .optional()
+                .doing("finding the latest trace")?;
+            return id
+                .and_then(|id| id.as_slice().try_into().ok())
+                .ok_or(StoreError::Id(IdError::Empty));
+        }
+        let lower = text.to_ascii_lowercase();
+        if lower.is_empty() || lower.len() > 32 || !lower.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(IdError::Malformed(text.to_string()).into());
+        }
+        // Range scan on the primary key: [prefix padded with 0, prefix padded with f].
+        let lo =
+            hex::decode(format!("{lower:0<32}")).map_err(|_| IdError::Malformed(text.into()))?;
+        let hi =
+            hex::decode(format!("{lower:f<32}")).map_err(|_| IdError::Malformed(text.into()))?;
+        let conn = self.reader();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT trace_id FROM traces WHERE trace_id >= ?1 AND trace_id <= ?2 LIMIT 2",
+            )
+            .doing("preparing an id lookup")?;
+        let ids: Vec<Vec<u8>> = stmt
+            .query_map([&lo, &hi], |r| r.get(0))
+            .and_then(|rows| rows.collect())
+            .doing("looking up a trace id")?;
+        match ids.as_slice() {
+            [one] => Ok(one.as_slice().try_into().unwrap_or([0; 16])),
+            [] => Err(IdError::NotFound(text.to_string()).into()),
+            _ => {
+                let count: i64 = conn
+                    .query_row(
+                        "SELECT count(*) FROM traces WHERE trace_id >= ?1 AND trace_id <= ?2",
+                        [&lo, &hi],
+                        |r| r.get(0),
+                    )
+                    .doing("counting matching trace ids")?;
+                Err(IdError::Ambiguous {
+                    prefix: text.to_string(),
+                    count: count.max(0) as usize,
+                }
+                .into())
+            }
+        }
+    }
+
+    /// Services that have sent spans, sorted.
+    pub fn services(&self) -> Result<Vec<String>, StoreError> {
+        let conn = self.reader();
+        let mut stmt = conn
+            .prepare_cached("SELECT DISTINCT service FROM operations ORDER BY service")
+            .doing("preparing the service listing")?;
+        let rows = stmt
+            .query_map([], |r| r.get(0))
+            .and_then(|rows| rows.collect())
+            .doing("listing services")?;
+        Ok(rows)
+    }
+
+    /// Operations (span name, OTLP span kind) of a service, sorted by name.
+    pub fn operations(&self, service: &str) -> Result<Vec<(String, i32)>, StoreError> {
+        let conn = self.reader();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT name, kind FROM operations WHERE service = ?1 ORDER BY name, kind",
+            )
+            .doing("preparing the operation listing")?;
+        let rows = stmt
+            .query_map([service], |r| Ok((r.get(0)?, r.get(1)?)))
+            .and_then(|rows| rows.collect())
+            .doing("listing operations")?;
+        Ok(rows)
+    }
+
+    /// Total stored span count and encoded span bytes (what retention's size limit counts).
+    pub fn totals(&self) -> Result<(u64, u64), StoreError> {
+        let conn = self.reader();
+        let (n, b): (i64, i64) = conn
+            .query_row(
+                "SELECT coalesce(sum(span_count), 0), coalesce(sum(bytes), 0) FROM traces",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .doing("summing the store's size")?;
+        Ok((n.max(0) as u64, b.max(0) as u64))
+    }
+}
