@@ -7,6 +7,7 @@
 //! - [`render`] turns traces into terminal text; [`formats`] exports and imports files
 //!   (OTLP JSON lines, Jaeger JSON, Chrome trace events); [`jaeger`] is Jaeger's JSON model.
 
+pub mod analysis;
 pub mod cli;
 pub mod data_dir;
 pub mod formats;
@@ -14,4 +15,6 @@ pub mod jaeger;
 pub mod model;
 pub mod query;
 pub mod render;
+pub mod retention;
+pub mod server;
 pub mod store;

@@ -5,14 +5,20 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use shoji_trace::cli::{ExportArgs, ImportArgs, LsArgs, ShowArgs};
+use shoji_trace::cli::{
+    CriticalPathArgs, DiffArgs, ExportArgs, ImportArgs, LsArgs, ServeArgs, ShowArgs, SummaryArgs,
+};
 
 use super::GlobalArgs;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum TraceCommand {
+    Serve(ServeArgs),
     Ls(LsArgs),
     Show(ShowArgs),
+    Summary(SummaryArgs),
+    CriticalPath(CriticalPathArgs),
+    Diff(DiffArgs),
     Export(ExportArgs),
     Import(ImportArgs),
     Forward(super::trace_forward::ForwardArgs),
@@ -23,6 +29,20 @@ impl TraceCommand {
         let data_dir = shoji_trace::data_dir::resolve(global.data_dir.as_deref());
         let out = match self {
             TraceCommand::Forward(args) => return args.run(global),
+            TraceCommand::Serve(a) => {
+                a.run(&data_dir, global.config.as_deref())
+                    .with_context(|| format!("while serving traces from {}", data_dir.display()))?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            TraceCommand::Summary(a) => a
+                .run(&data_dir)
+                .with_context(|| format!("while summarising trace {}", a.id))?,
+            TraceCommand::CriticalPath(a) => a
+                .run(&data_dir)
+                .with_context(|| format!("while finding the critical path of trace {}", a.id))?,
+            TraceCommand::Diff(a) => a
+                .run(&data_dir)
+                .with_context(|| format!("while comparing traces {} and {}", a.a, a.b))?,
             TraceCommand::Ls(a) => a.run(&data_dir).context("while listing traces")?,
             TraceCommand::Show(a) => a
                 .run(&data_dir)

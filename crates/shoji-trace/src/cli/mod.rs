@@ -1,7 +1,10 @@
 //! The `shoji trace` commands that read or write the store directly (no server): their
 //! arguments (clap) and what they print. The binary only dispatches to these.
 
+mod serve;
 pub mod time;
+
+pub use serve::{ServeArgs, ServeError, DEFAULT_CONFIG};
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -117,6 +120,87 @@ pub struct ExportArgs {
 pub struct ImportArgs {
     /// The file (`-` for standard input)
     pub file: PathBuf,
+}
+
+/// Where the time went: self and total time by operation, subsystem and source
+#[derive(Debug, Clone, clap::Args)]
+pub struct SummaryArgs {
+    /// Trace id: full hex, a unique prefix, or `latest`
+    pub id: String,
+    /// Rows per table
+    #[arg(long, default_value_t = 15)]
+    pub top: usize,
+    /// JSON instead of tables
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The chain of spans that determined the trace's duration
+#[derive(Debug, Clone, clap::Args)]
+pub struct CriticalPathArgs {
+    /// Trace id: full hex, a unique prefix, or `latest`
+    pub id: String,
+    /// JSON instead of a table
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Which operations got slower or faster between two traces, and what is in only one
+#[derive(Debug, Clone, clap::Args)]
+pub struct DiffArgs {
+    /// The baseline trace (id, prefix or `latest`)
+    pub a: String,
+    /// The trace to compare with it
+    pub b: String,
+    /// JSON instead of tables
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl SummaryArgs {
+    pub fn run(&self, data_dir: &Path) -> Result<String, CliError> {
+        let trace = load(&Store::open(data_dir)?, &self.id)?;
+        let s = crate::analysis::summary::summarize(&trace);
+        if self.json {
+            return Ok(json(&s));
+        }
+        Ok(render::analysis::summary(&s, self.top))
+    }
+}
+
+impl CriticalPathArgs {
+    pub fn run(&self, data_dir: &Path) -> Result<String, CliError> {
+        let trace = load(&Store::open(data_dir)?, &self.id)?;
+        let path = crate::analysis::critical_path::critical_path(&trace);
+        if self.json {
+            return Ok(json(&path));
+        }
+        Ok(render::analysis::critical_path(
+            &hex::encode(trace.trace_id),
+            trace.duration_ns(),
+            &path,
+        ))
+    }
+}
+
+impl DiffArgs {
+    pub fn run(&self, data_dir: &Path) -> Result<String, CliError> {
+        let store = Store::open(data_dir)?;
+        let a = load(&store, &self.a)?;
+        let b = load(&store, &self.b)?;
+        let d = crate::analysis::diff::diff(&a, &b);
+        if self.json {
+            return Ok(json(&d));
+        }
+        Ok(render::analysis::diff(&d))
+    }
+}
+
+fn json<T: serde::Serialize>(v: &T) -> String {
+    // Plain data structures always serialise.
+    let mut s = serde_json::to_string_pretty(v).unwrap_or_default();
+    s.push('\n');
+    s
 }
 
 impl clap::builder::ValueParserFactory for ExportFormat {

@@ -2,6 +2,7 @@
 //! attributes come from untrusted guests, so control characters are escaped before printing
 //! (a guest must not be able to move the cursor or recolour the operator's terminal).
 
+pub mod analysis;
 mod ls;
 mod show;
 

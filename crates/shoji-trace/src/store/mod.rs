@@ -6,6 +6,7 @@
 //! not at all. See `docs/adr/002-trace-store.md` for why, and `docs/ARCHITECTURE.md` for the
 //! layout.
 
+mod delete;
 mod ingest;
 mod read;
 mod schema;

@@ -1,0 +1,45 @@
+//! Questions about one trace, or two: where the time went ([`summary`]), which chain of spans
+//! set the trace's duration ([`critical_path`]), what changed between two runs ([`diff`]).
+
+pub mod critical_path;
+pub mod diff;
+pub mod summary;
+
+use crate::model::{SpanTree, Trace};
+
+/// Self time of every span: its duration minus the union of its children's intervals (clipped
+/// to the span), so time where children overlap each other is not subtracted twice.
+pub fn self_times(trace: &Trace, tree: &SpanTree) -> Vec<u64> {
+    trace
+        .spans
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let mut iv: Vec<(u64, u64)> = tree.children[i]
+                .iter()
+                .map(|&c| {
+                    let c = &trace.spans[c];
+                    (c.start_ns.max(s.start_ns), c.end_ns.min(s.end_ns))
+                })
+                .filter(|(a, b)| a < b)
+                .collect();
+            iv.sort_unstable();
+            let mut covered = 0;
+            let mut cur: Option<(u64, u64)> = None;
+            for (a, b) in iv {
+                match cur {
+                    Some((ca, cb)) if a <= cb => cur = Some((ca, cb.max(b))),
+                    Some((ca, cb)) => {
+                        covered += cb - ca;
+                        cur = Some((a, b));
+                    }
+                    None => cur = Some((a, b)),
+                }
+            }
+            if let Some((a, b)) = cur {
+                covered += b - a;
+            }
+            s.duration_ns().saturating_sub(covered)
+        })
+        .collect()
+}

@@ -1,0 +1,127 @@
+//! `shoji trace serve`: arguments and the blocking entry point.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::retention::{self, RetentionError};
+use crate::server::{self, ServeConfig, ServerError};
+use crate::store::{Store, StoreError};
+
+/// Receive OTLP (gRPC 4317, HTTP 4318), store it, and serve the query API and viewer (16686)
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on (all three ports); loopback unless you say otherwise
+    #[arg(long, default_value = "127.0.0.1")]
+    pub listen: IpAddr,
+    /// OTLP/gRPC port (0: any free port)
+    #[arg(long, default_value_t = 4317)]
+    pub grpc_port: u16,
+    /// OTLP/HTTP port (0: any free port)
+    #[arg(long, default_value_t = 4318)]
+    pub http_port: u16,
+    /// Query API and viewer port (0: any free port)
+    #[arg(long, default_value_t = 16686)]
+    pub query_port: u16,
+    /// Largest accepted OTLP request (e.g. 16MiB); larger ones get 413 / RESOURCE_EXHAUSTED
+    #[arg(long, default_value = "16MiB")]
+    pub max_request_size: String,
+    /// Remove traces older than this (e.g. 7d); overrides `[trace_store] max_age`
+    #[arg(long, value_name = "DURATION")]
+    pub max_age: Option<String>,
+    /// Keep stored spans under this size (e.g. 2GiB); overrides `[trace_store] max_size`
+    #[arg(long, value_name = "SIZE")]
+    pub max_size: Option<String>,
+    /// How often retention runs
+    #[arg(long, default_value = "60s", value_name = "DURATION")]
+    pub retention_interval: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Retention(#[from] RetentionError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Server(#[from] ServerError),
+    #[error(transparent)]
+    Time(#[from] super::time::TimeError),
+    #[error("cannot start the async runtime")]
+    Runtime(#[source] std::io::Error),
+}
+
+/// The configuration file `shoji` reads when `--config` is not given.
+pub const DEFAULT_CONFIG: &str = "/etc/shoji/configuration.toml";
+
+impl ServeArgs {
+    /// The server configuration: flags over the configuration file over defaults.
+    pub fn config(&self, config_file: Option<&Path>) -> Result<ServeConfig, ServeError> {
+        let file = config_file
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
+        let mut policy = retention::from_config_file(&file)?;
+        if let Some(a) = &self.max_age {
+            policy.max_age = Some(retention::parse_age(a)?);
+        }
+        if let Some(s) = &self.max_size {
+            policy.max_bytes = Some(retention::parse_size(s)?);
+        }
+        let max = retention::parse_size(&self.max_request_size)?;
+        Ok(ServeConfig {
+            listen: self.listen,
+            grpc_port: self.grpc_port,
+            http_port: self.http_port,
+            query_port: self.query_port,
+            max_request_bytes: usize::try_from(max).unwrap_or(usize::MAX),
+            retention: policy,
+            retention_interval: Duration::from_nanos(
+                super::time::parse_duration(&self.retention_interval)?.max(1_000_000),
+            ),
+        })
+    }
+
+    /// Serves until SIGINT or SIGTERM. Prints the bound addresses first (one line each, so
+    /// scripts and tests can read the ports when they asked for port 0).
+    pub fn run(&self, data_dir: &Path, config_file: Option<&Path>) -> Result<(), ServeError> {
+        let cfg = self.config(config_file)?;
+        let store = Store::open(data_dir)?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(ServeError::Runtime)?;
+        rt.block_on(async move {
+            let running = server::start(store.clone(), cfg.clone()).await?;
+            println!("store {}", store.path().display());
+            println!("otlp-grpc {}", running.grpc_addr);
+            println!("otlp-http http://{}/v1/traces", running.http_addr);
+            println!("query http://{}/", running.query_addr);
+            if cfg.retention.is_enabled() {
+                println!(
+                    "retention max_age={:?} max_bytes={:?}",
+                    cfg.retention.max_age, cfg.retention.max_bytes
+                );
+            }
+            use std::io::Write;
+            let _ = std::io::stdout().flush();
+            wait_for_signal().await;
+            running.shutdown().await;
+            Ok(())
+        })
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -1,0 +1,280 @@
+//! The Jaeger-compatible query API (`/api/...`) in Jaeger's JSON model, for the viewer, for
+//! Grafana's Jaeger data source and for scripts.
+
+use std::collections::HashMap;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+
+use crate::cli::time::parse_duration;
+use crate::jaeger::{ApiError, Envelope, JaegerTrace};
+use crate::query::{self, TraceQuery};
+use crate::store::{Store, StoreError, SummaryFilter};
+
+pub(super) fn router(store: Store) -> Router {
+    Router::new()
+        .route("/api/services", get(services))
+        .route(
+            "/api/services/{service}/operations",
+            get(service_operations),
+        )
+        .route("/api/operations", get(operations))
+        .route("/api/traces", get(search))
+        .route("/api/traces/{id}", get(trace))
+        .with_state(store)
+}
+
+fn fail(code: StatusCode, msg: String) -> Response {
+    let env: Envelope<Option<()>> = Envelope {
+        data: None,
+        total: 0,
+        limit: 0,
+        offset: 0,
+        errors: Some(vec![ApiError {
+            code: code.as_u16(),
+            msg,
+            trace_id: None,
+        }]),
+    };
+    (code, Json(env)).into_response()
+}
+
+/// Runs a store read off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, Response> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(fail(StatusCode::INTERNAL_SERVER_ERROR, error_chain(&e))),
+        Err(e) => Err(fail(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+fn ok<T: Serialize>(data: Vec<T>) -> Response {
+    Json(Envelope::ok(data)).into_response()
+}
+
+async fn services(State(store): State<Store>) -> Response {
+    match blocking(move || store.services()).await {
+        Ok(s) => ok(s),
+        Err(r) => r,
+    }
+}
+
+async fn service_operations(State(store): State<Store>, Path(service): Path<String>) -> Response {
+    match blocking(move || store.operations(&service)).await {
+        Ok(ops) => {
+            let mut names: Vec<String> = ops.into_iter().map(|(n, _)| n).collect();
+            names.dedup();
+            ok(names)
+        }
+        Err(r) => r,
+    }
+}
+
+#[derive(Serialize)]
+struct Operation {
+    name: String,
+    #[serde(rename = "spanKind")]
+    span_kind: &'static str,
+}
+
+async fn operations(
+    State(store): State<Store>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let Some(service) = q.get("service").cloned() else {
+        return fail(
+            StatusCode::BAD_REQUEST,
+            "parameter 'service' is required".into(),
+        );
+    };
+    let kind_filter = q.get("spanKind").cloned().filter(|k| !k.is_empty());
+    match blocking(move || store.operations(&service)).await {
+        Ok(ops) => ok(ops
+            .into_iter()
+            .map(|(name, kind)| Operation {
+                name,
+                span_kind: ["", "internal", "server", "client", "producer", "consumer"]
+                    .get(kind as usize)
+                    .copied()
+                    .unwrap_or(""),
+            })
+            .filter(|o| kind_filter.as_deref().is_none_or(|k| k == o.span_kind))
+            .collect()),
+        Err(r) => r,
+    }
+}
+
+async fn trace(State(store): State<Store>, Path(id): Path<String>) -> Response {
+    let shown = id.clone();
+    let found = blocking(move || {
+        let tid = match store.resolve_id(&id) {
+            Ok(t) => t,
+            Err(StoreError::Id(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        store.trace(&tid)
+    })
+    .await;
+    match found {
+        Ok(Some(t)) => ok(vec![JaegerTrace::from_trace(&t)]),
+        Ok(None) => fail(StatusCode::NOT_FOUND, format!("trace {shown} not found")),
+        Err(r) => r,
+    }
+}
+
+/// Jaeger's search parameters: `start`/`end` in Unix microseconds, durations like `1.2s`,
+/// `tags` as a JSON object (`{"k":"v"}`, as Jaeger UI sends it) or `k=v` pairs.
+async fn search(
+    State(store): State<Store>,
+    Query(params): Query<Vec<(String, String)>>,
+) -> Response {
+    let get = |k: &str| {
+        params
+            .iter()
+            .find(|(n, v)| n == k && !v.is_empty())
+            .map(|(_, v)| v.clone())
+    };
+    let ids: Vec<String> = params
+        .iter()
+        .filter(|(n, _)| n == "traceID")
+        .map(|(_, v)| v.clone())
+        .collect();
+    if !ids.is_empty() {
+        let traces = blocking(move || {
+            let mut out = Vec::new();
+            for id in ids {
+                if let Ok(tid) = store.resolve_id(&id) {
+                    if let Some(t) = store.trace(&tid)? {
+                        out.push(JaegerTrace::from_trace(&t));
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .await;
+        return match traces {
+            Ok(t) => ok(t),
+            Err(r) => r,
+        };
+    }
+    let micros = |k: &str| -> Result<Option<u64>, Response> {
+        get(k)
+            .map(|v| {
+                v.parse::<u64>()
+                    .map(|us| us.saturating_mul(1000))
+                    .map_err(|_| {
+                        fail(
+                            StatusCode::BAD_REQUEST,
+                            format!("parameter '{k}' must be Unix microseconds, got {v:?}"),
+                        )
+                    })
+            })
+            .transpose()
+    };
+    let duration = |k: &str| -> Result<Option<u64>, Response> {
+        get(k)
+            .map(|v| {
+                parse_duration(&v)
+                    .map_err(|e| fail(StatusCode::BAD_REQUEST, format!("parameter '{k}': {e}")))
+            })
+            .transpose()
+    };
+    let limit = match get("limit").map(|l| l.parse::<usize>()) {
+        None => 20,
+        Some(Ok(l)) => l.clamp(1, 1500),
+        Some(Err(_)) => {
+            return fail(
+                StatusCode::BAD_REQUEST,
+                "parameter 'limit' must be a number".into(),
+            )
+        }
+    };
+    let mut tags = Vec::new();
+    for raw in params
+        .iter()
+        .filter(|(n, _)| n == "tags" || n == "tag")
+        .map(|(_, v)| v)
+    {
+        match parse_tags(raw) {
+            Some(t) => tags.extend(t),
+            None => {
+                return fail(
+                    StatusCode::BAD_REQUEST,
+                    format!("malformed tags {raw:?}: expected {{\"key\":\"value\"}} or key=value"),
+                )
+            }
+        }
+    }
+    let filter = match (|| {
+        Ok::<_, Response>(SummaryFilter {
+            service: get("service"),
+            operation: get("operation").filter(|o| o != "all"),
+            min_duration_ns: duration("minDuration")?,
+            max_duration_ns: duration("maxDuration")?,
+            start_min_ns: micros("start")?,
+            start_max_ns: micros("end")?,
+        })
+    })() {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    let q = TraceQuery {
+        filter,
+        tags,
+        limit,
+    };
+    let traces = blocking(move || {
+        let mut out = Vec::new();
+        for s in query::search(&store, &q)? {
+            if let Some(t) = store.trace(&s.trace_id)? {
+                out.push(JaegerTrace::from_trace(&t));
+            }
+        }
+        Ok(out)
+    })
+    .await;
+    match traces {
+        Ok(t) => {
+            let mut env = Envelope::ok(t);
+            env.limit = limit;
+            Json(env).into_response()
+        }
+        Err(r) => r,
+    }
+}
+
+fn parse_tags(raw: &str) -> Option<Vec<(String, String)>> {
+    let raw = raw.trim();
+    if raw.starts_with('{') {
+        let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(raw).ok()?;
+        return Some(
+            map.into_iter()
+                .map(|(k, v)| {
+                    let v = v
+                        .as_str()
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| v.to_string());
+                    (k, v)
+                })
+                .collect(),
+        );
+    }
+    raw.split_whitespace().map(query::parse_tag).collect()
+}
