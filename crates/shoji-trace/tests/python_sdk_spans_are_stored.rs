@@ -52,8 +52,16 @@ fn run_python(kind: &str, endpoint: &str) -> [u8; 16] {
 fn check(srv: &common::TestServer, id: [u8; 16], service: &str) {
     let t = srv.store.trace(&id).expect("read").expect("trace stored");
     assert_eq!(t.spans.len(), 2);
-    let root = t.spans.iter().find(|s| s.name() == "container.start").expect("root");
-    let child = t.spans.iter().find(|s| s.name() == "agent.exec").expect("child");
+    let root = t
+        .spans
+        .iter()
+        .find(|s| s.name() == "container.start")
+        .expect("root");
+    let child = t
+        .spans
+        .iter()
+        .find(|s| s.name() == "agent.exec")
+        .expect("child");
     assert_eq!(child.parent_id, Some(root.span_id));
     assert_eq!(child.attr("source").as_deref(), Some("agent"));
     assert_eq!(child.attr("process.pid").as_deref(), Some("42"));

@@ -27,8 +27,16 @@ fn emit(provider: &SdkTracerProvider) -> [u8; 16] {
 fn check(store: &shoji_trace::store::Store, trace_id: [u8; 16], service: &str) {
     let t = store.trace(&trace_id).expect("read").expect("trace stored");
     assert_eq!(t.spans.len(), 2);
-    let root = t.spans.iter().find(|s| s.name() == "sandbox.create").expect("root");
-    let child = t.spans.iter().find(|s| s.name() == "vm.boot").expect("child");
+    let root = t
+        .spans
+        .iter()
+        .find(|s| s.name() == "sandbox.create")
+        .expect("root");
+    let child = t
+        .spans
+        .iter()
+        .find(|s| s.name() == "vm.boot")
+        .expect("child");
     assert_eq!(child.parent_id, Some(root.span_id));
     assert_eq!(root.parent_id, None);
     assert_eq!(child.attr("source").as_deref(), Some("hypervisor"));

@@ -44,8 +44,18 @@ fn two_writers_share_one_data_dir() {
     drop(child);
     let store = Store::open(dir.path()).expect("open");
     for id in [[0xaa; 16], [0xbb; 16]] {
-        assert_eq!(store.trace(&id).expect("read").expect("trace").spans.len(), 10_000);
-        assert_eq!(store.summary(&id).expect("read").expect("summary").span_count, 10_000);
+        assert_eq!(
+            store.trace(&id).expect("read").expect("trace").spans.len(),
+            10_000
+        );
+        assert_eq!(
+            store
+                .summary(&id)
+                .expect("read")
+                .expect("summary")
+                .span_count,
+            10_000
+        );
     }
     let conn = rusqlite::Connection::open(store.path()).expect("open sqlite");
     let ok: String = conn

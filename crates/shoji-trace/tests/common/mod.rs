@@ -53,7 +53,10 @@ impl TestServer {
     }
 
     pub fn grpc_url(&self) -> String {
-        format!("http://{}", self.server.as_ref().map(|s| s.grpc_addr).expect("server"))
+        format!(
+            "http://{}",
+            self.server.as_ref().map(|s| s.grpc_addr).expect("server")
+        )
     }
     pub fn http_url(&self) -> String {
         format!(
@@ -62,7 +65,10 @@ impl TestServer {
         )
     }
     pub fn query_url(&self) -> String {
-        format!("http://{}", self.server.as_ref().map(|s| s.query_addr).expect("server"))
+        format!(
+            "http://{}",
+            self.server.as_ref().map(|s| s.query_addr).expect("server")
+        )
     }
 }
 
@@ -119,7 +125,11 @@ pub fn batch(trace_id: [u8; 16], first_id: u64, n: u64) -> ExportTraceServiceReq
         .map(|id| Span {
             trace_id: trace_id.to_vec(),
             span_id: id.to_be_bytes().to_vec(),
-            parent_span_id: if id == 1 { vec![] } else { 1u64.to_be_bytes().to_vec() },
+            parent_span_id: if id == 1 {
+                vec![]
+            } else {
+                1u64.to_be_bytes().to_vec()
+            },
             name: format!("op-{}", id % 7),
             start_time_unix_nano: t0 + id * 1000,
             end_time_unix_nano: t0 + id * 1000 + 500,
@@ -169,7 +179,13 @@ impl ChildServer {
     pub fn spawn(data_dir: &Path) -> ChildServer {
         let exe = std::env::current_exe().expect("current exe");
         let mut child = Command::new(exe)
-            .args(["serve_in_child", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+            .args([
+                "serve_in_child",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(CHILD_ENV, data_dir)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
