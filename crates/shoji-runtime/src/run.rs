@@ -83,11 +83,10 @@ pub enum RunError {
         key: &'static str,
         path: PathBuf,
     },
-    #[error("sandbox {sandbox}: {source}\n--- last lines of the guest console ---\n{console}")]
+    #[error("sandbox {sandbox}: {cause}\n--- last lines of the guest console ---\n{console}")]
     Boot {
         sandbox: String,
-        #[source]
-        source: AgentError,
+        cause: AgentError,
         console: String,
     },
     #[error("sandbox {sandbox}: the VM exited unexpectedly ({status}) while the container was running\n--- last lines of the guest console ---\n{console}")]
@@ -96,11 +95,10 @@ pub enum RunError {
         status: String,
         console: String,
     },
-    #[error("sandbox {sandbox}: {source}")]
+    #[error("sandbox {sandbox}: {cause}")]
     Agent {
         sandbox: String,
-        #[source]
-        source: AgentError,
+        cause: AgentError,
     },
 }
 
@@ -262,7 +260,7 @@ pub async fn run(
             tokio::time::sleep(Duration::from_millis(100)).await;
             return Err(RunError::Boot {
                 sandbox: sb.id.clone(),
-                source,
+                cause: source,
                 console: sb.console_tail(20),
             });
         }
@@ -271,9 +269,9 @@ pub async fn run(
     if let Some(inject) = hooks.context_injector() {
         client.set_context_injector(inject);
     }
-    let agent_err = |source| RunError::Agent {
+    let agent_err = |cause| RunError::Agent {
         sandbox: sb.id.clone(),
-        source,
+        cause,
     };
 
     let (clock, ping) = client
