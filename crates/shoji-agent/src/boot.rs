@@ -36,19 +36,56 @@ pub fn mount_basics() {
     let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     m("proc", "/proc", "proc", nosuid, None);
     m("sysfs", "/sys", "sysfs", nosuid, None);
-    m("devtmpfs", "/dev", "devtmpfs", MsFlags::MS_NOSUID, Some("mode=0755"));
-    m("devpts", "/dev/pts", "devpts", MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("newinstance,ptmxmode=0666,mode=0620"));
-    m("shm", "/dev/shm", "tmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=1777"));
-    m("tmpfs", "/tmp", "tmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=1777"));
-    m("tmpfs", "/run", "tmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=0755"));
+    m(
+        "devtmpfs",
+        "/dev",
+        "devtmpfs",
+        MsFlags::MS_NOSUID,
+        Some("mode=0755"),
+    );
+    m(
+        "devpts",
+        "/dev/pts",
+        "devpts",
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=0620"),
+    );
+    m(
+        "shm",
+        "/dev/shm",
+        "tmpfs",
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=1777"),
+    );
+    m(
+        "tmpfs",
+        "/tmp",
+        "tmpfs",
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=1777"),
+    );
+    m(
+        "tmpfs",
+        "/run",
+        "tmpfs",
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=0755"),
+    );
     m("cgroup2", "/sys/fs/cgroup", "cgroup2", nosuid, None);
-    let _ = std::fs::write("/sys/fs/cgroup/cgroup.subtree_control", "+memory +cpu +pids");
+    let _ = std::fs::write(
+        "/sys/fs/cgroup/cgroup.subtree_control",
+        "+memory +cpu +pids",
+    );
 }
 
 /// The initramfs has no /dev/console node, so the kernel could not give PID 1 a console; take it
 /// from devtmpfs now.
 pub fn open_console() {
-    if let Ok(f) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/console") {
+    if let Ok(f) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/console")
+    {
         for fd in 0..3 {
             // SAFETY: dup2 onto 0..2 replaces (and closes) whatever they were; `f` stays open.
             unsafe { libc::dup2(f.as_raw_fd(), fd) };
@@ -70,7 +107,8 @@ pub fn load_modules() -> Result<usize, String> {
         let params = CString::default();
         // SAFETY: finit_module reads the module from a valid open fd; `params` is a valid
         // NUL-terminated string that outlives the call.
-        let rc = unsafe { libc::syscall(libc::SYS_finit_module, f.as_raw_fd(), params.as_ptr(), 0) };
+        let rc =
+            unsafe { libc::syscall(libc::SYS_finit_module, f.as_raw_fd(), params.as_ptr(), 0) };
         if rc != 0 {
             let err = std::io::Error::last_os_error();
             if err.raw_os_error() != Some(libc::EEXIST) {
@@ -98,7 +136,9 @@ pub fn parse_cmdline(cmdline: &str) -> BootParams {
         ..Default::default()
     };
     for word in cmdline.split_whitespace() {
-        let Some((k, v)) = word.split_once('=') else { continue };
+        let Some((k, v)) = word.split_once('=') else {
+            continue;
+        };
         match k {
             "shoji.sandbox_id" => p.sandbox_id = v.into(),
             "shoji.trace" => p.trace = v == "1",

@@ -106,7 +106,11 @@ fn dev_null() -> Result<OwnedFd, ContainerError> {
 }
 
 /// Copies until EOF in a thread (pty master <-> vsock), signalling `done` at the end.
-fn relay(mut from: std::fs::File, mut to: std::fs::File, done: Option<std::sync::mpsc::Sender<()>>) {
+fn relay(
+    mut from: std::fs::File,
+    mut to: std::fs::File,
+    done: Option<std::sync::mpsc::Sender<()>>,
+) {
     std::thread::spawn(move || {
         let mut buf = [0u8; 8192];
         loop {
@@ -160,12 +164,20 @@ pub fn spawn_init(
         (slave, s2, s3, Some(done_rx))
     } else {
         let port = |p: u32| if p == 0 { dev_null() } else { vsock_connect(p) };
-        (port(ports.stdin_port)?, port(ports.stdout_port)?, port(ports.stderr_port)?, None)
+        (
+            port(ports.stdin_port)?,
+            port(ports.stdout_port)?,
+            port(ports.stderr_port)?,
+            None,
+        )
     };
 
-    let (cfg_r, cfg_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| spawn_err(format!("pipe: {e}")))?;
-    let (start_r, start_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| spawn_err(format!("pipe: {e}")))?;
-    let (pid_r, pid_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| spawn_err(format!("pipe: {e}")))?;
+    let (cfg_r, cfg_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| spawn_err(format!("pipe: {e}")))?;
+    let (start_r, start_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| spawn_err(format!("pipe: {e}")))?;
+    let (pid_r, pid_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| spawn_err(format!("pipe: {e}")))?;
     let (cfg_r, start_r, pid_w) = (high(cfg_r)?, high(start_r)?, high(pid_w)?);
     let fds: [(RawFd, i32); 3] = [
         (cfg_r.as_raw_fd(), CONFIG_FD),
@@ -186,7 +198,8 @@ pub fn spawn_init(
                     return Err(std::io::Error::last_os_error());
                 }
             }
-            let flags = libc::CLONE_NEWPID | libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
+            let flags =
+                libc::CLONE_NEWPID | libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
             if libc::unshare(flags) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
@@ -206,10 +219,9 @@ pub fn spawn_init(
     std::fs::File::from(pid_r)
         .read_to_string(&mut text)
         .map_err(|e| spawn_err(format!("reading init pid: {e}")))?;
-    let pid: i32 = text
-        .trim()
-        .parse()
-        .map_err(|_| spawn_err("the container init failed before reporting its pid (see stderr)".into()))?;
+    let pid: i32 = text.trim().parse().map_err(|_| {
+        spawn_err("the container init failed before reporting its pid (see stderr)".into())
+    })?;
     let (tx, rx) = watch::channel(None);
     let waiter = reaper.wait(pid);
     tokio::spawn(async move {
@@ -240,13 +252,24 @@ impl Container {
         let rootfs = PathBuf::from(format!("/run/shoji/containers/{id}/rootfs"));
         let _ = std::fs::create_dir_all(&rootfs);
         {
-            let _s = tracing::info_span!("rootfs.mount", source = "agent", subsystem = "storage", container_id = id).entered();
-            mount(Some(rootfs_tag), &rootfs, Some("virtiofs"), MsFlags::empty(), None::<&str>).map_err(|err| {
-                ContainerError::Mount {
-                    tag: rootfs_tag.into(),
-                    path: rootfs.clone(),
-                    err,
-                }
+            let _s = tracing::info_span!(
+                "rootfs.mount",
+                source = "agent",
+                subsystem = "storage",
+                container_id = id
+            )
+            .entered();
+            mount(
+                Some(rootfs_tag),
+                &rootfs,
+                Some("virtiofs"),
+                MsFlags::empty(),
+                None::<&str>,
+            )
+            .map_err(|err| ContainerError::Mount {
+                tag: rootfs_tag.into(),
+                path: rootfs.clone(),
+                err,
             })?;
         }
         let process = spec
@@ -288,7 +311,13 @@ impl Container {
             }
         }
         let init = {
-            let _s = tracing::info_span!("process.spawn", source = "agent", subsystem = "container", container_id = id).entered();
+            let _s = tracing::info_span!(
+                "process.spawn",
+                source = "agent",
+                subsystem = "container",
+                container_id = id
+            )
+            .entered();
             spawn_init(&cfg, ports, reaper)?
         };
         write_cgroup(&cgroup, "cgroup.procs", &init.pid.to_string())?;
@@ -303,7 +332,10 @@ impl Container {
     /// Kills what is left and undoes the mounts and the cgroup.
     pub fn remove(&mut self) {
         if self.init.exit.borrow().is_none() {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.init.pid), nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.init.pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
         }
         let _ = umount2(&self.rootfs, MntFlags::MNT_DETACH);
         for _ in 0..50 {

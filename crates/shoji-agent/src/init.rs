@@ -43,7 +43,11 @@ pub fn stage1() -> ! {
         )
     };
     let mut text = String::new();
-    let cfg: InitConfig = match cfg_file.read_to_string(&mut text).map_err(|e| e.to_string()).and_then(|_| serde_json::from_str(&text).map_err(|e| e.to_string())) {
+    let cfg: InitConfig = match cfg_file
+        .read_to_string(&mut text)
+        .map_err(|e| e.to_string())
+        .and_then(|_| serde_json::from_str(&text).map_err(|e| e.to_string()))
+    {
         Ok(c) => c,
         Err(e) => fail(1, &format!("bad init config: {e}")),
     };
@@ -81,7 +85,13 @@ fn container_init(cfg: InitConfig) -> ! {
     drop(start);
     // The agent has put us in our cgroup by now; make it our cgroup root.
     if nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP).is_ok() {
-        let _ = mount(Some("cgroup2"), "/sys/fs/cgroup", Some("cgroup2"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC, None::<&str>);
+        let _ = mount(
+            Some("cgroup2"),
+            "/sys/fs/cgroup",
+            Some("cgroup2"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            None::<&str>,
+        );
     }
     let _ = nix::unistd::sethostname(&cfg.hostname);
     if cfg.terminal {
@@ -89,7 +99,11 @@ fn container_init(cfg: InitConfig) -> ! {
         // SAFETY: TIOCSCTTY on fd 0 (the pty slave) with arg 0 has no memory effects.
         unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) };
     }
-    let gids: Vec<Gid> = cfg.additional_gids.iter().map(|g| Gid::from_raw(*g)).collect();
+    let gids: Vec<Gid> = cfg
+        .additional_gids
+        .iter()
+        .map(|g| Gid::from_raw(*g))
+        .collect();
     if let Err(e) = nix::unistd::setgroups(&gids)
         .and_then(|_| nix::unistd::setgid(Gid::from_raw(cfg.gid)))
         .and_then(|_| nix::unistd::setuid(Uid::from_raw(cfg.uid)))
@@ -97,9 +111,14 @@ fn container_init(cfg: InitConfig) -> ! {
         fail(1, &format!("setting user {}:{}: {e}", cfg.uid, cfg.gid));
     }
     if let Err(e) = std::env::set_current_dir(&cfg.cwd) {
-        fail(1, &format!("cannot change to working directory {:?}: {e}", cfg.cwd));
+        fail(
+            1,
+            &format!("cannot change to working directory {:?}: {e}", cfg.cwd),
+        );
     }
-    let Some(program) = cfg.args.first() else { fail(1, "no command") };
+    let Some(program) = cfg.args.first() else {
+        fail(1, "no command")
+    };
     let mut cmd = std::process::Command::new(program);
     cmd.args(&cfg.args[1..]).env_clear();
     for kv in &cfg.env {
@@ -120,36 +139,99 @@ fn setup_root(rootfs: &Path) -> Result<(), String> {
     fn e(what: &'static str) -> impl Fn(nix::Error) -> String {
         move |err| format!("{what}: {err}")
     }
-    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>).map_err(e("make / private"))?;
-    mount(Some(rootfs), rootfs, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>).map_err(e("bind rootfs"))?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(e("make / private"))?;
+    mount(
+        Some(rootfs),
+        rootfs,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(e("bind rootfs"))?;
     let at = |p: &str| rootfs.join(p);
     let mk = |p: &Path| {
         let _ = std::fs::create_dir_all(p);
     };
     let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     mk(&at("proc"));
-    mount(Some("proc"), &at("proc"), Some("proc"), nosuid, None::<&str>).map_err(e("mount /proc"))?;
+    mount(
+        Some("proc"),
+        &at("proc"),
+        Some("proc"),
+        nosuid,
+        None::<&str>,
+    )
+    .map_err(e("mount /proc"))?;
     mk(&at("sys"));
-    mount(Some("sysfs"), &at("sys"), Some("sysfs"), nosuid | MsFlags::MS_RDONLY, None::<&str>).map_err(e("mount /sys"))?;
+    mount(
+        Some("sysfs"),
+        &at("sys"),
+        Some("sysfs"),
+        nosuid | MsFlags::MS_RDONLY,
+        None::<&str>,
+    )
+    .map_err(e("mount /sys"))?;
     mk(&at("dev"));
-    mount(Some("tmpfs"), &at("dev"), Some("tmpfs"), MsFlags::MS_NOSUID, Some("mode=755")).map_err(e("mount /dev"))?;
+    mount(
+        Some("tmpfs"),
+        &at("dev"),
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID,
+        Some("mode=755"),
+    )
+    .map_err(e("mount /dev"))?;
     for node in ["null", "zero", "full", "random", "urandom", "tty"] {
         let dst = at("dev").join(node);
         let _ = std::fs::File::create(&dst);
         let src = format!("/dev/{node}");
-        mount(Some(src.as_str()), &dst, None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(e("bind a /dev node"))?;
+        mount(
+            Some(src.as_str()),
+            &dst,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(e("bind a /dev node"))?;
     }
     mk(&at("dev/pts"));
-    mount(Some("devpts"), &at("dev/pts"), Some("devpts"), MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("newinstance,ptmxmode=0666,mode=0620")).map_err(e("mount /dev/pts"))?;
+    mount(
+        Some("devpts"),
+        &at("dev/pts"),
+        Some("devpts"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=0620"),
+    )
+    .map_err(e("mount /dev/pts"))?;
     mk(&at("dev/shm"));
-    mount(Some("shm"), &at("dev/shm"), Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=1777")).map_err(e("mount /dev/shm"))?;
-    for (link, target) in [("dev/ptmx", "pts/ptmx"), ("dev/fd", "/proc/self/fd"), ("dev/stdin", "/proc/self/fd/0"), ("dev/stdout", "/proc/self/fd/1"), ("dev/stderr", "/proc/self/fd/2")] {
+    mount(
+        Some("shm"),
+        &at("dev/shm"),
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=1777"),
+    )
+    .map_err(e("mount /dev/shm"))?;
+    for (link, target) in [
+        ("dev/ptmx", "pts/ptmx"),
+        ("dev/fd", "/proc/self/fd"),
+        ("dev/stdin", "/proc/self/fd/0"),
+        ("dev/stdout", "/proc/self/fd/1"),
+        ("dev/stderr", "/proc/self/fd/2"),
+    ] {
         let _ = std::os::unix::fs::symlink(target, at(link));
     }
     // The VM's root is the initramfs, which pivot_root cannot leave; move the container root
     // over `/` in this private mount namespace and chroot into it, as runc's no-pivot mode does.
     std::env::set_current_dir(rootfs).map_err(|err| format!("chdir rootfs: {err}"))?;
-    mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>).map_err(e("move the root"))?;
+    mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)
+        .map_err(e("move the root"))?;
     nix::unistd::chroot(".").map_err(e("chroot"))?;
     std::env::set_current_dir("/").map_err(|err| format!("chdir /: {err}"))?;
     Ok(())

@@ -31,7 +31,8 @@ fn main() {
         ("init.reached".to_string(), init_reached),
     ];
     {
-        let _s = tracing::info_span!("modules.load", source = "agent", subsystem = "boot").entered();
+        let _s =
+            tracing::info_span!("modules.load", source = "agent", subsystem = "boot").entered();
         match boot::load_modules() {
             Ok(n) => tracing::debug!(modules = n, "modules loaded"),
             Err(e) => fatal(&format!("loading kernel modules: {e}")),
@@ -63,7 +64,10 @@ async fn serve(params: boot::BootParams, mut phases: Vec<(String, u64)>) -> anyh
         .bind(&addr)
         .with_context(|| format!("while binding {addr}"))?
         .register_service(svc);
-    server.start().await.context("while starting the ttRPC server")?;
+    server
+        .start()
+        .await
+        .context("while starting the ttRPC server")?;
     tracing::info!("serving on {addr}");
     agent.shutdown.notified().await;
     // Let the Shutdown answer reach the host before the VM goes away.

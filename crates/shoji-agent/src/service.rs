@@ -61,10 +61,18 @@ impl Agent {
 
 #[async_trait::async_trait]
 impl AgentService for Agent {
-    async fn ping(&self, ctx: &TtrpcContext, _req: agent::PingRequest) -> ttrpc::Result<agent::PingResponse> {
+    async fn ping(
+        &self,
+        ctx: &TtrpcContext,
+        _req: agent::PingRequest,
+    ) -> ttrpc::Result<agent::PingResponse> {
         let span = server_span!(self, ctx, "Ping", "");
         let _e = span.enter();
-        let phases = self.boot_phases.lock().map(|p| p.clone()).unwrap_or_default();
+        let phases = self
+            .boot_phases
+            .lock()
+            .map(|p| p.clone())
+            .unwrap_or_default();
         Ok(agent::PingResponse {
             guest_time_unix_nano: now_unix_ns(),
             agent_version: env!("CARGO_PKG_VERSION").into(),
@@ -81,7 +89,11 @@ impl AgentService for Agent {
         })
     }
 
-    async fn create_container(&self, ctx: &TtrpcContext, req: agent::CreateContainerRequest) -> ttrpc::Result<agent::CreateContainerResponse> {
+    async fn create_container(
+        &self,
+        ctx: &TtrpcContext,
+        req: agent::CreateContainerRequest,
+    ) -> ttrpc::Result<agent::CreateContainerResponse> {
         let span = server_span!(self, ctx, "CreateContainer", req.container_id);
         async {
             let spec: oci_spec::runtime::Spec = serde_json::from_slice(&req.oci_spec_json)
@@ -110,75 +122,144 @@ impl AgentService for Agent {
         .await
     }
 
-    async fn start_container(&self, ctx: &TtrpcContext, req: agent::StartContainerRequest) -> ttrpc::Result<agent::StartContainerResponse> {
+    async fn start_container(
+        &self,
+        ctx: &TtrpcContext,
+        req: agent::StartContainerRequest,
+    ) -> ttrpc::Result<agent::StartContainerResponse> {
         let span = server_span!(self, ctx, "StartContainer", req.container_id);
         let _e = span.enter();
-        let mut m = self.containers.lock().map_err(|_| status(ttrpc::Code::INTERNAL, "lock"))?;
-        let c = m.get_mut(&req.container_id).ok_or_else(|| not_found(&req.container_id))?;
+        let mut m = self
+            .containers
+            .lock()
+            .map_err(|_| status(ttrpc::Code::INTERNAL, "lock"))?;
+        let c = m
+            .get_mut(&req.container_id)
+            .ok_or_else(|| not_found(&req.container_id))?;
         c.init
             .release()
             .map_err(|e| status(ttrpc::Code::INTERNAL, format!("starting the process: {e}")))?;
         Ok(agent::StartContainerResponse::default())
     }
 
-    async fn wait_process(&self, ctx: &TtrpcContext, req: agent::WaitProcessRequest) -> ttrpc::Result<agent::WaitProcessResponse> {
+    async fn wait_process(
+        &self,
+        ctx: &TtrpcContext,
+        req: agent::WaitProcessRequest,
+    ) -> ttrpc::Result<agent::WaitProcessResponse> {
         let span = server_span!(self, ctx, "WaitProcess", req.container_id);
         async {
             let (waiter, pid) = {
-                let mut m = self.containers.lock().map_err(|_| status(ttrpc::Code::INTERNAL, "lock"))?;
-                let c = m.get_mut(&req.container_id).ok_or_else(|| not_found(&req.container_id))?;
+                let mut m = self
+                    .containers
+                    .lock()
+                    .map_err(|_| status(ttrpc::Code::INTERNAL, "lock"))?;
+                let c = m
+                    .get_mut(&req.container_id)
+                    .ok_or_else(|| not_found(&req.container_id))?;
                 (c.init.waiter(), c.init.pid)
             };
             let (code, signal) = waiter
                 .wait()
-                .instrument(tracing::info_span!("process.wait", source = "agent", subsystem = "container", process.pid = pid, process.exit_code = tracing::field::Empty))
+                .instrument(tracing::info_span!(
+                    "process.wait",
+                    source = "agent",
+                    subsystem = "container",
+                    process.pid = pid,
+                    process.exit_code = tracing::field::Empty
+                ))
                 .await;
             tracing::info!(process.exit_code = code, signal, "process exited");
-            Ok(agent::WaitProcessResponse { exit_code: code, signal, ..Default::default() })
+            Ok(agent::WaitProcessResponse {
+                exit_code: code,
+                signal,
+                ..Default::default()
+            })
         }
         .instrument(span)
         .await
     }
 
-    async fn signal_process(&self, ctx: &TtrpcContext, req: agent::SignalProcessRequest) -> ttrpc::Result<Empty> {
+    async fn signal_process(
+        &self,
+        ctx: &TtrpcContext,
+        req: agent::SignalProcessRequest,
+    ) -> ttrpc::Result<Empty> {
         let span = server_span!(self, ctx, "SignalProcess", req.container_id);
         let _e = span.enter();
         let pid = {
-            let m = self.containers.lock().map_err(|_| status(ttrpc::Code::INTERNAL, "lock"))?;
-            m.get(&req.container_id).ok_or_else(|| not_found(&req.container_id))?.init.pid
+            let m = self
+                .containers
+                .lock()
+                .map_err(|_| status(ttrpc::Code::INTERNAL, "lock"))?;
+            m.get(&req.container_id)
+                .ok_or_else(|| not_found(&req.container_id))?
+                .init
+                .pid
         };
-        let sig = nix::sys::signal::Signal::try_from(req.signal as i32)
-            .map_err(|_| status(ttrpc::Code::INVALID_ARGUMENT, format!("bad signal {}", req.signal)))?;
+        let sig = nix::sys::signal::Signal::try_from(req.signal as i32).map_err(|_| {
+            status(
+                ttrpc::Code::INVALID_ARGUMENT,
+                format!("bad signal {}", req.signal),
+            )
+        })?;
         // A PID-namespace init ignores signals it has no handler for; only SIGKILL always lands.
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
         Ok(Empty::default())
     }
 
-    async fn resize_terminal(&self, ctx: &TtrpcContext, req: agent::ResizeTerminalRequest) -> ttrpc::Result<Empty> {
+    async fn resize_terminal(
+        &self,
+        ctx: &TtrpcContext,
+        req: agent::ResizeTerminalRequest,
+    ) -> ttrpc::Result<Empty> {
         let _span = server_span!(self, ctx, "ResizeTerminal", req.container_id);
         // The pty master lives in the relay threads; the slave is the process's fd 0.
         let pid = {
-            let m = self.containers.lock().map_err(|_| status(ttrpc::Code::INTERNAL, "lock"))?;
-            m.get(&req.container_id).ok_or_else(|| not_found(&req.container_id))?.init.pid
+            let m = self
+                .containers
+                .lock()
+                .map_err(|_| status(ttrpc::Code::INTERNAL, "lock"))?;
+            m.get(&req.container_id)
+                .ok_or_else(|| not_found(&req.container_id))?
+                .init
+                .pid
         };
         if let Ok(f) = std::fs::File::open(format!("/proc/{pid}/fd/0")) {
-            let ws = libc::winsize { ws_row: req.rows as u16, ws_col: req.cols as u16, ws_xpixel: 0, ws_ypixel: 0 };
+            let ws = libc::winsize {
+                ws_row: req.rows as u16,
+                ws_col: req.cols as u16,
+                ws_xpixel: 0,
+                ws_ypixel: 0,
+            };
             // SAFETY: TIOCSWINSZ reads one winsize from a valid pointer; the fd is open.
             unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&f), libc::TIOCSWINSZ, &ws) };
         }
         Ok(Empty::default())
     }
 
-    async fn remove_container(&self, ctx: &TtrpcContext, req: agent::RemoveContainerRequest) -> ttrpc::Result<Empty> {
+    async fn remove_container(
+        &self,
+        ctx: &TtrpcContext,
+        req: agent::RemoveContainerRequest,
+    ) -> ttrpc::Result<Empty> {
         let span = server_span!(self, ctx, "RemoveContainer", req.container_id);
         let _e = span.enter();
-        let c = self.containers.lock().ok().and_then(|mut m| m.remove(&req.container_id));
+        let c = self
+            .containers
+            .lock()
+            .ok()
+            .and_then(|mut m| m.remove(&req.container_id));
         let mut c = c.ok_or_else(|| not_found(&req.container_id))?;
         c.remove();
         Ok(Empty::default())
     }
 
-    async fn shutdown(&self, ctx: &TtrpcContext, _req: agent::ShutdownRequest) -> ttrpc::Result<agent::ShutdownResponse> {
+    async fn shutdown(
+        &self,
+        ctx: &TtrpcContext,
+        _req: agent::ShutdownRequest,
+    ) -> ttrpc::Result<agent::ShutdownResponse> {
         let span = server_span!(self, ctx, "Shutdown", "");
         let (exported, dropped) = async {
             if let Ok(mut m) = self.containers.lock() {
@@ -193,12 +274,23 @@ impl AgentService for Agent {
         .await;
         // Power off after this answer has left.
         self.shutdown.notify_one();
-        Ok(agent::ShutdownResponse { dropped_spans: dropped, exported_spans: exported, ..Default::default() })
+        Ok(agent::ShutdownResponse {
+            dropped_spans: dropped,
+            exported_spans: exported,
+            ..Default::default()
+        })
     }
 
-    async fn exec_process(&self, ctx: &TtrpcContext, req: agent::ExecProcessRequest) -> ttrpc::Result<agent::ExecProcessResponse> {
+    async fn exec_process(
+        &self,
+        ctx: &TtrpcContext,
+        req: agent::ExecProcessRequest,
+    ) -> ttrpc::Result<agent::ExecProcessResponse> {
         let _span = server_span!(self, ctx, "ExecProcess", req.container_id);
-        Err(status(ttrpc::Code::UNIMPLEMENTED, "ExecProcess is not implemented yet"))
+        Err(status(
+            ttrpc::Code::UNIMPLEMENTED,
+            "ExecProcess is not implemented yet",
+        ))
     }
 }
 

@@ -10,6 +10,7 @@ pub fn init(level: &str) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
+        .with_ansi(false)
         .without_time()
         .with_writer(std::io::stderr)
         .try_init();
@@ -18,7 +19,10 @@ pub fn init(level: &str) {
 /// Makes `span` a child of the caller's span named by the W3C `traceparent` in ttRPC metadata.
 /// Without a span exporter there is nothing to link yet; the value is logged at debug.
 pub fn set_parent_from_metadata(span: &tracing::Span, metadata: &HashMap<String, Vec<String>>) {
-    if let Some(tp) = metadata.get(shoji_protocols::TRACEPARENT_KEY).and_then(|v| v.first()) {
+    if let Some(tp) = metadata
+        .get(shoji_protocols::TRACEPARENT_KEY)
+        .and_then(|v| v.first())
+    {
         span.in_scope(|| tracing::debug!(traceparent = %tp, "caller context"));
     }
 }

@@ -45,13 +45,22 @@ pub fn fetch_and_extract(
         Some(d) => d,
         None => {
             progress(&format!("downloading {package} (apt-get download)"));
-            run_tool(Command::new("apt-get").args(["download", "-q", package]).current_dir(cache))?;
+            run_tool(
+                Command::new("apt-get")
+                    .args(["download", "-q", package])
+                    .current_dir(cache),
+            )?;
             std::fs::read_dir(cache)
                 .map_err(io("read", cache))?
                 .flatten()
                 .map(|e| e.path())
-                .find(|p| p.extension().is_some_and(|e| e == "deb") && p.to_string_lossy().contains(package))
-                .ok_or_else(|| ImageError::Kernel(format!("apt-get download {package} produced no .deb")))?
+                .find(|p| {
+                    p.extension().is_some_and(|e| e == "deb")
+                        && p.to_string_lossy().contains(package)
+                })
+                .ok_or_else(|| {
+                    ImageError::Kernel(format!("apt-get download {package} produced no .deb"))
+                })?
         }
     };
     progress(&format!("unpacking {}", deb.display()));
@@ -79,19 +88,33 @@ pub fn find_lz4(data: &[u8]) -> Option<usize> {
 /// bzImage -> ELF vmlinux with the `lz4` tool (it understands the legacy frame the kernel uses;
 /// the bytes after the payload are the bzImage's trailer, which lz4 reports and we accept once
 /// the output is a complete ELF).
-pub fn extract_vmlinux(tree: &Path, out: &Path, progress: &mut dyn FnMut(&str)) -> Result<(), ImageError> {
+pub fn extract_vmlinux(
+    tree: &Path,
+    out: &Path,
+    progress: &mut dyn FnMut(&str),
+) -> Result<(), ImageError> {
     let boot = tree.join("boot");
     let vmlinuz = std::fs::read_dir(&boot)
         .map_err(io("read", &boot))?
         .flatten()
         .map(|e| e.path())
-        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-")))
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
+        })
         .ok_or_else(|| ImageError::Kernel(format!("no vmlinuz in {}", boot.display())))?;
     let data = std::fs::read(&vmlinuz).map_err(io("read", &vmlinuz))?;
     let off = find_lz4(&data).ok_or_else(|| {
-        ImageError::Kernel(format!("{} has no LZ4 payload (is this Debian's cloud kernel?)", vmlinuz.display()))
+        ImageError::Kernel(format!(
+            "{} has no LZ4 payload (is this Debian's cloud kernel?)",
+            vmlinuz.display()
+        ))
     })?;
-    progress(&format!("decompressing {} (LZ4 payload at byte {off}) to {}", vmlinuz.display(), out.display()));
+    progress(&format!(
+        "decompressing {} (LZ4 payload at byte {off}) to {}",
+        vmlinuz.display(),
+        out.display()
+    ));
     let tmp = out.with_extension("tmp");
     let outfile = std::fs::File::create(&tmp).map_err(io("create", &tmp))?;
     let mut child = Command::new("lz4")

@@ -119,7 +119,10 @@ fn sha256_file(path: &Path) -> Result<String, ImageError> {
 }
 
 /// Builds (or confirms up to date) the image in `opts.out`. `progress` receives one line per step.
-pub fn build(opts: &BuildOptions, progress: &mut dyn FnMut(&str)) -> Result<GuestImage, ImageError> {
+pub fn build(
+    opts: &BuildOptions,
+    progress: &mut dyn FnMut(&str),
+) -> Result<GuestImage, ImageError> {
     if !opts.agent.is_file() {
         return Err(ImageError::NoAgent {
             path: opts.agent.clone(),
@@ -141,7 +144,10 @@ pub fn build(opts: &BuildOptions, progress: &mut dyn FnMut(&str)) -> Result<Gues
     if !opts.force {
         if let (Some(m), Ok(img)) = (&old, GuestImage::find(&opts.out)) {
             if m.kernel_package == package && m.agent_sha256 == agent_sha {
-                progress(&format!("guest image is up to date ({package}, agent {})", &agent_sha[..12]));
+                progress(&format!(
+                    "guest image is up to date ({package}, agent {})",
+                    &agent_sha[..12]
+                ));
                 return Ok(img);
             }
         }
@@ -153,12 +159,23 @@ pub fn build(opts: &BuildOptions, progress: &mut dyn FnMut(&str)) -> Result<Gues
 
     let modules_dir = kernel::modules_dir(&tree)?;
     let order = resolve_order(&modules_dir, AGENT_MODULES)?;
-    progress(&format!("modules (dependencies first): {}", order.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(" ")));
+    progress(&format!(
+        "modules (dependencies first): {}",
+        order
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .collect::<Vec<_>>()
+            .join(" ")
+    ));
 
     let initrd = opts.out.join("initrd.img");
     modules::write_initramfs(&opts.agent, &order, &cache.join("initramfs"), &initrd)?;
     let size = std::fs::metadata(&initrd).map(|m| m.len()).unwrap_or(0);
-    progress(&format!("initramfs {} ({} KiB)", initrd.display(), size / 1024));
+    progress(&format!(
+        "initramfs {} ({} KiB)",
+        initrd.display(),
+        size / 1024
+    ));
 
     let manifest = Manifest {
         kernel_package: package,
@@ -169,7 +186,8 @@ pub fn build(opts: &BuildOptions, progress: &mut dyn FnMut(&str)) -> Result<Gues
             .map(|d| d.as_secs())
             .unwrap_or(0),
     };
-    let text = serde_json::to_vec_pretty(&manifest).map_err(|e| ImageError::Kernel(e.to_string()))?;
+    let text =
+        serde_json::to_vec_pretty(&manifest).map_err(|e| ImageError::Kernel(e.to_string()))?;
     std::fs::write(&manifest_path, text).map_err(io("write", &manifest_path))?;
     GuestImage::find(&opts.out)
 }

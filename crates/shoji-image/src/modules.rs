@@ -18,7 +18,9 @@ pub const AGENT_MODULES: &[&str] = &[
 ];
 
 fn index(dir: &Path, map: &mut HashMap<String, PathBuf>) {
-    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
     for e in rd.flatten() {
         let p = e.path();
         if p.is_dir() {
@@ -42,7 +44,10 @@ pub fn depends(data: &[u8]) -> Vec<String> {
     else {
         return Vec::new();
     };
-    let end = data[pos..].iter().position(|b| *b == 0).map_or(data.len(), |e| pos + e);
+    let end = data[pos..]
+        .iter()
+        .position(|b| *b == 0)
+        .map_or(data.len(), |e| pos + e);
     String::from_utf8_lossy(&data[pos..end])
         .split(',')
         .map(|s| s.trim().replace('-', "_"))
@@ -51,7 +56,10 @@ pub fn depends(data: &[u8]) -> Vec<String> {
 }
 
 /// Modules `wanted` plus their dependencies, dependencies first.
-pub fn resolve_order(modules_dir: &Path, wanted: &[&str]) -> Result<Vec<(String, PathBuf)>, ImageError> {
+pub fn resolve_order(
+    modules_dir: &Path,
+    wanted: &[&str],
+) -> Result<Vec<(String, PathBuf)>, ImageError> {
     let mut map = HashMap::new();
     index(modules_dir, &mut map);
     let mut order = Vec::new();
@@ -67,11 +75,15 @@ pub fn resolve_order(modules_dir: &Path, wanted: &[&str]) -> Result<Vec<(String,
             return Ok(());
         }
         if depth > 32 {
-            return Err(ImageError::Kernel(format!("module dependency loop at {name}")));
+            return Err(ImageError::Kernel(format!(
+                "module dependency loop at {name}"
+            )));
         }
-        let path = map
-            .get(name)
-            .ok_or_else(|| ImageError::Kernel(format!("kernel module {name} not found (built in, or another kernel?)")))?;
+        let path = map.get(name).ok_or_else(|| {
+            ImageError::Kernel(format!(
+                "kernel module {name} not found (built in, or another kernel?)"
+            ))
+        })?;
         let data = std::fs::read(path).map_err(io("read", path))?;
         for dep in depends(&data) {
             visit(&dep, map, done, order, depth + 1)?;
@@ -129,13 +141,19 @@ pub fn write_initramfs(
             what: "cpio (apt-get install cpio)".into(),
             detail: e.to_string(),
         })?;
-    let mut stdin = child.stdin.take().ok_or_else(|| ImageError::Kernel("cpio stdin".into()))?;
+    let mut stdin = child
+        .stdin
+        .take()
+        .ok_or_else(|| ImageError::Kernel("cpio stdin".into()))?;
     let names = files.join("\n") + "\n";
     let writer = std::thread::spawn(move || {
         use std::io::Write;
         let _ = stdin.write_all(names.as_bytes());
     });
-    let mut stdout = child.stdout.take().ok_or_else(|| ImageError::Kernel("cpio stdout".into()))?;
+    let mut stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| ImageError::Kernel("cpio stdout".into()))?;
     let mut gz = gz;
     std::io::copy(&mut stdout, &mut gz).map_err(io("write", &tmp))?;
     let _ = writer.join();
@@ -152,7 +170,9 @@ pub fn write_initramfs(
 }
 
 fn collect(root: &Path, dir: &Path, out: &mut Vec<String>) {
-    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
     for e in rd.flatten() {
         let p = e.path();
         if let Ok(rel) = p.strip_prefix(root) {
@@ -182,7 +202,11 @@ mod tests {
         std::fs::write(t.path().join("a.ko"), b"\0depends=b,c\0").unwrap();
         std::fs::write(t.path().join("b.ko"), b"\0depends=c\0").unwrap();
         std::fs::write(t.path().join("c.ko"), b"\0depends=\0").unwrap();
-        let order: Vec<String> = resolve_order(t.path(), &["a"]).unwrap().into_iter().map(|(n, _)| n).collect();
+        let order: Vec<String> = resolve_order(t.path(), &["a"])
+            .unwrap()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
         assert_eq!(order, vec!["c", "b", "a"]);
         assert!(resolve_order(t.path(), &["zz"]).is_err());
     }

@@ -96,10 +96,7 @@ pub enum RunError {
         console: String,
     },
     #[error("sandbox {sandbox}: {cause}")]
-    Agent {
-        sandbox: String,
-        cause: AgentError,
-    },
+    Agent { sandbox: String, cause: AgentError },
 }
 
 /// Points where the telemetry pipeline plugs in. Every method has a no-op default.
@@ -340,7 +337,24 @@ pub async fn run(
             return Err(RunError::VmDied { sandbox: sb.id.clone(), status, console: sb.console_tail(20) });
         }
     };
-    let status = status.map_err(agent_err)?;
+    let status = match status {
+        Ok(s) => s,
+        Err(cause) => {
+            // A dead VM shows up first as a broken agent connection: say which it was.
+            let mut exit = vm_exit.clone();
+            let died =
+                tokio::time::timeout(Duration::from_secs(2), exit.wait_for(|s| s.is_some())).await;
+            if let Ok(Ok(st)) = died {
+                let status = st.clone().unwrap_or_default();
+                return Err(RunError::VmDied {
+                    sandbox: sb.id.clone(),
+                    status,
+                    console: sb.console_tail(20),
+                });
+            }
+            return Err(agent_err(cause));
+        }
+    };
     outcome.exit_code = status;
     relay
         .finish(Duration::from_secs(5))
