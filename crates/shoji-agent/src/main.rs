@@ -1,3 +1,82 @@
-//! shoji-agent: PID 1 inside the microVM.
+//! shoji-agent: PID 1 inside the microVM. Mounts the kernel's filesystems, loads the modules
+//! the image lists, serves the ttRPC agent API on vsock port 1024, runs containers, and powers
+//! the VM off when told to. A fatal error is logged to the console and ends in a power-off,
+//! never a hang.
 
-fn main() {}
+mod boot;
+mod container;
+mod init;
+mod reaper;
+mod service;
+mod telemetry;
+
+use std::time::Duration;
+
+fn main() {
+    if std::env::args().nth(1).as_deref() == Some("__container-init") {
+        init::stage1();
+    }
+    let kernel_entered = boot::kernel_entered_ns();
+    let init_reached = boot::now_unix_ns();
+    let pid1 = std::process::id() == 1;
+    if pid1 {
+        boot::mount_basics();
+        boot::open_console();
+    }
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let params = boot::parse_cmdline(&cmdline);
+    telemetry::init(&params.log);
+    let mut phases = vec![
+        ("kernel.entered".to_string(), kernel_entered),
+        ("init.reached".to_string(), init_reached),
+    ];
+    {
+        let _s =
+            tracing::info_span!("modules.load", source = "agent", subsystem = "boot").entered();
+        match boot::load_modules() {
+            Ok(n) => tracing::debug!(modules = n, "modules loaded"),
+            Err(e) => fatal(&format!("loading kernel modules: {e}")),
+        }
+    }
+    phases.push(("modules.loaded".into(), boot::now_unix_ns()));
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => fatal(&format!("starting the async runtime: {e}")),
+    };
+    if let Err(e) = rt.block_on(serve(params, phases)) {
+        fatal(&format!("{e:#}"));
+    }
+    boot::power_off();
+}
+
+async fn serve(params: boot::BootParams, mut phases: Vec<(String, u64)>) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let reaper = reaper::Reaper::start().context("while installing the child reaper")?;
+    let addr = format!("vsock://-1:{}", shoji_protocols::AGENT_VSOCK_PORT);
+    phases.push(("agent.ready".into(), boot::now_unix_ns()));
+    let agent = service::new(params, phases, reaper);
+    let svc = shoji_protocols::agent_ttrpc::create_agent_service(agent.clone());
+    let mut server = ttrpc::r#async::Server::new()
+        .bind(&addr)
+        .with_context(|| format!("while binding {addr}"))?
+        .register_service(svc);
+    server
+        .start()
+        .await
+        .context("while starting the ttRPC server")?;
+    tracing::info!("serving on {addr}");
+    agent.shutdown.notified().await;
+    // Let the Shutdown answer reach the host before the VM goes away.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let _ = tokio::time::timeout(Duration::from_millis(500), server.shutdown()).await;
+    Ok(())
+}
+
+fn fatal(msg: &str) -> ! {
+    eprintln!("shoji-agent: fatal: {msg}");
+    boot::power_off();
+}

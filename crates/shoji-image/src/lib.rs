@@ -1,1 +1,193 @@
-//! Builds the guest image: a Debian kernel and an initramfs whose /init is shoji-agent.
+//! Builds the guest image: a Debian kernel and an initramfs whose `/init` is `shoji-agent`.
+//!
+//! The kernel is Debian's cloud kernel (`linux-image-cloud-amd64`), fetched with
+//! `apt-get download` and unpacked with `dpkg -x`; its LZ4-compressed `vmlinuz` is turned into
+//! the ELF `vmlinux` QEMU's microvm boots directly (PVH). The modules the agent needs (virtio-mmio,
+//! vsock, virtio-fs, overlay) are copied with their dependencies, read from each module's
+//! `depends=` modinfo string because the package ships no `modules.dep`. See ADR 003.
+
+mod kernel;
+mod modules;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+pub use modules::{resolve_order, AGENT_MODULES};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("guest {what} {path} does not exist; run `shoji image build`")]
+    Missing { what: &'static str, path: PathBuf },
+    #[error("the agent binary {path} does not exist; build it with scripts/build-agent.sh or pass --agent")]
+    NoAgent { path: PathBuf },
+    #[error("{what} failed: {detail}")]
+    Tool { what: String, detail: String },
+    #[error("cannot {what} {path}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Kernel(String),
+}
+
+/// Where `shoji image build` puts the guest image: `$SHOJI_GUEST_DIR`, else
+/// `$XDG_DATA_HOME/shoji/guest`, else `~/.local/share/shoji/guest`.
+pub fn guest_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("SHOJI_GUEST_DIR") {
+        return PathBuf::from(d);
+    }
+    if let Some(d) = std::env::var_os("XDG_DATA_HOME") {
+        return PathBuf::from(d).join("shoji/guest");
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/root"));
+    home.join(".local/share/shoji/guest")
+}
+
+/// A built guest image.
+#[derive(Debug, Clone)]
+pub struct GuestImage {
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+}
+
+impl GuestImage {
+    /// The image in `dir`, or an error naming the missing file.
+    pub fn find(dir: &Path) -> Result<Self, ImageError> {
+        let kernel = dir.join("vmlinux");
+        let initrd = dir.join("initrd.img");
+        for (what, p) in [("kernel", &kernel), ("initrd", &initrd)] {
+            if !p.is_file() {
+                return Err(ImageError::Missing {
+                    what,
+                    path: p.clone(),
+                });
+            }
+        }
+        Ok(Self { kernel, initrd })
+    }
+}
+
+/// What `build` records next to the image, to know when it is up to date.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub kernel_package: String,
+    pub agent_sha256: String,
+    pub modules: Vec<String>,
+    pub built_unix: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    pub out: PathBuf,
+    pub agent: PathBuf,
+    /// e.g. `linux-image-6.1.0-56-cloud-amd64`; default: what `linux-image-cloud-amd64` depends on.
+    pub kernel_package: Option<String>,
+    pub force: bool,
+}
+
+pub(crate) fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ImageError {
+    let path = path.to_path_buf();
+    move |source| ImageError::Io { what, path, source }
+}
+
+pub(crate) fn run_tool(cmd: &mut Command) -> Result<Vec<u8>, ImageError> {
+    let what = format!("{cmd:?}");
+    let out = cmd.output().map_err(|e| ImageError::Tool {
+        what: what.clone(),
+        detail: e.to_string(),
+    })?;
+    if !out.status.success() {
+        return Err(ImageError::Tool {
+            what,
+            detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(out.stdout)
+}
+
+fn sha256_file(path: &Path) -> Result<String, ImageError> {
+    let data = std::fs::read(path).map_err(io("read", path))?;
+    Ok(hex::encode(Sha256::digest(&data)))
+}
+
+/// Builds (or confirms up to date) the image in `opts.out`. `progress` receives one line per step.
+pub fn build(
+    opts: &BuildOptions,
+    progress: &mut dyn FnMut(&str),
+) -> Result<GuestImage, ImageError> {
+    if !opts.agent.is_file() {
+        return Err(ImageError::NoAgent {
+            path: opts.agent.clone(),
+        });
+    }
+    std::fs::create_dir_all(&opts.out).map_err(io("create", &opts.out))?;
+    let cache = opts.out.join("cache");
+    std::fs::create_dir_all(&cache).map_err(io("create", &cache))?;
+
+    let package = match &opts.kernel_package {
+        Some(p) => p.clone(),
+        None => kernel::resolve_package()?,
+    };
+    let agent_sha = sha256_file(&opts.agent)?;
+    let manifest_path = opts.out.join("manifest.json");
+    let old: Option<Manifest> = std::fs::read(&manifest_path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    if !opts.force {
+        if let (Some(m), Ok(img)) = (&old, GuestImage::find(&opts.out)) {
+            if m.kernel_package == package && m.agent_sha256 == agent_sha {
+                progress(&format!(
+                    "guest image is up to date ({package}, agent {})",
+                    &agent_sha[..12]
+                ));
+                return Ok(img);
+            }
+        }
+    }
+
+    let tree = kernel::fetch_and_extract(&package, &cache, progress)?;
+    let vmlinux = opts.out.join("vmlinux");
+    kernel::extract_vmlinux(&tree, &vmlinux, progress)?;
+
+    let modules_dir = kernel::modules_dir(&tree)?;
+    let order = resolve_order(&modules_dir, AGENT_MODULES)?;
+    progress(&format!(
+        "modules (dependencies first): {}",
+        order
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .collect::<Vec<_>>()
+            .join(" ")
+    ));
+
+    let initrd = opts.out.join("initrd.img");
+    modules::write_initramfs(&opts.agent, &order, &cache.join("initramfs"), &initrd)?;
+    let size = std::fs::metadata(&initrd).map(|m| m.len()).unwrap_or(0);
+    progress(&format!(
+        "initramfs {} ({} KiB)",
+        initrd.display(),
+        size / 1024
+    ));
+
+    let manifest = Manifest {
+        kernel_package: package,
+        agent_sha256: agent_sha,
+        modules: order.iter().map(|(n, _)| n.clone()).collect(),
+        built_unix: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+    };
+    let text =
+        serde_json::to_vec_pretty(&manifest).map_err(|e| ImageError::Kernel(e.to_string()))?;
+    std::fs::write(&manifest_path, text).map_err(io("write", &manifest_path))?;
+    GuestImage::find(&opts.out)
+}

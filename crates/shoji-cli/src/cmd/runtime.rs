@@ -1,18 +1,179 @@
-//! `shoji runtime` commands.
+//! `shoji run`, `shoji env` and the OCI-runtime-shaped lifecycle commands.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+
+use anyhow::Context;
+use shoji_runtime::config::Config;
+use shoji_runtime::run::{RootSource, RunRequest};
+use shoji_runtime::spec::{parse_size, ProcessOptions};
 
 use super::GlobalArgs;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum RuntimeCommand {
-    /// Placeholder until the real commands land
-    #[command(hide = true)]
-    TodoRuntimeCommand,
+    /// Run a command in a new container, in a new microVM
+    Run(RunArgs),
+    /// Show what Shoji found and chose: QEMU, accelerator and why, kernel, initrd, helpers
+    Env(EnvArgs),
+    /// Create a container (OCI runtime lifecycle; not supported yet)
+    Create(LifecycleArgs),
+    /// Start a created container (not supported yet)
+    Start(LifecycleArgs),
+    /// Show a container's state (not supported yet)
+    State(LifecycleArgs),
+    /// Send a signal to a container (not supported yet)
+    Kill(LifecycleArgs),
+    /// Delete a container (not supported yet)
+    Delete(LifecycleArgs),
+    /// Run a command in a running sandbox (not supported yet)
+    Exec(LifecycleArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Remove the sandbox when the container exits (always the case today; accepted for docker
+    /// compatibility)
+    #[arg(long)]
+    pub rm: bool,
+    /// Keep stdin open and pass it to the container
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// Give the container a terminal
+    #[arg(short, long)]
+    pub tty: bool,
+    /// Trace this run: runtime, hypervisor and agent (overrides enable_tracing in the config)
+    #[arg(long)]
+    pub trace: bool,
+    /// Set an environment variable (K=V), repeatable
+    #[arg(short, long = "env", value_name = "K=V")]
+    pub env: Vec<String>,
+    /// Working directory inside the container
+    #[arg(short, long = "workdir", value_name = "DIR")]
+    pub workdir: Option<String>,
+    /// User inside the container: UID[:GID] or a name from the image's /etc/passwd
+    #[arg(short, long, value_name = "UID[:GID]")]
+    pub user: Option<String>,
+    /// vCPUs for the VM and CPU limit for the container
+    #[arg(long, value_name = "N")]
+    pub cpus: Option<f64>,
+    /// Memory for the VM and limit for the container, e.g. 256M, 1G
+    #[arg(short, long, value_name = "SIZE")]
+    pub memory: Option<String>,
+    /// Container id (default: the sandbox id)
+    #[arg(long)]
+    pub name: Option<String>,
+    /// A runc-style bundle directory (config.json + rootfs)
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["rootfs", "image"])]
+    pub bundle: Option<PathBuf>,
+    /// A root filesystem directory
+    #[arg(long, value_name = "DIR", conflicts_with = "image")]
+    pub rootfs: Option<PathBuf>,
+    /// OCI image layout directory, OCI archive or `docker save` tarball
+    #[arg(value_name = "IMAGE", required_unless_present_any = ["bundle", "rootfs"])]
+    pub image: Option<PathBuf>,
+    /// Command and arguments (default: the image's Entrypoint and Cmd)
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct EnvArgs {
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LifecycleArgs {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub args: Vec<String>,
 }
 
 impl RuntimeCommand {
-    pub fn run(self, _global: &GlobalArgs) -> anyhow::Result<ExitCode> {
-        anyhow::bail!("not implemented yet")
+    pub fn run(self, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+        match self {
+            RuntimeCommand::Run(a) => a.run(global),
+            RuntimeCommand::Env(a) => {
+                let config = load_config(global)?;
+                let report = shoji_runtime::env::report(&config);
+                if a.json {
+                    println!("{}", serde_json::to_string_pretty(&report)?);
+                } else {
+                    print!("{report}");
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            _ => anyhow::bail!(
+                "the OCI lifecycle commands (create, start, state, kill, delete, exec) are not supported yet; use `shoji run`"
+            ),
+        }
+    }
+}
+
+fn load_config(global: &GlobalArgs) -> anyhow::Result<Config> {
+    Ok(Config::load(global.config.as_deref())?)
+}
+
+impl RunArgs {
+    fn run(self, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+        let config = load_config(global)?;
+        let source = if let Some(b) = self.bundle {
+            RootSource::Bundle(b)
+        } else if let Some(r) = self.rootfs {
+            RootSource::Rootfs(r)
+        } else if let Some(i) = self.image {
+            RootSource::Image(i)
+        } else {
+            anyhow::bail!("give an IMAGE, --bundle DIR or --rootfs DIR");
+        };
+        let memory_bytes = self
+            .memory
+            .as_deref()
+            .map(parse_size)
+            .transpose()
+            .context("while reading --memory")?;
+        if let Some(c) = self.cpus {
+            anyhow::ensure!(
+                c > 0.0 && c <= 64.0,
+                "--cpus must be between 0 and 64, got {c}"
+            );
+        }
+        let req = RunRequest {
+            source: Some(source),
+            process: ProcessOptions {
+                args: self.command,
+                env: self.env,
+                cwd: self.workdir,
+                user: self.user,
+                terminal: self.tty,
+                memory_bytes,
+                cpus: self.cpus,
+            },
+            interactive: self.interactive,
+            container_id: self.name,
+            agent_tracing: self.trace || config.agent.shoji.enable_tracing,
+            traceparent: None,
+        };
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .context("while starting the async runtime")?;
+        let outcome = rt.block_on(async {
+            let span = tracing::info_span!(
+                "run",
+                source = "runtime",
+                subsystem = "runtime",
+                sandbox_id = tracing::field::Empty,
+                container_id = tracing::field::Empty,
+                vm.accel = tracing::field::Empty,
+            );
+            let _e = span.enter();
+            shoji_runtime::run::run(&config, req, &mut shoji_runtime::run::NoHooks).await
+        });
+        rt.shutdown_timeout(std::time::Duration::from_secs(1));
+        let outcome = outcome?;
+        Ok(ExitCode::from((outcome.exit_code & 0xff) as u8))
     }
 }

@@ -1,0 +1,355 @@
+//! Containers in the guest: root filesystem from virtio-fs, a cgroup with the OCI limits, the
+//! init process started through `__container-init`, stdio on vsock streams to the host.
+
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use oci_spec::runtime::Spec;
+use shoji_protocols::agent::StdioPorts;
+use tokio::sync::watch;
+
+use crate::init::{InitConfig, CONFIG_FD, PID_FD, START_FD};
+use crate::reaper::{Reaper, Status};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerError {
+    #[error("invalid OCI spec: {0}")]
+    Spec(String),
+    #[error("cannot mount virtio-fs tag {tag:?} on {path}: {err}")]
+    Mount {
+        tag: String,
+        path: PathBuf,
+        err: nix::Error,
+    },
+    #[error("cannot connect stdio to host port {port}: {err}")]
+    Stdio { port: u32, err: std::io::Error },
+    #[error("cannot start the container init: {0}")]
+    Spawn(String),
+    #[error("cgroup {path}: {err}")]
+    Cgroup { path: PathBuf, err: std::io::Error },
+}
+
+/// One process of a container.
+pub struct Process {
+    pub pid: i32,
+    pub exit: watch::Receiver<Option<Status>>,
+    start: Option<OwnedFd>,
+    /// Relay threads of a terminal; joined before the exit status is reported.
+    io_done: Option<std::sync::mpsc::Receiver<()>>,
+}
+
+impl Process {
+    pub fn release(&mut self) -> Result<(), std::io::Error> {
+        if let Some(fd) = self.start.take() {
+            let mut f = std::fs::File::from(fd);
+            f.write_all(b"s")?;
+        }
+        Ok(())
+    }
+
+    /// What a waiter needs, taken without holding any lock across the wait.
+    pub fn waiter(&mut self) -> Waiter {
+        Waiter {
+            exit: self.exit.clone(),
+            io_done: self.io_done.take(),
+        }
+    }
+}
+
+pub struct Waiter {
+    exit: watch::Receiver<Option<Status>>,
+    io_done: Option<std::sync::mpsc::Receiver<()>>,
+}
+
+impl Waiter {
+    /// Waits for exit and for the terminal relay to drain.
+    pub async fn wait(mut self) -> Status {
+        let status = match self.exit.wait_for(|s| s.is_some()).await {
+            Ok(s) => s.unwrap_or((255, 0)),
+            Err(_) => (255, 0),
+        };
+        if let Some(done) = self.io_done.take() {
+            let _ = tokio::task::spawn_blocking(move || {
+                done.recv_timeout(std::time::Duration::from_secs(5))
+            })
+            .await;
+        }
+        status
+    }
+}
+
+pub struct Container {
+    pub id: String,
+    pub init: Process,
+    rootfs: PathBuf,
+    cgroup: PathBuf,
+}
+
+fn vsock_connect(port: u32) -> Result<OwnedFd, ContainerError> {
+    let s = vsock::VsockStream::connect_with_cid_port(shoji_protocols::HOST_CID, port)
+        .map_err(|err| ContainerError::Stdio { port, err })?;
+    // SAFETY: into_raw_fd hands us sole ownership of the socket fd.
+    Ok(unsafe { OwnedFd::from_raw_fd(s.into_raw_fd()) })
+}
+
+fn dev_null() -> Result<OwnedFd, ContainerError> {
+    std::fs::File::options()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .map(OwnedFd::from)
+        .map_err(|err| ContainerError::Stdio { port: 0, err })
+}
+
+/// Copies until EOF in a thread (pty master <-> vsock), signalling `done` at the end.
+fn relay(
+    mut from: std::fs::File,
+    mut to: std::fs::File,
+    done: Option<std::sync::mpsc::Sender<()>>,
+) {
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 8192];
+        loop {
+            match from.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if to.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        drop(to);
+        if let Some(d) = done {
+            let _ = d.send(());
+        }
+    });
+}
+
+/// Moves `fd` above the range 0..=5 that the child's dup2s write to.
+fn high(fd: OwnedFd) -> Result<OwnedFd, ContainerError> {
+    let n = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(10))
+        .map_err(|e| ContainerError::Spawn(format!("dup: {e}")))?;
+    // SAFETY: fcntl returned a new fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(n) })
+}
+
+/// Spawns a process that will exec `cfg` once released.
+pub fn spawn_init(
+    cfg: &InitConfig,
+    ports: &StdioPorts,
+    reaper: &Reaper,
+) -> Result<Process, ContainerError> {
+    let spawn_err = |e: String| ContainerError::Spawn(e);
+    let (stdin, stdout, stderr, io_done): (OwnedFd, OwnedFd, OwnedFd, _) = if cfg.terminal {
+        let pty = nix::pty::openpty(None, None).map_err(|e| spawn_err(format!("openpty: {e}")))?;
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let master = std::fs::File::from(pty.master);
+        if ports.stdin_port != 0 {
+            let input = std::fs::File::from(vsock_connect(ports.stdin_port)?);
+            let m = master.try_clone().map_err(|e| spawn_err(e.to_string()))?;
+            relay(input, m, None);
+        }
+        if ports.stdout_port != 0 {
+            let out = std::fs::File::from(vsock_connect(ports.stdout_port)?);
+            relay(master, out, Some(done_tx));
+        }
+        let slave = pty.slave;
+        let s2 = slave.try_clone().map_err(|e| spawn_err(e.to_string()))?;
+        let s3 = slave.try_clone().map_err(|e| spawn_err(e.to_string()))?;
+        (slave, s2, s3, Some(done_rx))
+    } else {
+        let port = |p: u32| if p == 0 { dev_null() } else { vsock_connect(p) };
+        (
+            port(ports.stdin_port)?,
+            port(ports.stdout_port)?,
+            port(ports.stderr_port)?,
+            None,
+        )
+    };
+
+    let (cfg_r, cfg_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| spawn_err(format!("pipe: {e}")))?;
+    let (start_r, start_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| spawn_err(format!("pipe: {e}")))?;
+    let (pid_r, pid_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| spawn_err(format!("pipe: {e}")))?;
+    let (cfg_r, start_r, pid_w) = (high(cfg_r)?, high(start_r)?, high(pid_w)?);
+    let fds: [(RawFd, i32); 3] = [
+        (cfg_r.as_raw_fd(), CONFIG_FD),
+        (start_r.as_raw_fd(), START_FD),
+        (pid_w.as_raw_fd(), PID_FD),
+    ];
+    let mut cmd = Command::new("/proc/self/exe");
+    cmd.arg("__container-init")
+        .stdin(Stdio::from(stdin))
+        .stdout(Stdio::from(stdout))
+        .stderr(Stdio::from(stderr));
+    // SAFETY: runs in the forked child before exec: only dup2 and unshare, both
+    // async-signal-safe syscalls, on fds this closure captured by value.
+    unsafe {
+        cmd.pre_exec(move || {
+            for (from, to) in fds {
+                if libc::dup2(from, to) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            let flags =
+                libc::CLONE_NEWPID | libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
+            if libc::unshare(flags) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().map_err(|e| spawn_err(format!("spawn: {e}")))?;
+    // The reaper owns all waiting; forget the handle without waiting.
+    drop(child);
+    drop((cfg_r, start_r, pid_w));
+
+    let mut w = std::fs::File::from(cfg_w);
+    w.write_all(&serde_json::to_vec(cfg).map_err(|e| spawn_err(e.to_string()))?)
+        .map_err(|e| spawn_err(format!("writing init config: {e}")))?;
+    drop(w);
+    let mut text = String::new();
+    std::fs::File::from(pid_r)
+        .read_to_string(&mut text)
+        .map_err(|e| spawn_err(format!("reading init pid: {e}")))?;
+    let pid: i32 = text.trim().parse().map_err(|_| {
+        spawn_err("the container init failed before reporting its pid (see stderr)".into())
+    })?;
+    let (tx, rx) = watch::channel(None);
+    let waiter = reaper.wait(pid);
+    tokio::spawn(async move {
+        if let Ok(s) = waiter.await {
+            let _ = tx.send(Some(s));
+        }
+    });
+    Ok(Process {
+        pid,
+        exit: rx,
+        start: Some(start_w),
+        io_done,
+    })
+}
+
+impl Container {
+    /// Mounts the rootfs, makes the cgroup, spawns the (held) init process.
+    pub fn create(
+        id: &str,
+        spec: &Spec,
+        rootfs_tag: &str,
+        ports: &StdioPorts,
+        reaper: &Reaper,
+    ) -> Result<Self, ContainerError> {
+        if id.is_empty() || id.contains('/') || id.starts_with('.') {
+            return Err(ContainerError::Spec(format!("bad container id {id:?}")));
+        }
+        let rootfs = PathBuf::from(format!("/run/shoji/containers/{id}/rootfs"));
+        let _ = std::fs::create_dir_all(&rootfs);
+        {
+            let _s = tracing::info_span!(
+                "rootfs.mount",
+                source = "agent",
+                subsystem = "storage",
+                container_id = id
+            )
+            .entered();
+            mount(
+                Some(rootfs_tag),
+                &rootfs,
+                Some("virtiofs"),
+                MsFlags::empty(),
+                None::<&str>,
+            )
+            .map_err(|err| ContainerError::Mount {
+                tag: rootfs_tag.into(),
+                path: rootfs.clone(),
+                err,
+            })?;
+        }
+        let process = spec
+            .process()
+            .as_ref()
+            .ok_or_else(|| ContainerError::Spec("no process".into()))?;
+        let args = process.args().clone().unwrap_or_default();
+        if args.is_empty() {
+            return Err(ContainerError::Spec("process.args is empty".into()));
+        }
+        let cfg = InitConfig {
+            rootfs: rootfs.clone(),
+            args,
+            env: process.env().clone().unwrap_or_default(),
+            cwd: process.cwd().display().to_string(),
+            uid: process.user().uid(),
+            gid: process.user().gid(),
+            additional_gids: process.user().additional_gids().clone().unwrap_or_default(),
+            hostname: spec.hostname().clone().unwrap_or_else(|| "shoji".into()),
+            terminal: process.terminal().unwrap_or(false),
+        };
+        let cgroup = PathBuf::from(format!("/sys/fs/cgroup/{id}"));
+        std::fs::create_dir_all(&cgroup).map_err(|err| ContainerError::Cgroup {
+            path: cgroup.clone(),
+            err,
+        })?;
+        if let Some(res) = spec.linux().as_ref().and_then(|l| l.resources().as_ref()) {
+            if let Some(limit) = res.memory().as_ref().and_then(|m| m.limit()) {
+                if limit > 0 {
+                    write_cgroup(&cgroup, "memory.max", &limit.to_string())?;
+                    let _ = std::fs::write(cgroup.join("memory.swap.max"), "0");
+                }
+            }
+            if let Some(cpu) = res.cpu() {
+                if let Some(quota) = cpu.quota().filter(|q| *q > 0) {
+                    let period = cpu.period().unwrap_or(100_000);
+                    write_cgroup(&cgroup, "cpu.max", &format!("{quota} {period}"))?;
+                }
+            }
+        }
+        let init = {
+            let _s = tracing::info_span!(
+                "process.spawn",
+                source = "agent",
+                subsystem = "container",
+                container_id = id
+            )
+            .entered();
+            spawn_init(&cfg, ports, reaper)?
+        };
+        write_cgroup(&cgroup, "cgroup.procs", &init.pid.to_string())?;
+        Ok(Self {
+            id: id.into(),
+            init,
+            rootfs,
+            cgroup,
+        })
+    }
+
+    /// Kills what is left and undoes the mounts and the cgroup.
+    pub fn remove(&mut self) {
+        if self.init.exit.borrow().is_none() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.init.pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        let _ = umount2(&self.rootfs, MntFlags::MNT_DETACH);
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.cgroup).is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+}
+
+fn write_cgroup(dir: &std::path::Path, file: &str, value: &str) -> Result<(), ContainerError> {
+    std::fs::write(dir.join(file), value).map_err(|err| ContainerError::Cgroup {
+        path: dir.join(file),
+        err,
+    })
+}

@@ -1,0 +1,238 @@
+//! The container's init, run as `shoji-agent __container-init` in fresh mount, UTS, IPC and
+//! (for its children) PID namespaces. It is a freshly exec'd, single-threaded process, so it may
+//! fork and then use ordinary Rust in the child; the agent itself is multi-threaded and never
+//! forks anything but an immediate exec.
+//!
+//! File descriptors on entry: 0-2 the process's stdio, 3 the [`InitConfig`] as JSON, 4 the start
+//! pipe (one byte = go), 5 where to write the container init's PID.
+
+use std::io::{Read, Write};
+use std::os::fd::FromRawFd;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+
+use nix::mount::{mount, MsFlags};
+use nix::unistd::{fork, ForkResult, Gid, Uid};
+use serde::{Deserialize, Serialize};
+
+pub const CONFIG_FD: i32 = 3;
+pub const START_FD: i32 = 4;
+pub const PID_FD: i32 = 5;
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct InitConfig {
+    pub rootfs: PathBuf,
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub cwd: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub additional_gids: Vec<u32>,
+    pub hostname: String,
+    pub terminal: bool,
+}
+
+/// Entry point of `__container-init`. Never returns.
+pub fn stage1() -> ! {
+    // SAFETY: fds 3, 4 and 5 were set up by the agent for this process and are owned by nobody
+    // else in it.
+    let (mut cfg_file, mut pid_file) = unsafe {
+        (
+            std::fs::File::from_raw_fd(CONFIG_FD),
+            std::fs::File::from_raw_fd(PID_FD),
+        )
+    };
+    let mut text = String::new();
+    let cfg: InitConfig = match cfg_file
+        .read_to_string(&mut text)
+        .map_err(|e| e.to_string())
+        .and_then(|_| serde_json::from_str(&text).map_err(|e| e.to_string()))
+    {
+        Ok(c) => c,
+        Err(e) => fail(1, &format!("bad init config: {e}")),
+    };
+    drop(cfg_file);
+    // SAFETY: this process is single-threaded (freshly exec'd), so the child may run any code.
+    match unsafe { fork() } {
+        Ok(ForkResult::Parent { child }) => {
+            let _ = write!(pid_file, "{}", child.as_raw());
+            std::process::exit(0);
+        }
+        Ok(ForkResult::Child) => {
+            drop(pid_file);
+            container_init(cfg)
+        }
+        Err(e) => fail(1, &format!("fork: {e}")),
+    }
+}
+
+fn fail(code: i32, msg: &str) -> ! {
+    eprintln!("shoji: {msg}");
+    std::process::exit(code)
+}
+
+fn container_init(cfg: InitConfig) -> ! {
+    if let Err(e) = setup_root(&cfg.rootfs) {
+        fail(1, &format!("setting up the container root: {e}"));
+    }
+    // Wait for StartContainer.
+    // SAFETY: fd 4 is the start pipe's read end, owned by this process.
+    let mut start = unsafe { std::fs::File::from_raw_fd(START_FD) };
+    let mut b = [0u8; 1];
+    if !matches!(start.read(&mut b), Ok(1)) {
+        std::process::exit(1);
+    }
+    drop(start);
+    // The agent has put us in our cgroup by now; make it our cgroup root.
+    if nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP).is_ok() {
+        let _ = mount(
+            Some("cgroup2"),
+            "/sys/fs/cgroup",
+            Some("cgroup2"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            None::<&str>,
+        );
+    }
+    let _ = nix::unistd::sethostname(&cfg.hostname);
+    if cfg.terminal {
+        let _ = nix::unistd::setsid();
+        // SAFETY: TIOCSCTTY on fd 0 (the pty slave) with arg 0 has no memory effects.
+        unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) };
+    }
+    let gids: Vec<Gid> = cfg
+        .additional_gids
+        .iter()
+        .map(|g| Gid::from_raw(*g))
+        .collect();
+    if let Err(e) = nix::unistd::setgroups(&gids)
+        .and_then(|_| nix::unistd::setgid(Gid::from_raw(cfg.gid)))
+        .and_then(|_| nix::unistd::setuid(Uid::from_raw(cfg.uid)))
+    {
+        fail(1, &format!("setting user {}:{}: {e}", cfg.uid, cfg.gid));
+    }
+    if let Err(e) = std::env::set_current_dir(&cfg.cwd) {
+        fail(
+            1,
+            &format!("cannot change to working directory {:?}: {e}", cfg.cwd),
+        );
+    }
+    let Some(program) = cfg.args.first() else {
+        fail(1, "no command")
+    };
+    let mut cmd = std::process::Command::new(program);
+    cmd.args(&cfg.args[1..]).env_clear();
+    for kv in &cfg.env {
+        if let Some((k, v)) = kv.split_once('=') {
+            cmd.env(k, v);
+        }
+    }
+    let err = cmd.exec();
+    // Docker's convention: 127 when the command cannot be found, 126 when it cannot be run.
+    let code = match err.raw_os_error() {
+        Some(libc::ENOENT) | Some(libc::ENOTDIR) => 127,
+        _ => 126,
+    };
+    fail(code, &format!("cannot run {program:?}: {err}"))
+}
+
+fn setup_root(rootfs: &Path) -> Result<(), String> {
+    fn e(what: &'static str) -> impl Fn(nix::Error) -> String {
+        move |err| format!("{what}: {err}")
+    }
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(e("make / private"))?;
+    mount(
+        Some(rootfs),
+        rootfs,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(e("bind rootfs"))?;
+    let at = |p: &str| rootfs.join(p);
+    let mk = |p: &Path| {
+        let _ = std::fs::create_dir_all(p);
+    };
+    let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    mk(&at("proc"));
+    mount(
+        Some("proc"),
+        &at("proc"),
+        Some("proc"),
+        nosuid,
+        None::<&str>,
+    )
+    .map_err(e("mount /proc"))?;
+    mk(&at("sys"));
+    mount(
+        Some("sysfs"),
+        &at("sys"),
+        Some("sysfs"),
+        nosuid | MsFlags::MS_RDONLY,
+        None::<&str>,
+    )
+    .map_err(e("mount /sys"))?;
+    mk(&at("dev"));
+    mount(
+        Some("tmpfs"),
+        &at("dev"),
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID,
+        Some("mode=755"),
+    )
+    .map_err(e("mount /dev"))?;
+    for node in ["null", "zero", "full", "random", "urandom", "tty"] {
+        let dst = at("dev").join(node);
+        let _ = std::fs::File::create(&dst);
+        let src = format!("/dev/{node}");
+        mount(
+            Some(src.as_str()),
+            &dst,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(e("bind a /dev node"))?;
+    }
+    mk(&at("dev/pts"));
+    mount(
+        Some("devpts"),
+        &at("dev/pts"),
+        Some("devpts"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=0620"),
+    )
+    .map_err(e("mount /dev/pts"))?;
+    mk(&at("dev/shm"));
+    mount(
+        Some("shm"),
+        &at("dev/shm"),
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=1777"),
+    )
+    .map_err(e("mount /dev/shm"))?;
+    for (link, target) in [
+        ("dev/ptmx", "pts/ptmx"),
+        ("dev/fd", "/proc/self/fd"),
+        ("dev/stdin", "/proc/self/fd/0"),
+        ("dev/stdout", "/proc/self/fd/1"),
+        ("dev/stderr", "/proc/self/fd/2"),
+    ] {
+        let _ = std::os::unix::fs::symlink(target, at(link));
+    }
+    // The VM's root is the initramfs, which pivot_root cannot leave; move the container root
+    // over `/` in this private mount namespace and chroot into it, as runc's no-pivot mode does.
+    std::env::set_current_dir(rootfs).map_err(|err| format!("chdir rootfs: {err}"))?;
+    mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)
+        .map_err(e("move the root"))?;
+    nix::unistd::chroot(".").map_err(e("chroot"))?;
+    std::env::set_current_dir("/").map_err(|err| format!("chdir /: {err}"))?;
+    Ok(())
+}

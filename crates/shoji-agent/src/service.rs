@@ -1,0 +1,305 @@
+//! The ttRPC `AgentService` implementation. One server span per call, parented on the caller's
+//! `traceparent` from the request metadata.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use shoji_protocols::agent::{self, Empty};
+use shoji_protocols::agent_ttrpc::AgentService;
+use tracing::Instrument;
+use ttrpc::r#async::TtrpcContext;
+
+use crate::boot::{now_unix_ns, BootParams};
+use crate::container::Container;
+use crate::reaper::Reaper;
+use crate::telemetry;
+
+pub struct Agent {
+    pub params: BootParams,
+    pub boot_phases: Mutex<Vec<(String, u64)>>,
+    pub containers: Mutex<HashMap<String, Container>>,
+    pub reaper: Reaper,
+    pub shutdown: tokio::sync::Notify,
+}
+
+fn status(code: ttrpc::Code, msg: impl Into<String>) -> ttrpc::Error {
+    ttrpc::Error::RpcStatus(ttrpc::get_status(code, msg.into()))
+}
+
+fn not_found(id: &str) -> ttrpc::Error {
+    status(ttrpc::Code::NOT_FOUND, format!("no container {id:?}"))
+}
+
+macro_rules! server_span {
+    ($self:ident, $ctx:ident, $method:literal, $cid:expr) => {{
+        let span = tracing::info_span!(
+            concat!("shoji.agent.v1.AgentService/", $method),
+            otel.kind = "server",
+            rpc.system = "ttrpc",
+            rpc.service = "shoji.agent.v1.AgentService",
+            rpc.method = $method,
+            source = "agent",
+            package = "shoji_agent::service",
+            subsystem = "rpc",
+            sandbox_id = %$self.params.sandbox_id,
+            container_id = %$cid,
+        );
+        telemetry::set_parent_from_metadata(&span, &$ctx.metadata);
+        span
+    }};
+}
+
+impl Agent {
+    fn phase(&self, name: &str) {
+        if let Ok(mut p) = self.boot_phases.lock() {
+            if !p.iter().any(|(n, _)| n == name) {
+                p.push((name.into(), now_unix_ns()));
+            }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl AgentService for Agent {
+    async fn ping(
+        &self,
+        ctx: &TtrpcContext,
+        _req: agent::PingRequest,
+    ) -> ttrpc::Result<agent::PingResponse> {
+        let span = server_span!(self, ctx, "Ping", "");
+        let _e = span.enter();
+        let phases = self
+            .boot_phases
+            .lock()
+            .map(|p| p.clone())
+            .unwrap_or_default();
+        Ok(agent::PingResponse {
+            guest_time_unix_nano: now_unix_ns(),
+            agent_version: env!("CARGO_PKG_VERSION").into(),
+            boot_phases: phases
+                .into_iter()
+                .map(|(name, t)| agent::BootPhase {
+                    name,
+                    time_unix_nano: t,
+                    ..Default::default()
+                })
+                .collect(),
+            dropped_spans: telemetry::dropped_spans(),
+            ..Default::default()
+        })
+    }
+
+    async fn create_container(
+        &self,
+        ctx: &TtrpcContext,
+        req: agent::CreateContainerRequest,
+    ) -> ttrpc::Result<agent::CreateContainerResponse> {
+        let span = server_span!(self, ctx, "CreateContainer", req.container_id);
+        async {
+            let spec: oci_spec::runtime::Spec = serde_json::from_slice(&req.oci_spec_json)
+                .map_err(|e| status(ttrpc::Code::INVALID_ARGUMENT, format!("invalid OCI spec: {e}")))?;
+            let ports = req.stdio.clone().unwrap_or_default();
+            let id = req.container_id.clone();
+            if self.containers.lock().map(|c| c.contains_key(&id)).unwrap_or(true) {
+                return Err(status(ttrpc::Code::ALREADY_EXISTS, format!("container {id:?} exists")));
+            }
+            let reaper = self.reaper.clone();
+            let tag = req.rootfs_tag.clone();
+            let span = tracing::info_span!("container.create", source = "agent", subsystem = "container", container_id = %id, container.id = %id);
+            let c = tokio::task::spawn_blocking(move || span.in_scope(|| Container::create(&id, &spec, &tag, &ports, &reaper)))
+                .await
+                .map_err(|e| status(ttrpc::Code::INTERNAL, e.to_string()))?
+                .map_err(|e| status(ttrpc::Code::INTERNAL, e.to_string()))?;
+            self.phase("rootfs.mounted");
+            let pid = c.init.pid;
+            tracing::info!(process.pid = pid, "container created");
+            if let Ok(mut m) = self.containers.lock() {
+                m.insert(req.container_id.clone(), c);
+            }
+            Ok(agent::CreateContainerResponse { pid: pid as u32, ..Default::default() })
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn start_container(
+        &self,
+        ctx: &TtrpcContext,
+        req: agent::StartContainerRequest,
+    ) -> ttrpc::Result<agent::StartContainerResponse> {
+        let span = server_span!(self, ctx, "StartContainer", req.container_id);
+        let _e = span.enter();
+        let mut m = self
+            .containers
+            .lock()
+            .map_err(|_| status(ttrpc::Code::INTERNAL, "lock"))?;
+        let c = m
+            .get_mut(&req.container_id)
+            .ok_or_else(|| not_found(&req.container_id))?;
+        c.init
+            .release()
+            .map_err(|e| status(ttrpc::Code::INTERNAL, format!("starting the process: {e}")))?;
+        Ok(agent::StartContainerResponse::default())
+    }
+
+    async fn wait_process(
+        &self,
+        ctx: &TtrpcContext,
+        req: agent::WaitProcessRequest,
+    ) -> ttrpc::Result<agent::WaitProcessResponse> {
+        let span = server_span!(self, ctx, "WaitProcess", req.container_id);
+        async {
+            let (waiter, pid) = {
+                let mut m = self
+                    .containers
+                    .lock()
+                    .map_err(|_| status(ttrpc::Code::INTERNAL, "lock"))?;
+                let c = m
+                    .get_mut(&req.container_id)
+                    .ok_or_else(|| not_found(&req.container_id))?;
+                (c.init.waiter(), c.init.pid)
+            };
+            let (code, signal) = waiter
+                .wait()
+                .instrument(tracing::info_span!(
+                    "process.wait",
+                    source = "agent",
+                    subsystem = "container",
+                    process.pid = pid,
+                    process.exit_code = tracing::field::Empty
+                ))
+                .await;
+            tracing::info!(process.exit_code = code, signal, "process exited");
+            Ok(agent::WaitProcessResponse {
+                exit_code: code,
+                signal,
+                ..Default::default()
+            })
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn signal_process(
+        &self,
+        ctx: &TtrpcContext,
+        req: agent::SignalProcessRequest,
+    ) -> ttrpc::Result<Empty> {
+        let span = server_span!(self, ctx, "SignalProcess", req.container_id);
+        let _e = span.enter();
+        let pid = {
+            let m = self
+                .containers
+                .lock()
+                .map_err(|_| status(ttrpc::Code::INTERNAL, "lock"))?;
+            m.get(&req.container_id)
+                .ok_or_else(|| not_found(&req.container_id))?
+                .init
+                .pid
+        };
+        let sig = nix::sys::signal::Signal::try_from(req.signal as i32).map_err(|_| {
+            status(
+                ttrpc::Code::INVALID_ARGUMENT,
+                format!("bad signal {}", req.signal),
+            )
+        })?;
+        // A PID-namespace init ignores signals it has no handler for; only SIGKILL always lands.
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
+        Ok(Empty::default())
+    }
+
+    async fn resize_terminal(
+        &self,
+        ctx: &TtrpcContext,
+        req: agent::ResizeTerminalRequest,
+    ) -> ttrpc::Result<Empty> {
+        let _span = server_span!(self, ctx, "ResizeTerminal", req.container_id);
+        // The pty master lives in the relay threads; the slave is the process's fd 0.
+        let pid = {
+            let m = self
+                .containers
+                .lock()
+                .map_err(|_| status(ttrpc::Code::INTERNAL, "lock"))?;
+            m.get(&req.container_id)
+                .ok_or_else(|| not_found(&req.container_id))?
+                .init
+                .pid
+        };
+        if let Ok(f) = std::fs::File::open(format!("/proc/{pid}/fd/0")) {
+            let ws = libc::winsize {
+                ws_row: req.rows as u16,
+                ws_col: req.cols as u16,
+                ws_xpixel: 0,
+                ws_ypixel: 0,
+            };
+            // SAFETY: TIOCSWINSZ reads one winsize from a valid pointer; the fd is open.
+            unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&f), libc::TIOCSWINSZ, &ws) };
+        }
+        Ok(Empty::default())
+    }
+
+    async fn remove_container(
+        &self,
+        ctx: &TtrpcContext,
+        req: agent::RemoveContainerRequest,
+    ) -> ttrpc::Result<Empty> {
+        let span = server_span!(self, ctx, "RemoveContainer", req.container_id);
+        let _e = span.enter();
+        let c = self
+            .containers
+            .lock()
+            .ok()
+            .and_then(|mut m| m.remove(&req.container_id));
+        let mut c = c.ok_or_else(|| not_found(&req.container_id))?;
+        c.remove();
+        Ok(Empty::default())
+    }
+
+    async fn shutdown(
+        &self,
+        ctx: &TtrpcContext,
+        _req: agent::ShutdownRequest,
+    ) -> ttrpc::Result<agent::ShutdownResponse> {
+        let span = server_span!(self, ctx, "Shutdown", "");
+        let (exported, dropped) = async {
+            if let Ok(mut m) = self.containers.lock() {
+                for (_, c) in m.iter_mut() {
+                    c.remove();
+                }
+                m.clear();
+            }
+            telemetry::flush()
+        }
+        .instrument(span)
+        .await;
+        // Power off after this answer has left.
+        self.shutdown.notify_one();
+        Ok(agent::ShutdownResponse {
+            dropped_spans: dropped,
+            exported_spans: exported,
+            ..Default::default()
+        })
+    }
+
+    async fn exec_process(
+        &self,
+        ctx: &TtrpcContext,
+        req: agent::ExecProcessRequest,
+    ) -> ttrpc::Result<agent::ExecProcessResponse> {
+        let _span = server_span!(self, ctx, "ExecProcess", req.container_id);
+        Err(status(
+            ttrpc::Code::UNIMPLEMENTED,
+            "ExecProcess is not implemented yet",
+        ))
+    }
+}
+
+pub fn new(params: BootParams, phases: Vec<(String, u64)>, reaper: Reaper) -> Arc<Agent> {
+    Arc::new(Agent {
+        params,
+        boot_phases: Mutex::new(phases),
+        containers: Mutex::new(HashMap::new()),
+        reaper,
+        shutdown: tokio::sync::Notify::new(),
+    })
+}

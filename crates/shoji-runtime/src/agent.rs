@@ -1,0 +1,256 @@
+//! The runtime's side of the agent API: a ttRPC client over hybrid vsock, one client span per
+//! call, the caller's trace context in the request metadata.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use shoji_protocols::agent;
+use shoji_protocols::agent_ttrpc::AgentServiceClient;
+use tracing::Instrument;
+
+use crate::vsock;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("the agent did not answer on vsock port {port} within {secs} s")]
+    BootTimeout { port: u32, secs: u64 },
+    #[error("the VM exited ({status}) before the agent answered")]
+    VmExited { status: String },
+    #[error("agent call {method} failed: {message}")]
+    Rpc {
+        method: &'static str,
+        message: String,
+    },
+}
+
+/// Produces the trace-context metadata for an outgoing call (W3C `traceparent`, `tracestate`).
+/// Set by the telemetry set-up; the default injects nothing.
+pub type ContextInjector = fn() -> Vec<(String, String)>;
+
+fn no_context() -> Vec<(String, String)> {
+    Vec::new()
+}
+
+/// Clock offset between guest and host, estimated NTP-style from [`AgentClient::sync_clock`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ClockOffset {
+    /// guest - host, nanoseconds.
+    pub offset_ns: i64,
+    /// Half the round trip of the best sample: the offset is exact to within this.
+    pub uncertainty_ns: i64,
+}
+
+pub fn now_unix_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+#[derive(Clone)]
+pub struct AgentClient {
+    inner: AgentServiceClient,
+    inject: ContextInjector,
+}
+
+impl std::fmt::Debug for AgentClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AgentClient")
+    }
+}
+
+macro_rules! call {
+    ($self:ident, $method:literal, $fn:ident, $req:expr, $timeout:expr) => {{
+        let span = tracing::info_span!(
+            concat!("shoji.agent.v1.AgentService/", $method),
+            otel.kind = "client",
+            rpc.system = "ttrpc",
+            rpc.service = "shoji.agent.v1.AgentService",
+            rpc.method = $method,
+            source = "runtime",
+            package = "shoji_runtime::agent",
+            subsystem = "agent",
+        );
+        let inject = $self.inject;
+        let client = &$self.inner;
+        async move {
+            let ctx = context(inject, $timeout);
+            client.$fn(ctx, $req).await.map_err(|e| AgentError::Rpc {
+                method: $method,
+                message: rpc_message(e),
+            })
+        }
+        .instrument(span)
+        .await
+    }};
+}
+
+fn rpc_message(e: ttrpc::Error) -> String {
+    match e {
+        ttrpc::Error::RpcStatus(s) => s.message().to_string(),
+        other => other.to_string(),
+    }
+}
+
+fn context(inject: ContextInjector, timeout: Option<Duration>) -> ttrpc::context::Context {
+    let mut ctx = ttrpc::context::Context::default();
+    if let Some(t) = timeout {
+        ctx.timeout_nano = t.as_nanos() as i64;
+    }
+    let mut md: HashMap<String, Vec<String>> = HashMap::new();
+    for (k, v) in inject() {
+        md.entry(k).or_default().push(v);
+    }
+    ctx.metadata = md;
+    ctx
+}
+
+const SHORT: Option<Duration> = Some(Duration::from_secs(30));
+
+impl AgentClient {
+    /// Connects to the agent, retrying until `deadline`; `vm_exited` is polled between tries so
+    /// a dead VM is reported at once rather than at the deadline.
+    pub async fn connect(
+        uds: &Path,
+        boot_timeout: Duration,
+        mut vm_exited: impl FnMut() -> Option<String>,
+    ) -> Result<Self, AgentError> {
+        let deadline = Instant::now() + boot_timeout;
+        loop {
+            if let Some(status) = vm_exited() {
+                return Err(AgentError::VmExited { status });
+            }
+            if uds.exists() {
+                if let Ok(stream) = vsock::connect(uds, shoji_protocols::AGENT_VSOCK_PORT).await {
+                    let socket = ttrpc::r#async::transport::Socket::new(stream);
+                    let client = Self {
+                        inner: AgentServiceClient::new(ttrpc::r#async::Client::new(socket)),
+                        inject: no_context,
+                    };
+                    // The CONNECT answer comes from the vsock device; only a Ping proves the
+                    // agent is serving.
+                    match tokio::time::timeout(Duration::from_secs(2), client.ping_once()).await {
+                        Ok(Ok(_)) => return Ok(client),
+                        _ => {}
+                    }
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(AgentError::BootTimeout {
+                    port: shoji_protocols::AGENT_VSOCK_PORT,
+                    secs: boot_timeout.as_secs(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn set_context_injector(&mut self, inject: ContextInjector) {
+        self.inject = inject;
+    }
+
+    async fn ping_once(&self) -> Result<(u64, agent::PingResponse, u64), AgentError> {
+        let t0 = now_unix_ns();
+        let req = agent::PingRequest {
+            host_time_unix_nano: t0,
+            ..Default::default()
+        };
+        let resp = call!(self, "Ping", ping, &req, Some(Duration::from_secs(2)))?;
+        Ok((t0, resp, now_unix_ns()))
+    }
+
+    /// Pings `samples` times and keeps the sample with the smallest round trip.
+    pub async fn sync_clock(
+        &self,
+        samples: usize,
+    ) -> Result<(ClockOffset, agent::PingResponse), AgentError> {
+        let mut best: Option<(u64, ClockOffset, agent::PingResponse)> = None;
+        for _ in 0..samples.max(1) {
+            let (t0, resp, t1) = self.ping_once().await?;
+            let rtt = t1.saturating_sub(t0);
+            let mid = (t0 / 2 + t1 / 2) as i64;
+            let off = ClockOffset {
+                offset_ns: resp.guest_time_unix_nano as i64 - mid,
+                uncertainty_ns: (rtt / 2) as i64,
+            };
+            if best.as_ref().is_none_or(|(r, _, _)| rtt < *r) {
+                best = Some((rtt, off, resp));
+            }
+        }
+        let (_, off, resp) = best.ok_or(AgentError::Rpc {
+            method: "Ping",
+            message: "no sample".into(),
+        })?;
+        Ok((off, resp))
+    }
+
+    pub async fn create_container(
+        &self,
+        req: agent::CreateContainerRequest,
+    ) -> Result<agent::CreateContainerResponse, AgentError> {
+        call!(self, "CreateContainer", create_container, &req, SHORT)
+    }
+
+    pub async fn start_container(&self, container_id: &str) -> Result<(), AgentError> {
+        let req = agent::StartContainerRequest {
+            container_id: container_id.into(),
+            ..Default::default()
+        };
+        call!(self, "StartContainer", start_container, &req, SHORT).map(|_| ())
+    }
+
+    pub async fn wait_process(
+        &self,
+        container_id: &str,
+        exec_id: &str,
+    ) -> Result<agent::WaitProcessResponse, AgentError> {
+        let req = agent::WaitProcessRequest {
+            container_id: container_id.into(),
+            exec_id: exec_id.into(),
+            ..Default::default()
+        };
+        call!(self, "WaitProcess", wait_process, &req, None)
+    }
+
+    pub async fn signal_process(
+        &self,
+        container_id: &str,
+        exec_id: &str,
+        signal: u32,
+    ) -> Result<(), AgentError> {
+        let req = agent::SignalProcessRequest {
+            container_id: container_id.into(),
+            exec_id: exec_id.into(),
+            signal,
+            ..Default::default()
+        };
+        call!(self, "SignalProcess", signal_process, &req, SHORT).map(|_| ())
+    }
+
+    pub async fn resize_terminal(
+        &self,
+        container_id: &str,
+        rows: u32,
+        cols: u32,
+    ) -> Result<(), AgentError> {
+        let req = agent::ResizeTerminalRequest {
+            container_id: container_id.into(),
+            rows,
+            cols,
+            ..Default::default()
+        };
+        call!(self, "ResizeTerminal", resize_terminal, &req, SHORT).map(|_| ())
+    }
+
+    pub async fn shutdown(&self) -> Result<agent::ShutdownResponse, AgentError> {
+        let req = agent::ShutdownRequest::default();
+        call!(
+            self,
+            "Shutdown",
+            shutdown,
+            &req,
+            Some(Duration::from_secs(10))
+        )
+    }
+}

@@ -1,0 +1,270 @@
+//! Configuration: TOML with Kata's key names, every key optional with an embedded default.
+//!
+//! Precedence is command-line flag, then configuration file, then environment, then default.
+//! Flags are applied by the caller after [`Config::load`]; this module merges file, environment
+//! and defaults. Unknown keys are errors naming the key and the file (`deny_unknown_fields`).
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The system-wide configuration file, used when no `--config` is given and it exists.
+pub const SYSTEM_CONFIG: &str = "/etc/shoji/configuration.toml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration file {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid configuration file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid value {value:?} for {key} (from {origin}): {expected}")]
+    Value {
+        key: &'static str,
+        value: String,
+        origin: String,
+        expected: &'static str,
+    },
+}
+
+/// Which accelerator QEMU uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Accel {
+    #[default]
+    Auto,
+    Kvm,
+    Tcg,
+}
+
+impl std::str::FromStr for Accel {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "kvm" => Ok(Self::Kvm),
+            "tcg" => Ok(Self::Tcg),
+            _ => Err(()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QemuConfig {
+    pub path: PathBuf,
+    /// Guest kernel; `None` means the image `shoji image build` made.
+    pub kernel: Option<PathBuf>,
+    pub initrd: Option<PathBuf>,
+    pub accel: Accel,
+    pub default_vcpus: u32,
+    /// MiB.
+    pub default_memory: u32,
+    pub kernel_params: String,
+    /// Seconds from QEMU launch until the agent must answer.
+    pub boot_timeout: u64,
+}
+
+impl Default for QemuConfig {
+    fn default() -> Self {
+        Self {
+            path: PathBuf::from("/usr/bin/qemu-system-x86_64"),
+            kernel: None,
+            initrd: None,
+            accel: Accel::Auto,
+            default_vcpus: 1,
+            default_memory: 512,
+            kernel_params: String::new(),
+            boot_timeout: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HypervisorConfig {
+    pub qemu: QemuConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentShojiConfig {
+    pub enable_tracing: bool,
+    pub trace_log_level: String,
+}
+
+impl Default for AgentShojiConfig {
+    fn default() -> Self {
+        Self {
+            enable_tracing: false,
+            trace_log_level: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentConfig {
+    pub shoji: AgentShojiConfig,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeConfig {
+    pub enable_tracing: bool,
+    /// OTLP endpoint; overrides `OTEL_EXPORTER_OTLP_ENDPOINT`. Unset: the embedded store.
+    pub otlp_endpoint: Option<String>,
+    /// `grpc`, `http/protobuf` or `http/json`; overrides `OTEL_EXPORTER_OTLP_PROTOCOL`.
+    pub otlp_protocol: Option<String>,
+    /// Overrides `OTEL_SERVICE_NAME` (default `shoji-runtime`).
+    pub service_name: Option<String>,
+    /// Overrides `OTEL_TRACES_SAMPLER`.
+    pub sampler: Option<String>,
+    /// Where sandbox directories are made (default `$XDG_RUNTIME_DIR/shoji` or `/run/shoji`).
+    pub sandbox_root: Option<PathBuf>,
+}
+
+/// Trace-store settings read by `shoji trace serve` and the embedded store.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TraceStoreConfig {
+    /// Maximum age of a trace, e.g. "7d", "12h".
+    pub max_age: Option<String>,
+    /// Maximum size of the store, e.g. "1GiB".
+    pub max_size: Option<String>,
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub hypervisor: HypervisorConfig,
+    pub agent: AgentConfig,
+    pub runtime: RuntimeConfig,
+    pub trace_store: TraceStoreConfig,
+    /// The file this came from, if any (not a key).
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
+}
+
+impl Config {
+    /// Loads `explicit` if given (it must exist), else the system file if it exists, else the
+    /// defaults; then applies the environment where the file left a key unset.
+    pub fn load(explicit: Option<&Path>) -> Result<Self, ConfigError> {
+        let path = match explicit {
+            Some(p) => Some(p.to_path_buf()),
+            None => Some(PathBuf::from(SYSTEM_CONFIG)).filter(|p| p.exists()),
+        };
+        let mut config = match &path {
+            Some(p) => Self::parse_file(p)?,
+            None => Self::default(),
+        };
+        config.source = path;
+        config.apply_env(|k| std::env::var(k).ok())?;
+        Ok(config)
+    }
+
+    pub fn parse_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse_str(&text, path)
+    }
+
+    pub fn parse_str(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().replace('\n', " "),
+        })
+    }
+
+    /// Environment below the file: `SHOJI_QEMU`, `SHOJI_KERNEL`, `SHOJI_INITRD`, `SHOJI_ACCEL`.
+    /// The OTEL_* variables are read by the telemetry set-up, below the `[runtime]` keys.
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        let file_has = |s: &str| {
+            self.source
+                .as_ref()
+                .and_then(|p| std::fs::read_to_string(p).ok())
+                .is_some_and(|t| t.lines().any(|l| l.trim_start().starts_with(s)))
+        };
+        let q = &mut self.hypervisor.qemu;
+        if let Some(v) = get("SHOJI_QEMU") {
+            if !file_has("path") {
+                q.path = v.into();
+            }
+        }
+        if q.kernel.is_none() {
+            q.kernel = get("SHOJI_KERNEL").map(Into::into);
+        }
+        if q.initrd.is_none() {
+            q.initrd = get("SHOJI_INITRD").map(Into::into);
+        }
+        if let Some(v) = get("SHOJI_ACCEL") {
+            if !file_has("accel") {
+                q.accel = v.parse().map_err(|()| ConfigError::Value {
+                    key: "accel",
+                    value: v.clone(),
+                    origin: "environment variable SHOJI_ACCEL".into(),
+                    expected: "one of auto, kvm, tcg",
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Where this configuration came from, for `shoji env` and error messages.
+    pub fn origin(&self) -> String {
+        match &self.source {
+            Some(p) => p.display().to_string(),
+            None => "built-in defaults (no configuration file)".into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let c = Config::parse_str("", Path::new("x.toml")).unwrap();
+        assert_eq!(c.hypervisor.qemu.default_memory, 512);
+        assert_eq!(c.hypervisor.qemu.boot_timeout, 30);
+        assert_eq!(c.hypervisor.qemu.accel, Accel::Auto);
+        assert_eq!(c.agent.shoji.trace_log_level, "info");
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_the_file() {
+        let e = Config::parse_str("[hypervisor.qemu]\nmemroy = 3\n", Path::new("/etc/x.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("memroy"), "{e}");
+        assert!(e.contains("/etc/x.toml"), "{e}");
+    }
+
+    #[test]
+    fn keys_parse() {
+        let c = Config::parse_str(
+            "[hypervisor.qemu]\naccel = \"tcg\"\ndefault_vcpus = 2\n[runtime]\nenable_tracing = true\n[agent.shoji]\nenable_tracing = true\n",
+            Path::new("x.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.hypervisor.qemu.accel, Accel::Tcg);
+        assert_eq!(c.hypervisor.qemu.default_vcpus, 2);
+        assert!(c.runtime.enable_tracing && c.agent.shoji.enable_tracing);
+    }
+
+    #[test]
+    fn bad_accel_in_env_is_an_error() {
+        let mut c = Config::default();
+        let e = c
+            .apply_env(|k| (k == "SHOJI_ACCEL").then(|| "fast".to_string()))
+            .unwrap_err();
+        assert!(e.to_string().contains("SHOJI_ACCEL"));
+    }
+}

@@ -1,0 +1,107 @@
+//! The vhost-user helper processes a sandbox needs: rust-vmm's `vhost-device-vsock` (hybrid
+//! vsock on a Unix socket) and `virtiofsd` (the container's root filesystem). Both keep running
+//! after QEMU exits, so their guards stop them.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use tokio::process::Command;
+
+use crate::process::{find_binary, ChildGuard, ProcessError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum HelperError {
+    #[error(transparent)]
+    Process(#[from] ProcessError),
+    #[error("{what} exited ({status}) before creating its socket {socket}: {stderr}")]
+    Exited {
+        what: &'static str,
+        status: String,
+        socket: PathBuf,
+        stderr: String,
+    },
+    #[error("{what} did not create its socket {socket} within {secs} s")]
+    NoSocket {
+        what: &'static str,
+        socket: PathBuf,
+        secs: u64,
+    },
+}
+
+const HINT: &str = "run scripts/setup.sh, or cargo install vhost-device-vsock virtiofsd";
+
+/// Locates a helper binary by name.
+pub fn locate(name: &'static str) -> Result<PathBuf, ProcessError> {
+    find_binary(name).ok_or_else(|| ProcessError::NotFound {
+        what: "helper",
+        name: name.to_string(),
+        hint: HINT,
+    })
+}
+
+/// Starts vhost-device-vsock for guest CID 3.
+pub async fn start_vsock(
+    bin: &Path,
+    vhost_socket: &Path,
+    uds: &Path,
+) -> Result<ChildGuard, HelperError> {
+    let mut cmd = Command::new(bin);
+    cmd.arg("--guest-cid")
+        .arg("3")
+        .arg("--socket")
+        .arg(vhost_socket)
+        .arg("--uds-path")
+        .arg(uds);
+    start("vhost-device-vsock", cmd, vhost_socket).await
+}
+
+/// Starts virtiofsd sharing `dir`.
+pub async fn start_virtiofsd(
+    bin: &Path,
+    socket: &Path,
+    dir: &Path,
+) -> Result<ChildGuard, HelperError> {
+    let mut cmd = Command::new(bin);
+    cmd.arg("--socket-path")
+        .arg(socket)
+        .arg("--shared-dir")
+        .arg(dir)
+        .arg("--sandbox")
+        .arg("none")
+        .arg("--cache")
+        .arg("auto")
+        .env("RUST_LOG", "error");
+    start("virtiofsd", cmd, socket).await
+}
+
+async fn start(
+    what: &'static str,
+    mut cmd: Command,
+    socket: &Path,
+) -> Result<ChildGuard, HelperError> {
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let mut child = ChildGuard::spawn(what, cmd)?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if socket.exists() {
+            return Ok(child);
+        }
+        if let Some(status) = child.try_wait() {
+            return Err(HelperError::Exited {
+                what,
+                status: status.to_string(),
+                socket: socket.to_path_buf(),
+                stderr: String::new(),
+            });
+        }
+        if Instant::now() > deadline {
+            return Err(HelperError::NoSocket {
+                what,
+                socket: socket.to_path_buf(),
+                secs: 10,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}

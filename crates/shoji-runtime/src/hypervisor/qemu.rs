@@ -1,0 +1,131 @@
+//! QEMU `microvm` (Debian's qemu-system-x86): PVH boot of an ELF vmlinux, virtio-mmio devices,
+//! vhost-user vsock and virtio-fs, memory in a shared memfd (vhost-user needs it shared).
+
+use std::path::{Path, PathBuf};
+
+use tokio::process::Command;
+
+use super::accel::Accel;
+use super::{Hypervisor, HypervisorError, VmSpec};
+use crate::process::{find_binary, ChildGuard, ProcessError};
+
+#[derive(Debug, Clone)]
+pub struct Qemu {
+    pub path: PathBuf,
+}
+
+impl Qemu {
+    /// Resolves the configured path (absolute or a name on PATH).
+    pub fn locate(configured: &Path) -> Result<Self, ProcessError> {
+        if configured.is_absolute() {
+            if !configured.is_file() {
+                return Err(ProcessError::Missing {
+                    what: "QEMU",
+                    path: configured.to_path_buf(),
+                    hint: "install Debian's qemu-system-x86 or set [hypervisor.qemu] path",
+                });
+            }
+            return Ok(Self {
+                path: configured.to_path_buf(),
+            });
+        }
+        find_binary(&configured.to_string_lossy())
+            .map(|path| Self { path })
+            .ok_or_else(|| ProcessError::NotFound {
+                what: "QEMU",
+                name: configured.display().to_string(),
+                hint: "install Debian's qemu-system-x86 or set [hypervisor.qemu] path",
+            })
+    }
+
+    /// First line of `qemu --version`.
+    pub fn version(&self) -> Result<String, HypervisorError> {
+        let out = std::process::Command::new(&self.path)
+            .arg("--version")
+            .output()
+            .map_err(|source| HypervisorError::Version {
+                path: self.path.clone(),
+                source,
+            })?;
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_string())
+    }
+
+    /// The full argument list for `spec` (public for tests and `shoji env`).
+    pub fn args(spec: &VmSpec) -> Vec<String> {
+        let mem = spec.memory_mib;
+        let (accel, cpu) = match spec.accel.accel {
+            Accel::Kvm => ("kvm", "host"),
+            Accel::Tcg => ("tcg", "max"),
+        };
+        let mut a: Vec<String> = vec![
+            "-M".into(),
+            format!("microvm,accel={accel},memory-backend=mem,isa-serial=on,rtc=on"),
+            "-cpu".into(),
+            cpu.into(),
+            "-smp".into(),
+            spec.vcpus.to_string(),
+            "-m".into(),
+            format!("{mem}M"),
+            "-object".into(),
+            format!("memory-backend-memfd,id=mem,size={mem}M,share=on"),
+            "-nodefaults".into(),
+            "-no-user-config".into(),
+            "-display".into(),
+            "none".into(),
+            "-monitor".into(),
+            "none".into(),
+            "-serial".into(),
+            format!("file:{}", spec.console_log.display()),
+            "-chardev".into(),
+            format!("socket,id=vh,path={}", spec.vhost_vsock_socket.display()),
+            "-device".into(),
+            "vhost-user-vsock-device,chardev=vh".into(),
+            "-chardev".into(),
+            format!("socket,id=fs,path={}", spec.virtiofs_socket.display()),
+            "-device".into(),
+            format!("vhost-user-fs-device,chardev=fs,tag={}", spec.virtiofs_tag),
+            "-kernel".into(),
+            spec.kernel.display().to_string(),
+            "-initrd".into(),
+            spec.initrd.display().to_string(),
+            "-append".into(),
+            spec.kernel_cmdline.clone(),
+            "-no-reboot".into(),
+        ];
+        a.shrink_to_fit();
+        a
+    }
+}
+
+impl Hypervisor for Qemu {
+    fn name(&self) -> &'static str {
+        "qemu"
+    }
+
+    fn launch(&self, spec: &VmSpec) -> Result<ChildGuard, HypervisorError> {
+        let mut cmd = Command::new(&self.path);
+        cmd.args(Self::args(spec))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        Ok(ChildGuard::spawn("QEMU", cmd)?)
+    }
+}
+
+/// Host TSC frequency in kHz, for `tsc_early_khz=` (see ADR 005: without it about one TCG boot
+/// in six hung calibrating the TSC against the PIT on a busy 2-core host).
+pub fn host_tsc_khz() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    let mhz: f64 = info
+        .lines()
+        .find(|l| l.starts_with("cpu MHz"))?
+        .split(':')
+        .nth(1)?
+        .trim()
+        .parse()
+        .ok()?;
+    Some((mhz * 1000.0) as u64).filter(|k| *k > 0)
+}

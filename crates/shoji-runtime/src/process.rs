@@ -1,0 +1,121 @@
+//! Child processes that cannot outlive the runtime: started with `PR_SET_PDEATHSIG`, killed and
+//! reaped when their guard drops, and found on `PATH` or in `~/.cargo/bin`.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use tokio::process::{Child, Command};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    #[error("{what} not found (looked for {name:?} on PATH and in ~/.cargo/bin); {hint}")]
+    NotFound {
+        what: &'static str,
+        name: String,
+        hint: &'static str,
+    },
+    #[error("{what} {path} does not exist; {hint}")]
+    Missing {
+        what: &'static str,
+        path: PathBuf,
+        hint: &'static str,
+    },
+    #[error("cannot start {what} ({path})")]
+    Spawn {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Finds an executable: an absolute or relative path is taken as is, a bare name is looked up on
+/// `PATH`, then in `~/.cargo/bin` (where `cargo install` puts the rust-vmm helpers).
+pub fn find_binary(name: &str) -> Option<PathBuf> {
+    let p = Path::new(name);
+    if p.components().count() > 1 {
+        return p.is_file().then(|| p.to_path_buf());
+    }
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|v| std::env::split_paths(&v).collect())
+        .unwrap_or_default();
+    if let Some(home) = std::env::var_os("CARGO_HOME") {
+        dirs.push(PathBuf::from(home).join("bin"));
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        dirs.push(PathBuf::from(home).join(".cargo/bin"));
+    }
+    dirs.into_iter().map(|d| d.join(name)).find(|c| c.is_file())
+}
+
+/// A running child that is killed (SIGKILL) and reaped when dropped.
+#[derive(Debug)]
+pub struct ChildGuard {
+    pub what: &'static str,
+    child: Option<Child>,
+}
+
+impl ChildGuard {
+    /// Spawns `cmd` with stdin closed and the parent-death signal set, so that even a SIGKILLed
+    /// runtime does not leave it behind.
+    pub fn spawn(what: &'static str, mut cmd: Command) -> Result<Self, ProcessError> {
+        let path = PathBuf::from(cmd.as_std().get_program());
+        cmd.stdin(Stdio::null()).kill_on_drop(true);
+        // SAFETY: the closure runs in the forked child before exec and only calls prctl, which is
+        // async-signal-safe; it touches no memory of the parent.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd
+            .spawn()
+            .map_err(|source| ProcessError::Spawn { what, path, source })?;
+        Ok(Self {
+            what,
+            child: Some(child),
+        })
+    }
+
+    pub fn id(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
+    }
+
+    /// Waits for the child to exit on its own.
+    pub async fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        match self.child.as_mut() {
+            Some(c) => c.wait().await,
+            None => Err(std::io::Error::other("child already reaped")),
+        }
+    }
+
+    /// Non-blocking: has it exited?
+    pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// Kills and reaps now.
+    pub async fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.start_kill();
+            let _ = c.wait().await;
+        }
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.start_kill();
+            // Reap synchronously so no zombie or live helper survives the guard.
+            if let Some(pid) = c.id() {
+                let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid as i32), None);
+            }
+        }
+    }
+}
