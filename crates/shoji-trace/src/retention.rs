@@ -155,7 +155,7 @@ mod tests {
                 max_bytes: Some(1 << 20)
             })
         );
-        let err = from_toml("[trace_store]\nmax_agе = \"1d\"\n", Path::new("c.toml"));
+        let err = from_toml("[trace_store]\nmax_days = \"1d\"\n", Path::new("c.toml"));
         assert!(matches!(err, Err(RetentionError::UnknownKey { .. })));
     }
 }

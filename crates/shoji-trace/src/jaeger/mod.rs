@@ -274,9 +274,9 @@ fn tag(kv: &KeyValue) -> Tag {
         Some(Value::DoubleValue(d)) => ("float64", serde_json::Value::from(*d)),
         Some(Value::BytesValue(b)) => ("binary", serde_json::Value::from(hex::encode(b))),
         Some(Value::StringValue(s)) => ("string", serde_json::Value::from(s.as_str())),
-        other => (
+        _ => (
             "string",
-            serde_json::Value::from(any_value_text(other.map(|_| kv.value.as_ref()).flatten())),
+            serde_json::Value::from(any_value_text(kv.value.as_ref())),
         ),
     };
     Tag {

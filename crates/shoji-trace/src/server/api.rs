@@ -174,26 +174,18 @@ async fn search(
             Err(r) => r,
         };
     }
-    let micros = |k: &str| -> Result<Option<u64>, Response> {
+    let micros = |k: &str| -> Result<Option<u64>, String> {
         get(k)
             .map(|v| {
                 v.parse::<u64>()
                     .map(|us| us.saturating_mul(1000))
-                    .map_err(|_| {
-                        fail(
-                            StatusCode::BAD_REQUEST,
-                            format!("parameter '{k}' must be Unix microseconds, got {v:?}"),
-                        )
-                    })
+                    .map_err(|_| format!("parameter '{k}' must be Unix microseconds, got {v:?}"))
             })
             .transpose()
     };
-    let duration = |k: &str| -> Result<Option<u64>, Response> {
+    let duration = |k: &str| -> Result<Option<u64>, String> {
         get(k)
-            .map(|v| {
-                parse_duration(&v)
-                    .map_err(|e| fail(StatusCode::BAD_REQUEST, format!("parameter '{k}': {e}")))
-            })
+            .map(|v| parse_duration(&v).map_err(|e| format!("parameter '{k}': {e}")))
             .transpose()
     };
     let limit = match get("limit").map(|l| l.parse::<usize>()) {
@@ -222,8 +214,8 @@ async fn search(
             }
         }
     }
-    let filter = match (|| {
-        Ok::<_, Response>(SummaryFilter {
+    let filter = (|| {
+        Ok::<_, String>(SummaryFilter {
             service: get("service"),
             operation: get("operation").filter(|o| o != "all"),
             min_duration_ns: duration("minDuration")?,
@@ -231,9 +223,10 @@ async fn search(
             start_min_ns: micros("start")?,
             start_max_ns: micros("end")?,
         })
-    })() {
+    })();
+    let filter = match filter {
         Ok(f) => f,
-        Err(r) => return r,
+        Err(msg) => return fail(StatusCode::BAD_REQUEST, msg),
     };
     let q = TraceQuery {
         filter,

@@ -238,11 +238,7 @@ fn merge_trace(
             .optional()
         })
         .doing("reading a trace summary")?;
-    let (root_start, root_name, root_service, root_is_root) = d
-        .root
-        .clone()
-        .map(|(s, n, sv, r)| (s, n, sv, r))
-        .unwrap_or_default();
+    let (root_start, root_name, root_service, root_is_root) = d.root.clone().unwrap_or_default();
     match existing {
         None => {
             let services = join_services(d.services.iter().map(String::as_str));

@@ -191,7 +191,14 @@ impl ChildServer {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn child server");
-        let stdout = child.stdout.take().expect("stdout");
+        let stdout = child.stdout.take();
+        // Owned by the guard from here on, so every panic path below kills and reaps it.
+        let mut me = ChildServer {
+            child,
+            grpc: SocketAddr::from(([127, 0, 0, 1], 0)),
+            http: SocketAddr::from(([127, 0, 0, 1], 0)),
+        };
+        let stdout = stdout.expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
         loop {
             let line = lines
@@ -206,11 +213,9 @@ impl ChildServer {
                     .collect();
                 // Keep draining stdout so the child never blocks on a full pipe.
                 std::thread::spawn(move || for _ in lines {});
-                return ChildServer {
-                    child,
-                    grpc: a[0],
-                    http: a[1],
-                };
+                me.grpc = a[0];
+                me.http = a[1];
+                return me;
             }
         }
     }
