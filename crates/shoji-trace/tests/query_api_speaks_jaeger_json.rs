@@ -81,6 +81,23 @@ fn query_api_speaks_jaeger_json() {
     assert_eq!(code, 404);
     assert_eq!(v["errors"][0]["code"], 404);
 
+    let (code, v) = get(&format!(
+        "{q}/api/analysis/critical-path/{}",
+        "07".repeat(16)
+    ));
+    assert_eq!(code, 200);
+    assert_eq!(v["data"][1]["name"], "vm.boot");
+    assert_eq!(v["data"][1]["span_id"], "0000000000000002");
+    let (code, v) = get(&format!("{q}/api/analysis/summary/0707"));
+    assert_eq!(code, 200);
+    assert_eq!(v["data"][0]["span_count"], 2);
+    let (code, v) = get(&format!("{q}/api/analysis/diff/0707/0808"));
+    assert_eq!(code, 200);
+    assert_eq!(
+        v["data"][0]["only_in_b"][0]["operation"],
+        "shoji-agent: exec"
+    );
+
     let (code, v) = get(&format!("{q}/api/traces?service=x&minDuration=soon"));
     assert_eq!(code, 400);
     assert!(v["errors"][0]["msg"]

@@ -11,6 +11,8 @@ use crate::model::Trace;
 pub struct Segment {
     /// Index into `Trace::spans`.
     pub span: usize,
+    /// Hex span id, for clients that address spans by id (the viewer).
+    pub span_id: String,
     pub name: String,
     pub service: String,
     pub depth: usize,
@@ -97,6 +99,7 @@ fn seg(trace: &Trace, i: usize, depth: usize, start: u64, end: u64) -> Segment {
     let s = &trace.spans[i];
     Segment {
         span: i,
+        span_id: hex::encode(s.span_id),
         name: s.name().to_string(),
         service: s.service.clone(),
         depth,

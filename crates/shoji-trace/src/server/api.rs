@@ -25,6 +25,10 @@ pub(super) fn router(store: Store) -> Router {
         .route("/api/operations", get(operations))
         .route("/api/traces", get(search))
         .route("/api/traces/{id}", get(trace))
+        // Shoji's own analysis, for the viewer: same answers as the CLI, as JSON.
+        .route("/api/analysis/summary/{id}", get(summary))
+        .route("/api/analysis/critical-path/{id}", get(critical_path))
+        .route("/api/analysis/diff/{a}/{b}", get(diff))
         .with_state(store)
 }
 
@@ -270,4 +274,54 @@ fn parse_tags(raw: &str) -> Option<Vec<(String, String)>> {
         );
     }
     raw.split_whitespace().map(query::parse_tag).collect()
+}
+
+/// Loads a trace by id text; `Ok(None)` when there is no such trace.
+async fn load(store: Store, id: String) -> Result<Option<crate::model::Trace>, Response> {
+    blocking(move || {
+        let tid = match store.resolve_id(&id) {
+            Ok(t) => t,
+            Err(StoreError::Id(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        store.trace(&tid)
+    })
+    .await
+}
+
+fn not_found(id: &str) -> Response {
+    fail(StatusCode::NOT_FOUND, format!("trace {id} not found"))
+}
+
+async fn summary(State(store): State<Store>, Path(id): Path<String>) -> Response {
+    match load(store, id.clone()).await {
+        Ok(Some(t)) => {
+            Json(Envelope::ok(vec![crate::analysis::summary::summarize(&t)])).into_response()
+        }
+        Ok(None) => not_found(&id),
+        Err(r) => r,
+    }
+}
+
+async fn critical_path(State(store): State<Store>, Path(id): Path<String>) -> Response {
+    match load(store, id.clone()).await {
+        Ok(Some(t)) => ok(crate::analysis::critical_path::critical_path(&t)),
+        Ok(None) => not_found(&id),
+        Err(r) => r,
+    }
+}
+
+async fn diff(State(store): State<Store>, Path((a, b)): Path<(String, String)>) -> Response {
+    let ta = match load(store.clone(), a.clone()).await {
+        Ok(Some(t)) => t,
+        Ok(None) => return not_found(&a),
+        Err(r) => return r,
+    };
+    match load(store, b.clone()).await {
+        Ok(Some(tb)) => {
+            Json(Envelope::ok(vec![crate::analysis::diff::diff(&ta, &tb)])).into_response()
+        }
+        Ok(None) => not_found(&b),
+        Err(r) => r,
+    }
 }
