@@ -204,3 +204,39 @@ pub fn trace_id_hex(id: &TraceId) -> String {
 pub fn span_id_hex(id: &SpanId) -> String {
     hex::encode(id)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(id: u8, parent: Option<u8>, start: u64) -> SpanRecord {
+        SpanRecord {
+            trace_id: [1; 16],
+            span_id: [id; 8],
+            parent_id: parent.map(|p| [p; 8]),
+            service: "s".into(),
+            start_ns: start,
+            end_ns: start + 10,
+            span: Span::default(),
+            context: Arc::new(ResourceSpans::default()),
+        }
+    }
+
+    /// Hostile input: a parent cycle (2 -> 3 -> 2) must not make spans vanish or loop.
+    #[test]
+    fn a_parent_cycle_still_shows_every_span_once() {
+        let t = Trace::new(
+            [1; 16],
+            vec![
+                rec(1, None, 0),
+                rec(2, Some(3), 1),
+                rec(3, Some(2), 2),
+                rec(4, Some(4), 3),
+            ],
+        );
+        let walk = t.tree().walk();
+        let mut seen: Vec<usize> = walk.iter().map(|&(i, _)| i).collect();
+        seen.sort();
+        assert_eq!(seen, vec![0, 1, 2, 3]);
+    }
+}

@@ -157,3 +157,14 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     .map_err(open_err)?;
     Ok(conn)
 }
+
+#[cfg(test)]
+mod tests {
+    fn send_sync<T: Send + Sync + Clone>() {}
+
+    /// The runtime shares one `Store` between threads and tasks.
+    #[test]
+    fn store_is_send_sync_and_clone() {
+        send_sync::<super::Store>();
+    }
+}
