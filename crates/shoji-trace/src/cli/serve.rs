@@ -125,3 +125,38 @@ async fn wait_for_signal() {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    #[test]
+    fn flags_override_the_configuration_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("configuration.toml");
+        std::fs::write(
+            &file,
+            "[trace_store]\nmax_age = \"7d\"\nmax_size = \"1GiB\"\n",
+        )
+        .expect("write");
+        let cli = Cli::parse_from(["x", "--max-age", "1h", "--query-port", "0"]);
+        let cfg = cli.serve.config(Some(&file)).expect("config");
+        assert_eq!(cfg.retention.max_age, Some(Duration::from_secs(3600)));
+        assert_eq!(cfg.retention.max_bytes, Some(1 << 30));
+        assert_eq!(cfg.query_port, 0);
+        assert_eq!(cfg.listen.to_string(), "127.0.0.1", "loopback by default");
+        assert_eq!(cfg.max_request_bytes, 16 << 20);
+        let none = cli
+            .serve
+            .config(Some(&dir.path().join("absent.toml")))
+            .expect("config");
+        assert_eq!(none.retention.max_bytes, None);
+    }
+}
