@@ -83,7 +83,6 @@ impl Waiter {
 }
 
 pub struct Container {
-    pub id: String,
     pub init: Process,
     rootfs: PathBuf,
     cgroup: PathBuf,
@@ -322,7 +321,6 @@ impl Container {
         };
         write_cgroup(&cgroup, "cgroup.procs", &init.pid.to_string())?;
         Ok(Self {
-            id: id.into(),
             init,
             rootfs,
             cgroup,

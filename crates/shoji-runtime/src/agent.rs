@@ -122,7 +122,13 @@ impl AgentClient {
                 return Err(AgentError::VmExited { status });
             }
             if uds.exists() {
-                if let Ok(stream) = vsock::connect(uds, shoji_protocols::AGENT_VSOCK_PORT).await {
+                // Bounded: before the guest's vsock driver is up, the device may hold a CONNECT
+                // without ever answering it.
+                let attempt = tokio::time::timeout(
+                    Duration::from_secs(1),
+                    vsock::connect(uds, shoji_protocols::AGENT_VSOCK_PORT),
+                );
+                if let Ok(Ok(stream)) = attempt.await {
                     let socket = ttrpc::r#async::transport::Socket::new(stream);
                     let client = Self {
                         inner: AgentServiceClient::new(ttrpc::r#async::Client::new(socket)),
@@ -130,9 +136,10 @@ impl AgentClient {
                     };
                     // The CONNECT answer comes from the vsock device; only a Ping proves the
                     // agent is serving.
-                    match tokio::time::timeout(Duration::from_secs(2), client.ping_once()).await {
-                        Ok(Ok(_)) => return Ok(client),
-                        _ => {}
+                    if let Ok(Ok(_)) =
+                        tokio::time::timeout(Duration::from_secs(2), client.ping_once()).await
+                    {
+                        return Ok(client);
                     }
                 }
             }

@@ -272,9 +272,15 @@ fn apply_layer(image: &Path, layer: &Path, rootfs: &Path) -> Result<(), ImageErr
             }
             continue;
         }
-        entry
-            .unpack_in(rootfs)
-            .map_err(|e| err(format!("{}: {e}", path.display())))?;
+        entry.unpack_in(rootfs).map_err(|e| {
+            err(format!(
+                "{}: {e}: {}",
+                path.display(),
+                std::error::Error::source(&e)
+                    .map(|s| s.to_string())
+                    .unwrap_or_default()
+            ))
+        })?;
     }
     Ok(())
 }
@@ -302,6 +308,9 @@ mod tests {
             let mut h = tar::Header::new_gnu();
             h.set_size(data.len() as u64);
             h.set_mode(0o644);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(0);
             h.set_cksum();
             b.append_data(&mut h, path, *data).unwrap();
         }

@@ -427,9 +427,10 @@ async fn wait_with_signals(client: &AgentClient, cid: &str) -> Result<i32, Agent
             r = &mut wait => {
                 let r = r?;
                 tracing::Span::current().record("process.exit_code", r.exit_code);
+                // Like a shell job ended by the signal: 128 + the signal `shoji run` received.
                 return Ok(match received {
-                    Some(s) if r.signal != 0 && r.signal != s => 128 + s,
-                    _ => r.exit_code,
+                    Some(s) => 128 + s,
+                    None => r.exit_code,
                 });
             }
             _ = recv(&mut int) => libc::SIGINT,

@@ -13,7 +13,7 @@ use super::GlobalArgs;
 #[derive(Debug, clap::Subcommand)]
 pub enum RuntimeCommand {
     /// Run a command in a new container, in a new microVM
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Show what Shoji found and chose: QEMU, accelerator and why, kernel, initrd, helpers
     Env(EnvArgs),
     /// Create a container (OCI runtime lifecycle; not supported yet)

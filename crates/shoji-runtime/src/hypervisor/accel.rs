@@ -202,13 +202,11 @@ fn run_loop() -> Result<Duration, String> {
         };
         vcpu.set_regs(&regs).map_err(|e| format!("regs: {e}"))?;
         let start = Instant::now();
-        loop {
-            match vcpu.run() {
-                Ok(VcpuExit::Hlt) => return Ok(start.elapsed()),
-                Ok(other) => return Err(format!("unexpected exit {other:?}")),
-                Err(e) if e.errno() == libc::EINTR => return Err("interrupted".into()),
-                Err(e) => return Err(format!("KVM_RUN: {e}")),
-            }
+        match vcpu.run() {
+            Ok(VcpuExit::Hlt) => Ok(start.elapsed()),
+            Ok(other) => Err(format!("unexpected exit {other:?}")),
+            Err(e) if e.errno() == libc::EINTR => Err("interrupted".into()),
+            Err(e) => Err(format!("KVM_RUN: {e}")),
         }
     })();
     // SAFETY: unmapping the mapping made above; the VM using it has been dropped.

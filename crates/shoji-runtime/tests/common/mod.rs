@@ -1,0 +1,124 @@
+//! Shared by the runtime's integration tests: the real `shoji` binary, a busybox image made
+//! from Debian's busybox-static, and a per-test sandbox root that is checked for leftovers.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// `shoji`, built by the test command before the tests run (`cargo build -p shoji-cli`).
+pub fn shoji_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("SHOJI_BIN") {
+        return p.into();
+    }
+    let p = repo_root().join("target/debug/shoji");
+    assert!(
+        p.is_file(),
+        "{} missing: run `cargo build -p shoji-cli` first",
+        p.display()
+    );
+    p
+}
+
+/// An OCI image layout (and its tarball) made once per test process.
+pub fn busybox_image() -> &'static (PathBuf, PathBuf) {
+    static IMG: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    IMG.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("shoji-test-image-{}", std::process::id()));
+        let layout = dir.join("busybox");
+        let tar = dir.join("busybox.tar");
+        let st = Command::new(repo_root().join("scripts/make-busybox-image.sh"))
+            .arg(&layout)
+            .arg("--tar")
+            .arg(&tar)
+            .output()
+            .expect("running scripts/make-busybox-image.sh");
+        assert!(
+            st.status.success(),
+            "{}",
+            String::from_utf8_lossy(&st.stderr)
+        );
+        (layout, tar)
+    })
+}
+
+/// A temp dir with a config that points the sandbox root into it.
+pub struct TestEnv {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+}
+
+impl TestEnv {
+    pub fn new() -> Self {
+        Self::with_config("")
+    }
+
+    pub fn with_config(extra: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("configuration.toml");
+        let sb = dir.path().join("sandboxes");
+        let text = if extra.contains("[runtime]") {
+            extra.replace("[runtime]", &format!("[runtime]\nsandbox_root = {:?}", sb))
+        } else {
+            format!("{extra}\n[runtime]\nsandbox_root = {:?}\n", sb)
+        };
+        std::fs::write(&config, text).expect("write config");
+        Self { dir, config }
+    }
+
+    pub fn sandbox_root(&self) -> PathBuf {
+        self.dir.path().join("sandboxes")
+    }
+
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(shoji_bin());
+        c.arg("--config").arg(&self.config);
+        c.arg("--data-dir").arg(self.dir.path().join("data"));
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        let out = self.cmd().args(args).output().expect("running shoji");
+        self.assert_nothing_left();
+        out
+    }
+
+    /// No sandbox directory and no process started for one (QEMU and helpers carry the sandbox
+    /// root in their arguments) may be left.
+    pub fn assert_nothing_left(&self) {
+        let root = self.sandbox_root();
+        let left: Vec<String> = std::fs::read_dir(&root)
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n != "accel-probe")
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert!(
+            left.is_empty(),
+            "left behind in {}: {left:?}",
+            root.display()
+        );
+        let needle = root.to_string_lossy().into_owned();
+        let mut procs = Vec::new();
+        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
+                let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+                if cmd.contains(&needle) && !cmd.contains("shoji --config") {
+                    procs.push(cmd);
+                }
+            }
+        }
+        assert!(procs.is_empty(), "processes left behind: {procs:?}");
+    }
+}
+
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
