@@ -37,7 +37,7 @@ ensure_cargo_tool() {
 }
 
 ensure_host_deps() {
-  ensure_debian_packages qemu-system-x86 busybox-static cpio lz4 zstd gzip file \
+  ensure_debian_packages qemu-system-x86 busybox-static cpio lz4 zstd gzip file bc \
     libseccomp-dev libcap-ng-dev pkg-config protobuf-compiler ca-certificates
   ensure_apt_lists
   ensure_cargo_tool vhost-device-vsock vhost-device-vsock
