@@ -6,6 +6,7 @@
 //! vsock, virtio-fs, overlay) are copied with their dependencies, read from each module's
 //! `depends=` modinfo string because the package ships no `modules.dep`. See ADR 003.
 
+mod agent;
 mod kernel;
 mod modules;
 
@@ -15,6 +16,7 @@ use std::process::Command;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+pub use agent::{default_agent, is_static_elf};
 pub use modules::{resolve_order, AGENT_MODULES};
 
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +25,8 @@ pub enum ImageError {
     Missing { what: &'static str, path: PathBuf },
     #[error("the agent binary {path} does not exist; build it with scripts/build-agent.sh or pass --agent")]
     NoAgent { path: PathBuf },
+    #[error("the agent binary {path} is dynamically linked, but /init runs with no libraries beside it; build the static agent with scripts/build-agent.sh")]
+    NotStatic { path: PathBuf },
     #[error("{what} failed: {detail}")]
     Tool { what: String, detail: String },
     #[error("cannot {what} {path}")]
@@ -125,6 +129,11 @@ pub fn build(
 ) -> Result<GuestImage, ImageError> {
     if !opts.agent.is_file() {
         return Err(ImageError::NoAgent {
+            path: opts.agent.clone(),
+        });
+    }
+    if !is_static_elf(&opts.agent)? {
+        return Err(ImageError::NotStatic {
             path: opts.agent.clone(),
         });
     }

@@ -19,7 +19,8 @@ pub struct BuildArgs {
     /// ~/.local/share/shoji/guest)
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// The static agent binary (default: shoji-agent next to this shoji executable)
+    /// The static agent binary (default: a static shoji-agent next to this shoji executable,
+    /// else target/x86_64-unknown-linux-gnu/agent/shoji-agent beside cargo's target/debug)
     #[arg(long, value_name = "PATH")]
     pub agent: Option<PathBuf>,
     /// Debian kernel package (default: what linux-image-cloud-amd64 depends on)
@@ -35,9 +36,10 @@ impl ImageCommand {
         let ImageCommand::Build(a) = self;
         let agent = match a.agent {
             Some(p) => p,
-            None => std::env::current_exe()
-                .context("while locating the shoji executable")?
-                .with_file_name("shoji-agent"),
+            None => shoji_image::default_agent(
+                &std::env::current_exe().context("while locating the shoji executable")?,
+            )
+            .context("while looking for the static agent binary")?,
         };
         let opts = shoji_image::BuildOptions {
             out: a.out.unwrap_or_else(shoji_image::guest_dir),
