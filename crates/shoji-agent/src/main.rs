@@ -25,18 +25,14 @@ fn main() {
     }
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
     let params = boot::parse_cmdline(&cmdline);
-    telemetry::init(&params.log);
+    telemetry::init(&params);
     let mut phases = vec![
         ("kernel.entered".to_string(), kernel_entered),
         ("init.reached".to_string(), init_reached),
     ];
-    {
-        let _s =
-            tracing::info_span!("modules.load", source = "agent", subsystem = "boot").entered();
-        match boot::load_modules() {
-            Ok(n) => tracing::debug!(modules = n, "modules loaded"),
-            Err(e) => fatal(&format!("loading kernel modules: {e}")),
-        }
+    match boot::load_modules() {
+        Ok(n) => tracing::debug!(modules = n, "modules loaded"),
+        Err(e) => fatal(&format!("loading kernel modules: {e}")),
     }
     phases.push(("modules.loaded".into(), boot::now_unix_ns()));
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -58,6 +54,7 @@ async fn serve(params: boot::BootParams, mut phases: Vec<(String, u64)>) -> anyh
     let reaper = reaper::Reaper::start().context("while installing the child reaper")?;
     let addr = format!("vsock://-1:{}", shoji_protocols::AGENT_VSOCK_PORT);
     phases.push(("agent.ready".into(), boot::now_unix_ns()));
+    telemetry::boot_spans(&params, &phases);
     let agent = service::new(params, phases, reaper);
     let svc = shoji_protocols::agent_ttrpc::create_agent_service(agent.clone());
     let mut server = ttrpc::r#async::Server::new()
@@ -70,9 +67,10 @@ async fn serve(params: boot::BootParams, mut phases: Vec<(String, u64)>) -> anyh
         .context("while starting the ttRPC server")?;
     tracing::info!("serving on {addr}");
     agent.shutdown.notified().await;
-    // Let the Shutdown answer reach the host before the VM goes away.
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    let _ = tokio::time::timeout(Duration::from_millis(500), server.shutdown()).await;
+    // Let the Shutdown answer reach the host, then power off without waiting for the host to
+    // hang up (the runtime waits for QEMU's exit, not for the connection).
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    drop(server);
     Ok(())
 }
 

@@ -1,38 +1,121 @@
-//! The agent's tracing set-up. Today: log lines to the console. The OTLP span export over vsock
-//! (port 10240, SHJT frames) plugs in here; see docs/tracing.md for what is and is not done.
+//! The agent's tracing: console log lines always; with `shoji.trace=1` on the kernel command
+//! line, spans exported to the host as OTLP in `SHJT` frames (shoji-telemetry's guest exporter).
+//! Boot phases become spans with the times the agent recorded, under the runtime's boot span
+//! named by `shoji.traceparent`.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
 
-/// Installs the console logger at `level`.
-pub fn init(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+use opentelemetry::trace::{Span as _, TraceContextExt, Tracer as _, TracerProvider as _};
+use opentelemetry::KeyValue;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use shoji_telemetry::guest::GuestCounters;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::Layer;
+
+use crate::boot::BootParams;
+
+struct State {
+    provider: SdkTracerProvider,
+    counters: Arc<GuestCounters>,
+}
+
+static STATE: OnceLock<State> = OnceLock::new();
+
+/// Installs the console logger at `params.log`, and span export if `params.trace`.
+pub fn init(params: &BootParams) {
+    let filter = || {
+        tracing_subscriber::EnvFilter::try_new(&params.log)
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+    };
+    let fmt = tracing_subscriber::fmt::layer()
         .with_target(false)
         .with_ansi(false)
         .without_time()
         .with_writer(std::io::stderr)
-        .try_init();
-}
-
-/// Makes `span` a child of the caller's span named by the W3C `traceparent` in ttRPC metadata.
-/// Without a span exporter there is nothing to link yet; the value is logged at debug.
-pub fn set_parent_from_metadata(span: &tracing::Span, metadata: &HashMap<String, Vec<String>>) {
-    if let Some(tp) = metadata
-        .get(shoji_protocols::TRACEPARENT_KEY)
-        .and_then(|v| v.first())
-    {
-        span.in_scope(|| tracing::debug!(traceparent = %tp, "caller context"));
+        .with_filter(filter());
+    if !params.trace {
+        let _ = tracing_subscriber::registry().with(fmt).try_init();
+        return;
     }
+    let (provider, counters) =
+        shoji_telemetry::guest::provider("shoji-agent", shoji_protocols::TRACE_VSOCK_PORT);
+    let otel = tracing_opentelemetry::layer()
+        .with_tracer(provider.tracer("shoji-agent"))
+        .with_filter(filter());
+    let _ = tracing_subscriber::registry().with(fmt).with(otel).try_init();
+    let _ = STATE.set(State { provider, counters });
 }
 
-/// Spans dropped so far.
+/// Boot phases as spans: `agent.boot` (kernel entered to agent ready) with one child per phase.
+pub fn boot_spans(params: &BootParams, phases: &[(String, u64)]) {
+    let Some(state) = STATE.get() else { return };
+    let tracer = state.provider.tracer("shoji-agent");
+    let mut carrier = HashMap::new();
+    if let Some(tp) = &params.traceparent {
+        carrier.insert("traceparent".to_string(), tp.clone());
+    }
+    use opentelemetry::propagation::TextMapPropagator;
+    let parent = opentelemetry_sdk::propagation::TraceContextPropagator::new().extract(&carrier);
+    let t = |name: &str| {
+        phases
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, t)| std::time::UNIX_EPOCH + std::time::Duration::from_nanos(*t))
+    };
+    let (Some(k), Some(i), Some(m), Some(r)) = (
+        t("kernel.entered"),
+        t("init.reached"),
+        t("modules.loaded"),
+        t("agent.ready"),
+    ) else {
+        return;
+    };
+    let attrs = |subsystem: &'static str| {
+        vec![
+            KeyValue::new("source", "agent"),
+            KeyValue::new("package", "shoji_agent::boot"),
+            KeyValue::new("subsystem", subsystem),
+            KeyValue::new("sandbox_id", params.sandbox_id.clone()),
+        ]
+    };
+    let root = tracer
+        .span_builder("agent.boot")
+        .with_start_time(k)
+        .with_attributes(attrs("boot"))
+        .start_with_context(&tracer, &parent);
+    let cx = parent.with_span(root);
+    for (name, a, b) in [("kernel.boot", k, i), ("modules.load", i, m), ("agent.start", m, r)] {
+        let mut s = tracer
+            .span_builder(name)
+            .with_start_time(a)
+            .with_attributes(attrs("boot"))
+            .start_with_context(&tracer, &cx);
+        s.end_with_timestamp(b);
+    }
+    cx.span().end_with_timestamp(r);
+}
+
+/// Makes `span` a child of the caller's span named by W3C `traceparent` in ttRPC metadata.
+pub fn set_parent_from_metadata(span: &tracing::Span, metadata: &HashMap<String, Vec<String>>) {
+    shoji_telemetry::set_parent_from_w3c(span, |k| metadata.get(k).and_then(|v| v.first().cloned()));
+}
+
+/// Spans dropped so far (host not reachable).
 pub fn dropped_spans() -> u64 {
-    0
+    STATE
+        .get()
+        .map_or(0, |s| s.counters.dropped.load(Ordering::Relaxed))
 }
 
 /// Flushes pending spans; returns (exported, dropped).
 pub fn flush() -> (u64, u64) {
-    (0, 0)
+    let Some(s) = STATE.get() else { return (0, 0) };
+    let _ = s.provider.force_flush();
+    (
+        s.counters.exported.load(Ordering::Relaxed),
+        s.counters.dropped.load(Ordering::Relaxed),
+    )
 }

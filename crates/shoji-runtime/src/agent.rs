@@ -114,6 +114,7 @@ impl AgentClient {
     pub async fn connect(
         uds: &Path,
         boot_timeout: Duration,
+        inject: Option<ContextInjector>,
         mut vm_exited: impl FnMut() -> Option<String>,
     ) -> Result<Self, AgentError> {
         let deadline = Instant::now() + boot_timeout;
@@ -132,7 +133,7 @@ impl AgentClient {
                     let socket = ttrpc::r#async::transport::Socket::new(stream);
                     let client = Self {
                         inner: AgentServiceClient::new(ttrpc::r#async::Client::new(socket)),
-                        inject: no_context,
+                        inject: inject.unwrap_or(no_context),
                     };
                     // The CONNECT answer comes from the vsock device; only a Ping proves the
                     // agent is serving.

@@ -213,6 +213,15 @@ pub async fn run(
     .instrument(vm_span.clone())
     .await?;
 
+    // The agent's boot spans are children of `vm.start`: its context rides the command line.
+    let mut req = req;
+    if req.agent_tracing {
+        if let Some(inject) = hooks.context_injector() {
+            if let Some((_, tp)) = vm_span.in_scope(inject).into_iter().find(|(k, _)| k == "traceparent") {
+                req.traceparent = Some(tp);
+            }
+        }
+    }
     let cmdline = kernel_cmdline(config, &req, &sb.id);
     let vm = VmSpec {
         kernel,
@@ -247,10 +256,12 @@ pub async fn run(
     let boot_timeout = Duration::from_secs(q.boot_timeout.max(1));
     let uds = sb.vsock_uds();
     let exit_probe = vm_exit.clone();
-    let client = AgentClient::connect(&uds, boot_timeout, move || exit_probe.borrow().clone())
+    let client = AgentClient::connect(&uds, boot_timeout, hooks.context_injector(), move || {
+        exit_probe.borrow().clone()
+    })
         .instrument(info_span!(parent: &vm_span, "guest.boot", source = "hypervisor", subsystem = "boot", sandbox_id = %sb.id))
         .await;
-    let mut client = match client {
+    let client = match client {
         Ok(c) => c,
         Err(source) => {
             // Give QEMU a moment to flush the console before reading its tail.
@@ -263,9 +274,6 @@ pub async fn run(
         }
     };
     drop(vm_span);
-    if let Some(inject) = hooks.context_injector() {
-        client.set_context_injector(inject);
-    }
     let agent_err = |cause| RunError::Agent {
         sandbox: sb.id.clone(),
         cause,

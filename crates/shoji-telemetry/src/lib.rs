@@ -1,1 +1,48 @@
 //! Tracing set-up for Shoji's binaries: OpenTelemetry bridge, exporters, span sinks.
+//!
+//! How the parts compose: spans are recorded with `tracing` and bridged to the OpenTelemetry SDK
+//! by `tracing-opentelemetry`. The SDK hands finished spans to an exporter that converts them to
+//! OTLP (`ExportTraceServiceRequest`, via opentelemetry-proto's transform) — never an SDK struct
+//! on the wire. On the host ([`host`]), that request and the agent's forwarded requests enter one
+//! bounded [`pipeline::Pipeline`] that feeds one [`sink::SpanSink`] (the embedded store or an OTLP
+//! endpoint). In the guest ([`guest`]), the request is framed (`SHJT`) and written to vsock port
+//! 10240.
+
+pub mod convert;
+#[cfg(feature = "guest")]
+pub mod guest;
+#[cfg(feature = "host")]
+pub mod host;
+#[cfg(feature = "host")]
+pub mod pipeline;
+#[cfg(feature = "host")]
+pub mod sink;
+
+pub use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+
+/// W3C trace-context entries (`traceparent`, `tracestate`) for the current `tracing` span.
+pub fn current_trace_context() -> Vec<(String, String)> {
+    use opentelemetry::propagation::TextMapPropagator;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let cx = tracing::Span::current().context();
+    let mut map = std::collections::HashMap::new();
+    opentelemetry_sdk::propagation::TraceContextPropagator::new().inject_context(&cx, &mut map);
+    map.into_iter().collect()
+}
+
+/// Makes `span` a child of the context carried by W3C `traceparent`/`tracestate` values.
+pub fn set_parent_from_w3c(span: &tracing::Span, get: impl Fn(&str) -> Option<String>) {
+    use opentelemetry::propagation::TextMapPropagator;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let mut map = std::collections::HashMap::new();
+    for key in ["traceparent", "tracestate"] {
+        if let Some(v) = get(key) {
+            map.insert(key.to_string(), v);
+        }
+    }
+    if map.is_empty() {
+        return;
+    }
+    let cx = opentelemetry_sdk::propagation::TraceContextPropagator::new().extract(&map);
+    let _ = span.set_parent(cx);
+}

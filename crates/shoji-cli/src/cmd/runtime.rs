@@ -7,6 +7,7 @@ use anyhow::Context;
 use shoji_runtime::config::Config;
 use shoji_runtime::run::{RootSource, RunRequest};
 use shoji_runtime::spec::{parse_size, ProcessOptions};
+use tracing::Instrument;
 
 use super::GlobalArgs;
 
@@ -155,6 +156,19 @@ impl RunArgs {
             agent_tracing: self.trace || config.agent.shoji.enable_tracing,
             traceparent: None,
         };
+        let runtime_tracing = self.trace || config.runtime.enable_tracing;
+        let agent_tracing = req.agent_tracing;
+        let tcfg = shoji_telemetry::host::TelemetryConfig {
+            tracing: runtime_tracing || agent_tracing,
+            data_dir: shoji_trace::data_dir::resolve(global.data_dir.as_deref()),
+            otlp_endpoint: config.runtime.otlp_endpoint.clone(),
+            otlp_protocol: config.runtime.otlp_protocol.clone(),
+            service_name: config.runtime.service_name.clone(),
+            sampler: config.runtime.sampler.clone(),
+            span_event_level: config.agent.shoji.trace_log_level.clone(),
+        };
+        let mut telemetry =
+            shoji_telemetry::host::init(&tcfg).context("while setting up tracing")?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -164,16 +178,94 @@ impl RunArgs {
             let span = tracing::info_span!(
                 "run",
                 source = "runtime",
+                package = "shoji_cli",
                 subsystem = "runtime",
                 sandbox_id = tracing::field::Empty,
                 container_id = tracing::field::Empty,
                 vm.accel = tracing::field::Empty,
+                process.exit_code = tracing::field::Empty,
+                shoji.clock_offset_ns = tracing::field::Empty,
+                shoji.agent_dropped_spans = tracing::field::Empty,
+                shoji.dropped_spans = tracing::field::Empty,
+                otel.status_code = tracing::field::Empty,
+                otel.status_message = tracing::field::Empty,
             );
-            let _e = span.enter();
-            shoji_runtime::run::run(&config, req, &mut shoji_runtime::run::NoHooks).await
+            let mut hooks = TraceHooks {
+                telemetry: &telemetry,
+                agent_tracing,
+                forwarder: None,
+            };
+            let result = shoji_runtime::run::run(&config, req, &mut hooks)
+                .instrument(span.clone())
+                .await;
+            let forwarded = match hooks.forwarder.take() {
+                Some(f) => {
+                    let stats = f.stats.clone();
+                    f.shutdown(std::time::Duration::from_secs(2)).await;
+                    Some(stats)
+                }
+                None => None,
+            };
+            match &result {
+                Ok(o) => {
+                    span.record("process.exit_code", o.exit_code);
+                    span.record("shoji.clock_offset_ns", o.clock.offset_ns);
+                    span.record("shoji.agent_dropped_spans", o.agent_dropped_spans);
+                }
+                Err(e) => {
+                    span.record("otel.status_code", "ERROR");
+                    span.record("otel.status_message", e.to_string().as_str());
+                }
+            }
+            let rejected = forwarded.map_or(0, |s| s.rejected());
+            span.record("shoji.dropped_spans", telemetry.dropped() + rejected);
+            drop(span);
+            result
         });
         rt.shutdown_timeout(std::time::Duration::from_secs(1));
+        telemetry.flush();
         let outcome = outcome?;
         Ok(ExitCode::from((outcome.exit_code & 0xff) as u8))
+    }
+}
+
+/// Plugs the span pipeline into a run: the built-in forwarder for the agent's spans, the clock
+/// offset, and trace context on every agent call.
+struct TraceHooks<'a> {
+    telemetry: &'a shoji_telemetry::host::TelemetryGuard,
+    agent_tracing: bool,
+    forwarder: Option<shoji_forwarder::Forwarder>,
+}
+
+impl shoji_runtime::run::RunHooks for TraceHooks<'_> {
+    fn sandbox_ready(&mut self, sb: &shoji_runtime::sandbox::SandboxDir) {
+        self.telemetry.set_sandbox_id(&sb.id);
+        let Some(pipeline) = self.telemetry.pipeline.clone() else { return };
+        if !self.agent_tracing {
+            return;
+        }
+        let identity = shoji_forwarder::Identity {
+            sandbox_id: sb.id.clone(),
+            service_name: "shoji-agent".into(),
+        };
+        let path = sb.host_port_socket(shoji_protocols::TRACE_VSOCK_PORT);
+        let deliver: shoji_forwarder::Deliver = std::sync::Arc::new(move |req| pipeline.submit(req));
+        match shoji_forwarder::Forwarder::start(&path, identity, deliver) {
+            Ok(f) => self.forwarder = Some(f),
+            Err(e) => tracing::warn!(error = %e, "agent spans will be lost"),
+        }
+    }
+
+    fn clock_measured(&mut self, _sandbox_id: &str, offset: shoji_runtime::agent::ClockOffset) {
+        if let Some(f) = &self.forwarder {
+            f.set_clock_offset(offset.offset_ns);
+        }
+    }
+
+    fn context_injector(&self) -> Option<shoji_runtime::agent::ContextInjector> {
+        self.telemetry
+            .pipeline
+            .is_some()
+            .then_some(shoji_telemetry::current_trace_context as shoji_runtime::agent::ContextInjector)
     }
 }
