@@ -1,0 +1,159 @@
+//! The agent as PID 1 of a real microVM (QEMU TCG, vhost-user vsock, virtio-fs), driven over
+//! ttRPC the way the runtime drives it. Each `vm_` test boots its own VM; run them serially
+//! (`--test-threads=1`): two TCG guests on two cores each run at half speed.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{ctx, GuestVm};
+use shoji_protocols::agent;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vm_ping_reports_version_clock_and_boot_phases() {
+    let vm = GuestVm::boot().await;
+    let host_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let resp = vm
+        .client
+        .ping(ctx(5), &agent::PingRequest::default())
+        .await
+        .expect("Ping");
+    assert_eq!(resp.agent_version, env!("CARGO_PKG_VERSION"));
+    // TCG seeds the guest clock from the RTC to whole seconds: allow a little.
+    let skew = resp.guest_time_unix_nano.abs_diff(host_ns);
+    assert!(skew < 5_000_000_000, "guest clock off by {skew} ns");
+    let names: Vec<&str> = resp.boot_phases.iter().map(|p| p.name.as_str()).collect();
+    for want in [
+        "kernel.entered",
+        "init.reached",
+        "modules.loaded",
+        "agent.ready",
+    ] {
+        assert!(names.contains(&want), "missing phase {want} in {names:?}");
+    }
+    let t: Vec<u64> = resp.boot_phases.iter().map(|p| p.time_unix_nano).collect();
+    assert!(
+        t.windows(2).all(|w| w[0] <= w[1]),
+        "phases out of order: {t:?}"
+    );
+    eprintln!(
+        "boot: QEMU start -> Ping {:?}; guest phases {:?}",
+        vm.boot_time,
+        resp.boot_phases
+            .iter()
+            .map(|p| (p.name.clone(), (p.time_unix_nano - t[0]) / 1_000_000))
+            .collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vm_container_stdout_stderr_and_exit_code_reach_the_host() {
+    let vm = GuestVm::boot().await;
+    let o = vm
+        .run(
+            "c1",
+            &["sh", "-c", "echo out; echo err >&2; exit 3"],
+            serde_json::Value::Null,
+        )
+        .await;
+    assert_eq!((o.stdout.as_str(), o.stderr.as_str()), ("out\n", "err\n"));
+    assert_eq!((o.exit_code, o.signal), (3, 0));
+    // The rootfs mount is recorded as a boot phase once a container exists.
+    let resp = vm
+        .client
+        .ping(ctx(5), &agent::PingRequest::default())
+        .await
+        .expect("Ping");
+    assert!(resp.boot_phases.iter().any(|p| p.name == "rootfs.mounted"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vm_missing_executable_exits_127_and_non_executable_126() {
+    let vm = GuestVm::boot().await;
+    let o = vm
+        .run("missing", &["/bin/no-such-thing"], serde_json::Value::Null)
+        .await;
+    assert_eq!(o.exit_code, 127, "{o:?}");
+    let o = vm
+        .run("notexec", &["/bin/notexec"], serde_json::Value::Null)
+        .await;
+    assert_eq!(o.exit_code, 126, "{o:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vm_container_is_pid1_of_its_own_pid_namespace() {
+    let vm = GuestVm::boot().await;
+    let o = vm
+        .run(
+            "pidns",
+            &["sh", "-c", "cat /proc/1/cmdline; echo; echo $$"],
+            serde_json::Value::Null,
+        )
+        .await;
+    assert_eq!(o.exit_code, 0, "{o:?}");
+    assert_eq!(
+        o.stdout, "sh\0-c\0cat /proc/1/cmdline; echo; echo $$\0\n1\n",
+        "{o:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vm_memory_and_cpu_limits_are_in_the_container_cgroup() {
+    let vm = GuestVm::boot().await;
+    let limits = serde_json::json!({"linux": {"resources": {
+        "memory": {"limit": 67108864},
+        "cpu": {"quota": 50000, "period": 100000}
+    }}});
+    let o = vm
+        .run(
+            "limits",
+            &[
+                "sh",
+                "-c",
+                "cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/cpu.max",
+            ],
+            limits,
+        )
+        .await;
+    assert_eq!(o.exit_code, 0, "{o:?}");
+    assert_eq!(o.stdout, "67108864\n50000 100000\n", "{o:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vm_signal_process_kills_with_128_plus_signal() {
+    let vm = GuestVm::boot().await;
+    let client = vm.client.clone();
+    let killer = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let req = agent::SignalProcessRequest {
+            container_id: "sig".into(),
+            signal: 9,
+            ..Default::default()
+        };
+        client.signal_process(ctx(5), &req).await
+    });
+    let o = vm
+        .run("sig", &["sleep", "600"], serde_json::Value::Null)
+        .await;
+    killer.await.expect("join").expect("SignalProcess");
+    assert_eq!((o.exit_code, o.signal), (137, 9), "{o:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vm_shutdown_answers_then_powers_off() {
+    let mut vm = GuestVm::boot().await;
+    let resp = vm
+        .client
+        .shutdown(ctx(10), &agent::ShutdownRequest::default())
+        .await;
+    assert!(resp.is_ok(), "Shutdown: {resp:?}\n{}", vm.console_tail());
+    let st = vm.wait_exit(Duration::from_secs(20)).await;
+    assert!(
+        st.is_some(),
+        "QEMU still running after Shutdown\n{}",
+        vm.console_tail()
+    );
+}
