@@ -10,14 +10,22 @@ shoji=${SHOJI:-target/release/shoji}
 [ -x "$shoji" ] || shoji=target/debug/shoji
 image=${2:-target/demo/busybox}
 [ -f "$image/index.json" ] || [ -f "$image" ] || scripts/make-busybox-image.sh "$image" >/dev/null
+# Each run keeps its sandbox directory (SHOJI_KEEP_SANDBOX) in a private root, so that a run
+# that fails or hangs can be explained by its guest console; good runs' directories are removed.
+work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
+printf '[runtime]\nsandbox_root = "%s"\n' "$work/sb" > "$work/config.toml"
 fail=0 hang=0
 start=$(date +%s.%N)
 for i in $(seq 1 "$n"); do
-  timeout -k 5 60 "$shoji" run --rm "$image" -- true >/dev/null 2>/tmp/shoji-reliability.err
+  SHOJI_KEEP_SANDBOX=1 timeout -k 5 60 "$shoji" --config "$work/config.toml" run --rm "$image" -- true \
+    >/dev/null 2>"$work/err"
   rc=$?
-  if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then hang=$((hang + 1)); echo "run $i: HANG" >&2
-  elif [ $rc -ne 0 ]; then fail=$((fail + 1)); echo "run $i: FAILED ($rc): $(tail -3 /tmp/shoji-reliability.err)" >&2
+  if [ $rc -ne 0 ]; then
+    if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then hang=$((hang + 1)); what=HANG; else fail=$((fail + 1)); what="FAILED ($rc)"; fi
+    echo "run $i: $what: $(tail -3 "$work/err")" >&2
+    for d in "$work"/sb/*/; do [ -f "$d/console.log" ] && { echo "  console tail:" >&2; tail -5 "$d/console.log" | sed 's/^/    /' >&2; }; done
   fi
+  find "$work/sb" -mindepth 1 -maxdepth 1 -type d -exec rm -rf {} + 2>/dev/null
 done
 secs=$(echo "$(date +%s.%N) - $start" | bc)
 echo "reliability: $n runs, $fail failed, $hang hung, $(echo "scale=2; $secs / $n" | bc) s per run"

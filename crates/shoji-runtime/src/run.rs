@@ -213,11 +213,17 @@ pub async fn run(
     .instrument(vm_span.clone())
     .await?;
 
-    // The agent's boot spans are children of `vm.start`: its context rides the command line.
+    // `guest.boot` runs from QEMU's launch until the agent answers. The agent's boot spans are
+    // its children: its context rides the kernel command line.
+    let boot_span = info_span!(parent: &vm_span, "guest.boot", source = "hypervisor", subsystem = "boot", sandbox_id = %sb.id);
     let mut req = req;
     if req.agent_tracing {
         if let Some(inject) = hooks.context_injector() {
-            if let Some((_, tp)) = vm_span.in_scope(inject).into_iter().find(|(k, _)| k == "traceparent") {
+            if let Some((_, tp)) = boot_span
+                .in_scope(inject)
+                .into_iter()
+                .find(|(k, _)| k == "traceparent")
+            {
                 req.traceparent = Some(tp);
             }
         }
@@ -259,8 +265,9 @@ pub async fn run(
     let client = AgentClient::connect(&uds, boot_timeout, hooks.context_injector(), move || {
         exit_probe.borrow().clone()
     })
-        .instrument(info_span!(parent: &vm_span, "guest.boot", source = "hypervisor", subsystem = "boot", sandbox_id = %sb.id))
-        .await;
+    .instrument(boot_span.clone())
+    .await;
+    drop(boot_span);
     let client = match client {
         Ok(c) => c,
         Err(source) => {

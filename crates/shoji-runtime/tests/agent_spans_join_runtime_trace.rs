@@ -1,0 +1,183 @@
+//! With tracing on, one `shoji run` is ONE trace: runtime, hypervisor and agent spans, one root,
+//! no orphans, agent server spans under the runtime's client spans, clock-corrected so no agent
+//! span lies outside its runtime parent. Read back from the embedded store as OTLP JSON.
+
+mod common;
+use std::collections::HashMap;
+
+use common::{busybox_image, text, TestEnv};
+use serde_json::Value;
+
+#[derive(Debug, Clone)]
+struct S {
+    id: String,
+    parent: String,
+    trace: String,
+    name: String,
+    service: String,
+    start: u128,
+    end: u128,
+    attrs: HashMap<String, String>,
+}
+
+fn spans_of(export: &str) -> Vec<S> {
+    let mut out = Vec::new();
+    for line in export.lines().filter(|l| !l.trim().is_empty()) {
+        let v: Value = serde_json::from_str(line).expect("OTLP JSON line");
+        for rs in v["resourceSpans"].as_array().into_iter().flatten() {
+            let service = rs["resource"]["attributes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|a| a["key"] == "service.name")
+                .and_then(|a| a["value"]["stringValue"].as_str())
+                .unwrap_or("")
+                .to_string();
+            for ss in rs["scopeSpans"].as_array().into_iter().flatten() {
+                for sp in ss["spans"].as_array().into_iter().flatten() {
+                    let num = |k: &str| -> u128 {
+                        match &sp[k] {
+                            Value::String(s) => s.parse().unwrap_or(0),
+                            Value::Number(n) => n.as_u64().unwrap_or(0) as u128,
+                            _ => 0,
+                        }
+                    };
+                    let attrs = sp["attributes"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|a| {
+                            let v = &a["value"];
+                            let s = v["stringValue"]
+                                .as_str()
+                                .map(str::to_string)
+                                .unwrap_or_else(|| v.to_string());
+                            (a["key"].as_str().unwrap_or("").to_string(), s)
+                        })
+                        .collect();
+                    out.push(S {
+                        id: sp["spanId"].as_str().unwrap_or("").into(),
+                        parent: sp["parentSpanId"].as_str().unwrap_or("").into(),
+                        trace: sp["traceId"].as_str().unwrap_or("").into(),
+                        name: sp["name"].as_str().unwrap_or("").into(),
+                        service: service.clone(),
+                        start: num("startTimeUnixNano"),
+                        end: num("endTimeUnixNano"),
+                        attrs,
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn vm_traced_run_is_one_trace_with_agent_spans_nested_in_runtime_spans() {
+    let env = TestEnv::new();
+    let image = busybox_image().0.display().to_string();
+    let out = env.run(&[
+        "run",
+        "--rm",
+        "--trace",
+        &image,
+        "--",
+        "sh",
+        "-c",
+        "echo traced",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "traced\n");
+
+    let ls = env.run(&["trace", "ls", "--json"]);
+    // One JSON object per trace, one per line.
+    let listed: Vec<Value> = text(&ls.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).expect("trace ls --json line"))
+        .collect();
+    assert_eq!(
+        listed.len(),
+        1,
+        "exactly one trace expected: {}",
+        text(&ls.stdout)
+    );
+    assert_eq!(listed[0]["root_name"], "run");
+
+    let export = env.run(&["trace", "export", "latest", "--format", "otlp-json"]);
+    assert!(export.status.success(), "{}", text(&export.stderr));
+    let spans = spans_of(&text(&export.stdout));
+    let by_id: HashMap<&str, &S> = spans.iter().map(|s| (s.id.as_str(), s)).collect();
+
+    let traces: std::collections::HashSet<&str> = spans.iter().map(|s| s.trace.as_str()).collect();
+    assert_eq!(traces.len(), 1, "one trace id");
+    let roots: Vec<&S> = spans.iter().filter(|s| s.parent.is_empty()).collect();
+    assert_eq!(
+        roots.len(),
+        1,
+        "one root: {:?}",
+        roots.iter().map(|s| &s.name).collect::<Vec<_>>()
+    );
+    assert_eq!(roots[0].name, "run");
+    for s in &spans {
+        assert!(
+            s.parent.is_empty() || by_id.contains_key(s.parent.as_str()),
+            "orphan span {}",
+            s.name
+        );
+        for key in ["source", "sandbox_id"] {
+            assert!(s.attrs.contains_key(key), "span {} lacks {key}", s.name);
+        }
+    }
+    let sources: std::collections::HashSet<&str> = spans
+        .iter()
+        .filter_map(|s| s.attrs.get("source").map(String::as_str))
+        .collect();
+    for src in ["runtime", "hypervisor", "agent"] {
+        assert!(sources.contains(src), "no {src} spans: {sources:?}");
+    }
+    for name in [
+        "vm.start",
+        "guest.boot",
+        "agent.boot",
+        "kernel.boot",
+        "container.create",
+        "process.wait",
+    ] {
+        assert!(spans.iter().any(|s| s.name == name), "no {name} span");
+    }
+
+    // Every agent server span is the child of the runtime's client span for the same call, and
+    // no agent span lies outside a runtime parent (clock correction).
+    let mut server_spans = 0;
+    for s in spans.iter().filter(|s| s.service == "shoji-agent") {
+        let p = by_id[s.parent.as_str()];
+        if s.name.starts_with("shoji.agent.v1.AgentService/") {
+            server_spans += 1;
+            assert_eq!(p.name, s.name, "server span's parent is the client span");
+            assert_eq!(p.service, "shoji-runtime");
+        }
+        if p.service == "shoji-runtime" {
+            assert!(
+                s.start >= p.start,
+                "{} starts {} ns before its parent {}",
+                s.name,
+                p.start - s.start,
+                p.name
+            );
+            assert!(
+                s.end <= p.end,
+                "{} ends {} ns after its parent {}",
+                s.name,
+                s.end - p.end,
+                p.name
+            );
+            assert!(
+                s.attrs.contains_key("shoji.clock_offset_ns"),
+                "{} lacks the applied offset",
+                s.name
+            );
+        }
+    }
+    assert!(server_spans >= 5, "only {server_spans} agent server spans");
+}
