@@ -4,6 +4,7 @@
 //! never a hang.
 
 mod boot;
+mod console;
 mod container;
 mod init;
 mod reaper;

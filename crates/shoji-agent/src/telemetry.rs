@@ -34,7 +34,7 @@ pub fn init(params: &BootParams) {
         .with_target(false)
         .with_ansi(false)
         .without_time()
-        .with_writer(std::io::stderr)
+        .with_writer(crate::console::PrefixedStderr)
         .with_filter(filter());
     if !params.trace {
         let _ = tracing_subscriber::registry().with(fmt).try_init();
@@ -45,7 +45,10 @@ pub fn init(params: &BootParams) {
     let otel = tracing_opentelemetry::layer()
         .with_tracer(provider.tracer("shoji-agent"))
         .with_filter(filter());
-    let _ = tracing_subscriber::registry().with(fmt).with(otel).try_init();
+    let _ = tracing_subscriber::registry()
+        .with(fmt)
+        .with(otel)
+        .try_init();
     let _ = STATE.set(State { provider, counters });
 }
 
@@ -87,7 +90,11 @@ pub fn boot_spans(params: &BootParams, phases: &[(String, u64)]) {
         .with_attributes(attrs("boot"))
         .start_with_context(&tracer, &parent);
     let cx = parent.with_span(root);
-    for (name, a, b) in [("kernel.boot", k, i), ("modules.load", i, m), ("agent.start", m, r)] {
+    for (name, a, b) in [
+        ("kernel.boot", k, i),
+        ("modules.load", i, m),
+        ("agent.start", m, r),
+    ] {
         let mut s = tracer
             .span_builder(name)
             .with_start_time(a)
@@ -100,7 +107,9 @@ pub fn boot_spans(params: &BootParams, phases: &[(String, u64)]) {
 
 /// Makes `span` a child of the caller's span named by W3C `traceparent` in ttRPC metadata.
 pub fn set_parent_from_metadata(span: &tracing::Span, metadata: &HashMap<String, Vec<String>>) {
-    shoji_telemetry::set_parent_from_w3c(span, |k| metadata.get(k).and_then(|v| v.first().cloned()));
+    shoji_telemetry::set_parent_from_w3c(span, |k| {
+        metadata.get(k).and_then(|v| v.first().cloned())
+    });
 }
 
 /// Spans dropped so far (host not reachable).

@@ -34,6 +34,12 @@ async fn vm_ping_reports_version_clock_and_boot_phases() {
     ] {
         assert!(names.contains(&want), "missing phase {want} in {names:?}");
     }
+    let console = std::fs::read_to_string(&vm.console).unwrap_or_default();
+    assert!(
+        console.lines().any(|l| l.starts_with("shoji-agent: ")),
+        "no prefixed agent line on the console\n{}",
+        vm.console_tail()
+    );
     let t: Vec<u64> = resp.boot_phases.iter().map(|p| p.time_unix_nano).collect();
     assert!(
         t.windows(2).all(|w| w[0] <= w[1]),
