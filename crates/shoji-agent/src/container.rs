@@ -84,6 +84,8 @@ impl Waiter {
 
 pub struct Container {
     pub init: Process,
+    /// Processes started by ExecProcess, by exec id.
+    pub execs: std::collections::HashMap<String, Process>,
     rootfs: PathBuf,
     cgroup: PathBuf,
 }
@@ -184,6 +186,7 @@ pub fn spawn_init(
         (pid_w.as_raw_fd(), PID_FD),
     ];
     let mut cmd = Command::new("/proc/self/exe");
+    let new_namespaces = cfg.enter_pid.is_none();
     cmd.arg("__container-init")
         .stdin(Stdio::from(stdin))
         .stdout(Stdio::from(stdout))
@@ -199,7 +202,7 @@ pub fn spawn_init(
             }
             let flags =
                 libc::CLONE_NEWPID | libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
-            if libc::unshare(flags) != 0 {
+            if new_namespaces && libc::unshare(flags) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
@@ -289,6 +292,7 @@ impl Container {
             additional_gids: process.user().additional_gids().clone().unwrap_or_default(),
             hostname: spec.hostname().clone().unwrap_or_else(|| "shoji".into()),
             terminal: process.terminal().unwrap_or(false),
+            enter_pid: None,
         };
         let cgroup = PathBuf::from(format!("/sys/fs/cgroup/{id}"));
         std::fs::create_dir_all(&cgroup).map_err(|err| ContainerError::Cgroup {
@@ -322,9 +326,57 @@ impl Container {
         write_cgroup(&cgroup, "cgroup.procs", &init.pid.to_string())?;
         Ok(Self {
             init,
+            execs: std::collections::HashMap::new(),
             rootfs,
             cgroup,
         })
+    }
+
+    /// The init process (`exec_id` empty) or an exec'd one.
+    pub fn process_mut(&mut self, exec_id: &str) -> Option<&mut Process> {
+        if exec_id.is_empty() {
+            Some(&mut self.init)
+        } else {
+            self.execs.get_mut(exec_id)
+        }
+    }
+
+    /// Starts `process` inside this container's namespaces, root and cgroup; returns its PID.
+    pub fn exec(
+        &mut self,
+        exec_id: &str,
+        process: &oci_spec::runtime::Process,
+        ports: &StdioPorts,
+        reaper: &Reaper,
+    ) -> Result<i32, ContainerError> {
+        if exec_id.is_empty() || self.execs.contains_key(exec_id) {
+            return Err(ContainerError::Spec(format!(
+                "bad or duplicate exec id {exec_id:?}"
+            )));
+        }
+        let args = process.args().clone().unwrap_or_default();
+        if args.is_empty() {
+            return Err(ContainerError::Spec("process.args is empty".into()));
+        }
+        let cfg = InitConfig {
+            rootfs: self.rootfs.clone(),
+            args,
+            env: process.env().clone().unwrap_or_default(),
+            cwd: process.cwd().display().to_string(),
+            uid: process.user().uid(),
+            gid: process.user().gid(),
+            additional_gids: process.user().additional_gids().clone().unwrap_or_default(),
+            hostname: String::new(),
+            terminal: process.terminal().unwrap_or(false),
+            enter_pid: Some(self.init.pid),
+        };
+        let mut p = spawn_init(&cfg, ports, reaper)?;
+        write_cgroup(&self.cgroup, "cgroup.procs", &p.pid.to_string())?;
+        p.release()
+            .map_err(|e| ContainerError::Spawn(format!("starting the exec process: {e}")))?;
+        let pid = p.pid;
+        self.execs.insert(exec_id.into(), p);
+        Ok(pid)
     }
 
     /// Kills what is left and undoes the mounts and the cgroup.

@@ -30,6 +30,10 @@ pub struct InitConfig {
     pub additional_gids: Vec<u32>,
     pub hostname: String,
     pub terminal: bool,
+    /// For ExecProcess: join the namespaces and root of this (agent-namespace) PID instead of
+    /// making new ones.
+    #[serde(default)]
+    pub enter_pid: Option<i32>,
 }
 
 /// Entry point of `__container-init`. Never returns.
@@ -52,6 +56,11 @@ pub fn stage1() -> ! {
         Err(e) => fail(1, &format!("bad init config: {e}")),
     };
     drop(cfg_file);
+    let entered_root = match cfg.enter_pid.map(enter) {
+        Some(Ok(root)) => Some(root),
+        Some(Err(e)) => fail(1, &format!("entering the container: {e}")),
+        None => None,
+    };
     // SAFETY: this process is single-threaded (freshly exec'd), so the child may run any code.
     match unsafe { fork() } {
         Ok(ForkResult::Parent { child }) => {
@@ -60,7 +69,7 @@ pub fn stage1() -> ! {
         }
         Ok(ForkResult::Child) => {
             drop(pid_file);
-            container_init(cfg)
+            container_init(cfg, entered_root)
         }
         Err(e) => fail(1, &format!("fork: {e}")),
     }
@@ -71,8 +80,34 @@ fn fail(code: i32, msg: &str) -> ! {
     std::process::exit(code)
 }
 
-fn container_init(cfg: InitConfig) -> ! {
-    if let Err(e) = setup_root(&cfg.rootfs) {
+/// Joins the IPC, UTS, cgroup, PID (for children) and mount namespaces of `pid`; returns its
+/// root directory, opened before the mount namespace changed (as nsenter does).
+fn enter(pid: i32) -> Result<std::fs::File, String> {
+    let root =
+        std::fs::File::open(format!("/proc/{pid}/root")).map_err(|e| format!("root: {e}"))?;
+    let mut fds = Vec::new();
+    for ns in ["ipc", "uts", "cgroup", "pid", "mnt"] {
+        let f = std::fs::File::open(format!("/proc/{pid}/ns/{ns}"))
+            .map_err(|e| format!("open {ns} namespace: {e}"))?;
+        fds.push((ns, f));
+    }
+    for (ns, f) in &fds {
+        nix::sched::setns(f, nix::sched::CloneFlags::empty())
+            .map_err(|e| format!("setns {ns}: {e}"))?;
+    }
+    Ok(root)
+}
+
+fn container_init(cfg: InitConfig, entered_root: Option<std::fs::File>) -> ! {
+    let exec = entered_root.is_some();
+    if let Some(root) = entered_root {
+        if let Err(e) = nix::unistd::fchdir(&root)
+            .and_then(|_| nix::unistd::chroot("."))
+            .and_then(|_| nix::unistd::chdir("/"))
+        {
+            fail(1, &format!("entering the container root: {e}"));
+        }
+    } else if let Err(e) = setup_root(&cfg.rootfs) {
         fail(1, &format!("setting up the container root: {e}"));
     }
     // Wait for StartContainer.
@@ -84,7 +119,7 @@ fn container_init(cfg: InitConfig) -> ! {
     }
     drop(start);
     // The agent has put us in our cgroup by now; make it our cgroup root.
-    if nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP).is_ok() {
+    if !exec && nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP).is_ok() {
         let _ = mount(
             Some("cgroup2"),
             "/sys/fs/cgroup",
@@ -93,7 +128,9 @@ fn container_init(cfg: InitConfig) -> ! {
             None::<&str>,
         );
     }
-    let _ = nix::unistd::sethostname(&cfg.hostname);
+    if !exec {
+        let _ = nix::unistd::sethostname(&cfg.hostname);
+    }
     if cfg.terminal {
         let _ = nix::unistd::setsid();
         // SAFETY: TIOCSCTTY on fd 0 (the pty slave) with arg 0 has no memory effects.

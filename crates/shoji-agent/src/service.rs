@@ -26,6 +26,10 @@ fn status(code: ttrpc::Code, msg: impl Into<String>) -> ttrpc::Error {
     ttrpc::Error::RpcStatus(ttrpc::get_status(code, msg.into()))
 }
 
+fn no_exec(id: &str) -> ttrpc::Error {
+    status(ttrpc::Code::NOT_FOUND, format!("no exec process {id:?}"))
+}
+
 fn not_found(id: &str) -> ttrpc::Error {
     status(ttrpc::Code::NOT_FOUND, format!("no container {id:?}"))
 }
@@ -154,10 +158,12 @@ impl AgentService for Agent {
                     .containers
                     .lock()
                     .map_err(|_| status(ttrpc::Code::INTERNAL, "lock"))?;
-                let c = m
+                let p = m
                     .get_mut(&req.container_id)
-                    .ok_or_else(|| not_found(&req.container_id))?;
-                (c.init.waiter(), c.init.pid)
+                    .ok_or_else(|| not_found(&req.container_id))?
+                    .process_mut(&req.exec_id)
+                    .ok_or_else(|| no_exec(&req.exec_id))?;
+                (p.waiter(), p.pid)
             };
             let (code, signal) = waiter
                 .wait()
@@ -188,13 +194,14 @@ impl AgentService for Agent {
         let span = server_span!(self, ctx, "SignalProcess", req.container_id);
         let _e = span.enter();
         let pid = {
-            let m = self
+            let mut m = self
                 .containers
                 .lock()
                 .map_err(|_| status(ttrpc::Code::INTERNAL, "lock"))?;
-            m.get(&req.container_id)
+            m.get_mut(&req.container_id)
                 .ok_or_else(|| not_found(&req.container_id))?
-                .init
+                .process_mut(&req.exec_id)
+                .ok_or_else(|| no_exec(&req.exec_id))?
                 .pid
         };
         let sig = nix::sys::signal::Signal::try_from(req.signal as i32).map_err(|_| {
@@ -216,13 +223,14 @@ impl AgentService for Agent {
         let _span = server_span!(self, ctx, "ResizeTerminal", req.container_id);
         // The pty master lives in the relay threads; the slave is the process's fd 0.
         let pid = {
-            let m = self
+            let mut m = self
                 .containers
                 .lock()
                 .map_err(|_| status(ttrpc::Code::INTERNAL, "lock"))?;
-            m.get(&req.container_id)
+            m.get_mut(&req.container_id)
                 .ok_or_else(|| not_found(&req.container_id))?
-                .init
+                .process_mut(&req.exec_id)
+                .ok_or_else(|| no_exec(&req.exec_id))?
                 .pid
         };
         if let Ok(f) = std::fs::File::open(format!("/proc/{pid}/fd/0")) {
@@ -286,11 +294,38 @@ impl AgentService for Agent {
         ctx: &TtrpcContext,
         req: agent::ExecProcessRequest,
     ) -> ttrpc::Result<agent::ExecProcessResponse> {
-        let _span = server_span!(self, ctx, "ExecProcess", req.container_id);
-        Err(status(
-            ttrpc::Code::UNIMPLEMENTED,
-            "ExecProcess is not implemented yet",
-        ))
+        let span = server_span!(self, ctx, "ExecProcess", req.container_id);
+        let _e = span.enter();
+        let process: oci_spec::runtime::Process = serde_json::from_slice(&req.process_json)
+            .map_err(|e| {
+                status(
+                    ttrpc::Code::INVALID_ARGUMENT,
+                    format!("bad process_json: {e}"),
+                )
+            })?;
+        let ports = req.stdio.clone().unwrap_or_default();
+        let mut m = self
+            .containers
+            .lock()
+            .map_err(|_| status(ttrpc::Code::INTERNAL, "lock"))?;
+        let c = m
+            .get_mut(&req.container_id)
+            .ok_or_else(|| not_found(&req.container_id))?;
+        let _s = tracing::info_span!(
+            "process.spawn",
+            source = "agent",
+            subsystem = "container",
+            container_id = %req.container_id,
+            exec_id = %req.exec_id
+        )
+        .entered();
+        let pid = c
+            .exec(&req.exec_id, &process, &ports, &self.reaper)
+            .map_err(|e| status(ttrpc::Code::INTERNAL, format!("exec: {e}")))?;
+        Ok(agent::ExecProcessResponse {
+            pid: pid as u32,
+            ..Default::default()
+        })
     }
 }
 

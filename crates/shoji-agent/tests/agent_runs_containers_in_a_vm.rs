@@ -163,3 +163,88 @@ async fn vm_shutdown_answers_then_powers_off() {
         vm.console_tail()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vm_exec_process_runs_inside_the_running_container() {
+    let vm = GuestVm::boot().await;
+    let spec = serde_json::json!({
+        "ociVersion": "1.0.2",
+        "root": {"path": "rootfs"},
+        "hostname": "box",
+        "process": {"args": ["sleep", "600"], "env": ["PATH=/bin"], "cwd": "/",
+                    "user": {"uid": 0, "gid": 0}},
+        "linux": {"resources": {"memory": {"limit": 33554432}}}
+    });
+    let create = agent::CreateContainerRequest {
+        container_id: "ex".into(),
+        oci_spec_json: serde_json::to_vec(&spec).expect("spec"),
+        rootfs_tag: common::ROOTFS_TAG.into(),
+        ..Default::default()
+    };
+    vm.client
+        .create_container(ctx(30), &create)
+        .await
+        .unwrap_or_else(|e| panic!("CreateContainer: {e}\n{}", vm.console_tail()));
+    let start = agent::StartContainerRequest {
+        container_id: "ex".into(),
+        ..Default::default()
+    };
+    vm.client
+        .start_container(ctx(30), &start)
+        .await
+        .expect("StartContainer");
+
+    let out = vm.collect_port(21000);
+    let process = serde_json::json!({
+        "args": ["sh", "-c", "cat /proc/1/cmdline; echo; hostname; cat /sys/fs/cgroup/memory.max; id -u"],
+        "env": ["PATH=/bin"], "cwd": "/tmp", "user": {"uid": 1000, "gid": 1000}
+    });
+    let exec = agent::ExecProcessRequest {
+        container_id: "ex".into(),
+        exec_id: "e1".into(),
+        process_json: serde_json::to_vec(&process).expect("process"),
+        stdio: protobuf::MessageField::some(agent::StdioPorts {
+            stdout_port: 21000,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let resp = vm.client.exec_process(ctx(30), &exec).await;
+    let resp = resp.unwrap_or_else(|e| panic!("ExecProcess: {e}\n{}", vm.console_tail()));
+    assert!(resp.pid > 1);
+    let wait = |exec_id: &str| agent::WaitProcessRequest {
+        container_id: "ex".into(),
+        exec_id: exec_id.into(),
+        ..Default::default()
+    };
+    let st = vm
+        .client
+        .wait_process(ctx(30), &wait("e1"))
+        .await
+        .expect("WaitProcess e1");
+    let stdout = tokio::time::timeout(Duration::from_secs(5), out)
+        .await
+        .expect("stdout closed")
+        .unwrap_or_default();
+    assert_eq!(st.exit_code, 0, "{}", String::from_utf8_lossy(&stdout));
+    assert_eq!(
+        String::from_utf8_lossy(&stdout),
+        "sleep\u{0}600\u{0}\nbox\n33554432\n1000\n"
+    );
+
+    let kill = agent::SignalProcessRequest {
+        container_id: "ex".into(),
+        signal: 9,
+        ..Default::default()
+    };
+    vm.client
+        .signal_process(ctx(5), &kill)
+        .await
+        .expect("SignalProcess");
+    let st = vm
+        .client
+        .wait_process(ctx(30), &wait(""))
+        .await
+        .expect("WaitProcess init");
+    assert_eq!((st.exit_code, st.signal), (137, 9));
+}
