@@ -107,7 +107,7 @@ fn container_init(cfg: InitConfig, entered_root: Option<std::fs::File>) -> ! {
         {
             fail(1, &format!("entering the container root: {e}"));
         }
-    } else if let Err(e) = setup_root(&cfg.rootfs) {
+    } else if let Err(e) = setup_root(&cfg.rootfs, cfg.terminal) {
         fail(1, &format!("setting up the container root: {e}"));
     }
     // Wait for StartContainer.
@@ -172,7 +172,7 @@ fn container_init(cfg: InitConfig, entered_root: Option<std::fs::File>) -> ! {
     fail(code, &format!("cannot run {program:?}: {err}"))
 }
 
-fn setup_root(rootfs: &Path) -> Result<(), String> {
+fn setup_root(rootfs: &Path, terminal: bool) -> Result<(), String> {
     fn e(what: &'static str) -> impl Fn(nix::Error) -> String {
         move |err| format!("{what}: {err}")
     }
@@ -238,14 +238,29 @@ fn setup_root(rootfs: &Path) -> Result<(), String> {
         .map_err(e("bind a /dev node"))?;
     }
     mk(&at("dev/pts"));
-    mount(
-        Some("devpts"),
-        &at("dev/pts"),
-        Some("devpts"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
-        Some("newinstance,ptmxmode=0666,mode=0620"),
-    )
-    .map_err(e("mount /dev/pts"))?;
+    if terminal {
+        // The process's terminal is a pty the agent opened in the guest's devpts; a new devpts
+        // instance would not contain it, and ttyname(0) (`tty`) would fail. The guest serves
+        // one sandbox, so sharing its devpts with the container costs little. (runc instead
+        // opens the pty inside the container and passes the master back.)
+        mount(
+            Some("/dev/pts"),
+            &at("dev/pts"),
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(e("bind /dev/pts"))?;
+    } else {
+        mount(
+            Some("devpts"),
+            &at("dev/pts"),
+            Some("devpts"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+            Some("newinstance,ptmxmode=0666,mode=0620"),
+        )
+        .map_err(e("mount /dev/pts"))?;
+    }
     mk(&at("dev/shm"));
     mount(
         Some("shm"),

@@ -248,3 +248,84 @@ async fn vm_exec_process_runs_inside_the_running_container() {
         .expect("WaitProcess init");
     assert_eq!((st.exit_code, st.signal), (137, 9));
 }
+
+/// Creates and starts container `id` with `process`, waits for it and returns its stdout.
+async fn run_with_ports(
+    vm: &GuestVm,
+    id: &str,
+    process: serde_json::Value,
+    ports: agent::StdioPorts,
+) -> (i32, String) {
+    let spec =
+        serde_json::json!({"ociVersion": "1.0.2", "root": {"path": "rootfs"}, "process": process});
+    let create = agent::CreateContainerRequest {
+        container_id: id.into(),
+        oci_spec_json: serde_json::to_vec(&spec).expect("spec"),
+        rootfs_tag: common::ROOTFS_TAG.into(),
+        stdio: protobuf::MessageField::some(ports.clone()),
+        ..Default::default()
+    };
+    let out = vm.collect_port(ports.stdout_port);
+    vm.client
+        .create_container(ctx(30), &create)
+        .await
+        .unwrap_or_else(|e| panic!("CreateContainer: {e}\n{}", vm.console_tail()));
+    let start = agent::StartContainerRequest {
+        container_id: id.into(),
+        ..Default::default()
+    };
+    vm.client
+        .start_container(ctx(30), &start)
+        .await
+        .expect("StartContainer");
+    let wait = agent::WaitProcessRequest {
+        container_id: id.into(),
+        ..Default::default()
+    };
+    let st = vm
+        .client
+        .wait_process(ctx(60), &wait)
+        .await
+        .expect("WaitProcess");
+    let stdout = tokio::time::timeout(Duration::from_secs(5), out)
+        .await
+        .expect("stdout closed")
+        .unwrap_or_default();
+    (st.exit_code, String::from_utf8_lossy(&stdout).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vm_stdin_env_cwd_user_and_terminal_apply() {
+    let vm = GuestVm::boot().await;
+    let feed = vm.feed_port(22000, b"hello from the host\n");
+    let process = serde_json::json!({
+        "args": ["sh", "-c", "cat; echo $GREETING; pwd; id -u; id -g; id -G"],
+        "env": ["PATH=/bin", "GREETING=hi"], "cwd": "/tmp",
+        "user": {"uid": 1000, "gid": 1001, "additionalGids": [1002]}
+    });
+    let ports = agent::StdioPorts {
+        stdin_port: 22000,
+        stdout_port: 22001,
+        ..Default::default()
+    };
+    let (code, out) = run_with_ports(&vm, "io", process, ports).await;
+    feed.abort();
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        out,
+        "hello from the host\nhi\n/tmp\n1000\n1001\n1001 1002\n"
+    );
+
+    let process = serde_json::json!({
+        "args": ["sh", "-c", "tty; echo done"], "env": ["PATH=/bin"], "cwd": "/",
+        "terminal": true, "user": {"uid": 0, "gid": 0}
+    });
+    let ports = agent::StdioPorts {
+        stdout_port: 22003,
+        ..Default::default()
+    };
+    let (code, out) = run_with_ports(&vm, "tty", process, ports).await;
+    assert_eq!(code, 0, "{out}");
+    // A terminal turns \n into \r\n.
+    assert_eq!(out, "/dev/pts/0\r\ndone\r\n");
+}

@@ -77,7 +77,7 @@ pub fn busybox_rootfs(dir: &Path) {
         .or_else(|_| std::fs::copy("/bin/busybox", bin.join("busybox")))
         .expect("busybox-static must be installed (apt-get install busybox-static)");
     for applet in [
-        "sh", "cat", "echo", "true", "false", "sleep", "ls", "id", "env", "pwd",
+        "sh", "cat", "echo", "true", "false", "sleep", "ls", "id", "env", "pwd", "tty", "hostname",
     ] {
         std::os::unix::fs::symlink("busybox", bin.join(applet)).expect("symlink applet");
     }
@@ -218,6 +218,22 @@ impl GuestVm {
                 let _ = s.read_to_end(&mut buf).await;
             }
             buf
+        })
+    }
+
+    /// Listens on the host side of guest->host vsock `port`, sends `data` to whoever connects,
+    /// then shuts down the write side (the process sees EOF).
+    pub fn feed_port(&self, port: u32, data: &'static [u8]) -> tokio::task::JoinHandle<()> {
+        let path = PathBuf::from(format!("{}_{port}", self.uds.display()));
+        let listener = UnixListener::bind(&path).expect("bind stdin socket");
+        tokio::spawn(async move {
+            if let Ok((mut s, _)) = listener.accept().await {
+                let _ = s.write_all(data).await;
+                let _ = s.shutdown().await;
+                // Keep the socket open until the guest closes its end.
+                let mut sink = Vec::new();
+                let _ = s.read_to_end(&mut sink).await;
+            }
         })
     }
 
