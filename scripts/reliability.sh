@@ -17,12 +17,12 @@ printf '[runtime]\nsandbox_root = "%s"\n' "$work/sb" > "$work/config.toml"
 fail=0 hang=0
 start=$(date +%s.%N)
 for i in $(seq 1 "$n"); do
-  SHOJI_KEEP_SANDBOX=1 timeout -k 5 60 "$shoji" --config "$work/config.toml" run --rm "$image" -- true \
+  SHOJI_LOG=${SHOJI_LOG:-info} SHOJI_KEEP_SANDBOX=1 timeout -k 5 60 "$shoji" --config "$work/config.toml" run --rm "$image" -- true \
     >/dev/null 2>"$work/err"
   rc=$?
   if [ $rc -ne 0 ]; then
     if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then hang=$((hang + 1)); what=HANG; else fail=$((fail + 1)); what="FAILED ($rc)"; fi
-    echo "run $i: $what: $(tail -3 "$work/err")" >&2
+    echo "run $i: $what:" >&2; tail -8 "$work/err" | sed "s/^/    /" >&2
     for d in "$work"/sb/*/; do [ -f "$d/console.log" ] && { echo "  console tail:" >&2; tail -5 "$d/console.log" | sed 's/^/    /' >&2; }; done
   fi
   find "$work/sb" -mindepth 1 -maxdepth 1 -type d -exec rm -rf {} + 2>/dev/null
