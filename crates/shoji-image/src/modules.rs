@@ -26,11 +26,38 @@ fn index(dir: &Path, map: &mut HashMap<String, PathBuf>) {
         if p.is_dir() {
             index(&p, map);
         } else if let Some(name) = p.file_name().and_then(|n| n.to_str()) {
-            if let Some(stem) = name.strip_suffix(".ko") {
+            let stem = [".ko", ".ko.xz", ".ko.zst", ".ko.gz"]
+                .iter()
+                .find_map(|sfx| name.strip_suffix(sfx));
+            if let Some(stem) = stem {
                 map.insert(stem.replace('-', "_"), p.clone());
             }
         }
     }
+}
+
+/// A module's bytes, decompressed when the kernel package ships it as `.ko.xz`, `.ko.zst` or
+/// `.ko.gz` (the agent's `finit_module` gets plain `.ko` files, so it needs no decompressor).
+pub fn read_module(path: &Path) -> Result<Vec<u8>, ImageError> {
+    let name = path.to_string_lossy();
+    let tool = if name.ends_with(".xz") {
+        Some("xz")
+    } else if name.ends_with(".zst") {
+        Some("zstd")
+    } else {
+        None
+    };
+    if let Some(tool) = tool {
+        return crate::run_tool(Command::new(tool).arg("-dc").arg(path));
+    }
+    let data = std::fs::read(path).map_err(io("read", path))?;
+    if name.ends_with(".gz") {
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&data[..]), &mut out)
+            .map_err(io("decompress", path))?;
+        return Ok(out);
+    }
+    Ok(data)
 }
 
 /// The `depends=` list of a module file.
@@ -84,7 +111,7 @@ pub fn resolve_order(
                 "kernel module {name} not found (built in, or another kernel?)"
             ))
         })?;
-        let data = std::fs::read(path).map_err(io("read", path))?;
+        let data = read_module(path)?;
         for dep in depends(&data) {
             visit(&dep, map, done, order, depth + 1)?;
         }
@@ -118,7 +145,7 @@ pub fn write_initramfs(
     for (name, path) in modules {
         let file = format!("{name}.ko");
         let dst = moddir.join(&file);
-        std::fs::copy(path, &dst).map_err(io("copy", path))?;
+        std::fs::write(&dst, read_module(path)?).map_err(io("write", &dst))?;
         list.push_str(&file);
         list.push('\n');
     }
@@ -187,6 +214,23 @@ fn collect(root: &Path, dir: &Path, out: &mut Vec<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn compressed_modules_are_found_and_decompressed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let plain = b"\x7fELF\0depends=\0name=a\0".to_vec();
+        std::fs::write(dir.path().join("a.ko"), &plain).expect("write");
+        let xz_in = dir.path().join("b.ko");
+        std::fs::write(&xz_in, b"\x7fELF\0depends=a\0name=b\0").expect("write");
+        let st = Command::new("xz").arg(&xz_in).status().expect("xz");
+        assert!(st.success());
+        let order = resolve_order(dir.path(), &["b"]).expect("resolve");
+        let names: Vec<&str> = order.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["a", "b"]);
+        assert!(read_module(&order[1].1)
+            .expect("read")
+            .starts_with(b"\x7fELF"));
+    }
 
     #[test]
     fn reads_depends_from_modinfo_bytes() {
