@@ -292,6 +292,7 @@ impl Container {
             additional_gids: process.user().additional_gids().clone().unwrap_or_default(),
             hostname: spec.hostname().clone().unwrap_or_else(|| "shoji".into()),
             terminal: process.terminal().unwrap_or(false),
+            rlimits: crate::init::rlimits_of(process),
             enter_pid: None,
         };
         let cgroup = PathBuf::from(format!("/sys/fs/cgroup/{id}"));
@@ -368,6 +369,7 @@ impl Container {
             additional_gids: process.user().additional_gids().clone().unwrap_or_default(),
             hostname: String::new(),
             terminal: process.terminal().unwrap_or(false),
+            rlimits: crate::init::rlimits_of(process),
             enter_pid: Some(self.init.pid),
         };
         let mut p = spawn_init(&cfg, ports, reaper)?;

@@ -34,6 +34,52 @@ pub struct InitConfig {
     /// making new ones.
     #[serde(default)]
     pub enter_pid: Option<i32>,
+    /// OCI `process.rlimits`: (type name such as `RLIMIT_NOFILE`, soft, hard).
+    #[serde(default)]
+    pub rlimits: Vec<(String, u64, u64)>,
+}
+
+/// Converts OCI rlimits into the names and values [`InitConfig`] carries.
+pub fn rlimits_of(process: &oci_spec::runtime::Process) -> Vec<(String, u64, u64)> {
+    process
+        .rlimits()
+        .as_ref()
+        .map(|v| {
+            v.iter()
+                .filter_map(|r| {
+                    let name = serde_json::to_value(r.typ()).ok()?.as_str()?.to_string();
+                    Some((name, r.soft(), r.hard()))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn set_rlimits(limits: &[(String, u64, u64)]) -> Result<(), String> {
+    use nix::sys::resource::{setrlimit, Resource};
+    for (name, soft, hard) in limits {
+        let res = match name.as_str() {
+            "RLIMIT_CPU" => Resource::RLIMIT_CPU,
+            "RLIMIT_FSIZE" => Resource::RLIMIT_FSIZE,
+            "RLIMIT_DATA" => Resource::RLIMIT_DATA,
+            "RLIMIT_STACK" => Resource::RLIMIT_STACK,
+            "RLIMIT_CORE" => Resource::RLIMIT_CORE,
+            "RLIMIT_RSS" => Resource::RLIMIT_RSS,
+            "RLIMIT_NPROC" => Resource::RLIMIT_NPROC,
+            "RLIMIT_NOFILE" => Resource::RLIMIT_NOFILE,
+            "RLIMIT_MEMLOCK" => Resource::RLIMIT_MEMLOCK,
+            "RLIMIT_AS" => Resource::RLIMIT_AS,
+            "RLIMIT_LOCKS" => Resource::RLIMIT_LOCKS,
+            "RLIMIT_SIGPENDING" => Resource::RLIMIT_SIGPENDING,
+            "RLIMIT_MSGQUEUE" => Resource::RLIMIT_MSGQUEUE,
+            "RLIMIT_NICE" => Resource::RLIMIT_NICE,
+            "RLIMIT_RTPRIO" => Resource::RLIMIT_RTPRIO,
+            "RLIMIT_RTTIME" => Resource::RLIMIT_RTTIME,
+            other => return Err(format!("unknown rlimit {other}")),
+        };
+        setrlimit(res, *soft, *hard).map_err(|e| format!("setrlimit {name}: {e}"))?;
+    }
+    Ok(())
 }
 
 /// Entry point of `__container-init`. Never returns.
@@ -135,6 +181,10 @@ fn container_init(cfg: InitConfig, entered_root: Option<std::fs::File>) -> ! {
         let _ = nix::unistd::setsid();
         // SAFETY: TIOCSCTTY on fd 0 (the pty slave) with arg 0 has no memory effects.
         unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) };
+    }
+    // Before dropping privileges: raising a hard limit needs root.
+    if let Err(e) = set_rlimits(&cfg.rlimits) {
+        fail(1, &e);
     }
     let gids: Vec<Gid> = cfg
         .additional_gids

@@ -295,13 +295,14 @@ async fn run_with_ports(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn vm_stdin_env_cwd_user_and_terminal_apply() {
+async fn vm_stdin_env_cwd_user_rlimits_and_terminal_apply() {
     let vm = GuestVm::boot().await;
     let feed = vm.feed_port(22000, b"hello from the host\n");
     let process = serde_json::json!({
-        "args": ["sh", "-c", "cat; echo $GREETING; pwd; id -u; id -g; id -G"],
+        "args": ["sh", "-c", "cat; echo $GREETING; pwd; id -u; id -g; id -G; ulimit -n; ulimit -Hn"],
         "env": ["PATH=/bin", "GREETING=hi"], "cwd": "/tmp",
-        "user": {"uid": 1000, "gid": 1001, "additionalGids": [1002]}
+        "user": {"uid": 1000, "gid": 1001, "additionalGids": [1002]},
+        "rlimits": [{"type": "RLIMIT_NOFILE", "soft": 123, "hard": 456}]
     });
     let ports = agent::StdioPorts {
         stdin_port: 22000,
@@ -313,7 +314,7 @@ async fn vm_stdin_env_cwd_user_and_terminal_apply() {
     assert_eq!(code, 0, "{out}");
     assert_eq!(
         out,
-        "hello from the host\nhi\n/tmp\n1000\n1001\n1001 1002\n"
+        "hello from the host\nhi\n/tmp\n1000\n1001\n1001 1002\n123\n456\n"
     );
 
     let process = serde_json::json!({
