@@ -67,12 +67,27 @@ async fn serve(params: boot::BootParams, mut phases: Vec<(String, u64)>) -> anyh
         .await
         .context("while starting the ttRPC server")?;
     tracing::info!("serving on {addr}");
+    announce_ready();
     agent.shutdown.notified().await;
     // Let the Shutdown answer reach the host, then power off without waiting for the host to
     // hang up (the runtime waits for QEMU's exit, not for the connection).
     tokio::time::sleep(Duration::from_millis(20)).await;
     drop(server);
     Ok(())
+}
+
+/// Tells the host the agent serves, by connecting to it: the host never connects to the guest
+/// before the guest's vsock transport is up (host-initiated connections made too early can wedge
+/// the vsock device). See docs/ARCHITECTURE.md.
+fn announce_ready() {
+    use std::io::Write;
+    let port = shoji_protocols::READY_VSOCK_PORT;
+    match vsock::VsockStream::connect_with_cid_port(shoji_protocols::HOST_CID, port) {
+        Ok(mut s) => {
+            let _ = s.write_all(b"READY\n");
+        }
+        Err(e) => tracing::warn!("cannot announce readiness on host port {port}: {e}"),
+    }
 }
 
 fn fatal(msg: &str) -> ! {

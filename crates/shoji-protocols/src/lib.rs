@@ -39,6 +39,9 @@ pub mod agent_ttrpc {
 
 /// Guest vsock port the agent serves ttRPC on.
 pub const AGENT_VSOCK_PORT: u32 = 1024;
+/// Host vsock port the agent connects to once it serves ttRPC ("READY\n"); the host connects to
+/// the agent only after that.
+pub const READY_VSOCK_PORT: u32 = 1025;
 /// Host vsock port the agent sends span frames to.
 pub const TRACE_VSOCK_PORT: u32 = 10240;
 /// The host's vsock context id, as seen from the guest.

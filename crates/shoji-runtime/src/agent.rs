@@ -13,7 +13,7 @@ use crate::vsock;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
-    #[error("the agent did not answer on vsock port {port} within {secs} s")]
+    #[error("the agent did not get ready (vsock port {port}) within {secs} s")]
     BootTimeout { port: u32, secs: u64 },
     #[error("the VM exited ({status}) before the agent answered")]
     VmExited { status: String },
@@ -114,10 +114,31 @@ impl AgentClient {
     pub async fn connect(
         uds: &Path,
         boot_timeout: Duration,
+        ready: Option<&tokio::net::UnixListener>,
         inject: Option<ContextInjector>,
         mut vm_exited: impl FnMut() -> Option<String>,
     ) -> Result<Self, AgentError> {
         let deadline = Instant::now() + boot_timeout;
+        // First the agent's own "ready" connection, so that no host-initiated connection reaches
+        // the vsock device before the guest's transport is up.
+        if let Some(listener) = ready {
+            loop {
+                if let Some(status) = vm_exited() {
+                    return Err(AgentError::VmExited { status });
+                }
+                if Instant::now() >= deadline {
+                    return Err(AgentError::BootTimeout {
+                        port: shoji_protocols::READY_VSOCK_PORT,
+                        secs: boot_timeout.as_secs(),
+                    });
+                }
+                if let Ok(Ok(_)) =
+                    tokio::time::timeout(Duration::from_millis(50), listener.accept()).await
+                {
+                    break;
+                }
+            }
+        }
         loop {
             if let Some(status) = vm_exited() {
                 return Err(AgentError::VmExited { status });

@@ -241,6 +241,13 @@ pub async fn run(
         console_log: sb.console_log(),
         accel: choice.clone(),
     };
+    let ready_path = sb.host_port_socket(shoji_protocols::READY_VSOCK_PORT);
+    let ready = tokio::net::UnixListener::bind(&ready_path).map_err(|source| {
+        crate::stdio::StdioError::Listen {
+            path: ready_path.display().to_string(),
+            source,
+        }
+    })?;
     let qemu_guard = vm_span.in_scope(|| {
         info_span!("qemu.launch", source = "hypervisor", subsystem = "hypervisor", qemu.path = %qemu.path.display())
             .in_scope(|| qemu.launch(&vm))
@@ -262,9 +269,13 @@ pub async fn run(
     let boot_timeout = Duration::from_secs(q.boot_timeout.max(1));
     let uds = sb.vsock_uds();
     let exit_probe = vm_exit.clone();
-    let client = AgentClient::connect(&uds, boot_timeout, hooks.context_injector(), move || {
-        exit_probe.borrow().clone()
-    })
+    let client = AgentClient::connect(
+        &uds,
+        boot_timeout,
+        Some(&ready),
+        hooks.context_injector(),
+        move || exit_probe.borrow().clone(),
+    )
     .instrument(boot_span.clone())
     .await;
     drop(boot_span);

@@ -138,7 +138,7 @@ fn vm_kernel_that_never_starts_the_agent_times_out_with_console_tail() {
     fails_with(
         &env,
         &["run", "--rm", &image(), "--", "true"],
-        &["did not answer", "no-agent-in-this-image"],
+        &["did not get ready", "no-agent-in-this-image"],
     );
     assert!(start.elapsed().as_secs() < 30, "took {:?}", start.elapsed());
 }
