@@ -46,7 +46,6 @@ ensure_host_deps() {
 }
 
 ensure_test_deps() {
-  ensure_debian_packages chromium nodejs npm
   if ! python3 -c 'import opentelemetry.exporter.otlp.proto.grpc, opentelemetry.exporter.otlp.proto.http' 2>/dev/null; then
     say "pip install the OpenTelemetry Python SDK (test client)"
     python3 -m pip install -q --disable-pip-version-check -r scripts/requirements-test.txt

@@ -57,14 +57,25 @@ fn frame(seq: u64) -> Vec<u8> {
 async fn run(frames: u64, deliver: shoji_forwarder::Deliver, wait: impl Fn() -> u64) -> (f64, u64) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("vm.vsock_10240");
-    let f = Forwarder::start(&path, Identity { sandbox_id: "bench".into(), service_name: "shoji-agent".into() }, deliver)
-        .expect("listen");
+    let f = Forwarder::start(
+        &path,
+        Identity {
+            sandbox_id: "bench".into(),
+            service_name: "shoji-agent".into(),
+        },
+        deliver,
+    )
+    .expect("listen");
     f.set_clock_offset(0);
     let payloads: Vec<Vec<u8>> = (0..64).map(frame).collect();
     let start = Instant::now();
-    let mut s = tokio::net::UnixStream::connect(&path).await.expect("connect");
+    let mut s = tokio::net::UnixStream::connect(&path)
+        .await
+        .expect("connect");
     for i in 0..frames {
-        s.write_all(&payloads[(i % 64) as usize]).await.expect("write");
+        s.write_all(&payloads[(i % 64) as usize])
+            .await
+            .expect("write");
     }
     s.shutdown().await.expect("shutdown");
     let want = frames * SPANS_PER_FRAME as u64;
@@ -79,11 +90,17 @@ async fn run(frames: u64, deliver: shoji_forwarder::Deliver, wait: impl Fn() -> 
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
-    let frames: u64 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(2000);
+    let frames: u64 = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(2000);
     let n = Arc::new(AtomicU64::new(0));
     let c = n.clone();
     let deliver: shoji_forwarder::Deliver = Arc::new(move |r| {
-        c.fetch_add(shoji_telemetry::convert::span_count(&r) as u64, Ordering::Relaxed);
+        c.fetch_add(
+            shoji_telemetry::convert::span_count(&r) as u64,
+            Ordering::Relaxed,
+        );
     });
     let (rate, lost) = run(frames, deliver, || n.load(Ordering::Relaxed)).await;
     println!("forwarder -> counting sink: {:.0} spans/s, {lost} lost ({} frames of {SPANS_PER_FRAME} spans, one core)", rate, frames);

@@ -30,7 +30,10 @@ fn lying_request(spans: usize) -> ExportTraceServiceRequest {
     ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
             resource: Some(Resource {
-                attributes: vec![kv("service.name", "shoji-runtime"), kv("sandbox_id", "someone-else")],
+                attributes: vec![
+                    kv("service.name", "shoji-runtime"),
+                    kv("sandbox_id", "someone-else"),
+                ],
                 ..Default::default()
             }),
             scope_spans: vec![ScopeSpans {
@@ -77,12 +80,17 @@ async fn send_and_expect_close(path: &std::path::Path, bytes: &[u8]) {
     let _ = s.write_all(bytes).await;
     let mut b = [0u8; 1];
     let r = tokio::time::timeout(Duration::from_secs(5), s.read(&mut b)).await;
-    assert!(matches!(r, Ok(Ok(0)) | Ok(Err(_))), "connection was not closed");
+    assert!(
+        matches!(r, Ok(Ok(0)) | Ok(Err(_))),
+        "connection was not closed"
+    );
 }
 
 async fn send_ok(path: &std::path::Path, req: &ExportTraceServiceRequest) {
     let mut s = UnixStream::connect(path).await.unwrap();
-    s.write_all(&frame::encode(&req.encode_to_vec()).unwrap()).await.unwrap();
+    s.write_all(&frame::encode(&req.encode_to_vec()).unwrap())
+        .await
+        .unwrap();
     s.shutdown().await.unwrap();
 }
 
@@ -154,16 +162,37 @@ async fn identity_is_stamped_from_the_socket_and_clock_corrected() {
             .and_then(|v| v.value)
     };
     let res = &rs.resource.as_ref().unwrap().attributes;
-    assert_eq!(attr(res, "service.name"), Some(any_value::Value::StringValue("shoji-agent".into())));
-    assert_eq!(attr(res, "sandbox_id"), Some(any_value::Value::StringValue("sb-1".into())));
+    assert_eq!(
+        attr(res, "service.name"),
+        Some(any_value::Value::StringValue("shoji-agent".into()))
+    );
+    assert_eq!(
+        attr(res, "sandbox_id"),
+        Some(any_value::Value::StringValue("sb-1".into()))
+    );
     for span in &rs.scope_spans[0].spans {
-        assert_eq!(attr(&span.attributes, "source"), Some(any_value::Value::StringValue("agent".into())));
-        assert_eq!(attr(&span.attributes, "sandbox_id"), Some(any_value::Value::StringValue("sb-1".into())));
-        assert_eq!(attr(&span.attributes, "shoji.clock_offset_ns"), Some(any_value::Value::IntValue(1_000_000_000)));
+        assert_eq!(
+            attr(&span.attributes, "source"),
+            Some(any_value::Value::StringValue("agent".into()))
+        );
+        assert_eq!(
+            attr(&span.attributes, "sandbox_id"),
+            Some(any_value::Value::StringValue("sb-1".into()))
+        );
+        assert_eq!(
+            attr(&span.attributes, "shoji.clock_offset_ns"),
+            Some(any_value::Value::IntValue(1_000_000_000))
+        );
         // guest - host = 1 s: host time is one second earlier.
         assert_eq!(span.start_time_unix_nano, 1_000_000_000);
         assert_eq!(span.end_time_unix_nano, 2_000_000_000);
-        assert_eq!(span.attributes.iter().filter(|kv| kv.key == "source").count(), 1);
+        assert_eq!(
+            span.attributes
+                .iter()
+                .filter(|kv| kv.key == "source")
+                .count(),
+            1
+        );
     }
     f.shutdown(Duration::from_secs(1)).await;
 }

@@ -8,5 +8,8 @@ use axum::{response::Html, routing::get, Router};
 
 /// Routes of the viewer's pages and static assets. Stateless; merge into the query server.
 pub fn router() -> Router {
-    Router::new().route("/", get(|| async { Html("<!doctype html><title>Shoji</title>") }))
+    Router::new().route(
+        "/",
+        get(|| async { Html("<!doctype html><title>Shoji</title>") }),
+    )
 }

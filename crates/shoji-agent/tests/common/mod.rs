@@ -145,6 +145,14 @@ impl GuestVm {
         if let Some(khz) = host_tsc_khz() {
             append.push_str(&format!(" tsc_early_khz={khz} lpj={}", 4 * khz));
         }
+        // The contract: connect to the agent only after it announced itself on host port 1025
+        // (early host-initiated connections can wedge the vsock device).
+        let ready = UnixListener::bind(format!(
+            "{}_{}",
+            uds.display(),
+            shoji_protocols::READY_VSOCK_PORT
+        ))
+        .expect("bind the readiness socket");
         let started = Instant::now();
         let qemu = ProcGuard::spawn(
             "QEMU",
@@ -176,7 +184,7 @@ impl GuestVm {
                 .stderr(Stdio::null()),
         );
         let mut qemu = qemu;
-        let client = connect(&mut qemu, &uds, &console, started).await;
+        let client = connect(&mut qemu, &ready, &uds, &console, started).await;
         let boot_time = started.elapsed();
         eprintln!("agent answered Ping {boot_time:?} after QEMU start");
         Self {
@@ -385,15 +393,17 @@ pub fn console_tail(console: &Path) -> String {
     )
 }
 
-/// Retries the hybrid-vsock CONNECT and a Ping until the agent answers; fails at once if QEMU
-/// exits, and at [`BOOT_DEADLINE`] if the guest hangs, with the console tail either way.
+/// Waits for the agent's `READY` on host port 1025, then connects to guest port 1024 and pings.
+/// Fails at once if QEMU exits, and at [`BOOT_DEADLINE`] if the guest hangs, with the console
+/// tail either way.
 async fn connect(
     qemu: &mut ProcGuard,
+    ready: &UnixListener,
     uds: &Path,
     console: &Path,
     started: Instant,
 ) -> AgentServiceClient {
-    loop {
+    let check = |qemu: &mut ProcGuard| {
         if let Some(st) = qemu.exited() {
             panic!("QEMU exited during boot ({st})\n{}", console_tail(console));
         }
@@ -403,21 +413,36 @@ async fn connect(
                 console_tail(console)
             );
         }
-        if uds.exists() {
-            let attempt = tokio::time::timeout(
-                Duration::from_secs(1),
-                hybrid_connect(uds, shoji_protocols::AGENT_VSOCK_PORT),
-            )
-            .await;
-            if let Ok(Ok(s)) = attempt {
-                let c = AgentServiceClient::new(ttrpc::r#async::Client::new(
-                    ttrpc::r#async::transport::Socket::new(s),
-                ));
-                let req = agent::PingRequest::default();
-                let ping = c.ping(ctx(2), &req);
-                if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(2), ping).await {
-                    return c;
-                }
+    };
+    loop {
+        check(qemu);
+        if let Ok(Ok((mut s, _))) =
+            tokio::time::timeout(Duration::from_millis(50), ready.accept()).await
+        {
+            let mut line = [0u8; 6];
+            let got = tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut line)).await;
+            assert!(
+                matches!(got, Ok(Ok(_))) && &line == b"READY\n",
+                "bad readiness announcement {line:?}"
+            );
+            break;
+        }
+    }
+    loop {
+        check(qemu);
+        let attempt = tokio::time::timeout(
+            Duration::from_secs(1),
+            hybrid_connect(uds, shoji_protocols::AGENT_VSOCK_PORT),
+        )
+        .await;
+        if let Ok(Ok(s)) = attempt {
+            let c = AgentServiceClient::new(ttrpc::r#async::Client::new(
+                ttrpc::r#async::transport::Socket::new(s),
+            ));
+            let req = agent::PingRequest::default();
+            let ping = c.ping(ctx(2), &req);
+            if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(2), ping).await {
+                return c;
             }
         }
         tokio::time::sleep(Duration::from_millis(20)).await;

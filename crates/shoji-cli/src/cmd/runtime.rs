@@ -240,7 +240,9 @@ struct TraceHooks<'a> {
 impl shoji_runtime::run::RunHooks for TraceHooks<'_> {
     fn sandbox_ready(&mut self, sb: &shoji_runtime::sandbox::SandboxDir) {
         self.telemetry.set_sandbox_id(&sb.id);
-        let Some(pipeline) = self.telemetry.pipeline.clone() else { return };
+        let Some(pipeline) = self.telemetry.pipeline.clone() else {
+            return;
+        };
         if !self.agent_tracing {
             return;
         }
@@ -249,7 +251,8 @@ impl shoji_runtime::run::RunHooks for TraceHooks<'_> {
             service_name: "shoji-agent".into(),
         };
         let path = sb.host_port_socket(shoji_protocols::TRACE_VSOCK_PORT);
-        let deliver: shoji_forwarder::Deliver = std::sync::Arc::new(move |req| pipeline.submit(req));
+        let deliver: shoji_forwarder::Deliver =
+            std::sync::Arc::new(move |req| pipeline.submit(req));
         match shoji_forwarder::Forwarder::start(&path, identity, deliver) {
             Ok(f) => self.forwarder = Some(f),
             Err(e) => tracing::warn!(error = %e, "agent spans will be lost"),
@@ -263,9 +266,8 @@ impl shoji_runtime::run::RunHooks for TraceHooks<'_> {
     }
 
     fn context_injector(&self) -> Option<shoji_runtime::agent::ContextInjector> {
-        self.telemetry
-            .pipeline
-            .is_some()
-            .then_some(shoji_telemetry::current_trace_context as shoji_runtime::agent::ContextInjector)
+        self.telemetry.pipeline.is_some().then_some(
+            shoji_telemetry::current_trace_context as shoji_runtime::agent::ContextInjector,
+        )
     }
 }
