@@ -67,7 +67,8 @@ async fn serve(params: boot::BootParams, mut phases: Vec<(String, u64)>) -> anyh
         .await
         .context("while starting the ttRPC server")?;
     tracing::info!("serving on {addr}");
-    announce_ready();
+    // A blocking connect (it waits out a timeout when no host listens): keep it off the workers.
+    tokio::task::spawn_blocking(announce_ready);
     agent.shutdown.notified().await;
     // Let the Shutdown answer reach the host, then power off without waiting for the host to
     // hang up (the runtime waits for QEMU's exit, not for the connection).
