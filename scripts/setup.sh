@@ -24,5 +24,5 @@ cat >&2 <<MSG
 Next: export PATH=\$PWD/target/release:\$PATH, then try
   shoji run --rm -i $image -- sh        # a shell in a VM
   shoji trace summary latest            # where the time went
-  shoji trace serve                     # the viewer on http://127.0.0.1:16686/
+  shoji trace serve                     # OTLP receivers + Jaeger-compatible API on :16686
 MSG

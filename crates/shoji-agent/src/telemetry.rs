@@ -20,6 +20,9 @@ use crate::boot::BootParams;
 struct State {
     provider: SdkTracerProvider,
     counters: Arc<GuestCounters>,
+    /// Agent-only tracing (no context from the host): the agent's lifetime span, parent of
+    /// everything else, ended at shutdown.
+    root: Option<opentelemetry::Context>,
 }
 
 static STATE: OnceLock<State> = OnceLock::new();
@@ -49,7 +52,27 @@ pub fn init(params: &BootParams) {
         .with(fmt)
         .with(otel)
         .try_init();
-    let _ = STATE.set(State { provider, counters });
+    let root = params.traceparent.is_none().then(|| {
+        let tracer = provider.tracer("shoji-agent");
+        let start = std::time::UNIX_EPOCH
+            + std::time::Duration::from_nanos(crate::boot::kernel_entered_ns());
+        let span = tracer
+            .span_builder("agent")
+            .with_start_time(start)
+            .with_attributes(vec![
+                KeyValue::new("source", "agent"),
+                KeyValue::new("package", "shoji_agent"),
+                KeyValue::new("subsystem", "agent"),
+                KeyValue::new("sandbox_id", params.sandbox_id.clone()),
+            ])
+            .start(&tracer);
+        opentelemetry::Context::new().with_span(span)
+    });
+    let _ = STATE.set(State {
+        provider,
+        counters,
+        root,
+    });
 }
 
 /// Boot phases as spans: `agent.boot` (kernel entered to agent ready) with one child per phase.
@@ -61,7 +84,10 @@ pub fn boot_spans(params: &BootParams, phases: &[(String, u64)]) {
         carrier.insert("traceparent".to_string(), tp.clone());
     }
     use opentelemetry::propagation::TextMapPropagator;
-    let parent = opentelemetry_sdk::propagation::TraceContextPropagator::new().extract(&carrier);
+    let parent = match &state.root {
+        Some(root) => root.clone(),
+        None => opentelemetry_sdk::propagation::TraceContextPropagator::new().extract(&carrier),
+    };
     let t = |name: &str| {
         phases
             .iter()
@@ -107,6 +133,13 @@ pub fn boot_spans(params: &BootParams, phases: &[(String, u64)]) {
 
 /// Makes `span` a child of the caller's span named by W3C `traceparent` in ttRPC metadata.
 pub fn set_parent_from_metadata(span: &tracing::Span, metadata: &HashMap<String, Vec<String>>) {
+    if let Some(root) = STATE.get().and_then(|s| s.root.clone()) {
+        if !metadata.contains_key(shoji_protocols::TRACEPARENT_KEY) {
+            use tracing_opentelemetry::OpenTelemetrySpanExt;
+            let _ = span.set_parent(root);
+            return;
+        }
+    }
     shoji_telemetry::set_parent_from_w3c(span, |k| {
         metadata.get(k).and_then(|v| v.first().cloned())
     });
@@ -122,6 +155,9 @@ pub fn dropped_spans() -> u64 {
 /// Flushes pending spans; returns (exported, dropped).
 pub fn flush() -> (u64, u64) {
     let Some(s) = STATE.get() else { return (0, 0) };
+    if let Some(root) = &s.root {
+        root.span().end();
+    }
     let _ = s.provider.force_flush();
     (
         s.counters.exported.load(Ordering::Relaxed),

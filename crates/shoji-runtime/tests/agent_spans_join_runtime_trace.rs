@@ -181,3 +181,82 @@ fn vm_traced_run_is_one_trace_with_agent_spans_nested_in_runtime_spans() {
     }
     assert!(server_spans >= 5, "only {server_spans} agent server spans");
 }
+
+/// Runs `true` with `config`, returns the one trace's spans (asserting there is exactly one,
+/// with one root and no orphans).
+fn one_trace(config: &str) -> Vec<S> {
+    let env = TestEnv::with_config(config);
+    let image = busybox_image().0.display().to_string();
+    let out = env.run(&["run", "--rm", &image, "--", "true"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let ls = env.run(&["trace", "ls", "--json"]);
+    assert_eq!(
+        text(&ls.stdout)
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .count(),
+        1,
+        "one trace: {}",
+        text(&ls.stdout)
+    );
+    let spans = spans_of(&text(
+        &env.run(&["trace", "export", "latest", "--format", "otlp-json"])
+            .stdout,
+    ));
+    let ids: std::collections::HashSet<&str> = spans.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(
+        spans.iter().filter(|s| s.parent.is_empty()).count(),
+        1,
+        "one root"
+    );
+    for s in &spans {
+        assert!(
+            s.parent.is_empty() || ids.contains(s.parent.as_str()),
+            "orphan {}",
+            s.name
+        );
+    }
+    spans
+}
+
+#[test]
+fn vm_runtime_only_tracing_holds_runtime_and_hypervisor_spans() {
+    let spans = one_trace("[runtime]\nenable_tracing = true\n");
+    assert!(
+        spans.iter().all(|s| s.service == "shoji-runtime"),
+        "agent spans in a runtime-only trace"
+    );
+    assert!(spans
+        .iter()
+        .any(|s| s.attrs.get("source").map(String::as_str) == Some("hypervisor")));
+    assert_eq!(
+        spans
+            .iter()
+            .find(|s| s.parent.is_empty())
+            .map(|s| s.name.as_str()),
+        Some("run")
+    );
+}
+
+#[test]
+fn vm_agent_only_tracing_is_rooted_in_the_agent() {
+    let spans = one_trace("[agent.shoji]\nenable_tracing = true\n");
+    assert!(
+        spans.iter().all(|s| s.service == "shoji-agent"),
+        "runtime spans in an agent-only trace"
+    );
+    assert_eq!(
+        spans
+            .iter()
+            .find(|s| s.parent.is_empty())
+            .map(|s| s.name.as_str()),
+        Some("agent")
+    );
+    for name in [
+        "agent.boot",
+        "shoji.agent.v1.AgentService/CreateContainer",
+        "process.wait",
+    ] {
+        assert!(spans.iter().any(|s| s.name == name), "no {name}");
+    }
+}

@@ -19,8 +19,11 @@ use crate::sink::{GrpcSink, HttpSink, SinkError, SpanSink, StoreSink};
 
 #[derive(Debug, Clone, Default)]
 pub struct TelemetryConfig {
-    /// Export spans at all (`[runtime] enable_tracing` or `--trace`).
+    /// Set up span export at all (runtime or agent tracing on).
     pub tracing: bool,
+    /// Export the runtime's own spans too; false in agent-only mode, where only forwarded
+    /// agent spans go to the sink.
+    pub runtime_spans: bool,
     /// The embedded store's data directory, used when no OTLP endpoint is configured.
     pub data_dir: PathBuf,
     /// Config keys; each overrides the matching `OTEL_*` variable.
@@ -57,12 +60,16 @@ pub fn select_sink(cfg: &TelemetryConfig) -> Result<Box<dyn SpanSink>, SinkError
 #[derive(Debug, Clone)]
 struct PipelineExporter {
     pipeline: Pipeline,
+    own_spans: bool,
     resource: Resource,
     sandbox_id: Arc<Mutex<Option<String>>>,
 }
 
 impl opentelemetry_sdk::trace::SpanExporter for PipelineExporter {
     async fn export(&self, batch: Vec<SpanData>) -> opentelemetry_sdk::error::OTelSdkResult {
+        if !self.own_spans {
+            return Ok(());
+        }
         let mut req = convert::to_request(batch, &self.resource);
         let sandbox = self.sandbox_id.lock().ok().and_then(|g| g.clone());
         convert::for_each_span(&mut req, |s| {
@@ -156,6 +163,7 @@ pub fn init(cfg: &TelemetryConfig) -> Result<TelemetryGuard, SinkError> {
     let resource = Resource::builder().with_service_name(service).build();
     let exporter = PipelineExporter {
         pipeline: pipeline.clone(),
+        own_spans: cfg.runtime_spans,
         resource: resource.clone(),
         sandbox_id: sandbox_id.clone(),
     };

@@ -160,6 +160,7 @@ impl RunArgs {
         let agent_tracing = req.agent_tracing;
         let tcfg = shoji_telemetry::host::TelemetryConfig {
             tracing: runtime_tracing || agent_tracing,
+            runtime_spans: runtime_tracing,
             data_dir: shoji_trace::data_dir::resolve(global.data_dir.as_deref()),
             otlp_endpoint: config.runtime.otlp_endpoint.clone(),
             otlp_protocol: config.runtime.otlp_protocol.clone(),
@@ -193,6 +194,7 @@ impl RunArgs {
             let mut hooks = TraceHooks {
                 telemetry: &telemetry,
                 agent_tracing,
+                runtime_tracing,
                 forwarder: None,
             };
             let result = shoji_runtime::run::run(&config, req, &mut hooks)
@@ -234,6 +236,7 @@ impl RunArgs {
 struct TraceHooks<'a> {
     telemetry: &'a shoji_telemetry::host::TelemetryGuard,
     agent_tracing: bool,
+    runtime_tracing: bool,
     forwarder: Option<shoji_forwarder::Forwarder>,
 }
 
@@ -266,7 +269,8 @@ impl shoji_runtime::run::RunHooks for TraceHooks<'_> {
     }
 
     fn context_injector(&self) -> Option<shoji_runtime::agent::ContextInjector> {
-        self.telemetry.pipeline.is_some().then_some(
+        // Without runtime spans there is no parent to name: the agent roots its own trace.
+        (self.runtime_tracing && self.telemetry.pipeline.is_some()).then_some(
             shoji_telemetry::current_trace_context as shoji_runtime::agent::ContextInjector,
         )
     }

@@ -52,6 +52,7 @@ impl ForwardArgs {
         } else {
             let cfg = shoji_telemetry::host::TelemetryConfig {
                 tracing: true,
+                runtime_spans: false,
                 data_dir: shoji_trace::data_dir::resolve(global.data_dir.as_deref()),
                 otlp_endpoint: self.otlp_endpoint.clone(),
                 otlp_protocol: Some(self.otlp_protocol.clone()),
