@@ -1,0 +1,95 @@
+//! With `OTEL_EXPORTER_OTLP_ENDPOINT` set, a traced run goes over OTLP (HTTP/protobuf, and gRPC)
+//! to a real receiver (`shoji trace serve`), not to the local store.
+
+mod common;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use common::{busybox_image, shoji_bin, text, TestEnv};
+
+/// Starts `shoji trace serve` on free ports; returns the child, the gRPC address and HTTP URL.
+fn serve(data: &std::path::Path) -> (std::process::Child, String, String) {
+    let mut child = Command::new(shoji_bin())
+        .args([
+            "trace",
+            "serve",
+            "--grpc-port",
+            "0",
+            "--http-port",
+            "0",
+            "--query-port",
+            "0",
+            "--data-dir",
+        ])
+        .arg(data)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut grpc = String::new();
+    let mut http = String::new();
+    let out = child.stdout.take().unwrap();
+    let lines: Vec<String> = BufReader::new(out)
+        .lines()
+        .map_while(Result::ok)
+        .take(4)
+        .collect();
+    for l in &lines {
+        if let Some(a) = l.strip_prefix("otlp-grpc ") {
+            grpc = format!("http://{a}");
+        }
+        if let Some(u) = l.strip_prefix("otlp-http ") {
+            http = u.trim_end_matches("/v1/traces").to_string();
+        }
+    }
+    assert!(
+        !grpc.is_empty() && !http.is_empty(),
+        "serve printed {lines:?}"
+    );
+    (child, grpc, http)
+}
+
+fn traced_run_to(env: &TestEnv, endpoint: &str, protocol: &str) {
+    let image = busybox_image().0.display().to_string();
+    let out = env
+        .cmd()
+        .args(["run", "--rm", "--trace", &image, "--", "true"])
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
+        .output()
+        .unwrap();
+    env.assert_nothing_left();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
+
+#[test]
+fn vm_traced_run_exports_over_otlp_http_and_grpc_to_a_real_receiver() {
+    let env = TestEnv::new();
+    let server_data = env.dir.path().join("server");
+    let (mut server, grpc, http) = serve(&server_data);
+    traced_run_to(&env, &http, "http/protobuf");
+    traced_run_to(&env, &grpc, "grpc");
+    let ls = Command::new(shoji_bin())
+        .args(["trace", "ls", "--json", "--data-dir"])
+        .arg(&server_data)
+        .output()
+        .unwrap();
+    let _ = server.kill();
+    let _ = server.wait();
+    let lines: Vec<String> = text(&ls.stdout).lines().map(str::to_string).collect();
+    assert_eq!(lines.len(), 2, "two traces at the receiver: {lines:?}");
+    for l in &lines {
+        assert!(l.contains("\"root_name\":\"run\""), "{l}");
+        assert!(
+            l.contains("shoji-agent") && l.contains("shoji-runtime"),
+            "{l}"
+        );
+    }
+    // Nothing went to the local store.
+    let local = env.run(&["trace", "ls", "--json"]);
+    assert!(
+        text(&local.stdout).trim().is_empty(),
+        "local store got {}",
+        text(&local.stdout)
+    );
+}
