@@ -93,3 +93,30 @@ fn vm_traced_run_exports_over_otlp_http_and_grpc_to_a_real_receiver() {
         text(&local.stdout)
     );
 }
+
+/// The endpoint is down: the workload runs as if tracing were off, and the loss is told once and
+/// counted, not once per span.
+#[test]
+fn vm_otlp_endpoint_down_leaves_the_workload_unaffected_and_counts_the_loss() {
+    let env = TestEnv::new();
+    let image = busybox_image().0.display().to_string();
+    let out = env
+        .cmd()
+        .args(["run", "--rm", "--trace", &image, "--", "echo", "still-runs"])
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
+        .output()
+        .unwrap();
+    env.assert_nothing_left();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "still-runs\n");
+    let err = text(&out.stderr);
+    let warnings: Vec<&str> = err.lines().filter(|l| l.contains("warning")).collect();
+    assert!(warnings.iter().any(|l| l.contains("127.0.0.1:9")), "{err}");
+    assert!(
+        warnings
+            .iter()
+            .any(|l| l.contains("spans could not be exported")),
+        "{err}"
+    );
+    assert!(warnings.len() <= 3, "one warning per span is noise: {err}");
+}

@@ -122,6 +122,10 @@ impl TelemetryGuard {
         }
         if let Some(p) = &self.pipeline {
             p.flush(Duration::from_secs(10));
+            let lost = p.dropped();
+            if lost > 0 {
+                eprintln!("shoji: warning: {lost} spans could not be exported");
+            }
         }
     }
 }

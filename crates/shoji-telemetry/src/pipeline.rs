@@ -55,9 +55,11 @@ impl Pipeline {
                                     c.exported.fetch_add(n, Ordering::Relaxed);
                                 }
                                 Err(e) => {
-                                    c.failed.fetch_add(n, Ordering::Relaxed);
-                                    // Not traced: a span about a failed export would loop.
-                                    eprintln!("shoji: warning: {e}; {n} spans lost");
+                                    // Not traced: a span about a failed export would loop. Only
+                                    // the first failure is told here; the total at flush.
+                                    if c.failed.fetch_add(n, Ordering::Relaxed) == 0 {
+                                        eprintln!("shoji: warning: {e}; spans are being lost");
+                                    }
                                 }
                             }
                         }
