@@ -20,6 +20,7 @@ use crate::boot::BootParams;
 struct State {
     provider: SdkTracerProvider,
     counters: Arc<GuestCounters>,
+    flusher: shoji_telemetry::guest::GuestFlusher,
     /// Agent-only tracing (no context from the host): the agent's lifetime span, parent of
     /// everything else, ended at shutdown.
     root: Option<opentelemetry::Context>,
@@ -43,7 +44,7 @@ pub fn init(params: &BootParams) {
         let _ = tracing_subscriber::registry().with(fmt).try_init();
         return;
     }
-    let (provider, counters) =
+    let (provider, counters, flusher) =
         shoji_telemetry::guest::provider("shoji-agent", shoji_protocols::TRACE_VSOCK_PORT);
     let otel = tracing_opentelemetry::layer()
         .with_tracer(provider.tracer("shoji-agent"))
@@ -71,6 +72,7 @@ pub fn init(params: &BootParams) {
     let _ = STATE.set(State {
         provider,
         counters,
+        flusher,
         root,
     });
 }
@@ -159,6 +161,8 @@ pub fn flush() -> (u64, u64) {
         root.span().end();
     }
     let _ = s.provider.force_flush();
+    // Everything queued is written (or counted as dropped) before the VM powers off.
+    s.flusher.flush(std::time::Duration::from_secs(3));
     (
         s.counters.exported.load(Ordering::Relaxed),
         s.counters.dropped.load(Ordering::Relaxed),

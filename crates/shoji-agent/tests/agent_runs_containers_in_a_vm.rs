@@ -330,3 +330,40 @@ async fn vm_stdin_env_cwd_user_rlimits_and_terminal_apply() {
     // A terminal turns \n into \r\n.
     assert_eq!(out, "/dev/pts/0\r\ndone\r\n");
 }
+
+/// Tracing on in the guest but no forwarder on the host: the workload runs as usual, the agent
+/// never blocks on it, and every lost span is counted (Ping and Shutdown report it).
+#[tokio::test]
+async fn vm_unreachable_forwarder_drops_and_counts_spans_without_hurting_the_workload() {
+    let vm = GuestVm::boot_with("shoji.trace=1").await;
+    let o = vm
+        .run(
+            "c1",
+            &["sh", "-c", "echo out; exit 3"],
+            serde_json::Value::Null,
+        )
+        .await;
+    assert_eq!((o.stdout.as_str(), o.exit_code), ("out\n", 3));
+    // The agent still answers at once: its span writer, not the RPC path, waits on the host.
+    let start = std::time::Instant::now();
+    vm.client
+        .ping(ctx(5), &agent::PingRequest::default())
+        .await
+        .expect("Ping");
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(1),
+        "Ping took {:?}",
+        start.elapsed()
+    );
+    // Shutdown flushes: by then every span is accounted for, all of them dropped.
+    let bye = vm
+        .client
+        .shutdown(ctx(10), &agent::ShutdownRequest::default())
+        .await
+        .expect("Shutdown");
+    assert!(
+        bye.dropped_spans > 0,
+        "spans with no forwarder must be counted as dropped"
+    );
+    assert_eq!(bye.exported_spans, 0);
+}

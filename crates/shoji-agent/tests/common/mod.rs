@@ -102,6 +102,11 @@ pub struct GuestVm {
 impl GuestVm {
     /// Boots a VM sharing a fresh busybox rootfs over virtio-fs and waits for the agent's Ping.
     pub async fn boot() -> Self {
+        Self::boot_with("").await
+    }
+
+    /// [`Self::boot`] with more kernel command-line words (e.g. `shoji.trace=1`).
+    pub async fn boot_with(extra_cmdline: &str) -> Self {
         let img = shoji_image::GuestImage::find(&shoji_image::guest_dir()).unwrap_or_else(|e| {
             panic!("{e}: build it with scripts/build-agent.sh && cargo run -p shoji-cli -- image build")
         });
@@ -142,6 +147,10 @@ impl GuestVm {
 
         let mut append =
             String::from("console=ttyS0 quiet panic=-1 reboot=t shoji.sandbox_id=test");
+        if !extra_cmdline.is_empty() {
+            append.push(' ');
+            append.push_str(extra_cmdline);
+        }
         if let Some(khz) = host_tsc_khz() {
             append.push_str(&format!(" tsc_early_khz={khz} lpj={}", 4 * khz));
         }
