@@ -46,6 +46,12 @@ ensure_host_deps() {
 }
 
 ensure_test_deps() {
+  # The viewer's browser tests: Debian's Chromium, driven by playwright-core from npm (installed by
+  # the test script from its lockfile). Node.js and npm are the machine's; Debian's npm package
+  # is older than the one here, so it is only installed when there is no npm at all.
+  ensure_debian_packages chromium
+  command -v node >/dev/null || ensure_debian_packages nodejs
+  command -v npm >/dev/null || ensure_debian_packages npm
   if ! python3 -c 'import opentelemetry.exporter.otlp.proto.grpc, opentelemetry.exporter.otlp.proto.http' 2>/dev/null; then
     say "pip install the OpenTelemetry Python SDK (test client)"
     python3 -m pip install -q --disable-pip-version-check -r scripts/requirements-test.txt

@@ -60,6 +60,30 @@ fn self_time_by_operation_and_source() {
     );
 }
 
+/// A child that returns before the work it started ends (vm.start returns once QEMU runs; the
+/// guest boot under it goes on): that work is not the grandparent's own time.
+#[test]
+fn work_that_outlives_its_parent_is_not_the_grandparents_self_time() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    let at = |ms: u64| T0 + ms * MS;
+    let spans = vec![
+        common::span(9, 1, None, "run", at(0), at(100)),
+        common::span(9, 2, Some(1), "vm.start", at(0), at(10)),
+        common::span(9, 3, Some(2), "guest.boot", at(5), at(80)),
+    ];
+    store
+        .ingest(&common::request("svc", spans))
+        .expect("ingest");
+    let t = store.trace(&[9; 16]).expect("read").expect("trace");
+    let s = summarize(&t);
+    let get = |k: &str| s.by_operation.iter().find(|g| g.key == k).expect(k).clone();
+    // run: 100 minus [0,80] (vm.start's subtree), not minus [0,10] only.
+    assert_eq!(get("svc: run").self_ns, 20 * MS);
+    assert_eq!(get("svc: vm.start").self_ns, 5 * MS);
+    assert_eq!(get("svc: guest.boot").self_ns, 75 * MS);
+}
+
 #[test]
 fn critical_path_follows_the_last_finishing_chain() {
     let dir = tempfile::tempdir().expect("tempdir");

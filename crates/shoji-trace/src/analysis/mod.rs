@@ -8,8 +8,17 @@ pub mod summary;
 use crate::model::{SpanTree, Trace};
 
 /// Self time of every span: its duration minus the union of its children's intervals (clipped
-/// to the span), so time where children overlap each other is not subtracted twice.
+/// to the span), so time where children overlap each other is not subtracted twice. A child's
+/// interval runs to the end of its whole subtree: work a child started that outlives it (the
+/// guest booting under a `vm.start` that returned once QEMU ran) is not the parent's own time.
 pub fn self_times(trace: &Trace, tree: &SpanTree) -> Vec<u64> {
+    let mut subtree_end: Vec<u64> = trace.spans.iter().map(|s| s.end_ns).collect();
+    // Children come after their parents in the walk: fold ends upwards in reverse.
+    for &(i, _) in tree.walk().iter().rev() {
+        if let Some(p) = tree.parent[i] {
+            subtree_end[p] = subtree_end[p].max(subtree_end[i]);
+        }
+    }
     trace
         .spans
         .iter()
@@ -18,8 +27,10 @@ pub fn self_times(trace: &Trace, tree: &SpanTree) -> Vec<u64> {
             let mut iv: Vec<(u64, u64)> = tree.children[i]
                 .iter()
                 .map(|&c| {
-                    let c = &trace.spans[c];
-                    (c.start_ns.max(s.start_ns), c.end_ns.min(s.end_ns))
+                    (
+                        trace.spans[c].start_ns.max(s.start_ns),
+                        subtree_end[c].min(s.end_ns),
+                    )
                 })
                 .filter(|(a, b)| a < b)
                 .collect();
