@@ -73,6 +73,24 @@ fn query_api_speaks_jaeger_json() {
     ));
     assert_eq!(v["data"].as_array().map(Vec::len), Some(0));
 
+    // The viewer's result list: the same search, one summary per trace.
+    let (code, v) = get(&format!(
+        "{q}/api/analysis/search?tags={tags}&minDuration=800ms"
+    ));
+    assert_eq!(code, 200);
+    let found = v["data"].as_array().expect("data");
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0]["trace_id"], "07070707070707070707070707070707");
+    assert_eq!(found[0]["span_count"], 2);
+    assert_eq!(found[0]["root_name"], "run");
+    assert_eq!(found[0]["end_ns"], t0 + 900_000_000);
+    let (code, v) = get(&format!("{q}/api/analysis/search?minDuration=soon"));
+    assert_eq!(code, 400);
+    assert!(v["errors"][0]["msg"]
+        .as_str()
+        .expect("msg")
+        .contains("minDuration"));
+
     let (code, v) = get(&format!("{q}/api/traces/0707070707070707"));
     assert_eq!(code, 200, "a unique prefix works too");
     assert_eq!(v["data"][0]["spans"].as_array().map(Vec::len), Some(2));

@@ -29,6 +29,8 @@ export const api = {
   operations: (service) => get(`/api/services/${enc(service)}/operations`),
   /** params: URLSearchParams in Jaeger's search form. */
   search: (params) => get(`/api/traces?${params}`),
+  /** The same search, one summary per trace (no spans): the result list. */
+  searchSummaries: (params) => get(`/api/analysis/search?${params}`),
   trace: async (id) => (await get(`/api/traces/${enc(id)}`))[0],
   criticalPath: (id) => get(`/api/analysis/critical-path/${enc(id)}`),
   diff: async (a, b) => (await get(`/api/analysis/diff/${enc(a)}/${enc(b)}`))[0],

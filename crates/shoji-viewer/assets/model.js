@@ -181,18 +181,15 @@ export function operationGraph(trace) {
   return nodes;
 }
 
-/** One line of a search result, from a whole trace. */
-export function traceSummary(raw) {
-  const t = buildTrace(raw);
-  const perService = new Map();
-  for (const sp of t.spans) perService.set(sp.service, (perService.get(sp.service) || 0) + 1);
+/** One line of a search result, from the server's trace summary. */
+export function resultFromSummary(x) {
   return {
-    id: t.id,
-    name: t.root ? `${t.root.service}: ${t.root.name}` : '(no spans)',
-    start: t.start,
-    duration: t.duration,
-    spanCount: t.spans.length,
-    errors: t.errors,
-    services: [...perService.entries()].sort((a, b) => a[0].localeCompare(b[0])),
+    id: x.trace_id,
+    name: `${x.root_service}: ${x.root_name}`,
+    start: x.start_ns / 1000,
+    duration: (x.end_ns - x.start_ns) / 1000,
+    spanCount: x.span_count,
+    complete: x.has_root,
+    services: x.services,
   };
 }

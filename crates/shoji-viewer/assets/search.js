@@ -3,7 +3,7 @@
 
 import { h, s, clear, fmtDuration, fmtTime, link, errorBox } from './dom.js';
 import { api } from './api.js';
-import { traceSummary } from './model.js';
+import { resultFromSummary } from './model.js';
 
 const LOOKBACKS = [
   ['', 'all time'], ['5m', 'last 5 minutes'], ['15m', 'last 15 minutes'], ['1h', 'last hour'],
@@ -131,8 +131,8 @@ export function searchPage(root, params, nav) {
         link(`/trace/${t.id}`, { class: 'result-name' }, t.name),
         h('div', { class: 'result-meta' },
           h('span', { class: 'result-spans' }, `${t.spanCount} spans`),
-          t.errors ? h('span', { class: 'result-errors' }, `${t.errors} errors`) : null,
-          t.services.map(([sv, n]) => h('span', { class: 'svc-chip' }, `${sv} (${n})`)),
+          t.complete ? null : h('span', { class: 'result-incomplete', title: 'the root span has not arrived (yet)' }, 'no root yet'),
+          t.services.map((sv) => h('span', { class: 'svc-chip' }, sv)),
           h('span', { class: 'result-id' }, t.id.slice(0, 16)))),
       h('div', { class: 'result-side' },
         h('span', { class: 'result-duration' }, fmtDuration(t.duration)),
@@ -148,9 +148,9 @@ export function searchPage(root, params, nav) {
     (async () => {
       results.append(h('p', { class: 'muted' }, 'searching…'));
       try {
-        const raw = await api.search(apiParams(form));
+        const raw = await api.searchSummaries(apiParams(form));
         if (destroyed) return;
-        const list = raw.map(traceSummary).sort((a, b) => b.start - a.start);
+        const list = raw.map(resultFromSummary).sort((a, b) => b.start - a.start);
         render(list);
       } catch (e) {
         clear(results).append(errorBox(e));
@@ -172,7 +172,7 @@ function scatter(list, nav) {
   const ys = (d) => H - pad.b - (d / dMax) * (H - pad.t - pad.b);
   const maxSpans = Math.max(...list.map((t) => t.spanCount));
   const dots = list.map((t) => s('circle', {
-    class: `dot ${t.errors ? 'dot-error' : ''}`,
+    class: `dot ${t.complete ? '' : 'dot-incomplete'}`,
     cx: xs(t.start), cy: ys(t.duration), r: 4 + 6 * Math.sqrt(t.spanCount / maxSpans),
     dataset: { traceId: t.id },
     onclick: () => nav(`/trace/${t.id}`),

@@ -26,6 +26,7 @@ pub(super) fn router(store: Store) -> Router {
         .route("/api/traces", get(search))
         .route("/api/traces/{id}", get(trace))
         // Shoji's own analysis, for the viewer: same answers as the CLI, as JSON.
+        .route("/api/analysis/search", get(search_summaries))
         .route("/api/analysis/summary/{id}", get(summary))
         .route("/api/analysis/critical-path/{id}", get(critical_path))
         .route("/api/analysis/diff/{a}/{b}", get(diff))
@@ -149,12 +150,6 @@ async fn search(
     State(store): State<Store>,
     Query(params): Query<Vec<(String, String)>>,
 ) -> Response {
-    let get = |k: &str| {
-        params
-            .iter()
-            .find(|(n, v)| n == k && !v.is_empty())
-            .map(|(_, v)| v.clone())
-    };
     let ids: Vec<String> = params
         .iter()
         .filter(|(n, _)| n == "traceID")
@@ -178,65 +173,11 @@ async fn search(
             Err(r) => r,
         };
     }
-    let micros = |k: &str| -> Result<Option<u64>, String> {
-        get(k)
-            .map(|v| {
-                v.parse::<u64>()
-                    .map(|us| us.saturating_mul(1000))
-                    .map_err(|_| format!("parameter '{k}' must be Unix microseconds, got {v:?}"))
-            })
-            .transpose()
-    };
-    let duration = |k: &str| -> Result<Option<u64>, String> {
-        get(k)
-            .map(|v| parse_duration(&v).map_err(|e| format!("parameter '{k}': {e}")))
-            .transpose()
-    };
-    let limit = match get("limit").map(|l| l.parse::<usize>()) {
-        None => 20,
-        Some(Ok(l)) => l.clamp(1, 1500),
-        Some(Err(_)) => {
-            return fail(
-                StatusCode::BAD_REQUEST,
-                "parameter 'limit' must be a number".into(),
-            )
-        }
-    };
-    let mut tags = Vec::new();
-    for raw in params
-        .iter()
-        .filter(|(n, _)| n == "tags" || n == "tag")
-        .map(|(_, v)| v)
-    {
-        match parse_tags(raw) {
-            Some(t) => tags.extend(t),
-            None => {
-                return fail(
-                    StatusCode::BAD_REQUEST,
-                    format!("malformed tags {raw:?}: expected {{\"key\":\"value\"}} or key=value"),
-                )
-            }
-        }
-    }
-    let filter = (|| {
-        Ok::<_, String>(SummaryFilter {
-            service: get("service"),
-            operation: get("operation").filter(|o| o != "all"),
-            min_duration_ns: duration("minDuration")?,
-            max_duration_ns: duration("maxDuration")?,
-            start_min_ns: micros("start")?,
-            start_max_ns: micros("end")?,
-        })
-    })();
-    let filter = match filter {
-        Ok(f) => f,
+    let q = match search_query(&params) {
+        Ok(q) => q,
         Err(msg) => return fail(StatusCode::BAD_REQUEST, msg),
     };
-    let q = TraceQuery {
-        filter,
-        tags,
-        limit,
-    };
+    let limit = q.limit;
     let traces = blocking(move || {
         let mut out = Vec::new();
         for s in query::search(&store, &q)? {
@@ -255,6 +196,73 @@ async fn search(
         }
         Err(r) => r,
     }
+}
+
+/// The same search as `/api/traces`, answered with one summary per trace (id, start, end, span
+/// count, root, services) instead of whole traces: what the viewer's result list needs, at a
+/// size that does not grow with the traces.
+async fn search_summaries(
+    State(store): State<Store>,
+    Query(params): Query<Vec<(String, String)>>,
+) -> Response {
+    let q = match search_query(&params) {
+        Ok(q) => q,
+        Err(msg) => return fail(StatusCode::BAD_REQUEST, msg),
+    };
+    match blocking(move || query::search(&store, &q)).await {
+        Ok(found) => ok(found),
+        Err(r) => r,
+    }
+}
+
+fn search_query(params: &[(String, String)]) -> Result<TraceQuery, String> {
+    let get = |k: &str| {
+        params
+            .iter()
+            .find(|(n, v)| n == k && !v.is_empty())
+            .map(|(_, v)| v.clone())
+    };
+    let micros = |k: &str| -> Result<Option<u64>, String> {
+        get(k)
+            .map(|v| {
+                v.parse::<u64>()
+                    .map(|us| us.saturating_mul(1000))
+                    .map_err(|_| format!("parameter '{k}' must be Unix microseconds, got {v:?}"))
+            })
+            .transpose()
+    };
+    let duration = |k: &str| -> Result<Option<u64>, String> {
+        get(k)
+            .map(|v| parse_duration(&v).map_err(|e| format!("parameter '{k}': {e}")))
+            .transpose()
+    };
+    let limit = match get("limit").map(|l| l.parse::<usize>()) {
+        None => 20,
+        Some(Ok(l)) => l.clamp(1, 1500),
+        Some(Err(_)) => return Err("parameter 'limit' must be a number".into()),
+    };
+    let mut tags = Vec::new();
+    for raw in params
+        .iter()
+        .filter(|(n, _)| n == "tags" || n == "tag")
+        .map(|(_, v)| v)
+    {
+        tags.extend(parse_tags(raw).ok_or_else(|| {
+            format!("malformed tags {raw:?}: expected {{\"key\":\"value\"}} or key=value")
+        })?);
+    }
+    Ok(TraceQuery {
+        filter: SummaryFilter {
+            service: get("service"),
+            operation: get("operation").filter(|o| o != "all"),
+            min_duration_ns: duration("minDuration")?,
+            max_duration_ns: duration("maxDuration")?,
+            start_min_ns: micros("start")?,
+            start_max_ns: micros("end")?,
+        },
+        tags,
+        limit,
+    })
 }
 
 fn parse_tags(raw: &str) -> Option<Vec<(String, String)>> {
