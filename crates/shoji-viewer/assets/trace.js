@@ -149,6 +149,8 @@ export function tracePage(root, id, params, nav) {
 
   function onKey(e) {
     if (e.target.closest && e.target.closest('input, select, textarea')) return;
+    // Enter and Space on a focused button or link belong to it, not to the tree.
+    if ((e.key === 'Enter' || e.key === ' ') && e.target.closest && e.target.closest('button, a')) return;
     if (e.metaKey || e.ctrlKey || e.altKey) return;
     if (e.key === 'c') { toggleCrit(); e.preventDefault(); return; }
     if (e.key === 'Escape' && timeline) { timeline.select(null); e.preventDefault(); return; }

@@ -151,6 +151,25 @@ test('the keyboard moves through the tree and folds it', async () => {
   assert.equal(await page.locator('.details').count(), 0);
 });
 
+test('dragging across the minimap zooms the timeline, a double-click resets it', async () => {
+  await page.goto(url(`/trace/${runIds[1]}`));
+  await page.waitForSelector('.rows .row');
+  const ticks = () => page.$$eval('.axis .tick', (els) => els.map((e) => e.textContent));
+  const full = await ticks();
+  assert.equal(full[0], '0µs');
+  assert.ok(await page.isHidden('.minimap-window'));
+  const box = await page.locator('.minimap').boundingBox();
+  await page.mouse.move(box.x + box.width * 0.5, box.y + 10);
+  await page.mouse.down();
+  await page.mouse.move(box.x + box.width * 0.75, box.y + 20, { steps: 5 });
+  await page.mouse.up();
+  const zoomed = await ticks();
+  assert.notEqual(zoomed[0], '0µs', `the axis starts half-way: ${zoomed}`);
+  assert.ok(await page.isVisible('.minimap-window'));
+  await page.dblclick('.minimap');
+  assert.deepEqual(await ticks(), full);
+});
+
 test('the critical path is highlighted on demand', async () => {
   await page.goto(url(`/trace/${runIds[1]}`));
   await page.waitForSelector('.rows .row');
