@@ -17,4 +17,5 @@ pub mod run;
 pub mod sandbox;
 pub mod spec;
 pub mod stdio;
+pub mod vm;
 pub mod vsock;
