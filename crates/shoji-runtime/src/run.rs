@@ -20,7 +20,8 @@ use crate::vm::{Binaries, BootOptions, SandboxVm};
 use crate::{helpers, image, process, sandbox};
 
 /// Where the container's root filesystem comes from.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum RootSource {
     /// OCI image layout directory, OCI archive or docker-save tarball.
     Image(PathBuf),

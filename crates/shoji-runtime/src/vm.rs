@@ -90,6 +90,8 @@ pub struct SandboxVm {
     pub boot_phases: Vec<(String, u64)>,
     /// QEMU and the two helpers, for the lifecycle state record.
     pub processes: Vec<StartedProcess>,
+    /// Their stderr pipes, until [`SandboxVm::drain_stderr`] copies them somewhere.
+    stderr_pipes: Vec<(&'static str, tokio::process::ChildStderr)>,
     vm_exit: watch::Receiver<Option<String>>,
     vm_task: AbortOnDrop,
     _ready: tokio::net::UnixListener,
@@ -122,7 +124,7 @@ impl SandboxVm {
 
         let (vcpus, memory_mib) = (opts.vcpus, opts.memory_mib);
         let vm_span = info_span!("vm.start", source = "hypervisor", subsystem = "hypervisor", sandbox_id = %sb.id, vm.accel = choice.accel.as_str(), vm.vcpus = vcpus, vm.memory_mib = memory_mib);
-        let (vsock_helper, fs_helper) = async {
+        let (mut vsock_helper, mut fs_helper) = async {
             let v = helpers::start_vsock(&bins.vsock, &sb.vhost_socket(), &sb.vsock_uds())
                 .instrument(info_span!(
                     "helper.start",
@@ -179,7 +181,7 @@ impl SandboxVm {
             }
         })?;
         let qemu = &bins.qemu;
-        let qemu_guard = vm_span.in_scope(|| {
+        let mut qemu_guard = vm_span.in_scope(|| {
             info_span!("qemu.launch", source = "hypervisor", subsystem = "hypervisor", qemu.path = %qemu.path.display())
                 .in_scope(|| qemu.launch(&vm))
         })?;
@@ -190,6 +192,14 @@ impl SandboxVm {
         ]
         .into_iter()
         .filter_map(|(what, pid)| pid.map(|pid| StartedProcess { what, pid }))
+        .collect();
+        let stderr_pipes = [
+            ("vhost-device-vsock", vsock_helper.take_stderr()),
+            ("virtiofsd", fs_helper.take_stderr()),
+            ("qemu", qemu_guard.take_stderr()),
+        ]
+        .into_iter()
+        .filter_map(|(what, pipe)| pipe.map(|p| (what, p)))
         .collect();
         let (vm_exit_tx, vm_exit) = watch::channel::<Option<String>>(None);
         let vm_task = tokio::spawn(async move {
@@ -261,6 +271,7 @@ impl SandboxVm {
                 .map(|p| (p.name.clone(), p.time_unix_nano))
                 .collect(),
             processes,
+            stderr_pipes,
             vm_exit,
             vm_task,
             _ready: ready,
@@ -268,6 +279,17 @@ impl SandboxVm {
             vsock_helper,
             sb,
         })
+    }
+
+    /// Copies what QEMU and the helpers write on stderr to this process's stderr. A sandbox
+    /// that lives long must do this: a pipe nobody reads fills up, and its writer then blocks.
+    pub fn drain_stderr(&mut self) {
+        for (what, mut pipe) in self.stderr_pipes.drain(..) {
+            tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut pipe, &mut tokio::io::stderr()).await;
+                tracing::debug!(process = what, "stderr closed");
+            });
+        }
     }
 
     /// QEMU's exit status once it has exited, `None` while it runs.
