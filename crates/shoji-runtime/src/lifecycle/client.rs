@@ -174,11 +174,13 @@ impl StateRoot {
                 st.sandbox_process.kill();
             }
         }
-        // The helpers and QEMU die with the sandbox process (parent-death signal); make sure.
+        // The helpers and QEMU die with the sandbox process (parent-death signal); make sure,
+        // by record and by session.
         for p in std::iter::once(&st.sandbox_process).chain(&st.processes) {
             p.kill();
             wait_gone(p, Duration::from_secs(5)).await;
         }
+        end_session(&st.sandbox_process, Duration::from_secs(5)).await;
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -290,6 +292,16 @@ fn unexpected_end() -> ProtocolError {
     ))
 }
 
+/// Waits for a signal the handler was installed for; forever if it could not be installed.
+async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
+    match s {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
 /// Reads the exec's replies until `exited`, forwarding the signals this process receives.
 async fn relay_until_exit(
     rd: &mut BufReader<OwnedReadHalf>,
@@ -302,14 +314,6 @@ async fn relay_until_exit(
         mk(SignalKind::hangup()),
         mk(SignalKind::quit()),
     );
-    async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
-        match s {
-            Some(s) => {
-                s.recv().await;
-            }
-            None => std::future::pending().await,
-        }
-    }
     loop {
         let signal = tokio::select! {
             msg = protocol::read::<Reply, _>(rd) => match msg? {
@@ -366,6 +370,28 @@ fn bind_exec_ports(
             }
             Err(e) => return Err(crate::run::RunError::from(e).into()),
         }
+    }
+}
+
+/// SIGKILLs what is left of the session a sandbox process led until nothing is, bounded by
+/// `limit`. Never touches a session whose id now belongs to another process.
+async fn end_session(leader: &ProcessRecord, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    loop {
+        if leader.pid_reused() {
+            return;
+        }
+        let left = state::session_members(leader.pid);
+        if left.is_empty() || Instant::now() >= deadline {
+            return;
+        }
+        for pid in left {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -431,10 +457,27 @@ async fn spawn_and_wait(
         }
         Ok::<_, std::io::Error>(line)
     };
-    let answer = tokio::time::timeout(timeout, answer).await;
+    // The sandbox process is in its own session: a Ctrl-C reaches only this process, which
+    // then stops the half-made container rather than leave it behind.
+    let mk = |k| signal(k).ok();
+    let (mut int, mut term, mut hup) = (
+        mk(SignalKind::interrupt()),
+        mk(SignalKind::terminate()),
+        mk(SignalKind::hangup()),
+    );
+    let answer = tokio::select! {
+        r = tokio::time::timeout(timeout, answer) => match r {
+            Ok(Ok(line)) => Ok(line),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("no answer within {} s", timeout.as_secs())),
+        },
+        _ = recv(&mut int) => Err("interrupted (SIGINT)".to_string()),
+        _ = recv(&mut term) => Err("interrupted (SIGTERM)".to_string()),
+        _ = recv(&mut hup) => Err("interrupted (SIGHUP)".to_string()),
+    };
     let result = match &answer {
-        Ok(Ok(line)) => serde_json::from_str::<CreateResult>(line.trim()).ok(),
-        _ => None,
+        Ok(line) => serde_json::from_str::<CreateResult>(line.trim()).ok(),
+        Err(_) => None,
     };
     match result {
         Some(CreateResult::Created(state)) => Ok(state),
@@ -449,11 +492,17 @@ async fn spawn_and_wait(
             Err(failed(message))
         }
         None => {
+            // Its children follow it (parent-death signal); wait until they have.
+            let leader = child
+                .id()
+                .and_then(|pid| ProcessRecord::capture("sandbox", pid));
             let _ = child.kill().await;
+            if let Some(leader) = leader {
+                end_session(&leader, Duration::from_secs(5)).await;
+            }
             let why = match answer {
-                Err(_) => format!("no answer within {} s", timeout.as_secs()),
-                Ok(Err(e)) => e.to_string(),
-                Ok(Ok(_)) => "the sandbox process exited without answering".into(),
+                Err(why) => why,
+                Ok(_) => "the sandbox process exited without answering".into(),
             };
             let log = crate::sandbox::console_tail(&log_path, 20);
             Err(failed(format!(

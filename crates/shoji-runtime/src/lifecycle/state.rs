@@ -79,7 +79,7 @@ pub struct ProcessRecord {
 impl ProcessRecord {
     /// Records a live process; `None` if it is already gone.
     pub fn capture(what: &str, pid: u32) -> Option<Self> {
-        let (_, start_time) = proc_stat(pid)?;
+        let start_time = proc_stat(pid)?.start_time;
         Some(Self {
             what: what.into(),
             pid,
@@ -89,7 +89,14 @@ impl ProcessRecord {
 
     /// Running (not a zombie) and still the same process.
     pub fn is_alive(&self) -> bool {
-        matches!(proc_stat(self.pid), Some((state, start)) if start == self.start_time && state != 'Z' && state != 'X')
+        proc_stat(self.pid)
+            .is_some_and(|s| s.start_time == self.start_time && s.state != 'Z' && s.state != 'X')
+    }
+
+    /// Whether `pid` now names another process. While a session has members its id cannot be
+    /// given to a new process, so if this is false, every member of session `pid` is ours.
+    pub fn pid_reused(&self) -> bool {
+        proc_stat(self.pid).is_some_and(|s| s.start_time != self.start_time)
     }
 
     /// SIGKILLs the process if it is still the one recorded.
@@ -103,20 +110,43 @@ impl ProcessRecord {
     }
 }
 
-/// State and start time of `pid` from `/proc/<pid>/stat`.
-fn proc_stat(pid: u32) -> Option<(char, u64)> {
+/// What cleanup needs from `/proc/<pid>/stat`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stat {
+    state: char,
+    session: u32,
+    start_time: u64,
+}
+
+fn proc_stat(pid: u32) -> Option<Stat> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     parse_stat(&text)
 }
 
-fn parse_stat(text: &str) -> Option<(char, u64)> {
+fn parse_stat(text: &str) -> Option<Stat> {
     // The command name (field 2) is in parentheses and may hold spaces and parentheses itself:
-    // fields resume after the last ')'.
+    // fields resume after the last ')', with the state (field 3) first.
     let rest = &text[text.rfind(')')? + 1..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let state = fields.first()?.chars().next()?;
-    let start = fields.get(19)?.parse().ok()?;
-    Some((state, start))
+    Some(Stat {
+        state: fields.first()?.chars().next()?,
+        session: fields.get(3)?.parse().ok()?,
+        start_time: fields.get(19)?.parse().ok()?,
+    })
+}
+
+/// Live (not zombie) processes of session `sid`: everything a sandbox process (a session
+/// leader, see `client::spawn_and_wait`) started, whether it was recorded or not.
+pub fn session_members(sid: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            proc_stat(*pid).is_some_and(|s| s.session == sid && s.state != 'Z' && s.state != 'X')
+        })
+        .collect()
 }
 
 /// `state.json`.
@@ -250,8 +280,15 @@ mod tests {
 
     #[test]
     fn stat_lines_with_odd_command_names() {
-        let line = "42 (a) b (c)) S 1 42 42 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 12345 0 0";
-        assert_eq!(parse_stat(line), Some(('S', 12345)));
+        let line = "42 (a) b (c)) S 1 42 41 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 12345 0 0";
+        assert_eq!(
+            parse_stat(line),
+            Some(Stat {
+                state: 'S',
+                session: 41,
+                start_time: 12345
+            })
+        );
         assert_eq!(parse_stat("garbage"), None);
         assert_eq!(parse_stat("1 (x) R"), None);
     }
@@ -265,6 +302,12 @@ mod tests {
             ..me
         };
         assert!(!other.is_alive());
+    }
+
+    #[test]
+    fn this_process_is_in_its_session() {
+        let sid = nix::unistd::getsid(None).unwrap().as_raw() as u32;
+        assert!(session_members(sid).contains(&std::process::id()));
     }
 
     #[test]

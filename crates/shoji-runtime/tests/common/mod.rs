@@ -153,3 +153,34 @@ pub fn run_in_pty(mut cmd: Command) -> (String, Option<i32>) {
     let out = reader.join().expect("pty reader");
     (text(&out), status.code())
 }
+
+/// An initramfs whose /init prints `no-agent-in-this-image` and sleeps: the VM boots, the agent
+/// never answers.
+pub fn initrd_without_agent(dir: &Path) -> PathBuf {
+    let root = dir.join("root");
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
+    std::fs::write(
+        root.join("init"),
+        "#!/bin/busybox sh\n/bin/busybox echo no-agent-in-this-image\nexec /bin/busybox sleep 1000\n",
+    )
+    .unwrap();
+    let st = Command::new("chmod")
+        .arg("755")
+        .arg(root.join("init"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let initrd = dir.join("hang.img");
+    let st = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "cd {} && find . | cpio --quiet -o -H newc | gzip -1 > {}",
+            root.display(),
+            initrd.display()
+        ))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    initrd
+}
