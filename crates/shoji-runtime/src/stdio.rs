@@ -52,6 +52,38 @@ where
     })
 }
 
+/// Most bytes a log file of [`StdioRelay::to_files`] takes per stream.
+pub const MAX_LOG_BYTES: u64 = 64 << 20;
+
+/// Like [`spawn_output`] into a file, up to [`MAX_LOG_BYTES`]; the rest is counted and dropped.
+fn spawn_capped(
+    l: UnixListener,
+    mut out: tokio::fs::File,
+    stream: &'static str,
+    cap: u64,
+) -> JoinHandle<()> {
+    use tokio::io::AsyncReadExt;
+    tokio::spawn(async move {
+        if let Ok((conn, _)) = l.accept().await {
+            let mut conn = conn.take(cap);
+            let _ = tokio::io::copy(&mut conn, &mut out).await;
+            let _ = out.flush().await;
+            let mut rest = conn.into_inner();
+            let dropped = tokio::io::copy(&mut rest, &mut tokio::io::sink())
+                .await
+                .unwrap_or(0);
+            if dropped > 0 {
+                tracing::warn!(
+                    stream,
+                    dropped_bytes = dropped,
+                    limit = cap,
+                    "container output over the log limit was dropped"
+                );
+            }
+        }
+    })
+}
+
 /// Copies the host's stdin to the stream accepted from `l`; EOF is passed on as shutdown.
 fn spawn_stdin(l: UnixListener) -> JoinHandle<()> {
     tokio::spawn(async move {
@@ -173,6 +205,8 @@ impl StdioRelay {
     }
 
     /// Relays stdout and stderr (no stdin) into files, for a process nobody is attached to.
+    /// Each file takes at most [`MAX_LOG_BYTES`]; the rest is read and dropped, so that the
+    /// process is never blocked and a guest cannot fill the host's disk.
     pub fn to_files(
         sb: &SandboxDir,
         first_port: u32,
@@ -182,10 +216,20 @@ impl StdioRelay {
         let mut ports = StdioPorts::default();
         let l = listen(&sb.host_port_socket(first_port + 1))?;
         ports.stdout_port = first_port + 1;
-        let mut outputs = vec![spawn_output(l, tokio::fs::File::from_std(stdout))];
+        let mut outputs = vec![spawn_capped(
+            l,
+            tokio::fs::File::from_std(stdout),
+            "stdout",
+            MAX_LOG_BYTES,
+        )];
         let l = listen(&sb.host_port_socket(first_port + 2))?;
         ports.stderr_port = first_port + 2;
-        outputs.push(spawn_output(l, tokio::fs::File::from_std(stderr)));
+        outputs.push(spawn_capped(
+            l,
+            tokio::fs::File::from_std(stderr),
+            "stderr",
+            MAX_LOG_BYTES,
+        ));
         Ok((
             ports,
             Self {
@@ -290,5 +334,24 @@ mod tests {
         let tty = StdioListeners::bind(&uds, 30003, true, true).unwrap();
         assert_eq!(tty.ports().stderr_port, 0);
         assert_eq!(tty.ports().stdin_port, 30003);
+    }
+
+    #[tokio::test]
+    async fn a_log_takes_at_most_its_cap_and_the_writer_is_never_blocked() {
+        let t = tempfile::tempdir().unwrap();
+        let sock = t.path().join("out.sock");
+        let log = t.path().join("out.log");
+        let l = UnixListener::bind(&sock).unwrap();
+        let file = tokio::fs::File::create(&log).await.unwrap();
+        let relay = spawn_capped(l, file, "stdout", 10);
+        let mut guest = tokio::net::UnixStream::connect(&sock).await.unwrap();
+        // Far more than the cap and than a socket buffer: only a reader that keeps reading
+        // lets this finish.
+        let data = vec![b'x'; 4 << 20];
+        guest.write_all(&data).await.unwrap();
+        guest.shutdown().await.unwrap();
+        drop(guest);
+        relay.await.unwrap();
+        assert_eq!(std::fs::read(&log).unwrap(), b"xxxxxxxxxx");
     }
 }
