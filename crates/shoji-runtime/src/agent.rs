@@ -263,13 +263,43 @@ impl AgentClient {
         rows: u32,
         cols: u32,
     ) -> Result<(), AgentError> {
+        self.resize_process(container_id, "", rows, cols).await
+    }
+
+    /// Resizes the terminal of the init (`exec_id` empty) or of an exec'd process.
+    pub async fn resize_process(
+        &self,
+        container_id: &str,
+        exec_id: &str,
+        rows: u32,
+        cols: u32,
+    ) -> Result<(), AgentError> {
         let req = agent::ResizeTerminalRequest {
             container_id: container_id.into(),
+            exec_id: exec_id.into(),
             rows,
             cols,
             ..Default::default()
         };
         call!(self, "ResizeTerminal", resize_terminal, &req, SHORT).map(|_| ())
+    }
+
+    /// Starts an extra process in a running container; returns its guest PID.
+    pub async fn exec_process(
+        &self,
+        container_id: &str,
+        exec_id: &str,
+        process_json: Vec<u8>,
+        stdio: agent::StdioPorts,
+    ) -> Result<u32, AgentError> {
+        let req = agent::ExecProcessRequest {
+            container_id: container_id.into(),
+            exec_id: exec_id.into(),
+            process_json,
+            stdio: Some(stdio).into(),
+            ..Default::default()
+        };
+        call!(self, "ExecProcess", exec_process, &req, SHORT).map(|r| r.pid)
     }
 
     pub async fn shutdown(&self) -> Result<agent::ShutdownResponse, AgentError> {

@@ -84,6 +84,11 @@ impl ChildGuard {
         self.child.as_ref().and_then(Child::id)
     }
 
+    /// Takes the child's stderr pipe (if it was piped), for a caller that drains it.
+    pub fn take_stderr(&mut self) -> Option<tokio::process::ChildStderr> {
+        self.child.as_mut().and_then(|c| c.stderr.take())
+    }
+
     /// Waits for the child to exit on its own.
     pub async fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
         match self.child.as_mut() {

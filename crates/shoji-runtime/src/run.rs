@@ -9,19 +9,19 @@ use std::time::Duration;
 
 use shoji_protocols::agent;
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::watch;
 use tracing::{info_span, Instrument};
 
 use crate::agent::{AgentClient, AgentError, ClockOffset};
 use crate::config::Config;
-use crate::hypervisor::{accel, qemu::Qemu, Hypervisor, VmSpec};
 use crate::sandbox::{SandboxDir, SandboxError};
 use crate::spec::{ProcessOptions, SpecError};
 use crate::stdio::{RawTerminal, StdioRelay, FIRST_STDIO_PORT};
+use crate::vm::{Binaries, BootOptions, SandboxVm};
 use crate::{helpers, image, process, sandbox};
 
 /// Where the container's root filesystem comes from.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum RootSource {
     /// OCI image layout directory, OCI archive or docker-save tarball.
     Image(PathBuf),
@@ -140,7 +140,7 @@ pub fn guest_image(config: &Config) -> Result<(PathBuf, PathBuf), RunError> {
     Ok((kernel, initrd))
 }
 
-fn sandbox_root(config: &Config) -> PathBuf {
+pub(crate) fn sandbox_root(config: &Config) -> PathBuf {
     config
         .runtime
         .sandbox_root
@@ -155,13 +155,9 @@ pub async fn run(
     hooks: &mut dyn RunHooks,
 ) -> Result<RunOutcome, RunError> {
     let source = req.source.clone().ok_or(RunError::NoSource)?;
-    let q = &config.hypervisor.qemu;
 
     // Resolve everything that can be missing before anything is started.
-    let qemu = Qemu::locate(&q.path)?;
-    let (kernel, initrd) = guest_image(config)?;
-    let vsock_bin = helpers::locate("vhost-device-vsock")?;
-    let virtiofsd_bin = helpers::locate("virtiofsd")?;
+    let bins = Binaries::locate(config)?;
 
     let root = sandbox_root(config);
     let sb = SandboxDir::create(&root, &sandbox::new_sandbox_id())?;
@@ -174,160 +170,22 @@ pub async fn run(
             .in_scope(|| prepare_rootfs(&source, &sb, &req.process))?;
     let spec_json = serde_json::to_vec(&spec).map_err(|e| SpecError::Build(e.to_string()))?;
 
-    let choice = accel::choose(q.accel, &root);
-    tracing::Span::current().record("vm.accel", choice.accel.as_str());
-    tracing::info!(accel = choice.accel.as_str(), reason = %choice.reason, "accelerator chosen");
-    hooks.sandbox_ready(&sb);
-
-    let vcpus = req
-        .process
-        .cpus
-        .map(|c| c.ceil().max(1.0) as u32)
-        .unwrap_or(q.default_vcpus.max(1));
-    let memory_mib = req
-        .process
-        .memory_bytes
-        .map(|b| ((b >> 20) as u32).max(128))
-        .unwrap_or(q.default_memory.max(128));
-
-    let vm_span = info_span!("vm.start", source = "hypervisor", subsystem = "hypervisor", sandbox_id = %sb.id, vm.accel = choice.accel.as_str(), vm.vcpus = vcpus, vm.memory_mib = memory_mib);
-    let (mut vsock_helper, mut fs_helper) = async {
-        let v = helpers::start_vsock(&vsock_bin, &sb.vhost_socket(), &sb.vsock_uds())
-            .instrument(info_span!(
-                "helper.start",
-                source = "hypervisor",
-                subsystem = "hypervisor",
-                helper = "vhost-device-vsock"
-            ))
-            .await?;
-        let f = helpers::start_virtiofsd(&virtiofsd_bin, &sb.virtiofs_socket(), &rootfs)
-            .instrument(info_span!(
-                "helper.start",
-                source = "hypervisor",
-                subsystem = "hypervisor",
-                helper = "virtiofsd"
-            ))
-            .await?;
-        Ok::<_, RunError>((v, f))
-    }
-    .instrument(vm_span.clone())
-    .await?;
-
-    // `guest.boot` runs from QEMU's launch until the agent answers. The agent's boot spans are
-    // its children: its context rides the kernel command line.
-    let boot_span = info_span!(parent: &vm_span, "guest.boot", source = "hypervisor", subsystem = "boot", sandbox_id = %sb.id);
-    let mut req = req;
-    if req.agent_tracing {
-        if let Some(inject) = hooks.context_injector() {
-            if let Some((_, tp)) = boot_span
-                .in_scope(inject)
-                .into_iter()
-                .find(|(k, _)| k == "traceparent")
-            {
-                req.traceparent = Some(tp);
-            }
-        }
-    }
-    let cmdline = kernel_cmdline(config, &req, &sb.id);
-    let vm = VmSpec {
-        kernel,
-        initrd,
-        vcpus,
-        memory_mib,
-        kernel_cmdline: cmdline,
-        vhost_vsock_socket: sb.vhost_socket(),
-        virtiofs_socket: sb.virtiofs_socket(),
-        virtiofs_tag: "rootfs".into(),
-        console_log: sb.console_log(),
-        accel: choice.clone(),
-    };
-    let ready_path = sb.host_port_socket(shoji_protocols::READY_VSOCK_PORT);
-    let ready = tokio::net::UnixListener::bind(&ready_path).map_err(|source| {
-        crate::stdio::StdioError::Listen {
-            path: ready_path.display().to_string(),
-            source,
-        }
-    })?;
-    let qemu_guard = vm_span.in_scope(|| {
-        info_span!("qemu.launch", source = "hypervisor", subsystem = "hypervisor", qemu.path = %qemu.path.display())
-            .in_scope(|| qemu.launch(&vm))
-    })?;
-    let (vm_exit_tx, vm_exit) = watch::channel::<Option<String>>(None);
-    let vm_task = tokio::spawn(async move {
-        let mut guard = qemu_guard;
-        let status = guard.wait().await;
-        let text = match status {
-            Ok(s) => s.to_string(),
-            Err(e) => e.to_string(),
-        };
-        let _ = vm_exit_tx.send(Some(text));
-        // Keep the guard (and so the reaped child) until the task is dropped.
-        std::future::pending::<()>().await;
-    });
-    let vm_task = AbortOnDrop(vm_task);
-
-    let boot_timeout = Duration::from_secs(q.boot_timeout.max(1));
-    let uds = sb.vsock_uds();
-    let exit_probe = vm_exit.clone();
-    let client = AgentClient::connect(
-        &uds,
-        boot_timeout,
-        Some(&ready),
-        hooks.context_injector(),
-        move || exit_probe.borrow().clone(),
-    )
-    .instrument(boot_span.clone())
-    .await;
-    drop(boot_span);
-    let client = match client {
-        Ok(c) => c,
-        Err(source) => {
-            // Give QEMU a moment to flush the console before reading its tail.
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            return Err(RunError::Boot {
-                sandbox: sb.id.clone(),
-                cause: source,
-                console: sb.console_tail(20),
-            });
-        }
-    };
-    drop(vm_span);
-    let agent_err = |cause| RunError::Agent {
-        sandbox: sb.id.clone(),
-        cause,
-    };
-
-    let (clock, ping) = client
-        .sync_clock(5)
-        .instrument(info_span!(
-            "clock.sync",
-            source = "runtime",
-            subsystem = "agent"
-        ))
-        .await
-        .map_err(agent_err)?;
-    tracing::info!(
-        offset_ns = clock.offset_ns,
-        uncertainty_ns = clock.uncertainty_ns,
-        "guest clock measured"
-    );
-    hooks.clock_measured(&sb.id, clock);
+    let mut opts = BootOptions::for_process(config, &req.process, req.agent_tracing);
+    opts.traceparent = req.traceparent.clone();
+    let vm = SandboxVm::boot(config, &bins, sb, &rootfs, &opts, hooks).await?;
+    let client = &vm.client;
 
     let mut outcome = RunOutcome {
-        sandbox_id: sb.id.clone(),
+        sandbox_id: vm.sb.id.clone(),
         container_id: container_id.clone(),
-        accel: choice.accel.as_str().into(),
-        clock,
-        boot_phases: ping
-            .boot_phases
-            .iter()
-            .map(|p| (p.name.clone(), p.time_unix_nano))
-            .collect(),
+        accel: vm.accel.accel.as_str().into(),
+        clock: vm.clock,
+        boot_phases: vm.boot_phases.clone(),
         ..Default::default()
     };
 
     let terminal = req.process.terminal;
-    let (ports, relay) = StdioRelay::start(&sb, FIRST_STDIO_PORT, req.interactive, terminal)?;
+    let (ports, relay) = StdioRelay::start(&vm.sb, FIRST_STDIO_PORT, req.interactive, terminal)?;
     let _raw = terminal.then(RawTerminal::enable);
 
     let container = async {
@@ -350,36 +208,17 @@ pub async fn run(
                 let _ = client.resize_terminal(&container_id, rows, cols).await;
             }
         }
-        wait_with_signals(&client, &container_id)
+        wait_with_signals(client, &container_id)
             .instrument(info_span!("container.wait", source = "runtime", subsystem = "container", container_id = %container_id, container.id = %container_id, process.exit_code = tracing::field::Empty))
             .await
     };
-    let mut exit = vm_exit.clone();
     let status = tokio::select! {
         r = container => r,
-        st = exit.wait_for(|s| s.is_some()) => {
-            let status = st.map(|s| s.clone().unwrap_or_default()).unwrap_or_default();
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            return Err(RunError::VmDied { sandbox: sb.id.clone(), status, console: sb.console_tail(20) });
-        }
+        status = vm.exited() => return Err(vm.died(status).await),
     };
     let status = match status {
         Ok(s) => s,
-        Err(cause) => {
-            // A dead VM shows up first as a broken agent connection: say which it was.
-            let mut exit = vm_exit.clone();
-            let died =
-                tokio::time::timeout(Duration::from_secs(2), exit.wait_for(|s| s.is_some())).await;
-            if let Ok(Ok(st)) = died {
-                let status = st.clone().unwrap_or_default();
-                return Err(RunError::VmDied {
-                    sandbox: sb.id.clone(),
-                    status,
-                    console: sb.console_tail(20),
-                });
-            }
-            return Err(agent_err(cause));
-        }
+        Err(cause) => return Err(vm.explain(cause).await),
     };
     outcome.exit_code = status;
     relay
@@ -392,37 +231,8 @@ pub async fn run(
         .await;
     drop(_raw);
 
-    async {
-        match client.shutdown().await {
-            Ok(r) => outcome.agent_dropped_spans = r.dropped_spans,
-            Err(e) => tracing::warn!(error = %e, "agent shutdown failed; stopping the VM"),
-        }
-        let mut exit = vm_exit.clone();
-        let _ = tokio::time::timeout(Duration::from_secs(5), exit.wait_for(|s| s.is_some())).await;
-    }
-    .instrument(info_span!(
-        "vm.stop",
-        source = "hypervisor",
-        subsystem = "hypervisor"
-    ))
-    .await;
-
-    info_span!("sandbox.cleanup", source = "runtime", subsystem = "sandbox").in_scope(|| {
-        drop(vm_task);
-        drop(client);
-    });
-    vsock_helper.stop().await;
-    fs_helper.stop().await;
-    drop(sb);
+    outcome.agent_dropped_spans = vm.stop().await;
     Ok(outcome)
-}
-
-/// Aborts (and so drops, killing QEMU) the wrapped task when dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 /// Waits for the container's init; SIGINT/SIGTERM/SIGHUP/SIGQUIT received meanwhile are
@@ -476,7 +286,7 @@ async fn wait_with_signals(client: &AgentClient, cid: &str) -> Result<i32, Agent
     }
 }
 
-fn prepare_rootfs(
+pub(crate) fn prepare_rootfs(
     source: &RootSource,
     sb: &SandboxDir,
     opts: &ProcessOptions,
@@ -498,31 +308,4 @@ fn prepare_rootfs(
             (crate::spec::for_rootfs(dir, opts)?, dir.clone())
         }
     })
-}
-
-fn kernel_cmdline(config: &Config, req: &RunRequest, sandbox_id: &str) -> String {
-    let mut c = String::from("console=ttyS0 quiet panic=-1 reboot=t");
-    if let Some(khz) = crate::hypervisor::qemu::host_tsc_khz() {
-        c.push_str(&format!(" tsc_early_khz={khz} lpj={}", khz * 4));
-    }
-    c.push_str(&format!(
-        " shoji.sandbox_id={sandbox_id} shoji.launch_ns={}",
-        crate::agent::now_unix_ns()
-    ));
-    if req.agent_tracing {
-        c.push_str(" shoji.trace=1");
-        c.push_str(&format!(
-            " shoji.log={}",
-            config.agent.shoji.trace_log_level
-        ));
-    }
-    if let Some(tp) = &req.traceparent {
-        c.push_str(&format!(" shoji.traceparent={tp}"));
-    }
-    let extra = config.hypervisor.qemu.kernel_params.trim();
-    if !extra.is_empty() {
-        c.push(' ');
-        c.push_str(extra);
-    }
-    c
 }

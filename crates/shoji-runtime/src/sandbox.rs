@@ -54,6 +54,21 @@ impl SandboxDir {
         })
     }
 
+    /// Takes over `root/id`, made by someone else (`shoji create` makes it, so that a second
+    /// create of the same id fails); removed on drop like one this process made.
+    pub fn adopt(root: &Path, id: &str) -> Self {
+        Self {
+            id: id.to_string(),
+            path: root.join(id),
+            keep: std::env::var_os("SHOJI_KEEP_SANDBOX").is_some(),
+        }
+    }
+
+    /// Leaves the directory in place on drop.
+    pub fn keep(&mut self) {
+        self.keep = true;
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }

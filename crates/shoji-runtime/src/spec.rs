@@ -28,7 +28,7 @@ pub enum SpecError {
 }
 
 /// What `shoji run` lets the user override.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ProcessOptions {
     /// Command and arguments; empty = the image's Entrypoint + Cmd.
     pub args: Vec<String>,
@@ -147,17 +147,8 @@ pub fn from_bundle(dir: &Path, opts: &ProcessOptions) -> Result<(Spec, PathBuf),
     Ok((spec, rootfs))
 }
 
-fn build(
-    args: Vec<String>,
-    mut env: Vec<String>,
-    cwd: String,
-    user: Option<String>,
-    rootfs: &Path,
-    opts: &ProcessOptions,
-) -> Result<Spec, SpecError> {
-    if args.is_empty() {
-        return Err(SpecError::NoCommand);
-    }
+/// Adds `opts.env` (overriding same-named entries) and the defaults every process gets.
+fn merge_env(env: &mut Vec<String>, opts: &ProcessOptions) -> Result<(), SpecError> {
     for kv in &opts.env {
         let key = kv.split('=').next().unwrap_or("");
         if key.is_empty() || !kv.contains('=') {
@@ -179,6 +170,53 @@ fn build(
     if !env.iter().any(|e| e.starts_with("HOSTNAME=")) {
         env.push("HOSTNAME=shoji".into());
     }
+    Ok(())
+}
+
+/// The process of `shoji exec`: the container's own process (env, cwd, user, rlimits) with
+/// `opts` applied on top, like `docker exec`.
+pub fn exec_process(
+    base: &oci_spec::runtime::Process,
+    opts: &ProcessOptions,
+    rootfs: &Path,
+) -> Result<oci_spec::runtime::Process, SpecError> {
+    if opts.args.is_empty() {
+        return Err(SpecError::NoCommand);
+    }
+    let mut p = base.clone();
+    let mut env = base.env().clone().unwrap_or_default();
+    merge_env(&mut env, opts)?;
+    p.set_env(Some(env));
+    p.set_args(Some(opts.args.clone()));
+    if let Some(cwd) = &opts.cwd {
+        p.set_cwd(PathBuf::from(cwd));
+    }
+    if opts.user.is_some() {
+        let (uid, gid) = resolve_user(opts.user.as_deref(), rootfs)?;
+        p.set_user(
+            UserBuilder::default()
+                .uid(uid)
+                .gid(gid)
+                .build()
+                .map_err(build_err)?,
+        );
+    }
+    p.set_terminal(Some(opts.terminal));
+    Ok(p)
+}
+
+fn build(
+    args: Vec<String>,
+    mut env: Vec<String>,
+    cwd: String,
+    user: Option<String>,
+    rootfs: &Path,
+    opts: &ProcessOptions,
+) -> Result<Spec, SpecError> {
+    if args.is_empty() {
+        return Err(SpecError::NoCommand);
+    }
+    merge_env(&mut env, opts)?;
     let (uid, gid) = resolve_user(user.as_deref(), rootfs)?;
     let process = ProcessBuilder::default()
         .args(args)
@@ -342,5 +380,36 @@ mod tests {
         assert!(p.env().as_ref().unwrap().contains(&"A=2".to_string()));
         assert!(!p.env().as_ref().unwrap().contains(&"A=1".to_string()));
         assert_eq!(p.cwd(), Path::new("/tmp"));
+    }
+
+    #[test]
+    fn exec_process_inherits_the_containers_and_overrides() {
+        let base = for_rootfs(
+            Path::new("/nonexistent"),
+            &ProcessOptions {
+                args: vec!["sleep".into()],
+                env: vec!["A=1".into(), "B=1".into()],
+                cwd: Some("/srv".into()),
+                user: Some("5:6".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let base = base.process().as_ref().unwrap();
+        let opts = ProcessOptions {
+            args: vec!["sh".into()],
+            env: vec!["B=2".into()],
+            terminal: true,
+            ..Default::default()
+        };
+        let p = exec_process(base, &opts, Path::new("/nonexistent")).unwrap();
+        let env = p.env().as_ref().unwrap();
+        assert!(env.contains(&"A=1".to_string()) && env.contains(&"B=2".to_string()));
+        assert!(!env.contains(&"B=1".to_string()));
+        assert!(env.contains(&"TERM=xterm".to_string()));
+        assert_eq!(p.cwd(), Path::new("/srv"));
+        assert_eq!((p.user().uid(), p.user().gid()), (5, 6));
+        assert_eq!(p.terminal(), Some(true));
+        assert!(exec_process(base, &ProcessOptions::default(), Path::new("/")).is_err());
     }
 }

@@ -106,30 +106,7 @@ fn malformed_tarball_and_bundle_config_are_named() {
 #[test]
 fn vm_kernel_that_never_starts_the_agent_times_out_with_console_tail() {
     let t = tempfile::tempdir().unwrap();
-    let root = t.path().join("root");
-    std::fs::create_dir_all(root.join("bin")).unwrap();
-    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
-    std::fs::write(root.join("init"), "#!/bin/busybox sh\n/bin/busybox echo no-agent-in-this-image\nexec /bin/busybox sleep 1000\n").unwrap();
-    std::os::unix::fs::PermissionsExt::set_mode(
-        &mut std::fs::metadata(root.join("init")).unwrap().permissions(),
-        0o755,
-    );
-    std::process::Command::new("chmod")
-        .arg("755")
-        .arg(root.join("init"))
-        .status()
-        .unwrap();
-    let initrd = t.path().join("hang.img");
-    let st = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "cd {} && find . | cpio --quiet -o -H newc | gzip -1 > {}",
-            root.display(),
-            initrd.display()
-        ))
-        .status()
-        .unwrap();
-    assert!(st.success());
+    let initrd = common::initrd_without_agent(t.path());
     let env = TestEnv::with_config(&format!(
         "[hypervisor.qemu]\ninitrd = {:?}\nboot_timeout = 6\n",
         initrd

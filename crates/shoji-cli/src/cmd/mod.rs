@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 pub mod image;
+pub mod lifecycle;
 pub mod runtime;
 pub mod trace;
 pub mod trace_forward;

@@ -1,4 +1,5 @@
-//! `shoji run`, `shoji env` and the OCI-runtime-shaped lifecycle commands.
+//! `shoji run`, `shoji env`, and the dispatch of the OCI-runtime-shaped lifecycle commands
+//! (`cmd/lifecycle.rs`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,7 +10,7 @@ use shoji_runtime::run::{RootSource, RunRequest};
 use shoji_runtime::spec::{parse_size, ProcessOptions};
 use tracing::Instrument;
 
-use super::GlobalArgs;
+use super::{lifecycle, GlobalArgs};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum RuntimeCommand {
@@ -17,18 +18,23 @@ pub enum RuntimeCommand {
     Run(Box<RunArgs>),
     /// Show what Shoji found and chose: QEMU, accelerator and why, kernel, initrd, helpers
     Env(EnvArgs),
-    /// Create a container (OCI runtime lifecycle; not supported yet)
-    Create(LifecycleArgs),
-    /// Start a created container (not supported yet)
-    Start(LifecycleArgs),
-    /// Show a container's state (not supported yet)
-    State(LifecycleArgs),
-    /// Send a signal to a container (not supported yet)
-    Kill(LifecycleArgs),
-    /// Delete a container (not supported yet)
-    Delete(LifecycleArgs),
-    /// Run a command in a running sandbox (not supported yet)
-    Exec(LifecycleArgs),
+    /// Create a container in a new microVM, not started yet (OCI runtime lifecycle)
+    Create(Box<lifecycle::CreateArgs>),
+    /// Start a created container
+    Start(lifecycle::IdArgs),
+    /// Print a container's OCI state as JSON
+    State(lifecycle::IdArgs),
+    /// Send a signal to a container's process (default TERM)
+    Kill(lifecycle::KillArgs),
+    /// Stop a container's VM and remove everything it left
+    Delete(lifecycle::DeleteArgs),
+    /// Run a command in a running container, with its output and exit code
+    Exec(lifecycle::ExecArgs),
+    /// List the containers made with `shoji create`
+    List(lifecycle::ListArgs),
+    /// The sandbox process of one container (started by `shoji create`)
+    #[command(name = "__sandbox", hide = true)]
+    Sandbox(lifecycle::SandboxArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -85,12 +91,6 @@ pub struct EnvArgs {
     pub json: bool,
 }
 
-#[derive(Debug, clap::Args)]
-pub struct LifecycleArgs {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    pub args: Vec<String>,
-}
-
 impl RuntimeCommand {
     pub fn run(self, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
         match self {
@@ -105,9 +105,14 @@ impl RuntimeCommand {
                 }
                 Ok(ExitCode::SUCCESS)
             }
-            _ => anyhow::bail!(
-                "the OCI lifecycle commands (create, start, state, kill, delete, exec) are not supported yet; use `shoji run`"
-            ),
+            RuntimeCommand::Create(a) => a.run(global),
+            RuntimeCommand::Start(a) => lifecycle::start(a, global),
+            RuntimeCommand::State(a) => lifecycle::state(a, global),
+            RuntimeCommand::Kill(a) => lifecycle::kill(a, global),
+            RuntimeCommand::Delete(a) => lifecycle::delete(a, global),
+            RuntimeCommand::Exec(a) => lifecycle::exec(a, global),
+            RuntimeCommand::List(a) => lifecycle::list(a, global),
+            RuntimeCommand::Sandbox(a) => lifecycle::sandbox(a, global),
         }
     }
 }

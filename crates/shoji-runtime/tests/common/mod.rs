@@ -122,3 +122,65 @@ impl TestEnv {
 pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
+
+/// Runs `cmd` with a new pseudo-terminal as its stdin, stdout and stderr, as an interactive
+/// shell would; returns what it wrote to the terminal and its exit code.
+pub fn run_in_pty(mut cmd: Command) -> (String, Option<i32>) {
+    use std::io::Read;
+    use std::process::Stdio;
+    let pty = nix::pty::openpty(None, None).expect("openpty");
+    let slave = pty.slave;
+    cmd.stdin(Stdio::from(slave.try_clone().expect("dup")))
+        .stdout(Stdio::from(slave.try_clone().expect("dup")))
+        .stderr(Stdio::from(slave));
+    let mut child = cmd.spawn().expect("spawning shoji");
+    // The command keeps copies of the slave: drop them, or the master never sees the end.
+    drop(cmd);
+    let mut master = std::fs::File::from(pty.master);
+    let reader = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        // EIO once the last slave fd closes: that is the end of the output.
+        while let Ok(n) = master.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+        out
+    });
+    let status = child.wait().expect("waiting for shoji");
+    let out = reader.join().expect("pty reader");
+    (text(&out), status.code())
+}
+
+/// An initramfs whose /init prints `no-agent-in-this-image` and sleeps: the VM boots, the agent
+/// never answers.
+pub fn initrd_without_agent(dir: &Path) -> PathBuf {
+    let root = dir.join("root");
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
+    std::fs::write(
+        root.join("init"),
+        "#!/bin/busybox sh\n/bin/busybox echo no-agent-in-this-image\nexec /bin/busybox sleep 1000\n",
+    )
+    .unwrap();
+    let st = Command::new("chmod")
+        .arg("755")
+        .arg(root.join("init"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let initrd = dir.join("hang.img");
+    let st = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "cd {} && find . | cpio --quiet -o -H newc | gzip -1 > {}",
+            root.display(),
+            initrd.display()
+        ))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    initrd
+}

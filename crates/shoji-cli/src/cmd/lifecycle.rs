@@ -1,0 +1,298 @@
+//! `shoji create|start|state|kill|delete|exec|list` and the hidden `shoji __sandbox`, the
+//! per-container sandbox process that `create` starts. Wiring only: the lifecycle lives in
+//! `shoji_runtime::lifecycle`.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use shoji_runtime::lifecycle::client::StateRoot;
+use shoji_runtime::lifecycle::daemon::{self, CreateRequest};
+use shoji_runtime::lifecycle::parse_signal;
+use shoji_runtime::run::RootSource;
+use shoji_runtime::spec::{parse_size, ProcessOptions};
+
+use super::GlobalArgs;
+
+/// Options of the container's process that `create` and `exec` share.
+#[derive(Debug, clap::Args)]
+pub struct ProcessArgs {
+    /// Set an environment variable (K=V), repeatable
+    #[arg(short, long = "env", value_name = "K=V")]
+    pub env: Vec<String>,
+    /// Working directory inside the container
+    #[arg(short, long = "workdir", value_name = "DIR")]
+    pub workdir: Option<String>,
+    /// User inside the container: UID[:GID] or a name from the image's /etc/passwd
+    #[arg(short, long, value_name = "UID[:GID]")]
+    pub user: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CreateArgs {
+    #[command(flatten)]
+    pub process: ProcessArgs,
+    /// vCPUs for the VM and CPU limit for the container
+    #[arg(long, value_name = "N")]
+    pub cpus: Option<f64>,
+    /// Memory for the VM and limit for the container, e.g. 256M, 1G
+    #[arg(short, long, value_name = "SIZE")]
+    pub memory: Option<String>,
+    /// A runc-style bundle directory (config.json + rootfs)
+    #[arg(long, value_name = "DIR", conflicts_with = "rootfs")]
+    pub bundle: Option<PathBuf>,
+    /// A root filesystem directory
+    #[arg(long, value_name = "DIR")]
+    pub rootfs: Option<PathBuf>,
+    /// IMAGE (an OCI image layout directory, OCI archive or `docker save` tarball; not with
+    /// --bundle or --rootfs), then the container ID
+    #[arg(value_name = "[IMAGE] ID", num_args = 1..=2, required = true)]
+    pub positional: Vec<String>,
+    /// Command and arguments (default: the image's Entrypoint and Cmd, or the bundle's)
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct IdArgs {
+    /// Container ID
+    pub id: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct KillArgs {
+    /// Container ID
+    pub id: String,
+    /// Signal: a name (TERM, SIGKILL) or a number
+    #[arg(default_value = "TERM")]
+    pub signal: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DeleteArgs {
+    /// Delete a running container too (it is killed)
+    #[arg(short, long)]
+    pub force: bool,
+    /// Container ID
+    pub id: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ExecArgs {
+    #[command(flatten)]
+    pub process: ProcessArgs,
+    /// Keep stdin open and pass it to the process
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// Give the process a terminal
+    #[arg(short, long)]
+    pub tty: bool,
+    /// Container ID
+    pub id: String,
+    /// Command and arguments
+    #[arg(
+        value_name = "CMD",
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ListArgs {
+    /// Print the OCI states as a JSON array
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SandboxArgs {
+    /// The state directory `shoji create` made
+    pub dir: PathBuf,
+}
+
+fn load_config(global: &GlobalArgs) -> anyhow::Result<shoji_runtime::config::Config> {
+    Ok(shoji_runtime::config::Config::load(
+        global.config.as_deref(),
+    )?)
+}
+
+/// A small runtime for a client command: a few socket round trips.
+fn block_on<F: std::future::Future>(f: F) -> anyhow::Result<F::Output> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("while starting the async runtime")?;
+    Ok(rt.block_on(f))
+}
+
+fn state_root(global: &GlobalArgs) -> anyhow::Result<StateRoot> {
+    Ok(StateRoot::from_config(&load_config(global)?))
+}
+
+impl CreateArgs {
+    pub fn run(self, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+        let config = load_config(global)?;
+        let mut positional = self.positional;
+        let id = positional.pop().unwrap_or_default();
+        let image = positional.pop();
+        let source = match (self.bundle, self.rootfs, image) {
+            (Some(b), None, None) => RootSource::Bundle(b),
+            (None, Some(r), None) => RootSource::Rootfs(r),
+            (None, None, Some(i)) => RootSource::Image(PathBuf::from(i)),
+            (None, None, None) => {
+                anyhow::bail!("give an IMAGE, --bundle DIR or --rootfs DIR before the ID {id:?}")
+            }
+            _ => anyhow::bail!("give one of IMAGE, --bundle DIR or --rootfs DIR, then the ID"),
+        };
+        let memory_bytes = self
+            .memory
+            .as_deref()
+            .map(parse_size)
+            .transpose()
+            .context("while reading --memory")?;
+        if let Some(c) = self.cpus {
+            anyhow::ensure!(
+                c > 0.0 && c <= 64.0,
+                "--cpus must be between 0 and 64, got {c}"
+            );
+        }
+        let req = CreateRequest {
+            id: id.clone(),
+            source,
+            process: ProcessOptions {
+                args: self.command,
+                env: self.process.env,
+                cwd: self.process.workdir,
+                user: self.process.user,
+                terminal: false,
+                memory_bytes,
+                cpus: self.cpus,
+            },
+        };
+        let root = StateRoot::from_config(&config);
+        let exe = std::env::current_exe().context("while finding the shoji binary")?;
+        let dir = root.path().join(&id);
+        // The sandbox process reads the same configuration; the state directory comes first so
+        // that its command line names it.
+        let mut args: Vec<OsString> = vec!["__sandbox".into(), dir.into()];
+        if let Some(c) = &global.config {
+            args.push("--config".into());
+            args.push(std::path::absolute(c).unwrap_or_else(|_| c.clone()).into());
+        }
+        if let Some(d) = &global.data_dir {
+            args.push("--data-dir".into());
+            args.push(d.into());
+        }
+        let timeout = Duration::from_secs(config.hypervisor.qemu.boot_timeout.max(1) + 120);
+        block_on(root.create(&req, &exe, &args, timeout))?
+            .with_context(|| format!("while creating container {id}"))?;
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+pub fn start(a: IdArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+    let root = state_root(global)?;
+    block_on(root.start(&a.id))?.with_context(|| format!("while starting container {}", a.id))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn state(a: IdArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+    let root = state_root(global)?;
+    let st = block_on(root.state(&a.id))?
+        .with_context(|| format!("while reading the state of container {}", a.id))?;
+    println!("{}", serde_json::to_string_pretty(&st)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn kill(a: KillArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+    let signal = parse_signal(&a.signal)?;
+    let root = state_root(global)?;
+    block_on(root.kill(&a.id, signal))?
+        .with_context(|| format!("while signalling container {}", a.id))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn delete(a: DeleteArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+    let root = state_root(global)?;
+    block_on(root.delete(&a.id, a.force))?
+        .with_context(|| format!("while deleting container {}", a.id))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn exec(a: ExecArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+    let root = state_root(global)?;
+    let process = ProcessOptions {
+        args: a.command,
+        env: a.process.env,
+        cwd: a.process.workdir,
+        user: a.process.user,
+        terminal: a.tty,
+        ..Default::default()
+    };
+    let code = block_on(root.exec(&a.id, process, a.interactive))?
+        .with_context(|| format!("while running a process in container {}", a.id))?;
+    Ok(ExitCode::from((code & 0xff) as u8))
+}
+
+pub fn list(a: ListArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+    let root = state_root(global)?;
+    let states = block_on(root.list())?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&states)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<24} {:<9} {:<8} {:<31} BUNDLE",
+        "ID", "STATUS", "PID", "CREATED"
+    );
+    for s in states {
+        let pid = s.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into());
+        println!(
+            "{:<24} {:<9} {:<8} {:<31} {}",
+            s.id,
+            s.status,
+            pid,
+            s.created,
+            s.bundle.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The sandbox process. Its stderr is `<state dir>/sandbox.log`.
+pub fn sandbox(a: SandboxArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+    let config = load_config(global)?;
+    let req = daemon::read_request().context("while reading the create request")?;
+    let root = a
+        .dir
+        .parent()
+        .map(PathBuf::from)
+        .context("the state directory has no parent")?;
+    anyhow::ensure!(
+        a.dir.file_name() == Some(std::ffi::OsStr::new(&req.id)),
+        "state directory {} does not match container id {:?}",
+        a.dir.display(),
+        req.id
+    );
+    let tcfg = shoji_telemetry::host::TelemetryConfig {
+        data_dir: shoji_trace::data_dir::resolve(global.data_dir.as_deref()),
+        span_event_level: config.agent.shoji.trace_log_level.clone(),
+        ..Default::default()
+    };
+    let mut telemetry = shoji_telemetry::host::init(&tcfg).context("while setting up logging")?;
+    // One thread: the helpers and QEMU are started from it, and their parent-death signal
+    // fires when the thread that started them ends (ADR 007).
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("while starting the async runtime")?;
+    let result = rt.block_on(daemon::serve(&config, &root, req));
+    drop(rt);
+    telemetry.flush();
+    result.with_context(|| format!("sandbox process for {}", a.dir.display()))?;
+    Ok(ExitCode::SUCCESS)
+}

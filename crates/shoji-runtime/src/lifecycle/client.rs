@@ -1,0 +1,514 @@
+//! The lifecycle commands' side: find a container's state directory, read its state, talk to
+//! its sandbox process, and clean up when that process is gone.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::UnixStream;
+use tokio::signal::unix::{signal, SignalKind};
+
+use super::daemon::{CreateRequest, CreateResult};
+use super::protocol::{self, ExecRequest, ProtocolError, Reply, Request};
+use super::state::{self, OciState, ProcessRecord, StateFile, Status};
+use super::LifecycleError;
+use crate::config::Config;
+use crate::stdio::{RawTerminal, StdioError, StdioListeners, StdioRelay};
+
+/// First host port tried for an exec's stdio; `create` uses 20000 upwards for the init's.
+pub const FIRST_EXEC_PORT: u32 = 30000;
+
+/// The directory that holds one state directory per container: the sandbox root.
+#[derive(Debug, Clone)]
+pub struct StateRoot {
+    root: PathBuf,
+}
+
+type Connection = (BufReader<OwnedReadHalf>, OwnedWriteHalf);
+
+impl StateRoot {
+    pub fn new(root: PathBuf) -> Self {
+        Self { root }
+    }
+
+    pub fn from_config(config: &Config) -> Self {
+        Self::new(crate::run::sandbox_root(config))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.root
+    }
+
+    fn not_found(&self, id: &str) -> LifecycleError {
+        LifecycleError::NotFound {
+            id: id.to_string(),
+            root: self.root.clone(),
+        }
+    }
+
+    /// The state directory of `id` and what its `state.json` says.
+    fn read(&self, id: &str) -> Result<(PathBuf, StateFile), LifecycleError> {
+        state::validate_id(id)?;
+        let dir = self.root.join(id);
+        if !dir.join(state::STATE_FILE).is_file() {
+            return Err(self.not_found(id));
+        }
+        let st = StateFile::read(&dir)?;
+        Ok((dir, st))
+    }
+
+    /// Connects to the sandbox process of a container whose state says it lives.
+    async fn connect(&self, id: &str) -> Result<Connection, LifecycleError> {
+        let (dir, st) = self.read(id)?;
+        if !st.sandbox_process.is_alive() {
+            return Err(LifecycleError::Gone { id: id.into() });
+        }
+        if st.oci.status == Status::Creating {
+            return Err(LifecycleError::Creating { id: id.into() });
+        }
+        let path = dir.join(state::CONTROL_SOCKET);
+        let control = |source: ProtocolError| LifecycleError::Control {
+            id: id.into(),
+            path: path.clone(),
+            source,
+        };
+        let stream = tokio::time::timeout(Duration::from_secs(5), UnixStream::connect(&path))
+            .await
+            .map_err(|_| LifecycleError::Timeout {
+                id: id.into(),
+                secs: 5,
+            })?
+            .map_err(|e| control(e.into()))?;
+        let (rd, wr) = stream.into_split();
+        Ok((BufReader::new(rd), wr))
+    }
+
+    /// One request, one reply, within `secs`.
+    async fn call(&self, id: &str, req: &Request, secs: u64) -> Result<Reply, LifecycleError> {
+        let (mut rd, mut wr) = self.connect(id).await?;
+        let path = self.root.join(id).join(state::CONTROL_SOCKET);
+        let control = |source: ProtocolError| LifecycleError::Control {
+            id: id.into(),
+            path: path.clone(),
+            source,
+        };
+        let exchange = async {
+            protocol::write(&mut wr, req).await?;
+            protocol::read::<Reply, _>(&mut rd).await
+        };
+        let reply = tokio::time::timeout(Duration::from_secs(secs), exchange)
+            .await
+            .map_err(|_| LifecycleError::Timeout {
+                id: id.into(),
+                secs,
+            })?
+            .map_err(control)?;
+        match reply {
+            Some(Reply::Error { message }) => Err(LifecycleError::Refused { message }),
+            Some(r) => Ok(r),
+            None => Err(control(ProtocolError::Io(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the sandbox process closed the connection without answering",
+            )))),
+        }
+    }
+
+    /// The container's OCI state. Asks the sandbox process when it lives; otherwise the state
+    /// file, with the container `stopped`.
+    pub async fn state(&self, id: &str) -> Result<OciState, LifecycleError> {
+        let (_, st) = self.read(id)?;
+        if st.sandbox_process.is_alive() && st.oci.status != Status::Creating {
+            if let Ok(Reply::State(s)) = self.call(id, &Request::State, 10).await {
+                return Ok(s);
+            }
+            // It may have exited meanwhile: read again.
+            let (_, st) = self.read(id)?;
+            return Ok(st.current());
+        }
+        Ok(st.current())
+    }
+
+    /// Every container in the state root, by id.
+    pub async fn list(&self) -> Vec<OciState> {
+        let mut ids: Vec<String> = std::fs::read_dir(&self.root)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.path().join(state::STATE_FILE).is_file())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        ids.sort();
+        let mut out = Vec::new();
+        for id in ids {
+            if let Ok(s) = self.state(&id).await {
+                out.push(s);
+            }
+        }
+        out
+    }
+
+    pub async fn start(&self, id: &str) -> Result<(), LifecycleError> {
+        self.call(id, &Request::Start, 60).await.map(|_| ())
+    }
+
+    pub async fn kill(&self, id: &str, signal: i32) -> Result<(), LifecycleError> {
+        self.call(id, &Request::Kill { signal }, 60)
+            .await
+            .map(|_| ())
+    }
+
+    /// Stops the VM and removes every process, socket and file of the container. A running
+    /// container needs `force`. Works whatever state the sandbox process is in, dead included.
+    pub async fn delete(&self, id: &str, force: bool) -> Result<(), LifecycleError> {
+        let (dir, st) = self.read(id)?;
+        if st.sandbox_process.is_alive() {
+            match self.call(id, &Request::Delete { force }, 60).await {
+                Ok(_) => {}
+                Err(e @ LifecycleError::Refused { .. }) => return Err(e),
+                Err(e) if !force => return Err(e),
+                Err(e) => tracing::warn!(error = %e, "killing the sandbox process"),
+            }
+            if !wait_gone(&st.sandbox_process, Duration::from_secs(10)).await {
+                st.sandbox_process.kill();
+            }
+        }
+        // The helpers and QEMU die with the sandbox process (parent-death signal); make sure,
+        // by record and by session.
+        for p in std::iter::once(&st.sandbox_process).chain(&st.processes) {
+            p.kill();
+            wait_gone(p, Duration::from_secs(5)).await;
+        }
+        end_session(&st.sandbox_process, Duration::from_secs(5)).await;
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(LifecycleError::Io {
+                what: "cannot remove",
+                path: dir,
+                source,
+            }),
+        }
+    }
+
+    /// Starts the sandbox process `exe args...` for `req` and waits until it says the container
+    /// is created or why not. Nothing is left behind on failure.
+    pub async fn create(
+        &self,
+        req: &CreateRequest,
+        exe: &Path,
+        args: &[OsString],
+        timeout: Duration,
+    ) -> Result<OciState, LifecycleError> {
+        let id = req.id.as_str();
+        state::validate_id(id)?;
+        let dir = self.root.join(id);
+        // The longest socket path in the directory is a hybrid-vsock port socket.
+        if dir.join("vm.vsock_65535").as_os_str().len() > 107 {
+            return Err(LifecycleError::PathTooLong {
+                id: id.into(),
+                root: self.root.clone(),
+            });
+        }
+        let io = |what, path: &Path| {
+            let path = path.to_path_buf();
+            move |source| LifecycleError::Io { what, path, source }
+        };
+        std::fs::create_dir_all(&self.root).map_err(io("cannot create", &self.root))?;
+        match std::fs::create_dir(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(LifecycleError::Exists {
+                    id: id.into(),
+                    root: self.root.clone(),
+                })
+            }
+            Err(e) => return Err(io("cannot create", &dir)(e)),
+        }
+        let result = spawn_and_wait(&dir, req, exe, args, timeout).await;
+        if result.is_err() {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        result
+    }
+
+    /// Runs `process` in the running container `id`, relaying stdio like `shoji run`; returns
+    /// its status. SIGINT, SIGTERM, SIGHUP and SIGQUIT are forwarded to it.
+    pub async fn exec(
+        &self,
+        id: &str,
+        process: crate::spec::ProcessOptions,
+        interactive: bool,
+    ) -> Result<i32, LifecycleError> {
+        let (dir, st) = self.read(id)?;
+        if !st.sandbox_process.is_alive() {
+            return Err(LifecycleError::Gone { id: id.into() });
+        }
+        let terminal = process.terminal;
+        let uds = dir.join("vm.vsock");
+        let (listeners, _sockets) = bind_exec_ports(&uds, interactive, terminal)?;
+        let (ports, relay) = StdioRelay::host(listeners);
+        let (mut rd, mut wr) = self.connect(id).await?;
+        let path = dir.join(state::CONTROL_SOCKET);
+        let control = |source: ProtocolError| LifecycleError::Control {
+            id: id.into(),
+            path: path.clone(),
+            source,
+        };
+        let req = Request::Exec(ExecRequest {
+            exec_id: format!("exec-{}", crate::sandbox::new_sandbox_id()),
+            process,
+            stdin_port: ports.stdin_port,
+            stdout_port: ports.stdout_port,
+            stderr_port: ports.stderr_port,
+            terminal_size: terminal.then(crate::stdio::terminal_size).flatten(),
+        });
+        protocol::write(&mut wr, &req).await.map_err(control)?;
+        let started = tokio::time::timeout(Duration::from_secs(60), protocol::read(&mut rd))
+            .await
+            .map_err(|_| LifecycleError::Timeout {
+                id: id.into(),
+                secs: 60,
+            })?
+            .map_err(control)?;
+        match started {
+            Some(Reply::Started { .. }) => {}
+            Some(Reply::Error { message }) => return Err(LifecycleError::Refused { message }),
+            _ => return Err(control(unexpected_end())),
+        }
+        let raw = terminal.then(RawTerminal::enable);
+        let code = relay_until_exit(&mut rd, &mut wr).await.map_err(control);
+        relay.finish(Duration::from_secs(5)).await;
+        drop(raw);
+        code?.ok_or_else(|| control(unexpected_end()))
+    }
+}
+
+fn unexpected_end() -> ProtocolError {
+    ProtocolError::Io(std::io::Error::new(
+        std::io::ErrorKind::UnexpectedEof,
+        "the sandbox process closed the connection before the process exited",
+    ))
+}
+
+/// Waits for a signal the handler was installed for; forever if it could not be installed.
+async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
+    match s {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Reads the exec's replies until `exited`, forwarding the signals this process receives.
+async fn relay_until_exit(
+    rd: &mut BufReader<OwnedReadHalf>,
+    wr: &mut OwnedWriteHalf,
+) -> Result<Option<i32>, ProtocolError> {
+    let mk = |k| signal(k).ok();
+    let (mut int, mut term, mut hup, mut quit) = (
+        mk(SignalKind::interrupt()),
+        mk(SignalKind::terminate()),
+        mk(SignalKind::hangup()),
+        mk(SignalKind::quit()),
+    );
+    loop {
+        let signal = tokio::select! {
+            msg = protocol::read::<Reply, _>(rd) => match msg? {
+                Some(Reply::Exited { exit_code }) => return Ok(Some(exit_code)),
+                Some(Reply::Error { message }) => {
+                    return Err(ProtocolError::Io(std::io::Error::other(message)))
+                }
+                Some(_) => continue,
+                None => return Ok(None),
+            },
+            _ = recv(&mut int) => libc::SIGINT,
+            _ = recv(&mut term) => libc::SIGTERM,
+            _ = recv(&mut hup) => libc::SIGHUP,
+            _ = recv(&mut quit) => libc::SIGQUIT,
+        };
+        protocol::write(wr, &Request::Kill { signal }).await?;
+    }
+}
+
+/// Removes an exec's stdio sockets when dropped.
+#[derive(Debug)]
+struct ExecSockets(Vec<PathBuf>);
+impl Drop for ExecSockets {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// Binds the first free triple of ports from [`FIRST_EXEC_PORT`]: concurrent execs (and
+/// sockets a killed exec left) each keep theirs.
+fn bind_exec_ports(
+    uds: &Path,
+    interactive: bool,
+    terminal: bool,
+) -> Result<(StdioListeners, ExecSockets), LifecycleError> {
+    let mut port = FIRST_EXEC_PORT;
+    loop {
+        match StdioListeners::bind(uds, port, interactive, terminal) {
+            Ok(l) => {
+                let p = l.ports();
+                let sockets = [p.stdin_port, p.stdout_port, p.stderr_port]
+                    .into_iter()
+                    .filter(|p| *p != 0)
+                    .map(|p| PathBuf::from(format!("{}_{p}", uds.display())))
+                    .collect();
+                return Ok((l, ExecSockets(sockets)));
+            }
+            Err(StdioError::Listen { source, .. })
+                if source.kind() == std::io::ErrorKind::AddrInUse && port < 60000 =>
+            {
+                port += 3;
+            }
+            Err(e) => return Err(crate::run::RunError::from(e).into()),
+        }
+    }
+}
+
+/// SIGKILLs what is left of the session a sandbox process led until nothing is, bounded by
+/// `limit`. Never touches a session whose id now belongs to another process.
+async fn end_session(leader: &ProcessRecord, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    loop {
+        if leader.pid_reused() {
+            return;
+        }
+        let left = state::session_members(leader.pid);
+        if left.is_empty() || Instant::now() >= deadline {
+            return;
+        }
+        for pid in left {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Polls until `p` is gone; false if it is still there after `limit`.
+async fn wait_gone(p: &ProcessRecord, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while p.is_alive() {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    true
+}
+
+async fn spawn_and_wait(
+    dir: &Path,
+    req: &CreateRequest,
+    exe: &Path,
+    args: &[OsString],
+    timeout: Duration,
+) -> Result<OciState, LifecycleError> {
+    let id = req.id.as_str();
+    let log_path = dir.join(state::SANDBOX_LOG);
+    let log = std::fs::File::create(&log_path).map_err(|source| LifecycleError::Io {
+        what: "cannot create",
+        path: log_path.clone(),
+        source,
+    })?;
+    let mut cmd = tokio::process::Command::new(exe);
+    cmd.args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(log);
+    // SAFETY: runs in the forked child before exec and only calls setsid, which is
+    // async-signal-safe: the sandbox process gets its own session, so the caller's terminal
+    // (its hangup, its Ctrl-C) does not reach it.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().map_err(|source| LifecycleError::Spawn {
+        exe: exe.to_path_buf(),
+        source,
+    })?;
+    let failed = |message: String| LifecycleError::CreateFailed {
+        id: id.into(),
+        message,
+    };
+    let text = serde_json::to_vec(req).map_err(|e| failed(e.to_string()))?;
+    let answer = async {
+        use tokio::io::AsyncWriteExt;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin.write_all(&text).await?;
+        }
+        let mut line = String::new();
+        if let Some(stdout) = child.stdout.take() {
+            BufReader::new(stdout).read_line(&mut line).await?;
+        }
+        Ok::<_, std::io::Error>(line)
+    };
+    // The sandbox process is in its own session: a Ctrl-C reaches only this process, which
+    // then stops the half-made container rather than leave it behind.
+    let mk = |k| signal(k).ok();
+    let (mut int, mut term, mut hup) = (
+        mk(SignalKind::interrupt()),
+        mk(SignalKind::terminate()),
+        mk(SignalKind::hangup()),
+    );
+    let answer = tokio::select! {
+        r = tokio::time::timeout(timeout, answer) => match r {
+            Ok(Ok(line)) => Ok(line),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("no answer within {} s", timeout.as_secs())),
+        },
+        _ = recv(&mut int) => Err("interrupted (SIGINT)".to_string()),
+        _ = recv(&mut term) => Err("interrupted (SIGTERM)".to_string()),
+        _ = recv(&mut hup) => Err("interrupted (SIGHUP)".to_string()),
+    };
+    let result = match &answer {
+        Ok(line) => serde_json::from_str::<CreateResult>(line.trim()).ok(),
+        Err(_) => None,
+    };
+    match result {
+        Some(CreateResult::Created(state)) => Ok(state),
+        Some(CreateResult::Failed { message }) => {
+            // It tears down and removes the directory itself; wait for that, bounded.
+            if tokio::time::timeout(Duration::from_secs(20), child.wait())
+                .await
+                .is_err()
+            {
+                let _ = child.kill().await;
+            }
+            Err(failed(message))
+        }
+        None => {
+            // Its children follow it (parent-death signal); wait until they have.
+            let leader = child
+                .id()
+                .and_then(|pid| ProcessRecord::capture("sandbox", pid));
+            let _ = child.kill().await;
+            if let Some(leader) = leader {
+                end_session(&leader, Duration::from_secs(5)).await;
+            }
+            let why = match answer {
+                Err(why) => why,
+                Ok(_) => "the sandbox process exited without answering".into(),
+            };
+            let log = crate::sandbox::console_tail(&log_path, 20);
+            Err(failed(format!(
+                "{why}\n--- last lines of {} ---\n{log}",
+                log_path.display()
+            )))
+        }
+    }
+}

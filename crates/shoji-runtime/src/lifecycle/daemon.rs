@@ -1,0 +1,553 @@
+//! The sandbox process: one per container created with `shoji create`, started by it in a new
+//! session (`shoji __sandbox`). It boots the VM, creates the container, reports on its stdout,
+//! then owns QEMU, the helpers and the stdio relays until `delete`, serving `control.sock`.
+//!
+//! Its children get `PR_SET_PDEATHSIG(SIGKILL)` from the main thread, which lives as long as
+//! the process (a current-thread runtime: see ADR 007), so a killed sandbox process takes the
+//! VM down with it. SIGTERM, SIGINT or SIGHUP stop the VM and leave the state directory with
+//! the container `stopped`, for `delete`.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+use shoji_protocols::agent;
+use tokio::io::BufReader;
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
+
+use super::protocol::{self, ExecRequest, Reply, Request};
+use super::state::{self, OciState, ProcessRecord, StateFile, Status};
+use super::LifecycleError;
+use crate::agent::AgentClient;
+use crate::config::Config;
+use crate::run::{prepare_rootfs, NoHooks, RootSource, RunError};
+use crate::sandbox::SandboxDir;
+use crate::spec::{ProcessOptions, SpecError};
+use crate::stdio::{StdioRelay, FIRST_STDIO_PORT};
+use crate::vm::{Binaries, BootOptions, SandboxVm};
+
+/// What `shoji create` hands the sandbox process on its stdin (one JSON document).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreateRequest {
+    pub id: String,
+    pub source: RootSource,
+    pub process: ProcessOptions,
+}
+
+/// What the sandbox process writes on its stdout, once.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum CreateResult {
+    Created(OciState),
+    Failed { message: String },
+}
+
+/// Reads the [`CreateRequest`] from stdin (bounded: it is a few hundred bytes).
+pub fn read_request() -> Result<CreateRequest, LifecycleError> {
+    let mut text = Vec::new();
+    std::io::stdin()
+        .take(protocol::MAX_LINE)
+        .read_to_end(&mut text)
+        .map_err(|source| LifecycleError::Io {
+            what: "cannot read the create request from",
+            path: "stdin".into(),
+            source,
+        })?;
+    serde_json::from_slice(&text).map_err(|e| LifecycleError::BadState {
+        path: "stdin".into(),
+        message: e.to_string(),
+    })
+}
+
+/// Writes the result line for `shoji create`, then points stdin and stdout at /dev/null so that
+/// nothing holds the caller's pipe and a later write cannot fail on it.
+fn report(result: &CreateResult) {
+    let mut out = std::io::stdout();
+    if let Ok(mut line) = serde_json::to_vec(result) {
+        line.push(b'\n');
+        let _ = out.write_all(&line);
+        let _ = out.flush();
+    }
+    if let Ok(null) = std::fs::File::options()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        let _ = nix::unistd::dup2_stdin(&null);
+        let _ = nix::unistd::dup2_stdout(&null);
+    }
+}
+
+/// `e` and its sources, as one line.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// Runs the sandbox process for `req` in `<root>/<id>` (which `shoji create` made) until the
+/// container is deleted or the process is told to stop.
+pub async fn serve(config: &Config, root: &Path, req: CreateRequest) -> Result<(), LifecycleError> {
+    let created = create(config, root, &req).await;
+    let (sandbox, vm, relay, listener) = match created {
+        Ok(c) => c,
+        Err(e) => {
+            report(&CreateResult::Failed {
+                message: error_chain(&e),
+            });
+            return Err(e);
+        }
+    };
+    report(&CreateResult::Created(sandbox.oci()));
+    sandbox.run(vm, relay, listener).await
+}
+
+type Created = (Arc<Sandbox>, SandboxVm, StdioRelay, UnixListener);
+
+async fn create(
+    config: &Config,
+    root: &Path,
+    req: &CreateRequest,
+) -> Result<Created, LifecycleError> {
+    state::validate_id(&req.id)?;
+    let id = req.id.clone();
+    let sb = SandboxDir::adopt(root, &id);
+    let dir = sb.path().to_path_buf();
+    let me = ProcessRecord::capture("shoji sandbox", std::process::id()).ok_or_else(|| {
+        LifecycleError::Io {
+            what: "cannot read",
+            path: "/proc/self/stat".into(),
+            source: std::io::Error::other("no such process"),
+        }
+    })?;
+    let bundle = match &req.source {
+        RootSource::Bundle(b) => std::path::absolute(b).unwrap_or_else(|_| b.clone()),
+        _ => dir.clone(),
+    };
+    let mut st = StateFile {
+        oci: OciState {
+            oci_version: state::OCI_VERSION.into(),
+            id: id.clone(),
+            status: Status::Creating,
+            pid: Some(me.pid),
+            bundle,
+            annotations: Default::default(),
+            created: state::now_rfc3339(),
+            exit_code: None,
+        },
+        sandbox_process: me,
+        processes: Vec::new(),
+    };
+    st.write(&dir)?;
+
+    let bins = Binaries::locate(config)?;
+    let (spec, rootfs) = prepare_rootfs(&req.source, &sb, &req.process)?;
+    let spec_json = serde_json::to_vec_pretty(&spec)
+        .map_err(|e| RunError::Spec(SpecError::Build(e.to_string())))?;
+    // The spec actually used: with an image or a rootfs, the state directory is the bundle.
+    let config_json = dir.join("config.json");
+    std::fs::write(&config_json, &spec_json).map_err(|source| LifecycleError::Io {
+        what: "cannot write",
+        path: config_json,
+        source,
+    })?;
+    let base_process = spec
+        .process()
+        .clone()
+        .ok_or(RunError::Spec(SpecError::NoCommand))?;
+
+    let opts = BootOptions::for_process(config, &req.process, false);
+    let mut vm = SandboxVm::boot(config, &bins, sb, &rootfs, &opts, &mut NoHooks).await?;
+    vm.drain_stderr();
+    match create_container(&vm, &id, spec_json, &dir).await {
+        Ok((guest_pid, relay, listener)) => {
+            st.processes = vm
+                .processes
+                .iter()
+                .filter_map(|p| ProcessRecord::capture(p.what, p.pid))
+                .collect();
+            if let Some(a) = spec.annotations() {
+                st.oci.annotations.extend(a.clone());
+            }
+            let notes = &mut st.oci.annotations;
+            notes.insert("shoji.guest_pid".into(), guest_pid.to_string());
+            notes.insert("shoji.accel".into(), vm.accel.accel.as_str().into());
+            st.oci.status = Status::Created;
+            st.write(&dir)?;
+            let sandbox = Arc::new(Sandbox {
+                id,
+                dir,
+                client: vm.client.clone(),
+                base_process,
+                rootfs,
+                state: Mutex::new(st),
+            });
+            Ok((sandbox, vm, relay, listener))
+        }
+        Err(e) => {
+            vm.stop().await;
+            Err(e)
+        }
+    }
+}
+
+async fn create_container(
+    vm: &SandboxVm,
+    id: &str,
+    spec_json: Vec<u8>,
+    dir: &Path,
+) -> Result<(u32, StdioRelay, UnixListener), LifecycleError> {
+    let log = |name: &str| {
+        let path = dir.join(name);
+        std::fs::File::create(&path).map_err(|source| LifecycleError::Io {
+            what: "cannot create",
+            path,
+            source,
+        })
+    };
+    let (ports, relay) = StdioRelay::to_files(
+        &vm.sb,
+        FIRST_STDIO_PORT,
+        log(state::STDOUT_LOG)?,
+        log(state::STDERR_LOG)?,
+    )
+    .map_err(RunError::from)?;
+    let created = vm
+        .client
+        .create_container(agent::CreateContainerRequest {
+            container_id: id.into(),
+            oci_spec_json: spec_json,
+            rootfs_tag: "rootfs".into(),
+            stdio: Some(ports).into(),
+            ..Default::default()
+        })
+        .await;
+    let pid = match created {
+        Ok(r) => r.pid,
+        Err(cause) => return Err(vm.explain(cause).await.into()),
+    };
+    let path = dir.join(state::CONTROL_SOCKET);
+    let listener = UnixListener::bind(&path).map_err(|source| LifecycleError::Io {
+        what: "cannot listen on",
+        path,
+        source,
+    })?;
+    Ok((pid, relay, listener))
+}
+
+/// What the connection handlers share.
+#[derive(Debug)]
+struct Sandbox {
+    id: String,
+    dir: PathBuf,
+    client: AgentClient,
+    /// The container's process: what `exec` starts from.
+    base_process: oci_spec::runtime::Process,
+    rootfs: PathBuf,
+    state: Mutex<StateFile>,
+}
+
+/// A `delete` accepted by a handler, carried out by the main loop that owns the VM.
+type DeleteOrder = (OwnedWriteHalf, bool);
+
+impl Sandbox {
+    fn oci(&self) -> OciState {
+        match self.state.lock() {
+            Ok(st) => st.current(),
+            Err(p) => p.into_inner().current(),
+        }
+    }
+
+    fn status(&self) -> Status {
+        self.oci().status
+    }
+
+    /// Changes the state and writes it to `state.json`.
+    fn update(&self, f: impl FnOnce(&mut StateFile)) {
+        let mut st = match self.state.lock() {
+            Ok(st) => st,
+            Err(p) => p.into_inner(),
+        };
+        f(&mut st);
+        if st.oci.status == Status::Stopped {
+            st.oci.pid = None;
+        }
+        if let Err(e) = st.write(&self.dir) {
+            tracing::warn!(error = %error_chain(&e), "cannot record the container state");
+        }
+    }
+
+    fn stopped(&self, exit_code: Option<i32>, why: Option<String>) {
+        self.update(|st| {
+            if st.oci.status == Status::Stopped {
+                return;
+            }
+            st.oci.status = Status::Stopped;
+            st.oci.exit_code = exit_code;
+            if let Some(why) = why {
+                st.oci.annotations.insert("shoji.error".into(), why);
+            }
+        });
+    }
+
+    async fn run(
+        self: Arc<Self>,
+        vm: SandboxVm,
+        relay: StdioRelay,
+        listener: UnixListener,
+    ) -> Result<(), LifecycleError> {
+        let (delete_tx, mut delete_rx) = mpsc::channel::<DeleteOrder>(1);
+        let waiter = {
+            let sb = self.clone();
+            tokio::spawn(async move {
+                // Also ends when the VM dies (the connection breaks): the VM watch reports that.
+                if let Ok(r) = sb.client.wait_process(&sb.id, "").await {
+                    sb.stopped(Some(r.exit_code), None);
+                }
+            })
+        };
+        let mk = |k| signal(k).ok();
+        let (mut term, mut int, mut hup) = (
+            mk(SignalKind::terminate()),
+            mk(SignalKind::interrupt()),
+            mk(SignalKind::hangup()),
+        );
+        async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
+            match s {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        }
+        let mut vm_exit = vm.exit_watch();
+        let mut vm_gone = false;
+        let mut vm = vm;
+        loop {
+            tokio::select! {
+                conn = listener.accept() => {
+                    if let Ok((stream, _)) = conn {
+                        tokio::spawn(self.clone().handle(stream, delete_tx.clone()));
+                    }
+                }
+                order = delete_rx.recv() => {
+                    let Some((mut reply_to, force)) = order else { continue };
+                    tracing::info!(force, "deleting the container");
+                    waiter.abort();
+                    drop(listener);
+                    drop(relay);
+                    // The agent's Shutdown kills what is left in the guest.
+                    vm.stop().await;
+                    let _ = protocol::write(&mut reply_to, &Reply::Done).await;
+                    return Ok(());
+                }
+                st = vm_exit.wait_for(|s| s.is_some()), if !vm_gone => {
+                    vm_gone = true;
+                    let status = st.map(|s| s.clone().unwrap_or_default()).unwrap_or_default();
+                    self.stopped(None, Some(format!("the VM exited unexpectedly ({status})")));
+                }
+                _ = async { tokio::select! {
+                    _ = recv(&mut term) => {}
+                    _ = recv(&mut int) => {}
+                    _ = recv(&mut hup) => {}
+                } } => {
+                    tracing::info!("told to stop: stopping the VM, keeping the state for delete");
+                    waiter.abort();
+                    drop(listener);
+                    let _ = std::fs::remove_file(self.dir.join(state::CONTROL_SOCKET));
+                    drop(relay);
+                    self.stopped(None, Some("the sandbox process was told to stop".into()));
+                    vm.sb.keep();
+                    vm.stop().await;
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    async fn handle(self: Arc<Self>, stream: UnixStream, delete: mpsc::Sender<DeleteOrder>) {
+        let (rd, mut wr) = stream.into_split();
+        let mut rd = BufReader::new(rd);
+        let req = match protocol::read::<Request, _>(&mut rd).await {
+            Ok(Some(r)) => r,
+            Ok(None) => return,
+            Err(e) => {
+                let message = error_chain(&e);
+                let _ = protocol::write(&mut wr, &Reply::Error { message }).await;
+                return;
+            }
+        };
+        let reply = match req {
+            Request::State => Reply::State(self.oci()),
+            Request::Start => self.start().await,
+            Request::Kill { signal } => self.kill(signal).await,
+            Request::Delete { force } => {
+                let status = self.status();
+                if status == Status::Running && !force {
+                    Reply::Error {
+                        message: format!(
+                            "container {} is running: stop it first (shoji kill {} KILL) or use delete --force",
+                            self.id, self.id
+                        ),
+                    }
+                } else {
+                    // Answered by the main loop once everything is gone.
+                    let _ = delete.send((wr, force)).await;
+                    return;
+                }
+            }
+            Request::Exec(x) => {
+                self.exec(x, rd, wr).await;
+                return;
+            }
+        };
+        let _ = protocol::write(&mut wr, &reply).await;
+    }
+
+    fn not(&self, status: Status, wanted: &str) -> Reply {
+        Reply::Error {
+            message: format!("container {} is {status}, not {wanted}", self.id),
+        }
+    }
+
+    async fn start(&self) -> Reply {
+        // Claim the transition under the lock, so two starts cannot both proceed.
+        let claimed = {
+            let mut st = match self.state.lock() {
+                Ok(st) => st,
+                Err(p) => p.into_inner(),
+            };
+            let status = st.current().status;
+            if status == Status::Created {
+                st.oci.status = Status::Running;
+                Ok(())
+            } else {
+                Err(status)
+            }
+        };
+        if let Err(status) = claimed {
+            return self.not(status, "created");
+        }
+        match self.client.start_container(&self.id).await {
+            Ok(()) => {
+                // The init may already have exited and been recorded: keep that.
+                self.update(|_| {});
+                Reply::Done
+            }
+            Err(e) => {
+                self.update(|st| {
+                    if st.oci.status == Status::Running {
+                        st.oci.status = Status::Created;
+                    }
+                });
+                Reply::Error {
+                    message: format!("container {}: {}", self.id, error_chain(&e)),
+                }
+            }
+        }
+    }
+
+    async fn kill(&self, signal: i32) -> Reply {
+        let status = self.status();
+        if status == Status::Stopped {
+            return self.not(status, "created or running");
+        }
+        match self
+            .client
+            .signal_process(&self.id, "", signal as u32)
+            .await
+        {
+            Ok(()) => Reply::Done,
+            Err(e) => Reply::Error {
+                message: format!("container {}: {}", self.id, error_chain(&e)),
+            },
+        }
+    }
+
+    async fn exec(&self, x: ExecRequest, mut rd: BufReader<OwnedReadHalf>, mut wr: OwnedWriteHalf) {
+        let status = self.status();
+        if status != Status::Running {
+            let _ = protocol::write(&mut wr, &self.not(status, "running")).await;
+            return;
+        }
+        let fail = |message: String| Reply::Error {
+            message: format!("container {}: {message}", self.id),
+        };
+        if x.exec_id.is_empty() {
+            let _ = protocol::write(&mut wr, &fail("empty exec id".into())).await;
+            return;
+        }
+        let process = match crate::spec::exec_process(&self.base_process, &x.process, &self.rootfs)
+            .and_then(|p| serde_json::to_vec(&p).map_err(|e| SpecError::Build(e.to_string())))
+        {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = protocol::write(&mut wr, &fail(error_chain(&e))).await;
+                return;
+            }
+        };
+        let ports = agent::StdioPorts {
+            stdin_port: x.stdin_port,
+            stdout_port: x.stdout_port,
+            stderr_port: x.stderr_port,
+            ..Default::default()
+        };
+        let (id, exec_id) = (&self.id, &x.exec_id);
+        let pid = match self.client.exec_process(id, exec_id, process, ports).await {
+            Ok(pid) => pid,
+            Err(e) => {
+                let _ = protocol::write(&mut wr, &fail(error_chain(&e))).await;
+                return;
+            }
+        };
+        if protocol::write(&mut wr, &Reply::Started { pid })
+            .await
+            .is_err()
+        {
+            let _ = self
+                .client
+                .signal_process(id, exec_id, libc::SIGKILL as u32)
+                .await;
+            return;
+        }
+        if x.process.terminal {
+            if let Some((rows, cols)) = x.terminal_size {
+                let _ = self.client.resize_process(id, exec_id, rows, cols).await;
+            }
+        }
+        let wait = self.client.wait_process(id, exec_id);
+        tokio::pin!(wait);
+        loop {
+            tokio::select! {
+                r = &mut wait => {
+                    let reply = match r {
+                        Ok(w) => Reply::Exited { exit_code: w.exit_code },
+                        Err(e) => fail(error_chain(&e)),
+                    };
+                    let _ = protocol::write(&mut wr, &reply).await;
+                    return;
+                }
+                msg = protocol::read::<Request, _>(&mut rd) => match msg {
+                    Ok(Some(Request::Kill { signal })) => {
+                        let _ = self.client.signal_process(id, exec_id, signal as u32).await;
+                    }
+                    Ok(Some(_)) => {}
+                    Ok(None) | Err(_) => {
+                        // The caller is gone: so is its process.
+                        let _ = self.client.signal_process(id, exec_id, libc::SIGKILL as u32).await;
+                        return;
+                    }
+                },
+            }
+        }
+    }
+}

@@ -1,0 +1,351 @@
+//! A container's state directory and the `state.json` in it: the OCI runtime state (what
+//! `shoji state` prints, with runc's `created` and an `exitCode` once stopped) plus the host
+//! processes that cleanup must make sure are gone.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::LifecycleError;
+
+/// OCI runtime-spec version the state follows.
+pub const OCI_VERSION: &str = "1.2.0";
+
+/// The files of a state directory `<sandbox_root>/<id>`.
+pub const STATE_FILE: &str = "state.json";
+pub const CONTROL_SOCKET: &str = "control.sock";
+pub const SANDBOX_LOG: &str = "sandbox.log";
+pub const STDOUT_LOG: &str = "stdout.log";
+pub const STDERR_LOG: &str = "stderr.log";
+
+/// Longest id accepted. The id names a directory that holds Unix sockets, whose paths the
+/// kernel limits to 107 bytes.
+pub const MAX_ID_LEN: usize = 64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Creating,
+    Created,
+    Running,
+    Stopped,
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // `pad`, not `write_str`: table columns use width flags.
+        f.pad(match self {
+            Status::Creating => "creating",
+            Status::Created => "created",
+            Status::Running => "running",
+            Status::Stopped => "stopped",
+        })
+    }
+}
+
+/// The OCI runtime state of a container, as `shoji state` prints it.
+///
+/// `pid` is the host PID of the container's sandbox process: the container's own processes run
+/// in the guest, where no host PID names them (their guest PID is the `shoji.guest_pid`
+/// annotation).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OciState {
+    pub oci_version: String,
+    pub id: String,
+    pub status: Status,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    pub bundle: PathBuf,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    /// RFC 3339, UTC, like runc's.
+    pub created: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+}
+
+/// A host process and its start time (clock ticks since boot, `/proc/<pid>/stat` field 22),
+/// so that a recycled PID is never mistaken for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProcessRecord {
+    pub what: String,
+    pub pid: u32,
+    pub start_time: u64,
+}
+
+impl ProcessRecord {
+    /// Records a live process; `None` if it is already gone.
+    pub fn capture(what: &str, pid: u32) -> Option<Self> {
+        let start_time = proc_stat(pid)?.start_time;
+        Some(Self {
+            what: what.into(),
+            pid,
+            start_time,
+        })
+    }
+
+    /// Running (not a zombie) and still the same process.
+    pub fn is_alive(&self) -> bool {
+        proc_stat(self.pid)
+            .is_some_and(|s| s.start_time == self.start_time && s.state != 'Z' && s.state != 'X')
+    }
+
+    /// Whether `pid` now names another process. While a session has members its id cannot be
+    /// given to a new process, so if this is false, every member of session `pid` is ours.
+    pub fn pid_reused(&self) -> bool {
+        proc_stat(self.pid).is_some_and(|s| s.start_time != self.start_time)
+    }
+
+    /// SIGKILLs the process if it is still the one recorded.
+    pub fn kill(&self) {
+        if self.is_alive() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+/// What cleanup needs from `/proc/<pid>/stat`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stat {
+    state: char,
+    session: u32,
+    start_time: u64,
+}
+
+fn proc_stat(pid: u32) -> Option<Stat> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat(&text)
+}
+
+fn parse_stat(text: &str) -> Option<Stat> {
+    // The command name (field 2) is in parentheses and may hold spaces and parentheses itself:
+    // fields resume after the last ')', with the state (field 3) first.
+    let rest = &text[text.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    Some(Stat {
+        state: fields.first()?.chars().next()?,
+        session: fields.get(3)?.parse().ok()?,
+        start_time: fields.get(19)?.parse().ok()?,
+    })
+}
+
+/// Live (not zombie) processes of session `sid`: everything a sandbox process (a session
+/// leader, see `client::spawn_and_wait`) started, whether it was recorded or not.
+pub fn session_members(sid: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            proc_stat(*pid).is_some_and(|s| s.session == sid && s.state != 'Z' && s.state != 'X')
+        })
+        .collect()
+}
+
+/// `state.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StateFile {
+    #[serde(flatten)]
+    pub oci: OciState,
+    /// The sandbox process that owns the VM and serves `control.sock`.
+    pub sandbox_process: ProcessRecord,
+    /// What it started (QEMU, the helpers); they die with it, and `delete` makes sure.
+    #[serde(default)]
+    pub processes: Vec<ProcessRecord>,
+}
+
+impl StateFile {
+    pub fn read(dir: &Path) -> Result<Self, LifecycleError> {
+        let path = dir.join(STATE_FILE);
+        let text = std::fs::read(&path).map_err(|source| LifecycleError::Io {
+            what: "cannot read",
+            path: path.clone(),
+            source,
+        })?;
+        serde_json::from_slice(&text).map_err(|e| LifecycleError::BadState {
+            path,
+            message: e.to_string(),
+        })
+    }
+
+    /// Writes atomically (temporary file, then rename): a reader never sees half a file.
+    pub fn write(&self, dir: &Path) -> Result<(), LifecycleError> {
+        let path = dir.join(STATE_FILE);
+        let tmp = dir.join(".state.json.tmp");
+        let io = |source| LifecycleError::Io {
+            what: "cannot write",
+            path: path.clone(),
+            source,
+        };
+        let text = serde_json::to_vec_pretty(self).map_err(|e| LifecycleError::BadState {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        std::fs::write(&tmp, text).map_err(io)?;
+        std::fs::rename(&tmp, &path).map_err(io)
+    }
+
+    /// The state as it stands: if the sandbox process is gone, the container is stopped
+    /// whatever the file last said.
+    pub fn current(&self) -> OciState {
+        let mut oci = self.oci.clone();
+        if oci.status != Status::Stopped && !self.sandbox_process.is_alive() {
+            oci.status = Status::Stopped;
+            oci.annotations.insert(
+                "shoji.error".into(),
+                "the sandbox process exited unexpectedly".into(),
+            );
+        }
+        if oci.status == Status::Stopped {
+            oci.pid = None;
+        }
+        oci
+    }
+}
+
+/// Checks a container id: it names a directory and a guest cgroup, so it must be a plain name.
+pub fn validate_id(id: &str) -> Result<(), LifecycleError> {
+    let bad = |reason: &'static str| LifecycleError::InvalidId {
+        id: id.to_string(),
+        reason,
+    };
+    if id.is_empty() {
+        return Err(bad("it is empty"));
+    }
+    if id.len() > MAX_ID_LEN {
+        return Err(bad("it is longer than 64 characters"));
+    }
+    if !id.as_bytes()[0].is_ascii_alphanumeric() {
+        return Err(bad("it must start with a letter or a digit"));
+    }
+    if !id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'+'))
+    {
+        return Err(bad("only letters, digits and _ - . + are allowed"));
+    }
+    Ok(())
+}
+
+/// Now as RFC 3339 UTC with nanoseconds, e.g. `2026-11-03T10:04:05.123456789Z`.
+pub fn now_rfc3339() -> String {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    rfc3339(d.as_secs() as i64, d.subsec_nanos())
+}
+
+fn rfc3339(secs: i64, nanos: u32) -> String {
+    let days = secs.div_euclid(86_400);
+    let sod = secs.rem_euclid(86_400);
+    // Howard Hinnant's days-to-civil (proleptic Gregorian).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
+        sod / 3600,
+        sod % 3600 / 60,
+        sod % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids() {
+        for ok in ["a", "web-1", "x.y_z+1", &"a".repeat(64)] {
+            assert!(validate_id(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "..", ".a", "-a", "a/b", "a b", "é", &"a".repeat(65)] {
+            assert!(validate_id(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn stat_lines_with_odd_command_names() {
+        let line = "42 (a) b (c)) S 1 42 41 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 12345 0 0";
+        assert_eq!(
+            parse_stat(line),
+            Some(Stat {
+                state: 'S',
+                session: 41,
+                start_time: 12345
+            })
+        );
+        assert_eq!(parse_stat("garbage"), None);
+        assert_eq!(parse_stat("1 (x) R"), None);
+    }
+
+    #[test]
+    fn this_process_is_alive_and_a_changed_start_time_is_not() {
+        let me = ProcessRecord::capture("test", std::process::id()).unwrap();
+        assert!(me.is_alive());
+        let other = ProcessRecord {
+            start_time: me.start_time + 1,
+            ..me
+        };
+        assert!(!other.is_alive());
+    }
+
+    #[test]
+    fn this_process_is_in_its_session() {
+        let sid = nix::unistd::getsid(None).unwrap().as_raw() as u32;
+        assert!(session_members(sid).contains(&std::process::id()));
+    }
+
+    #[test]
+    fn timestamps() {
+        assert_eq!(rfc3339(0, 0), "1970-01-01T00:00:00.000000000Z");
+        assert_eq!(rfc3339(1_709_210_096, 5), "2024-02-29T12:34:56.000000005Z");
+    }
+
+    #[test]
+    fn state_json_is_the_oci_state_with_bookkeeping_beside_it() {
+        let st = StateFile {
+            oci: OciState {
+                oci_version: OCI_VERSION.into(),
+                id: "c1".into(),
+                status: Status::Running,
+                pid: Some(7),
+                bundle: "/b".into(),
+                annotations: BTreeMap::new(),
+                created: rfc3339(0, 0),
+                exit_code: None,
+            },
+            sandbox_process: ProcessRecord {
+                what: "sandbox".into(),
+                pid: 7,
+                start_time: 1,
+            },
+            processes: vec![],
+        };
+        let v: serde_json::Value = serde_json::to_value(&st).unwrap();
+        assert_eq!(v["ociVersion"], OCI_VERSION);
+        assert_eq!(v["status"], "running");
+        assert_eq!(v["pid"], 7);
+        assert_eq!(v["bundle"], "/b");
+        let back: StateFile = serde_json::from_value(v).unwrap();
+        assert_eq!(back, st);
+        // Its sandbox process (pid 7, start time 1) is not alive: the state says stopped.
+        let cur = st.current();
+        assert_eq!(cur.status, Status::Stopped);
+        assert_eq!(cur.pid, None);
+    }
+}

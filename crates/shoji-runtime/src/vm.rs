@@ -1,0 +1,413 @@
+//! One booted sandbox: helpers, QEMU and a connected agent, each owned by a guard, so that
+//! dropping a [`SandboxVm`] tears everything down. `shoji run` boots one per run; the lifecycle
+//! commands' sandbox process keeps one until `shoji delete`.
+//!
+//! Field order is drop order: the agent connection, QEMU, the helpers, and the sandbox directory
+//! last, once nothing uses it any more.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tracing::{info_span, Instrument};
+
+use crate::agent::{AgentClient, AgentError, ClockOffset};
+use crate::config::Config;
+use crate::helpers;
+use crate::hypervisor::{accel, qemu::Qemu, Hypervisor, VmSpec};
+use crate::process::ChildGuard;
+use crate::run::{RunError, RunHooks};
+use crate::sandbox::SandboxDir;
+use crate::spec::ProcessOptions;
+
+/// Everything a boot needs from the host, resolved before anything is started.
+#[derive(Debug, Clone)]
+pub struct Binaries {
+    qemu: Qemu,
+    kernel: PathBuf,
+    initrd: PathBuf,
+    vsock: PathBuf,
+    virtiofsd: PathBuf,
+}
+
+impl Binaries {
+    pub fn locate(config: &Config) -> Result<Self, RunError> {
+        let qemu = Qemu::locate(&config.hypervisor.qemu.path)?;
+        let (kernel, initrd) = crate::run::guest_image(config)?;
+        Ok(Self {
+            qemu,
+            kernel,
+            initrd,
+            vsock: helpers::locate("vhost-device-vsock")?,
+            virtiofsd: helpers::locate("virtiofsd")?,
+        })
+    }
+}
+
+/// How a VM is sized and what the agent is told on its kernel command line.
+#[derive(Debug, Clone, Default)]
+pub struct BootOptions {
+    pub vcpus: u32,
+    pub memory_mib: u32,
+    /// Turn the agent's tracing on (kernel command line `shoji.trace=1`).
+    pub agent_tracing: bool,
+    /// W3C traceparent for the agent's boot spans; filled from the hooks when tracing.
+    pub traceparent: Option<String>,
+}
+
+impl BootOptions {
+    /// `--cpus` rounded up and `--memory` (at least 128 MiB), else the configured defaults.
+    pub fn for_process(config: &Config, process: &ProcessOptions, agent_tracing: bool) -> Self {
+        let q = &config.hypervisor.qemu;
+        Self {
+            vcpus: process
+                .cpus
+                .map(|c| c.ceil().max(1.0) as u32)
+                .unwrap_or(q.default_vcpus.max(1)),
+            memory_mib: process
+                .memory_bytes
+                .map(|b| ((b >> 20) as u32).max(128))
+                .unwrap_or(q.default_memory.max(128)),
+            agent_tracing,
+            traceparent: None,
+        }
+    }
+}
+
+/// A host process started for the sandbox, as the lifecycle state records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StartedProcess {
+    pub what: &'static str,
+    pub pid: u32,
+}
+
+/// A running VM with a connected agent.
+#[derive(Debug)]
+pub struct SandboxVm {
+    pub client: AgentClient,
+    pub accel: accel::AccelChoice,
+    pub clock: ClockOffset,
+    pub boot_phases: Vec<(String, u64)>,
+    /// QEMU and the two helpers, for the lifecycle state record.
+    pub processes: Vec<StartedProcess>,
+    /// Their stderr pipes, until [`SandboxVm::drain_stderr`] copies them somewhere.
+    stderr_pipes: Vec<(&'static str, tokio::process::ChildStderr)>,
+    vm_exit: watch::Receiver<Option<String>>,
+    vm_task: AbortOnDrop,
+    _ready: tokio::net::UnixListener,
+    fs_helper: ChildGuard,
+    vsock_helper: ChildGuard,
+    pub sb: SandboxDir,
+}
+
+impl SandboxVm {
+    /// Starts the helpers and QEMU for `sb`, sharing `rootfs` over virtio-fs, and connects to
+    /// the agent. On any error everything started so far, `sb` included, is torn down.
+    pub async fn boot(
+        config: &Config,
+        bins: &Binaries,
+        sb: SandboxDir,
+        rootfs: &Path,
+        opts: &BootOptions,
+        hooks: &mut dyn RunHooks,
+    ) -> Result<Self, RunError> {
+        let q = &config.hypervisor.qemu;
+        let root = sb
+            .path()
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let choice = accel::choose(q.accel, &root);
+        tracing::Span::current().record("vm.accel", choice.accel.as_str());
+        tracing::info!(accel = choice.accel.as_str(), reason = %choice.reason, "accelerator chosen");
+        hooks.sandbox_ready(&sb);
+
+        let (vcpus, memory_mib) = (opts.vcpus, opts.memory_mib);
+        let vm_span = info_span!("vm.start", source = "hypervisor", subsystem = "hypervisor", sandbox_id = %sb.id, vm.accel = choice.accel.as_str(), vm.vcpus = vcpus, vm.memory_mib = memory_mib);
+        let (mut vsock_helper, mut fs_helper) = async {
+            let v = helpers::start_vsock(&bins.vsock, &sb.vhost_socket(), &sb.vsock_uds())
+                .instrument(info_span!(
+                    "helper.start",
+                    source = "hypervisor",
+                    subsystem = "hypervisor",
+                    helper = "vhost-device-vsock"
+                ))
+                .await?;
+            let f = helpers::start_virtiofsd(&bins.virtiofsd, &sb.virtiofs_socket(), rootfs)
+                .instrument(info_span!(
+                    "helper.start",
+                    source = "hypervisor",
+                    subsystem = "hypervisor",
+                    helper = "virtiofsd"
+                ))
+                .await?;
+            Ok::<_, RunError>((v, f))
+        }
+        .instrument(vm_span.clone())
+        .await?;
+
+        // `guest.boot` runs from QEMU's launch until the agent answers. The agent's boot spans
+        // are its children: its context rides the kernel command line.
+        let boot_span = info_span!(parent: &vm_span, "guest.boot", source = "hypervisor", subsystem = "boot", sandbox_id = %sb.id);
+        let mut opts = opts.clone();
+        if opts.agent_tracing {
+            if let Some(inject) = hooks.context_injector() {
+                if let Some((_, tp)) = boot_span
+                    .in_scope(inject)
+                    .into_iter()
+                    .find(|(k, _)| k == "traceparent")
+                {
+                    opts.traceparent = Some(tp);
+                }
+            }
+        }
+        let vm = VmSpec {
+            kernel: bins.kernel.clone(),
+            initrd: bins.initrd.clone(),
+            vcpus,
+            memory_mib,
+            kernel_cmdline: kernel_cmdline(config, &opts, &sb.id),
+            vhost_vsock_socket: sb.vhost_socket(),
+            virtiofs_socket: sb.virtiofs_socket(),
+            virtiofs_tag: "rootfs".into(),
+            console_log: sb.console_log(),
+            accel: choice.clone(),
+        };
+        let ready_path = sb.host_port_socket(shoji_protocols::READY_VSOCK_PORT);
+        let ready = tokio::net::UnixListener::bind(&ready_path).map_err(|source| {
+            crate::stdio::StdioError::Listen {
+                path: ready_path.display().to_string(),
+                source,
+            }
+        })?;
+        let qemu = &bins.qemu;
+        let mut qemu_guard = vm_span.in_scope(|| {
+            info_span!("qemu.launch", source = "hypervisor", subsystem = "hypervisor", qemu.path = %qemu.path.display())
+                .in_scope(|| qemu.launch(&vm))
+        })?;
+        let processes = [
+            ("vhost-device-vsock", vsock_helper.id()),
+            ("virtiofsd", fs_helper.id()),
+            ("qemu", qemu_guard.id()),
+        ]
+        .into_iter()
+        .filter_map(|(what, pid)| pid.map(|pid| StartedProcess { what, pid }))
+        .collect();
+        let stderr_pipes = [
+            ("vhost-device-vsock", vsock_helper.take_stderr()),
+            ("virtiofsd", fs_helper.take_stderr()),
+            ("qemu", qemu_guard.take_stderr()),
+        ]
+        .into_iter()
+        .filter_map(|(what, pipe)| pipe.map(|p| (what, p)))
+        .collect();
+        let (vm_exit_tx, vm_exit) = watch::channel::<Option<String>>(None);
+        let vm_task = tokio::spawn(async move {
+            let mut guard = qemu_guard;
+            let status = guard.wait().await;
+            let text = match status {
+                Ok(s) => s.to_string(),
+                Err(e) => e.to_string(),
+            };
+            let _ = vm_exit_tx.send(Some(text));
+            // Keep the guard (and so the reaped child) until the task is dropped.
+            std::future::pending::<()>().await;
+        });
+        let vm_task = AbortOnDrop(vm_task);
+
+        let boot_timeout = Duration::from_secs(q.boot_timeout.max(1));
+        let uds = sb.vsock_uds();
+        let exit_probe = vm_exit.clone();
+        let client = AgentClient::connect(
+            &uds,
+            boot_timeout,
+            Some(&ready),
+            hooks.context_injector(),
+            move || exit_probe.borrow().clone(),
+        )
+        .instrument(boot_span.clone())
+        .await;
+        drop(boot_span);
+        let client = match client {
+            Ok(c) => c,
+            Err(source) => {
+                // Give QEMU a moment to flush the console before reading its tail.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                return Err(RunError::Boot {
+                    sandbox: sb.id.clone(),
+                    cause: source,
+                    console: sb.console_tail(20),
+                });
+            }
+        };
+        drop(vm_span);
+
+        let (clock, ping) = client
+            .sync_clock(5)
+            .instrument(info_span!(
+                "clock.sync",
+                source = "runtime",
+                subsystem = "agent"
+            ))
+            .await
+            .map_err(|cause| RunError::Agent {
+                sandbox: sb.id.clone(),
+                cause,
+            })?;
+        tracing::info!(
+            offset_ns = clock.offset_ns,
+            uncertainty_ns = clock.uncertainty_ns,
+            "guest clock measured"
+        );
+        hooks.clock_measured(&sb.id, clock);
+
+        Ok(Self {
+            client,
+            accel: choice,
+            clock,
+            boot_phases: ping
+                .boot_phases
+                .iter()
+                .map(|p| (p.name.clone(), p.time_unix_nano))
+                .collect(),
+            processes,
+            stderr_pipes,
+            vm_exit,
+            vm_task,
+            _ready: ready,
+            fs_helper,
+            vsock_helper,
+            sb,
+        })
+    }
+
+    /// Copies what QEMU and the helpers write on stderr to this process's stderr. A sandbox
+    /// that lives long must do this: a pipe nobody reads fills up, and its writer then blocks.
+    pub fn drain_stderr(&mut self) {
+        for (what, mut pipe) in self.stderr_pipes.drain(..) {
+            tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut pipe, &mut tokio::io::stderr()).await;
+                tracing::debug!(process = what, "stderr closed");
+            });
+        }
+    }
+
+    /// QEMU's exit status once it has exited, `None` while it runs.
+    pub fn exit_watch(&self) -> watch::Receiver<Option<String>> {
+        self.vm_exit.clone()
+    }
+
+    /// Waits until QEMU exits and returns its status.
+    pub async fn exited(&self) -> String {
+        let mut exit = self.vm_exit.clone();
+        let status = exit
+            .wait_for(|s| s.is_some())
+            .await
+            .map(|s| s.clone().unwrap_or_default())
+            .unwrap_or_default();
+        status
+    }
+
+    /// The error for a VM that exited while it should not have, with the console's tail.
+    pub async fn died(&self, status: String) -> RunError {
+        // Give QEMU's last console lines a moment to reach the file.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        RunError::VmDied {
+            sandbox: self.sb.id.clone(),
+            status,
+            console: self.sb.console_tail(20),
+        }
+    }
+
+    /// A dead VM shows up first as a broken agent connection: says which it was.
+    pub async fn explain(&self, cause: AgentError) -> RunError {
+        let mut exit = self.vm_exit.clone();
+        let died =
+            tokio::time::timeout(Duration::from_secs(2), exit.wait_for(|s| s.is_some())).await;
+        if let Ok(Ok(st)) = died {
+            let status = st.clone().unwrap_or_default();
+            return RunError::VmDied {
+                sandbox: self.sb.id.clone(),
+                status,
+                console: self.sb.console_tail(20),
+            };
+        }
+        RunError::Agent {
+            sandbox: self.sb.id.clone(),
+            cause,
+        }
+    }
+
+    /// Powers the guest off (the agent flushes its spans first), stops QEMU and the helpers and
+    /// removes the sandbox directory. Returns the spans the agent says it dropped.
+    pub async fn stop(self) -> u64 {
+        let mut dropped = 0;
+        async {
+            match self.client.shutdown().await {
+                Ok(r) => dropped = r.dropped_spans,
+                Err(e) => tracing::warn!(error = %e, "agent shutdown failed; stopping the VM"),
+            }
+            let mut exit = self.vm_exit.clone();
+            let _ =
+                tokio::time::timeout(Duration::from_secs(5), exit.wait_for(|s| s.is_some())).await;
+        }
+        .instrument(info_span!(
+            "vm.stop",
+            source = "hypervisor",
+            subsystem = "hypervisor"
+        ))
+        .await;
+        let Self {
+            client,
+            vm_task,
+            mut fs_helper,
+            mut vsock_helper,
+            sb,
+            ..
+        } = self;
+        info_span!("sandbox.cleanup", source = "runtime", subsystem = "sandbox").in_scope(|| {
+            drop(vm_task);
+            drop(client);
+        });
+        vsock_helper.stop().await;
+        fs_helper.stop().await;
+        drop(sb);
+        dropped
+    }
+}
+
+/// Aborts (and so drops, killing QEMU) the wrapped task when dropped.
+#[derive(Debug)]
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+fn kernel_cmdline(config: &Config, opts: &BootOptions, sandbox_id: &str) -> String {
+    let mut c = String::from("console=ttyS0 quiet panic=-1 reboot=t");
+    if let Some(khz) = crate::hypervisor::qemu::host_tsc_khz() {
+        c.push_str(&format!(" tsc_early_khz={khz} lpj={}", khz * 4));
+    }
+    c.push_str(&format!(
+        " shoji.sandbox_id={sandbox_id} shoji.launch_ns={}",
+        crate::agent::now_unix_ns()
+    ));
+    if opts.agent_tracing {
+        c.push_str(" shoji.trace=1");
+        c.push_str(&format!(
+            " shoji.log={}",
+            config.agent.shoji.trace_log_level
+        ));
+    }
+    if let Some(tp) = &opts.traceparent {
+        c.push_str(&format!(" shoji.traceparent={tp}"));
+    }
+    let extra = config.hypervisor.qemu.kernel_params.trim();
+    if !extra.is_empty() {
+        c.push(' ');
+        c.push_str(extra);
+    }
+    c
+}
