@@ -110,6 +110,11 @@ pub trait RunHooks: Send {
     fn context_injector(&self) -> Option<crate::agent::ContextInjector> {
         None
     }
+    /// The id of the trace the current span belongs to, when the runtime's spans are exported
+    /// (the lifecycle records it in the state's annotations, `shoji.trace_id`).
+    fn trace_id(&self) -> Option<String> {
+        None
+    }
 }
 
 /// No telemetry.

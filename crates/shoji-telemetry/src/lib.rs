@@ -30,6 +30,15 @@ pub fn current_trace_context() -> Vec<(String, String)> {
     map.into_iter().collect()
 }
 
+/// The trace id (32 hex digits) of the current `tracing` span, if it is being traced.
+pub fn current_trace_id() -> Option<String> {
+    use opentelemetry::trace::TraceContextExt;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let cx = tracing::Span::current().context();
+    let sc = cx.span().span_context().clone();
+    sc.is_valid().then(|| sc.trace_id().to_string())
+}
+
 /// Makes `span` a child of the context carried by W3C `traceparent`/`tracestate` values.
 pub fn set_parent_from_w3c(span: &tracing::Span, get: impl Fn(&str) -> Option<String>) {
     use opentelemetry::propagation::TextMapPropagator;

@@ -9,11 +9,14 @@ use std::time::Duration;
 
 use anyhow::Context;
 use shoji_runtime::lifecycle::client::StateRoot;
-use shoji_runtime::lifecycle::daemon::{self, CreateRequest};
+use shoji_runtime::lifecycle::daemon::{self, CreateRequest, SandboxExit};
 use shoji_runtime::lifecycle::parse_signal;
 use shoji_runtime::run::RootSource;
 use shoji_runtime::spec::{parse_size, ProcessOptions};
 
+use tracing::Instrument;
+
+use super::telemetry::{self, TraceHooks};
 use super::GlobalArgs;
 
 /// Options of the container's process that `create` and `exec` share.
@@ -40,6 +43,11 @@ pub struct CreateArgs {
     /// Memory for the VM and limit for the container, e.g. 256M, 1G
     #[arg(short, long, value_name = "SIZE")]
     pub memory: Option<String>,
+    /// Trace the container's whole life, create to delete, as one trace: runtime, hypervisor
+    /// and agent (overrides enable_tracing in the config); its id is the state's
+    /// `shoji.trace_id` annotation
+    #[arg(long)]
+    pub trace: bool,
     /// A runc-style bundle directory (config.json + rootfs)
     #[arg(long, value_name = "DIR", conflicts_with = "rootfs")]
     pub bundle: Option<PathBuf>,
@@ -172,6 +180,7 @@ impl CreateArgs {
                 memory_bytes,
                 cpus: self.cpus,
             },
+            trace: self.trace,
         };
         let root = StateRoot::from_config(&config);
         let exe = std::env::current_exe().context("while finding the shoji binary")?;
@@ -278,19 +287,60 @@ pub fn sandbox(a: SandboxArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> 
         a.dir.display(),
         req.id
     );
-    let tcfg = shoji_telemetry::host::TelemetryConfig {
-        data_dir: shoji_trace::data_dir::resolve(global.data_dir.as_deref()),
-        span_event_level: config.agent.shoji.trace_log_level.clone(),
-        ..Default::default()
-    };
-    let mut telemetry = shoji_telemetry::host::init(&tcfg).context("while setting up logging")?;
+    let runtime_tracing = req.runtime_tracing(&config);
+    let agent_tracing = req.agent_tracing(&config);
+    let tcfg = telemetry::config(&config, global, runtime_tracing, agent_tracing);
+    let mut telemetry = shoji_telemetry::host::init(&tcfg).context("while setting up tracing")?;
     // One thread: the helpers and QEMU are started from it, and their parent-death signal
     // fires when the thread that started them ends (ADR 007).
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("while starting the async runtime")?;
-    let result = rt.block_on(daemon::serve(&config, &root, req));
+    let result = rt.block_on(async {
+        // The root of the sandbox's one trace: from create to delete (or until this process is
+        // told to stop). Its children are exported as they end, so the trace can be read while
+        // the sandbox lives; this span itself arrives last.
+        let span = tracing::info_span!(
+            "sandbox",
+            source = "runtime",
+            package = "shoji_cli",
+            subsystem = "runtime",
+            sandbox_id = tracing::field::Empty,
+            container_id = tracing::field::Empty,
+            vm.accel = tracing::field::Empty,
+            process.exit_code = tracing::field::Empty,
+            shoji.clock_offset_ns = tracing::field::Empty,
+            shoji.agent_dropped_spans = tracing::field::Empty,
+            shoji.dropped_spans = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+            otel.status_message = tracing::field::Empty,
+        );
+        let mut hooks = TraceHooks::new(&telemetry, runtime_tracing, agent_tracing);
+        let result = daemon::serve(&config, &root, req, &mut hooks)
+            .instrument(span.clone())
+            .await;
+        // The agent flushed its spans before the VM stopped; what is still in transit gets a
+        // moment to arrive.
+        let rejected = hooks.finish(Duration::from_secs(2)).await;
+        drop(hooks);
+        if let Err(e) = &result {
+            span.record("otel.status_code", "ERROR");
+            span.record("otel.status_message", daemon::error_chain(e).as_str());
+        }
+        span.record("shoji.dropped_spans", telemetry.dropped() + rejected);
+        drop(span);
+        // Before `delete` is answered: once `shoji delete` returns, the trace is whole.
+        telemetry.flush();
+        match result {
+            Ok(SandboxExit::Deleted(reply)) => {
+                reply.send().await;
+                Ok(())
+            }
+            Ok(SandboxExit::Stopped) => Ok(()),
+            Err(e) => Err(e),
+        }
+    });
     drop(rt);
     telemetry.flush();
     result.with_context(|| format!("sandbox process for {}", a.dir.display()))?;

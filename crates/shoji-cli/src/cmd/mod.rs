@@ -5,6 +5,7 @@ use std::path::PathBuf;
 pub mod image;
 pub mod lifecycle;
 pub mod runtime;
+pub mod telemetry;
 pub mod trace;
 pub mod trace_forward;
 

@@ -10,6 +10,7 @@ use shoji_runtime::run::{RootSource, RunRequest};
 use shoji_runtime::spec::{parse_size, ProcessOptions};
 use tracing::Instrument;
 
+use super::telemetry::{self, TraceHooks};
 use super::{lifecycle, GlobalArgs};
 
 #[derive(Debug, clap::Subcommand)]
@@ -163,16 +164,7 @@ impl RunArgs {
         };
         let runtime_tracing = self.trace || config.runtime.enable_tracing;
         let agent_tracing = req.agent_tracing;
-        let tcfg = shoji_telemetry::host::TelemetryConfig {
-            tracing: runtime_tracing || agent_tracing,
-            runtime_spans: runtime_tracing,
-            data_dir: shoji_trace::data_dir::resolve(global.data_dir.as_deref()),
-            otlp_endpoint: config.runtime.otlp_endpoint.clone(),
-            otlp_protocol: config.runtime.otlp_protocol.clone(),
-            service_name: config.runtime.service_name.clone(),
-            sampler: config.runtime.sampler.clone(),
-            span_event_level: config.agent.shoji.trace_log_level.clone(),
-        };
+        let tcfg = telemetry::config(&config, global, runtime_tracing, agent_tracing);
         let mut telemetry =
             shoji_telemetry::host::init(&tcfg).context("while setting up tracing")?;
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -196,23 +188,11 @@ impl RunArgs {
                 otel.status_code = tracing::field::Empty,
                 otel.status_message = tracing::field::Empty,
             );
-            let mut hooks = TraceHooks {
-                telemetry: &telemetry,
-                agent_tracing,
-                runtime_tracing,
-                forwarder: None,
-            };
+            let mut hooks = TraceHooks::new(&telemetry, runtime_tracing, agent_tracing);
             let result = shoji_runtime::run::run(&config, req, &mut hooks)
                 .instrument(span.clone())
                 .await;
-            let forwarded = match hooks.forwarder.take() {
-                Some(f) => {
-                    let stats = f.stats.clone();
-                    f.shutdown(std::time::Duration::from_secs(2)).await;
-                    Some(stats)
-                }
-                None => None,
-            };
+            let rejected = hooks.finish(std::time::Duration::from_secs(2)).await;
             match &result {
                 Ok(o) => {
                     span.record("process.exit_code", o.exit_code);
@@ -224,7 +204,6 @@ impl RunArgs {
                     span.record("otel.status_message", e.to_string().as_str());
                 }
             }
-            let rejected = forwarded.map_or(0, |s| s.rejected());
             span.record("shoji.dropped_spans", telemetry.dropped() + rejected);
             drop(span);
             result
@@ -233,50 +212,5 @@ impl RunArgs {
         telemetry.flush();
         let outcome = outcome?;
         Ok(ExitCode::from((outcome.exit_code & 0xff) as u8))
-    }
-}
-
-/// Plugs the span pipeline into a run: the built-in forwarder for the agent's spans, the clock
-/// offset, and trace context on every agent call.
-struct TraceHooks<'a> {
-    telemetry: &'a shoji_telemetry::host::TelemetryGuard,
-    agent_tracing: bool,
-    runtime_tracing: bool,
-    forwarder: Option<shoji_forwarder::Forwarder>,
-}
-
-impl shoji_runtime::run::RunHooks for TraceHooks<'_> {
-    fn sandbox_ready(&mut self, sb: &shoji_runtime::sandbox::SandboxDir) {
-        self.telemetry.set_sandbox_id(&sb.id);
-        let Some(pipeline) = self.telemetry.pipeline.clone() else {
-            return;
-        };
-        if !self.agent_tracing {
-            return;
-        }
-        let identity = shoji_forwarder::Identity {
-            sandbox_id: sb.id.clone(),
-            service_name: "shoji-agent".into(),
-        };
-        let path = sb.host_port_socket(shoji_protocols::TRACE_VSOCK_PORT);
-        let deliver: shoji_forwarder::Deliver =
-            std::sync::Arc::new(move |req| pipeline.submit(req));
-        match shoji_forwarder::Forwarder::start(&path, identity, deliver) {
-            Ok(f) => self.forwarder = Some(f),
-            Err(e) => tracing::warn!(error = %e, "agent spans will be lost"),
-        }
-    }
-
-    fn clock_measured(&mut self, _sandbox_id: &str, offset: shoji_runtime::agent::ClockOffset) {
-        if let Some(f) = &self.forwarder {
-            f.set_clock_offset(offset.offset_ns);
-        }
-    }
-
-    fn context_injector(&self) -> Option<shoji_runtime::agent::ContextInjector> {
-        // Without runtime spans there is no parent to name: the agent roots its own trace.
-        (self.runtime_tracing && self.telemetry.pipeline.is_some()).then_some(
-            shoji_telemetry::current_trace_context as shoji_runtime::agent::ContextInjector,
-        )
     }
 }

@@ -6,6 +6,13 @@
 //! the process (a current-thread runtime: see ADR 007), so a killed sandbox process takes the
 //! VM down with it. SIGTERM, SIGINT or SIGHUP stop the VM and leave the state directory with
 //! the container `stopped`, for `delete`.
+//!
+//! Tracing: [`serve`] runs inside the caller's root span (`sandbox`, one trace per sandbox) and
+//! records its spans there: the boot exactly as `shoji run` does, `container.create`,
+//! `container.wait` for the init, and one span per control request (`container.start`,
+//! `container.exec`, `container.kill`, `container.delete`; not `state`, which is polled). Every
+//! task it spawns is instrumented, so no agent call leaves without a parent, and every one of
+//! them has ended before [`serve`] returns, so the root ends last.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -18,13 +25,15 @@ use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tracing::{field::Empty, info_span, Instrument};
 
 use super::protocol::{self, ExecRequest, Reply, Request};
-use super::state::{self, OciState, ProcessRecord, StateFile, Status};
+use super::state::{self, OciState, ProcessRecord, StateFile, Status, TRACE_ID_ANNOTATION};
 use super::LifecycleError;
 use crate::agent::AgentClient;
 use crate::config::Config;
-use crate::run::{prepare_rootfs, NoHooks, RootSource, RunError};
+use crate::run::{prepare_rootfs, RootSource, RunError, RunHooks};
 use crate::sandbox::SandboxDir;
 use crate::spec::{ProcessOptions, SpecError};
 use crate::stdio::{StdioRelay, FIRST_STDIO_PORT};
@@ -36,6 +45,44 @@ pub struct CreateRequest {
     pub id: String,
     pub source: RootSource,
     pub process: ProcessOptions,
+    /// `shoji create --trace`: runtime and agent tracing, whatever the configuration says.
+    #[serde(default)]
+    pub trace: bool,
+}
+
+impl CreateRequest {
+    /// The runtime's own spans are exported (`--trace` or `[runtime] enable_tracing`).
+    pub fn runtime_tracing(&self, config: &Config) -> bool {
+        self.trace || config.runtime.enable_tracing
+    }
+
+    /// The agent traces and its spans are forwarded (`--trace` or
+    /// `[agent.shoji] enable_tracing`).
+    pub fn agent_tracing(&self, config: &Config) -> bool {
+        self.trace || config.agent.shoji.enable_tracing
+    }
+}
+
+/// How the sandbox process's work ended, for the caller to finish (its telemetry) before the
+/// process exits.
+#[derive(Debug)]
+pub enum SandboxExit {
+    /// `delete`: the VM, the helpers and the state directory are gone. The client still waits
+    /// for [`DeleteReply::send`].
+    Deleted(DeleteReply),
+    /// Told to stop by a signal: the VM is stopped, the state directory kept for `delete`.
+    Stopped,
+}
+
+/// The answer to an accepted `delete`, sent last: after the caller has flushed its spans, so
+/// that once `shoji delete` returns the sandbox's trace is complete in the sink.
+#[derive(Debug)]
+pub struct DeleteReply(OwnedWriteHalf);
+
+impl DeleteReply {
+    pub async fn send(mut self) {
+        let _ = protocol::write(&mut self.0, &Reply::Done).await;
+    }
 }
 
 /// What the sandbox process writes on its stdout, once.
@@ -95,9 +142,15 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 /// Runs the sandbox process for `req` in `<root>/<id>` (which `shoji create` made) until the
-/// container is deleted or the process is told to stop.
-pub async fn serve(config: &Config, root: &Path, req: CreateRequest) -> Result<(), LifecycleError> {
-    let created = create(config, root, &req).await;
+/// container is deleted or the process is told to stop. `hooks` plug in the telemetry (the
+/// trace forwarder, the clock offset, trace context on agent calls), as for `shoji run`.
+pub async fn serve(
+    config: &Config,
+    root: &Path,
+    req: CreateRequest,
+    hooks: &mut dyn RunHooks,
+) -> Result<SandboxExit, LifecycleError> {
+    let created = create(config, root, &req, hooks).await;
     let (sandbox, vm, relay, listener) = match created {
         Ok(c) => c,
         Err(e) => {
@@ -117,9 +170,15 @@ async fn create(
     config: &Config,
     root: &Path,
     req: &CreateRequest,
+    hooks: &mut dyn RunHooks,
 ) -> Result<Created, LifecycleError> {
     state::validate_id(&req.id)?;
     let id = req.id.clone();
+    let root_span = tracing::Span::current();
+    root_span.record("sandbox_id", id.as_str());
+    root_span.record("container_id", id.as_str());
+    // Written from the first state on, so that a sandbox's trace can be found while it boots.
+    let trace_id = hooks.trace_id();
     let sb = SandboxDir::adopt(root, &id);
     let dir = sb.path().to_path_buf();
     let me = ProcessRecord::capture("shoji sandbox", std::process::id()).ok_or_else(|| {
@@ -140,7 +199,10 @@ async fn create(
             status: Status::Creating,
             pid: Some(me.pid),
             bundle,
-            annotations: Default::default(),
+            annotations: trace_id
+                .iter()
+                .map(|t| (TRACE_ID_ANNOTATION.to_string(), t.clone()))
+                .collect(),
             created: state::now_rfc3339(),
             exit_code: None,
         },
@@ -150,7 +212,9 @@ async fn create(
     st.write(&dir)?;
 
     let bins = Binaries::locate(config)?;
-    let (spec, rootfs) = prepare_rootfs(&req.source, &sb, &req.process)?;
+    let (spec, rootfs) =
+        info_span!("image.unpack", source = "runtime", subsystem = "image", sandbox_id = %id)
+            .in_scope(|| prepare_rootfs(&req.source, &sb, &req.process))?;
     let spec_json = serde_json::to_vec_pretty(&spec)
         .map_err(|e| RunError::Spec(SpecError::Build(e.to_string())))?;
     // The spec actually used: with an image or a rootfs, the state directory is the bundle.
@@ -165,10 +229,14 @@ async fn create(
         .clone()
         .ok_or(RunError::Spec(SpecError::NoCommand))?;
 
-    let opts = BootOptions::for_process(config, &req.process, false);
-    let mut vm = SandboxVm::boot(config, &bins, sb, &rootfs, &opts, &mut NoHooks).await?;
+    let opts = BootOptions::for_process(config, &req.process, req.agent_tracing(config));
+    let mut vm = SandboxVm::boot(config, &bins, sb, &rootfs, &opts, hooks).await?;
+    root_span.record("shoji.clock_offset_ns", vm.clock.offset_ns);
     vm.drain_stderr();
-    match create_container(&vm, &id, spec_json, &dir).await {
+    let created = create_container(&vm, &id, spec_json, &dir)
+        .instrument(info_span!("container.create", source = "runtime", subsystem = "container", container_id = %id, container.id = %id))
+        .await;
+    match created {
         Ok((guest_pid, relay, listener)) => {
             st.processes = vm
                 .processes
@@ -181,6 +249,9 @@ async fn create(
             let notes = &mut st.oci.annotations;
             notes.insert("shoji.guest_pid".into(), guest_pid.to_string());
             notes.insert("shoji.accel".into(), vm.accel.accel.as_str().into());
+            if let Some(t) = trace_id {
+                notes.insert(TRACE_ID_ANNOTATION.into(), t);
+            }
             st.oci.status = Status::Created;
             st.write(&dir)?;
             let sandbox = Arc::new(Sandbox {
@@ -256,8 +327,35 @@ struct Sandbox {
     state: Mutex<StateFile>,
 }
 
-/// A `delete` accepted by a handler, carried out by the main loop that owns the VM.
-type DeleteOrder = (OwnedWriteHalf, bool);
+/// A `delete` accepted by a handler, carried out by the main loop that owns the VM, inside the
+/// request's span.
+#[derive(Debug)]
+struct DeleteOrder {
+    reply_to: OwnedWriteHalf,
+    force: bool,
+    span: tracing::Span,
+}
+
+/// How long the control requests still in progress when the VM has stopped (an `exec` whose
+/// process went with the VM) get to answer before they are cancelled.
+const HANDLER_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Lets the control requests still in progress finish, for [`HANDLER_GRACE`] at most, then
+/// cancels the rest (their spans end as they are dropped).
+async fn finish(handlers: &mut JoinSet<()>) {
+    let _ = tokio::time::timeout(HANDLER_GRACE, async {
+        while handlers.join_next().await.is_some() {}
+    })
+    .await;
+    handlers.shutdown().await;
+}
+
+/// Marks the current span failed, with `message`.
+fn record_error(message: &str) {
+    let span = tracing::Span::current();
+    span.record("otel.status_code", "ERROR");
+    span.record("otel.status_message", message);
+}
 
 impl Sandbox {
     fn oci(&self) -> OciState {
@@ -304,17 +402,28 @@ impl Sandbox {
         vm: SandboxVm,
         relay: StdioRelay,
         listener: UnixListener,
-    ) -> Result<(), LifecycleError> {
+    ) -> Result<SandboxExit, LifecycleError> {
+        let root_span = tracing::Span::current();
         let (delete_tx, mut delete_rx) = mpsc::channel::<DeleteOrder>(1);
-        let waiter = {
+        let mut waiter = {
             let sb = self.clone();
-            tokio::spawn(async move {
-                // Also ends when the VM dies (the connection breaks): the VM watch reports that.
-                if let Ok(r) = sb.client.wait_process(&sb.id, "").await {
-                    sb.stopped(Some(r.exit_code), None);
+            // The init is waited for from create on: it cannot exit before `start`, but a `kill`
+            // of a created container ends it too.
+            let span = info_span!("container.wait", source = "runtime", subsystem = "container", container_id = %self.id, container.id = %self.id, process.exit_code = Empty);
+            tokio::spawn(
+                async move {
+                    // Also ends when the VM dies (the connection breaks): the VM watch says so.
+                    if let Ok(r) = sb.client.wait_process(&sb.id, "").await {
+                        tracing::Span::current().record("process.exit_code", r.exit_code);
+                        sb.stopped(Some(r.exit_code), None);
+                    }
                 }
-            })
+                .instrument(span),
+            )
         };
+        // Every control connection's task, so that all of them (and their spans) have ended
+        // before the sandbox's root span does.
+        let mut handlers = JoinSet::new();
         let mk = |k| signal(k).ok();
         let (mut term, mut int, mut hup) = (
             mk(SignalKind::terminate()),
@@ -336,24 +445,38 @@ impl Sandbox {
             tokio::select! {
                 conn = listener.accept() => {
                     if let Ok((stream, _)) = conn {
-                        tokio::spawn(self.clone().handle(stream, delete_tx.clone()));
+                        handlers.spawn(self.clone().handle(stream, delete_tx.clone()).in_current_span());
                     }
                 }
+                Some(_) = handlers.join_next(), if !handlers.is_empty() => {}
                 order = delete_rx.recv() => {
-                    let Some((mut reply_to, force)) = order else { continue };
-                    tracing::info!(force, "deleting the container");
-                    waiter.abort();
-                    drop(listener);
-                    drop(relay);
-                    // The agent's Shutdown kills what is left in the guest.
-                    vm.stop().await;
-                    let _ = protocol::write(&mut reply_to, &Reply::Done).await;
-                    return Ok(());
+                    let Some(order) = order else { continue };
+                    let force = order.force;
+                    let dropped = async {
+                        tracing::info!(force, "deleting the container");
+                        waiter.abort();
+                        let _ = (&mut waiter).await;
+                        drop(listener);
+                        drop(relay);
+                        // The agent's Shutdown kills what is left in the guest.
+                        let dropped = vm.stop().await;
+                        finish(&mut handlers).await;
+                        dropped
+                    }
+                    .instrument(order.span)
+                    .await;
+                    if let Some(code) = self.oci().exit_code {
+                        root_span.record("process.exit_code", code);
+                    }
+                    root_span.record("shoji.agent_dropped_spans", dropped);
+                    return Ok(SandboxExit::Deleted(DeleteReply(order.reply_to)));
                 }
                 st = vm_exit.wait_for(|s| s.is_some()), if !vm_gone => {
                     vm_gone = true;
                     let status = st.map(|s| s.clone().unwrap_or_default()).unwrap_or_default();
-                    self.stopped(None, Some(format!("the VM exited unexpectedly ({status})")));
+                    let why = format!("the VM exited unexpectedly ({status})");
+                    tracing::warn!("{why}");
+                    self.stopped(None, Some(why));
                 }
                 _ = async { tokio::select! {
                     _ = recv(&mut term) => {}
@@ -362,14 +485,39 @@ impl Sandbox {
                 } } => {
                     tracing::info!("told to stop: stopping the VM, keeping the state for delete");
                     waiter.abort();
+                    let _ = (&mut waiter).await;
                     drop(listener);
                     let _ = std::fs::remove_file(self.dir.join(state::CONTROL_SOCKET));
                     drop(relay);
                     self.stopped(None, Some("the sandbox process was told to stop".into()));
                     vm.sb.keep();
-                    vm.stop().await;
-                    return Ok(());
+                    let dropped = vm.stop().await;
+                    finish(&mut handlers).await;
+                    root_span.record("shoji.agent_dropped_spans", dropped);
+                    return Ok(SandboxExit::Stopped);
                 }
+            }
+        }
+    }
+
+    /// The span of one control request; none for `state`, which scripts and `shoji list`
+    /// poll and which touches neither the VM nor the agent.
+    fn request_span(&self, req: &Request) -> tracing::Span {
+        let id = self.id.as_str();
+        match req {
+            Request::State => tracing::Span::none(),
+            Request::Start => {
+                info_span!("container.start", source = "runtime", subsystem = "container", container_id = %id, container.id = %id, otel.status_code = Empty, otel.status_message = Empty)
+            }
+            Request::Kill { signal } => {
+                info_span!("container.kill", source = "runtime", subsystem = "container", container_id = %id, container.id = %id, signal = *signal, otel.status_code = Empty, otel.status_message = Empty)
+            }
+            Request::Delete { force } => {
+                info_span!("container.delete", source = "runtime", subsystem = "container", container_id = %id, container.id = %id, force = *force, otel.status_code = Empty, otel.status_message = Empty)
+            }
+            Request::Exec(x) => {
+                let command = x.process.args.first().map(String::as_str).unwrap_or("");
+                info_span!("container.exec", source = "runtime", subsystem = "container", container_id = %id, container.id = %id, exec_id = %x.exec_id, process.command = command, process.pid = Empty, process.exit_code = Empty, otel.status_code = Empty, otel.status_message = Empty)
             }
         }
     }
@@ -386,6 +534,17 @@ impl Sandbox {
                 return;
             }
         };
+        let span = self.request_span(&req);
+        self.dispatch(req, rd, wr, delete).instrument(span).await
+    }
+
+    async fn dispatch(
+        &self,
+        req: Request,
+        rd: BufReader<OwnedReadHalf>,
+        mut wr: OwnedWriteHalf,
+        delete: mpsc::Sender<DeleteOrder>,
+    ) {
         let reply = match req {
             Request::State => Reply::State(self.oci()),
             Request::Start => self.start().await,
@@ -400,8 +559,13 @@ impl Sandbox {
                         ),
                     }
                 } else {
-                    // Answered by the main loop once everything is gone.
-                    let _ = delete.send((wr, force)).await;
+                    // Answered once everything is gone; the span goes with the order.
+                    let order = DeleteOrder {
+                        reply_to: wr,
+                        force,
+                        span: tracing::Span::current(),
+                    };
+                    let _ = delete.send(order).await;
                     return;
                 }
             }
@@ -410,6 +574,9 @@ impl Sandbox {
                 return;
             }
         };
+        if let Reply::Error { message } = &reply {
+            record_error(message);
+        }
         let _ = protocol::write(&mut wr, &reply).await;
     }
 
@@ -476,11 +643,17 @@ impl Sandbox {
     async fn exec(&self, x: ExecRequest, mut rd: BufReader<OwnedReadHalf>, mut wr: OwnedWriteHalf) {
         let status = self.status();
         if status != Status::Running {
-            let _ = protocol::write(&mut wr, &self.not(status, "running")).await;
+            let reply = self.not(status, "running");
+            if let Reply::Error { message } = &reply {
+                record_error(message);
+            }
+            let _ = protocol::write(&mut wr, &reply).await;
             return;
         }
-        let fail = |message: String| Reply::Error {
-            message: format!("container {}: {message}", self.id),
+        let fail = |message: String| {
+            let message = format!("container {}: {message}", self.id);
+            record_error(&message);
+            Reply::Error { message }
         };
         if x.exec_id.is_empty() {
             let _ = protocol::write(&mut wr, &fail("empty exec id".into())).await;
@@ -509,6 +682,7 @@ impl Sandbox {
                 return;
             }
         };
+        tracing::Span::current().record("process.pid", pid);
         if protocol::write(&mut wr, &Reply::Started { pid })
             .await
             .is_err()
@@ -530,7 +704,10 @@ impl Sandbox {
             tokio::select! {
                 r = &mut wait => {
                     let reply = match r {
-                        Ok(w) => Reply::Exited { exit_code: w.exit_code },
+                        Ok(w) => {
+                            tracing::Span::current().record("process.exit_code", w.exit_code);
+                            Reply::Exited { exit_code: w.exit_code }
+                        }
                         Err(e) => fail(error_chain(&e)),
                     };
                     let _ = protocol::write(&mut wr, &reply).await;
@@ -543,6 +720,7 @@ impl Sandbox {
                     Ok(Some(_)) => {}
                     Ok(None) | Err(_) => {
                         // The caller is gone: so is its process.
+                        record_error("the exec's caller went away; its process was killed");
                         let _ = self.client.signal_process(id, exec_id, libc::SIGKILL as u32).await;
                         return;
                     }

@@ -19,6 +19,10 @@ pub const SANDBOX_LOG: &str = "sandbox.log";
 pub const STDOUT_LOG: &str = "stdout.log";
 pub const STDERR_LOG: &str = "stderr.log";
 
+/// The annotation that names the sandbox's trace (32 hex digits), when its runtime spans are
+/// exported: `shoji trace show <id>` shows it, live while the sandbox runs.
+pub const TRACE_ID_ANNOTATION: &str = "shoji.trace_id";
+
 /// Longest id accepted. The id names a directory that holds Unix sockets, whose paths the
 /// kernel limits to 107 bytes.
 pub const MAX_ID_LEN: usize = 64;

@@ -1,0 +1,287 @@
+//! With tracing on, a container's whole life, `shoji create --trace` to `shoji delete`, is ONE
+//! trace: one root `sandbox`, the boot as in `shoji run`, one span per control request in the
+//! order they came, the agent's spans under the runtime's, and nothing orphaned. While the
+//! sandbox lives the trace is already readable (its spans are exported as they end). Read
+//! straight from the embedded store in the test's data directory.
+
+mod common;
+use std::collections::HashMap;
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use common::{busybox_image, text, TestEnv};
+use shoji_trace::model::{SpanRecord, Trace};
+use shoji_trace::store::{Store, SummaryFilter};
+
+fn ok(env: &TestEnv, args: &[&str]) -> Output {
+    let out = env.cmd().args(args).output().expect("running shoji");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "shoji {args:?} failed: {}",
+        text(&out.stderr)
+    );
+    out
+}
+
+fn state(env: &TestEnv, id: &str) -> serde_json::Value {
+    serde_json::from_slice(&ok(env, &["state", id]).stdout).expect("state is JSON")
+}
+
+/// Deletes `id` even if the test failed half-way, so that no VM outlives the test.
+struct Cleanup<'a>(&'a TestEnv, &'a str);
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.cmd().args(["delete", "--force", self.1]).output();
+    }
+}
+
+fn store(env: &TestEnv) -> Store {
+    Store::open(&env.dir.path().join("data")).expect("opening the test's trace store")
+}
+
+/// The stored spans of `trace_id`, once every span named in `want` is among them (the store
+/// is written by another process: poll, bounded).
+fn trace_with(env: &TestEnv, trace_id: &str, want: &[&str]) -> Trace {
+    let id: [u8; 16] = hex::decode(trace_id)
+        .ok()
+        .and_then(|v| v.try_into().ok())
+        .unwrap_or_else(|| panic!("{trace_id:?} is not a trace id"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let trace = store(env).trace(&id).expect("reading the store");
+        let missing: Vec<&str> = want
+            .iter()
+            .copied()
+            .filter(|w| !trace.iter().flat_map(|t| &t.spans).any(|s| s.name() == *w))
+            .collect();
+        if missing.is_empty() {
+            return trace.expect("a trace with every wanted span");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "trace {trace_id} lacks {missing:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn attr(s: &SpanRecord, key: &str) -> String {
+    s.attr(key).unwrap_or_default()
+}
+
+#[test]
+fn vm_create_to_delete_is_one_trace_readable_while_the_sandbox_lives() {
+    let env = TestEnv::new();
+    let id = "traced-1";
+    let _cleanup = Cleanup(&env, id);
+    let image = busybox_image().0.display().to_string();
+    ok(
+        &env,
+        &[
+            "create",
+            "--trace",
+            &image,
+            id,
+            "--",
+            "sh",
+            "-c",
+            "trap 'exit 42' TERM; while :; do sleep 1; done",
+        ],
+    );
+    let trace_id = state(&env, id)["annotations"]["shoji.trace_id"]
+        .as_str()
+        .expect("shoji.trace_id annotation")
+        .to_string();
+    assert_eq!(trace_id.len(), 32, "{trace_id}");
+    ok(&env, &["start", id]);
+
+    // Mid-life: the boot and the requests so far are in the store, agent spans included; the
+    // root is not (it ends at delete).
+    let live = trace_with(
+        &env,
+        &trace_id,
+        &[
+            "vm.start",
+            "guest.boot",
+            "agent.boot",
+            "kernel.boot",
+            "clock.sync",
+            "container.create",
+            "container.start",
+            "shoji.agent.v1.AgentService/StartContainer",
+        ],
+    );
+    assert!(
+        !live.spans.iter().any(|s| s.name() == "sandbox"),
+        "the root arrived before delete"
+    );
+    let summaries = store(&env)
+        .summaries(&SummaryFilter::default(), 10, 0)
+        .expect("listing traces");
+    assert_eq!(summaries.len(), 1, "one trace while the sandbox lives");
+    assert!(!summaries[0].has_root);
+
+    let out = env
+        .cmd()
+        .args(["exec", id, "--", "sh", "-c", "echo exec-out; exit 3"])
+        .output()
+        .expect("running shoji exec");
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "exec-out\n");
+    ok(&env, &["kill", id]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while state(&env, id)["status"] != "stopped" {
+        assert!(Instant::now() < deadline, "the init never stopped");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    ok(&env, &["delete", id]);
+    env.assert_nothing_left();
+
+    // `delete` returned: the whole trace is in the store, nothing waits to be polled for.
+    let summaries = store(&env)
+        .summaries(&SummaryFilter::default(), 10, 0)
+        .expect("listing traces");
+    assert_eq!(
+        summaries.len(),
+        1,
+        "one trace for the sandbox's whole life: {summaries:?}"
+    );
+    assert_eq!(hex::encode(summaries[0].trace_id), trace_id);
+    assert!(summaries[0].has_root);
+    let trace = trace_with(&env, &trace_id, &["sandbox"]);
+    let spans = &trace.spans;
+    let tree = trace.tree();
+    let by_id: HashMap<[u8; 8], &SpanRecord> = spans.iter().map(|s| (s.span_id, s)).collect();
+
+    // One root, `sandbox`, no orphans.
+    let roots: Vec<&SpanRecord> = spans.iter().filter(|s| s.parent_id.is_none()).collect();
+    assert_eq!(
+        roots.iter().map(|s| s.name()).collect::<Vec<_>>(),
+        ["sandbox"],
+        "one root"
+    );
+    let root = roots[0];
+    for s in spans {
+        if let Some(p) = s.parent_id {
+            assert!(by_id.contains_key(&p), "orphan span {}", s.name());
+        }
+        for key in ["source", "sandbox_id"] {
+            assert!(s.attr(key).is_some(), "span {} lacks {key}", s.name());
+        }
+        assert_eq!(attr(s, "sandbox_id"), id, "span {}", s.name());
+    }
+    assert_eq!(tree.roots.len(), 1);
+    assert_eq!(root.service, "shoji-runtime");
+    assert_eq!(attr(root, "source"), "runtime");
+    assert_eq!(attr(root, "container_id"), id);
+    assert_eq!(attr(root, "process.exit_code"), "42");
+    assert!(root.attr("shoji.clock_offset_ns").is_some());
+    assert_eq!(attr(root, "shoji.dropped_spans"), "0");
+    // The root spans the whole life: every span lies within it.
+    for s in spans {
+        assert!(s.start_ns >= root.start_ns, "{} before the root", s.name());
+    }
+
+    // Agent spans are there, each under a runtime span or another agent span, and the agent's
+    // server spans are children of the runtime's client spans for the same call.
+    let agent: Vec<&SpanRecord> = spans
+        .iter()
+        .filter(|s| s.service == "shoji-agent")
+        .collect();
+    assert!(agent.len() >= 10, "only {} agent spans", agent.len());
+    for s in &agent {
+        assert_eq!(attr(s, "source"), "agent", "{}", s.name());
+        let p = by_id[&s.parent_id.expect("agent spans have a parent")];
+        if s.name().starts_with("shoji.agent.v1.AgentService/") {
+            assert_eq!(
+                p.name(),
+                s.name(),
+                "server span's parent is the client span"
+            );
+            assert_eq!(p.service, "shoji-runtime");
+        }
+    }
+
+    // The root's children: the boot as in `shoji run`, then one span per request, in order.
+    let children: Vec<&SpanRecord> = tree.children[tree.roots[0]]
+        .iter()
+        .map(|&i| &spans[i])
+        .collect();
+    let names: Vec<&str> = children.iter().map(|s| s.name()).collect();
+    for name in ["image.unpack", "vm.start", "clock.sync", "container.wait"] {
+        assert!(names.contains(&name), "no {name} under the root: {names:?}");
+    }
+    let requests: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|n| {
+            [
+                "container.create",
+                "container.start",
+                "container.exec",
+                "container.kill",
+                "container.delete",
+            ]
+            .contains(n)
+        })
+        .collect();
+    assert_eq!(
+        requests,
+        [
+            "container.create",
+            "container.start",
+            "container.exec",
+            "container.kill",
+            "container.delete"
+        ],
+        "one span per request, in start order"
+    );
+    let child = |name: &str| {
+        *children
+            .iter()
+            .find(|s| s.name() == name)
+            .unwrap_or_else(|| panic!("no {name}"))
+    };
+    let under = |parent: &SpanRecord| -> Vec<&str> {
+        spans
+            .iter()
+            .filter(|s| s.parent_id == Some(parent.span_id))
+            .map(|s| s.name())
+            .collect()
+    };
+    // The agent's boot spans hang under guest.boot, as in `shoji run`.
+    let boot = spans
+        .iter()
+        .find(|s| s.name() == "guest.boot")
+        .expect("guest.boot");
+    assert!(under(boot).contains(&"agent.boot"), "{:?}", under(boot));
+    let exec = child("container.exec");
+    assert_eq!(attr(exec, "process.exit_code"), "3");
+    assert_eq!(attr(exec, "process.command"), "sh");
+    for call in ["ExecProcess", "WaitProcess"] {
+        let name = format!("shoji.agent.v1.AgentService/{call}");
+        let client = spans
+            .iter()
+            .find(|s| s.parent_id == Some(exec.span_id) && s.name() == name)
+            .unwrap_or_else(|| panic!("no {name} client span under container.exec"));
+        assert!(
+            under(client).contains(&name.as_str()),
+            "no agent {name} server span"
+        );
+    }
+    assert_eq!(attr(child("container.kill"), "signal"), "15");
+    assert!(under(child("container.kill")).contains(&"shoji.agent.v1.AgentService/SignalProcess"));
+    assert_eq!(attr(child("container.wait"), "process.exit_code"), "42");
+    let delete = under(child("container.delete"));
+    for name in ["vm.stop", "sandbox.cleanup"] {
+        assert!(delete.contains(&name), "no {name} under container.delete");
+    }
+    let stop = spans
+        .iter()
+        .find(|s| s.name() == "vm.stop")
+        .expect("vm.stop");
+    assert!(under(stop).contains(&"shoji.agent.v1.AgentService/Shutdown"));
+    // `state` is polled: it makes no spans.
+    assert!(!spans.iter().any(|s| s.name().contains("state")));
+}
