@@ -11,6 +11,7 @@ import { graphView } from './graph.js';
 
 const POLL_MS = 2000;
 // A trace whose newest span ended within this long is treated as possibly still receiving.
+// So is one whose root has not arrived yet.
 const LIVE_WINDOW_US = 5 * 60 * 1e6;
 
 export function tracePage(root, id, params, nav) {
@@ -191,7 +192,10 @@ export function tracePage(root, id, params, nav) {
   }
 
   function scheduleLive() {
-    const live = Date.now() * 1000 - trace.end < LIVE_WINDOW_US;
+    // A root whose parent has not arrived means the trace is unfinished (a sandbox made by
+    // `shoji create` ends its root only at delete), however long it has been idle.
+    const unfinished = trace.roots.some((r) => r.parentId);
+    const live = unfinished || Date.now() * 1000 - trace.end < LIVE_WINDOW_US;
     status.textContent = live ? `● live: updates every ${POLL_MS / 1000}s` : '';
     status.classList.toggle('on', live);
     if (live && !destroyed) timer = setTimeout(poll, POLL_MS);

@@ -286,6 +286,23 @@ test('a trace that is still receiving spans updates on its own', async () => {
   assert.equal(await page.textContent('.meta-spans'), '2');
 });
 
+test('a trace whose root has not arrived stays live however old, until the root comes', async () => {
+  const id = 0x5b0;
+  const hourAgo = (Date.now() - 3_600_000) * 1e6;
+  await postOtlp(server.otlpHttp, otlpRequest(id, 'sandbox-test', [
+    { id: 2, parent: 1, name: 'container.start', startNs: hourAgo + 1e9, endNs: hourAgo + 2e9, attrs: { source: 'runtime' } },
+  ]));
+  await page.goto(url(`/trace/${traceIdHex(id)}`));
+  await page.waitForSelector('.rows .row');
+  assert.match(await page.textContent('.live'), /live/);
+  await postOtlp(server.otlpHttp, otlpRequest(id, 'sandbox-test', [
+    { id: 1, name: 'sandbox', startNs: hourAgo, endNs: hourAgo + 3e9, attrs: { source: 'runtime' } },
+  ]));
+  await page.waitForFunction(() => document.querySelector('.trace-title').textContent === 'sandbox-test: sandbox', null, { timeout: 15_000 });
+  assert.equal(await page.locator('.rows .row[aria-level="1"]').count(), 1, 'the early span is now under its root');
+  assert.equal(await page.textContent('.live'), '', 'a finished, old trace is no longer polled');
+});
+
 test('a 10,000-span trace renders only the rows in view and scrolls to its end', async () => {
   await page.goto(url(`/trace/${traceIdHex(0xb16)}`));
   await page.waitForSelector('.rows .row');
