@@ -388,7 +388,14 @@ impl Drop for AbortOnDrop {
 fn kernel_cmdline(config: &Config, opts: &BootOptions, sandbox_id: &str) -> String {
     let mut c = String::from("console=ttyS0 quiet panic=-1 reboot=t");
     if let Some(khz) = crate::hypervisor::qemu::host_tsc_khz() {
-        c.push_str(&format!(" tsc_early_khz={khz} lpj={}", khz * 4));
+        // tsc=reliable: under TCG the guest's TSC is the host's, but the kernel's clocksource
+        // watchdog judges it against jiffies, whose ticks TCG delivers late, marks it unstable
+        // and falls back to refined-jiffies: a 4 ms clock that loses ticks under load, which
+        // made agent span times coarse and drift from the host's (ADR 003).
+        c.push_str(&format!(
+            " tsc_early_khz={khz} lpj={} tsc=reliable",
+            khz * 4
+        ));
     }
     c.push_str(&format!(
         " shoji.sandbox_id={sandbox_id} shoji.launch_ns={}",

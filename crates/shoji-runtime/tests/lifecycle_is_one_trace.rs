@@ -201,6 +201,21 @@ fn vm_create_to_delete_is_one_trace_readable_while_the_sandbox_lives() {
             );
             assert_eq!(p.service, "shoji-runtime");
         }
+        // Clock correction holds over the sandbox's life, not just after boot: with the guest
+        // on its TSC (tsc=reliable), the offset measured once stays right (before, the guest ran
+        // on jiffies and fell behind under load, tens of ms within seconds).
+        if p.service == "shoji-runtime" {
+            assert!(
+                s.start_ns >= p.start_ns && s.end_ns <= p.end_ns,
+                "{} [{}, {}] lies outside its runtime parent {} [{}, {}]",
+                s.name(),
+                s.start_ns,
+                s.end_ns,
+                p.name(),
+                p.start_ns,
+                p.end_ns
+            );
+        }
     }
 
     // The root's children: the boot as in `shoji run`, then one span per request, in order.

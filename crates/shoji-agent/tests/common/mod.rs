@@ -152,7 +152,10 @@ impl GuestVm {
             append.push_str(extra_cmdline);
         }
         if let Some(khz) = host_tsc_khz() {
-            append.push_str(&format!(" tsc_early_khz={khz} lpj={}", 4 * khz));
+            append.push_str(&format!(
+                " tsc_early_khz={khz} lpj={} tsc=reliable",
+                4 * khz
+            ));
         }
         // The contract: connect to the agent only after it announced itself on host port 1025
         // (early host-initiated connections can wedge the vsock device).
