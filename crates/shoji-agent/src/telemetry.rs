@@ -1,5 +1,6 @@
-//! The agent's tracing: console log lines always; with `shoji.trace=1` on the kernel command
-//! line, spans exported to the host as OTLP in `SHJT` frames (shoji-telemetry's guest exporter).
+//! The agent's tracing: console log lines always (with trace and span ids when tracing); with
+//! `shoji.trace=1` on the kernel command line, spans exported to the host as OTLP in `SHJT`
+//! frames (shoji-telemetry's guest exporter), with log records as span events.
 //! Boot phases become spans with the times the agent recorded, under the runtime's boot span
 //! named by `shoji.traceparent`.
 
@@ -11,6 +12,7 @@ use opentelemetry::trace::{Span as _, TraceContextExt, Tracer as _, TracerProvid
 use opentelemetry::KeyValue;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use shoji_telemetry::guest::GuestCounters;
+use shoji_telemetry::logs::{span_event_level, span_layer, LogLayer};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;
@@ -28,31 +30,24 @@ struct State {
 
 static STATE: OnceLock<State> = OnceLock::new();
 
-/// Installs the console logger at `params.log`, and span export if `params.trace`.
+/// Installs the console logger at `params.log`, and span export if `params.trace`: log records
+/// at `params.log` (the runtime's `trace_log_level`) and above also become span events. Every
+/// console line carries the trace and span id of the span it was logged in; lines outside any
+/// span carry those of the runtime's boot span (or of the agent's own root span).
 pub fn init(params: &BootParams) {
-    let filter = || {
+    let console_filter = || {
         tracing_subscriber::EnvFilter::try_new(&params.log)
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
     };
-    let fmt = tracing_subscriber::fmt::layer()
-        .with_target(false)
-        .with_ansi(false)
-        .without_time()
-        .with_writer(crate::console::PrefixedStderr)
-        .with_filter(filter());
+    let console = LogLayer::new(crate::console::PREFIX, crate::console::write_line);
     if !params.trace {
-        let _ = tracing_subscriber::registry().with(fmt).try_init();
+        let _ = tracing_subscriber::registry()
+            .with(console.with_filter(console_filter()))
+            .try_init();
         return;
     }
     let (provider, counters, flusher) =
         shoji_telemetry::guest::provider("shoji-agent", shoji_protocols::TRACE_VSOCK_PORT);
-    let otel = tracing_opentelemetry::layer()
-        .with_tracer(provider.tracer("shoji-agent"))
-        .with_filter(filter());
-    let _ = tracing_subscriber::registry()
-        .with(fmt)
-        .with(otel)
-        .try_init();
     let root = params.traceparent.is_none().then(|| {
         let tracer = provider.tracer("shoji-agent");
         let start = std::time::UNIX_EPOCH
@@ -69,6 +64,22 @@ pub fn init(params: &BootParams) {
             .start(&tracer);
         opentelemetry::Context::new().with_span(span)
     });
+    let outside_spans = match &root {
+        Some(cx) => cx.span().span_context().clone(),
+        None => boot_parent(params).span().span_context().clone(),
+    };
+    let otel = span_layer(
+        provider.tracer("shoji-agent"),
+        span_event_level(&params.log),
+    );
+    let _ = tracing_subscriber::registry()
+        .with(
+            console
+                .with_fallback(outside_spans)
+                .with_filter(console_filter()),
+        )
+        .with(otel)
+        .try_init();
     let _ = STATE.set(State {
         provider,
         counters,
@@ -77,18 +88,23 @@ pub fn init(params: &BootParams) {
     });
 }
 
-/// Boot phases as spans: `agent.boot` (kernel entered to agent ready) with one child per phase.
-pub fn boot_spans(params: &BootParams, phases: &[(String, u64)]) {
-    let Some(state) = STATE.get() else { return };
-    let tracer = state.provider.tracer("shoji-agent");
+/// The runtime's boot span, named by `shoji.traceparent` on the kernel command line.
+fn boot_parent(params: &BootParams) -> opentelemetry::Context {
+    use opentelemetry::propagation::TextMapPropagator;
     let mut carrier = HashMap::new();
     if let Some(tp) = &params.traceparent {
         carrier.insert("traceparent".to_string(), tp.clone());
     }
-    use opentelemetry::propagation::TextMapPropagator;
+    opentelemetry_sdk::propagation::TraceContextPropagator::new().extract(&carrier)
+}
+
+/// Boot phases as spans: `agent.boot` (kernel entered to agent ready) with one child per phase.
+pub fn boot_spans(params: &BootParams, phases: &[(String, u64)]) {
+    let Some(state) = STATE.get() else { return };
+    let tracer = state.provider.tracer("shoji-agent");
     let parent = match &state.root {
         Some(root) => root.clone(),
-        None => opentelemetry_sdk::propagation::TraceContextPropagator::new().extract(&carrier),
+        None => boot_parent(params),
     };
     let t = |name: &str| {
         phases

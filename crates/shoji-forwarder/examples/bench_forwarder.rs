@@ -1,6 +1,8 @@
 //! Forwarder throughput: synthetic valid SHJT frames (OTLP, 512 spans each) pushed into the
 //! hybrid-vsock Unix socket, decoded, stamped and handed (a) to a counting sink and (b) to the
-//! embedded store through the telemetry pipeline. Prints spans/s and loss.
+//! embedded store through the telemetry pipeline. Prints spans/s (wall clock), spans per
+//! CPU-second of the threads involved (what one dedicated core would do: stable on a shared
+//! machine), and loss, checked against the store's own count.
 //!
 //!     cargo run --release -p shoji-forwarder --example bench_forwarder [FRAMES]
 
@@ -17,14 +19,23 @@ use tokio::io::AsyncWriteExt;
 
 const SPANS_PER_FRAME: usize = 512;
 
+/// A fixed pseudo-random 64-bit value for `x` (splitmix64): ids as random as real ones, the
+/// same on every run.
+fn mix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Frame `seq`: one trace of 512 spans with random trace and span ids, as the agent makes them.
 fn frame(seq: u64) -> Vec<u8> {
     let spans = (0..SPANS_PER_FRAME)
         .map(|i| {
             let mut tid = [0u8; 16];
-            tid[..8].copy_from_slice(&seq.to_be_bytes());
-            let mut sid = [0u8; 8];
-            sid[..4].copy_from_slice(&(i as u32 + 1).to_be_bytes());
-            sid[4..].copy_from_slice(&(seq as u32).to_be_bytes());
+            tid[..8].copy_from_slice(&mix(seq).to_be_bytes());
+            tid[8..].copy_from_slice(&mix(!seq).to_be_bytes());
+            let sid = mix((seq << 20) | i as u64 | 1 << 63).to_be_bytes();
             Span {
                 trace_id: tid.to_vec(),
                 span_id: sid.to_vec(),
@@ -54,7 +65,58 @@ fn frame(seq: u64) -> Vec<u8> {
     shoji_protocols::frame::encode(&req.encode_to_vec()).expect("frame fits")
 }
 
-async fn run(frames: u64, deliver: shoji_forwarder::Deliver, wait: impl Fn() -> u64) -> (f64, u64) {
+/// CPU time (ns) each thread of this process has run so far, by thread name.
+fn thread_cpu_ns() -> std::collections::HashMap<String, u64> {
+    let mut out = std::collections::HashMap::new();
+    for t in std::fs::read_dir("/proc/self/task")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        // schedstat: time on CPU (ns), wait time, timeslices.
+        let ns = std::fs::read_to_string(t.path().join("schedstat"))
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+            .unwrap_or(0);
+        *out.entry(comm.trim().to_string()).or_default() += ns;
+    }
+    out
+}
+
+/// What one stage measured.
+struct Stage {
+    spans: u64,
+    wall_rate: f64,
+    lost: u64,
+    /// CPU seconds by thread name over the stage.
+    cpu: Vec<(String, f64)>,
+}
+
+impl Stage {
+    fn cpu_total(&self) -> f64 {
+        self.cpu.iter().map(|(_, s)| s).sum()
+    }
+    fn report(&self, what: &str) {
+        let done = self.spans - self.lost;
+        let cpu: Vec<String> = self
+            .cpu
+            .iter()
+            .filter(|(_, s)| *s > 0.001)
+            .map(|(t, s)| format!("{t} {:.2} us", s * 1e6 / done as f64))
+            .collect();
+        println!(
+            "{what}: {:.0} spans/s wall, {:.0} spans per CPU-second; CPU per span: {}; {} lost of {}",
+            self.wall_rate,
+            done as f64 / self.cpu_total(),
+            cpu.join(", "),
+            self.lost,
+            self.spans
+        );
+    }
+}
+
+async fn run(frames: u64, deliver: shoji_forwarder::Deliver, done: impl Fn() -> u64) -> Stage {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("vm.vsock_10240");
     let f = Forwarder::start(
@@ -67,25 +129,40 @@ async fn run(frames: u64, deliver: shoji_forwarder::Deliver, wait: impl Fn() -> 
     )
     .expect("listen");
     f.set_clock_offset(0);
-    let payloads: Vec<Vec<u8>> = (0..64).map(frame).collect();
+    // Every frame distinct (one trace each): repeated frames would be duplicates, which the
+    // store skips, and would flatter it.
+    let payloads: Vec<Vec<u8>> = (0..frames).map(frame).collect();
+    let cpu0 = thread_cpu_ns();
     let start = Instant::now();
     let mut s = tokio::net::UnixStream::connect(&path)
         .await
         .expect("connect");
     for i in 0..frames {
-        s.write_all(&payloads[(i % 64) as usize])
-            .await
-            .expect("write");
+        s.write_all(&payloads[i as usize]).await.expect("write");
     }
     s.shutdown().await.expect("shutdown");
     let want = frames * SPANS_PER_FRAME as u64;
-    while wait() < want && start.elapsed() < Duration::from_secs(120) {
+    while done() < want && start.elapsed() < Duration::from_secs(120) {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let secs = start.elapsed().as_secs_f64();
-    let got = wait();
+    let cpu1 = thread_cpu_ns();
+    let got = done();
     f.shutdown(Duration::from_secs(1)).await;
-    (want as f64 / secs, want.saturating_sub(got))
+    let mut cpu: Vec<(String, f64)> = cpu1
+        .iter()
+        .map(|(t, ns)| {
+            let before = cpu0.get(t).copied().unwrap_or(0);
+            (t.clone(), ns.saturating_sub(before) as f64 / 1e9)
+        })
+        .collect();
+    cpu.sort_by(|a, b| a.0.cmp(&b.0));
+    Stage {
+        spans: want,
+        wall_rate: want as f64 / secs,
+        lost: want.saturating_sub(got),
+        cpu,
+    }
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -102,26 +179,34 @@ async fn main() {
             Ordering::Relaxed,
         );
     });
-    let (rate, lost) = run(frames, deliver, || n.load(Ordering::Relaxed)).await;
-    println!("forwarder -> counting sink: {:.0} spans/s, {lost} lost ({} frames of {SPANS_PER_FRAME} spans, one core)", rate, frames);
+    run(frames, deliver, || n.load(Ordering::Relaxed))
+        .await
+        .report("forwarder -> counting sink");
 
     let dir = tempfile::tempdir().expect("tempdir");
     let sink = shoji_telemetry::sink::StoreSink::open(dir.path()).expect("store");
     let pipeline = shoji_telemetry::pipeline::Pipeline::start(Box::new(sink));
     let p = pipeline.clone();
     let deliver: shoji_forwarder::Deliver = Arc::new(move |r| p.submit(r));
-    let store_frames = frames.min(400);
     let counters = pipeline.counters.clone();
-    let (rate, _) = run(store_frames, deliver, || {
-        counters.exported.load(Ordering::Relaxed) + counters.dropped.load(Ordering::Relaxed)
+    // Lost = dropped by the bounded queue or failed in the store: stored spans are `exported`.
+    let stage = run(frames, deliver, || {
+        counters.exported.load(Ordering::Relaxed)
+            + counters.dropped.load(Ordering::Relaxed)
+            + counters.failed.load(Ordering::Relaxed)
     })
     .await;
     pipeline.flush(Duration::from_secs(60));
-    println!(
-        "forwarder -> embedded store: {:.0} spans/s, {} dropped by the bounded queue, {} stored ({} frames)",
-        rate,
-        pipeline.counters.dropped.load(Ordering::Relaxed),
-        pipeline.counters.exported.load(Ordering::Relaxed),
-        store_frames
-    );
+    let stored = pipeline.counters.exported.load(Ordering::Relaxed);
+    Stage {
+        lost: stage.spans.saturating_sub(stored),
+        ..stage
+    }
+    .report("forwarder -> embedded store");
+    let store = shoji_trace::store::Store::open(dir.path()).expect("reopen the store");
+    let counted = store
+        .summaries(&Default::default(), 1_000_000, 0)
+        .map(|t| t.iter().map(|s| s.span_count).sum::<u64>())
+        .unwrap_or(0);
+    println!("spans in the store afterwards: {counted}");
 }

@@ -166,12 +166,18 @@ async fn serve(
                 Ok(Some(payload)) => match ExportTraceServiceRequest::decode(payload) {
                     Ok(mut req) => {
                         stats.frames_ok.fetch_add(1, Ordering::Relaxed);
-                        let off =
-                            tokio::time::timeout(OFFSET_WAIT, offset.wait_for(Option::is_some))
-                                .await
-                                .ok()
-                                .and_then(|r| r.ok().and_then(|o| *o))
-                                .unwrap_or(0);
+                        // Known after the first frames: no timer then.
+                        let known = *offset.borrow();
+                        let off = match known {
+                            Some(o) => o,
+                            None => {
+                                tokio::time::timeout(OFFSET_WAIT, offset.wait_for(Option::is_some))
+                                    .await
+                                    .ok()
+                                    .and_then(|r| r.ok().and_then(|o| *o))
+                                    .unwrap_or(0)
+                            }
+                        };
                         stamp(&mut req, &id, off);
                         stats
                             .spans_forwarded
@@ -204,21 +210,21 @@ fn int(v: i64) -> AnyValue {
 
 /// Host-side identity and clock correction for one request.
 pub fn stamp(req: &mut ExportTraceServiceRequest, id: &Identity, offset_ns: i64) {
-    let s = |v: &str| convert::string_value(v).unwrap_or_default();
+    let offset = int(offset_ns);
     for rs in &mut req.resource_spans {
         let res = rs.resource.get_or_insert_with(Default::default);
-        convert::set(&mut res.attributes, "service.name", s(&id.service_name));
-        convert::set(&mut res.attributes, "sandbox_id", s(&id.sandbox_id));
+        convert::set_str(&mut res.attributes, "service.name", &id.service_name);
+        convert::set_str(&mut res.attributes, "sandbox_id", &id.sandbox_id);
         for ss in &mut rs.scope_spans {
             for span in &mut ss.spans {
-                convert::set(&mut span.attributes, "source", s("agent"));
-                convert::set(&mut span.attributes, "sandbox_id", s(&id.sandbox_id));
+                convert::set_str(&mut span.attributes, "source", "agent");
+                convert::set_str(&mut span.attributes, "sandbox_id", &id.sandbox_id);
                 convert::default(&mut span.attributes, "package", "shoji_agent");
                 convert::default(&mut span.attributes, "subsystem", "agent");
                 convert::set(
                     &mut span.attributes,
                     "shoji.clock_offset_ns",
-                    int(offset_ns),
+                    offset.clone(),
                 );
                 span.start_time_unix_nano = shift(span.start_time_unix_nano, offset_ns);
                 span.end_time_unix_nano = shift(span.end_time_unix_nano, offset_ns);

@@ -21,14 +21,47 @@ pub fn string_value(v: impl Into<String>) -> Option<AnyValue> {
     })
 }
 
-/// Sets `key` to `value`, replacing whatever was there (identity the host stamps).
+/// Sets `key` to `value`, replacing whatever was there (identity the host stamps): the first
+/// entry with that key gets the value, later ones go. Allocates nothing when the value is
+/// already right (the agent stamps most of these keys itself).
 pub fn set(attrs: &mut Vec<KeyValue>, key: &str, value: AnyValue) {
-    attrs.retain(|kv| kv.key != key);
-    attrs.push(KeyValue {
-        key: key.into(),
-        value: Some(value),
-        ..Default::default()
-    });
+    set_with(attrs, key, |v| *v == value, || value.clone());
+}
+
+/// [`set`] for a string value, built only if it has to be.
+pub fn set_str(attrs: &mut Vec<KeyValue>, key: &str, value: &str) {
+    set_with(
+        attrs,
+        key,
+        |v| matches!(&v.value, Some(any_value::Value::StringValue(s)) if s == value),
+        || string_value(value).unwrap_or_default(),
+    );
+}
+
+fn set_with(
+    attrs: &mut Vec<KeyValue>,
+    key: &str,
+    is_right: impl Fn(&AnyValue) -> bool,
+    make: impl FnOnce() -> AnyValue,
+) {
+    let Some(first) = attrs.iter().position(|kv| kv.key == key) else {
+        attrs.push(KeyValue {
+            key: key.into(),
+            value: Some(make()),
+            ..Default::default()
+        });
+        return;
+    };
+    if !attrs[first].value.as_ref().is_some_and(&is_right) {
+        attrs[first].value = Some(make());
+    }
+    if attrs[first + 1..].iter().any(|kv| kv.key == key) {
+        let mut i = 0;
+        attrs.retain(|kv| {
+            i += 1;
+            i <= first + 1 || kv.key != key
+        });
+    }
 }
 
 /// Sets `key` only where it is missing (defaults).
@@ -81,5 +114,33 @@ mod tests {
         default(&mut a, "subsystem", "boot");
         assert_eq!(a.len(), 2);
         assert_eq!(a[0].value, string_value("agent"));
+    }
+
+    #[test]
+    fn set_leaves_one_entry_with_the_hosts_value() {
+        let kv = |k: &str, v: &str| KeyValue {
+            key: k.into(),
+            value: string_value(v),
+            ..Default::default()
+        };
+        // A guest that claims the key twice, around another attribute.
+        let mut a = vec![
+            kv("source", "runtime"),
+            kv("x", "1"),
+            kv("source", "hypervisor"),
+        ];
+        set_str(&mut a, "source", "agent");
+        assert_eq!(a, vec![kv("source", "agent"), kv("x", "1")]);
+        set(&mut a, "source", string_value("agent").unwrap());
+        set(
+            &mut a,
+            "n",
+            AnyValue {
+                value: Some(any_value::Value::IntValue(3)),
+            },
+        );
+        assert_eq!(a.len(), 3);
+        set_str(&mut a, "x", "1");
+        assert_eq!(a[1], kv("x", "1"));
     }
 }

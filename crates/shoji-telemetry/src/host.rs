@@ -14,6 +14,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;
 
 use crate::convert;
+use crate::logs::{span_event_level, span_layer, LogLayer};
 use crate::pipeline::Pipeline;
 use crate::sink::{GrpcSink, HttpSink, SinkError, SpanSink, StoreSink};
 
@@ -141,7 +142,7 @@ pub fn init(cfg: &TelemetryConfig) -> Result<TelemetryGuard, SinkError> {
     let disabled = std::env::var("OTEL_SDK_DISABLED").is_ok_and(|v| v.eq_ignore_ascii_case("true"));
     let log_filter = tracing_subscriber::EnvFilter::try_from_env("SHOJI_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let log = LogLayer.with_filter(log_filter);
+    let log = LogLayer::stderr("shoji").with_filter(log_filter);
     let sandbox_id = Arc::new(Mutex::new(None));
     if !cfg.tracing || disabled {
         let _ = tracing_subscriber::registry().with(log).try_init();
@@ -175,11 +176,10 @@ pub fn init(cfg: &TelemetryConfig) -> Result<TelemetryGuard, SinkError> {
         .with_resource(resource)
         .with_simple_exporter(exporter)
         .build();
-    let tracer = provider.tracer("shoji");
-    let level: tracing::Level = cfg.span_event_level.parse().unwrap_or(tracing::Level::INFO);
-    let otel = tracing_opentelemetry::layer()
-        .with_tracer(tracer)
-        .with_filter(tracing_subscriber::filter::LevelFilter::from_level(level));
+    let otel = span_layer(
+        provider.tracer("shoji"),
+        span_event_level(&cfg.span_event_level),
+    );
     let _ = tracing_subscriber::registry()
         .with(log)
         .with(otel)
@@ -191,51 +191,118 @@ pub fn init(cfg: &TelemetryConfig) -> Result<TelemetryGuard, SinkError> {
     })
 }
 
-/// Log lines on stderr: `LEVEL message key=value ... trace_id=.. span_id=..`.
-struct LogLayer;
+#[cfg(test)]
+mod tests {
+    //! The layers `init` installs, under a local subscriber with an in-memory exporter.
 
-impl<S: tracing::Subscriber> Layer<S> for LogLayer {
-    fn on_event(
-        &self,
-        event: &tracing::Event<'_>,
-        _ctx: tracing_subscriber::layer::Context<'_, S>,
-    ) {
-        use opentelemetry::trace::TraceContextExt;
-        use tracing_opentelemetry::OpenTelemetrySpanExt;
-        let mut v = Fields(String::new());
-        event.record(&mut v);
-        let cx = tracing::Span::current().context();
-        let sc = cx.span().span_context().clone();
-        let ids = if sc.is_valid() {
-            format!(" trace_id={} span_id={}", sc.trace_id(), sc.span_id())
-        } else {
-            String::new()
-        };
-        eprintln!(
-            "shoji: {}{}{}",
-            event.metadata().level().as_str().to_lowercase(),
-            v.0,
-            ids
+    use std::sync::{Arc, Mutex};
+
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::Layer;
+
+    use crate::logs::{span_event_level, span_layer, LogLayer};
+
+    /// Runs `body` under the runtime's layers (log lines at debug, span events at `level`);
+    /// returns the finished spans and the log lines.
+    fn traced(level: &str, body: impl FnOnce()) -> (Vec<SpanData>, Vec<String>) {
+        let exporter = InMemorySpanExporter::default();
+        let provider = SdkTracerProvider::builder()
+            .with_simple_exporter(exporter.clone())
+            .build();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        let log = LogLayer::new("shoji", move |l| sink.lock().unwrap().push(l.to_string()))
+            .with_filter(tracing_subscriber::filter::LevelFilter::DEBUG);
+        let subscriber = tracing_subscriber::registry().with(log).with(span_layer(
+            provider.tracer("shoji"),
+            span_event_level(level),
+        ));
+        tracing::subscriber::with_default(subscriber, body);
+        provider.force_flush().unwrap();
+        let spans = exporter.get_finished_spans().unwrap();
+        let lines = lines.lock().unwrap().clone();
+        (spans, lines)
+    }
+
+    fn work() {
+        let span = tracing::info_span!("vm.start");
+        let _e = span.enter();
+        tracing::debug!("helper socket appeared");
+        tracing::info!(accel = "tcg", "accelerator chosen");
+        tracing::warn!("agent shutdown failed");
+    }
+
+    fn event_names(s: &SpanData) -> Vec<String> {
+        s.events.iter().map(|e| e.name.to_string()).collect()
+    }
+
+    #[test]
+    fn log_records_at_the_configured_level_become_events_of_the_current_span() {
+        let (spans, _) = traced("info", work);
+        assert_eq!(spans.len(), 1);
+        assert_eq!(spans[0].name, "vm.start");
+        assert_eq!(
+            event_names(&spans[0]),
+            ["accelerator chosen", "agent shutdown failed"]
         );
+        let (spans, _) = traced("debug", work);
+        assert_eq!(event_names(&spans[0]).len(), 3);
     }
-}
 
-struct Fields(String);
-impl tracing::field::Visit for Fields {
-    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-        use std::fmt::Write;
-        if field.name() == "message" {
-            let _ = write!(self.0, ": {value:?}");
-        } else {
-            let _ = write!(self.0, " {}={value:?}", field.name());
-        }
+    #[test]
+    fn a_stricter_level_keeps_every_span_and_fewer_events() {
+        // Regression: the level once filtered the bridge as a whole, dropping info spans.
+        let (spans, _) = traced("warn", work);
+        assert_eq!(spans.len(), 1, "the info span must still be exported");
+        assert_eq!(event_names(&spans[0]), ["agent shutdown failed"]);
+        let (spans, _) = traced("off", work);
+        assert_eq!(spans.len(), 1);
+        assert!(spans[0].events.is_empty());
     }
-    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
-        use std::fmt::Write;
-        if field.name() == "message" {
-            let _ = write!(self.0, ": {value}");
-        } else {
-            let _ = write!(self.0, " {}={value}", field.name());
+
+    #[test]
+    fn every_log_line_carries_the_trace_and_span_id_of_its_span() {
+        let (spans, lines) = traced("info", || {
+            work();
+            tracing::info!("outside any span");
+        });
+        let sc = spans[0].span_context.clone();
+        let ids = format!("trace_id={} span_id={}", sc.trace_id(), sc.span_id());
+        assert_eq!(lines.len(), 4, "{lines:?}");
+        for line in &lines[..3] {
+            assert!(line.ends_with(&format!("{ids}\n")), "{line:?} lacks {ids}");
         }
+        assert_eq!(
+            lines[1],
+            format!("shoji: info: accelerator chosen accel=tcg {ids}\n")
+        );
+        assert_eq!(lines[3], "shoji: info: outside any span\n");
+    }
+
+    #[test]
+    fn lines_outside_any_span_carry_the_fallback_ids() {
+        use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
+        let cx = SpanContext::new(
+            TraceId::from_hex("0af7651916cd43dd8448eb211c80319c").unwrap(),
+            SpanId::from_hex("b7ad6b7169203331").unwrap(),
+            TraceFlags::SAMPLED,
+            true,
+            TraceState::default(),
+        );
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        let log = LogLayer::new("shoji-agent", move |l| {
+            sink.lock().unwrap().push(l.to_string())
+        })
+        .with_fallback(cx);
+        tracing::subscriber::with_default(tracing_subscriber::registry().with(log), || {
+            tracing::info!("serving");
+        });
+        assert_eq!(
+            lines.lock().unwrap().as_slice(),
+            ["shoji-agent: info: serving trace_id=0af7651916cd43dd8448eb211c80319c span_id=b7ad6b7169203331\n"]
+        );
     }
 }

@@ -13,6 +13,7 @@ pub mod convert;
 pub mod guest;
 #[cfg(feature = "host")]
 pub mod host;
+pub mod logs;
 #[cfg(feature = "host")]
 pub mod pipeline;
 #[cfg(feature = "host")]

@@ -13,6 +13,8 @@ use crate::sink::SpanSink;
 
 /// Requests waiting for the sink at most.
 pub const QUEUE_REQUESTS: usize = 1024;
+/// Spans the worker hands to the sink at once, at most, when requests have queued up.
+pub const BATCH_SPANS: usize = 16 * 1024;
 
 enum Msg {
     Spans(ExportTraceServiceRequest),
@@ -38,6 +40,55 @@ impl std::fmt::Debug for Pipeline {
     }
 }
 
+/// The worker: whatever has queued up goes to the sink in one batch (no waiting for more), so a
+/// backlog costs one store transaction, not one per request; a flush is answered after the
+/// batch before it.
+fn worker(rx: Receiver<Msg>, sink: &mut dyn SpanSink, c: &Counters) {
+    let mut pending: Option<Msg> = None;
+    loop {
+        let first = match pending.take() {
+            Some(m) => m,
+            None => match rx.recv() {
+                Ok(m) => m,
+                Err(_) => return,
+            },
+        };
+        let req = match first {
+            Msg::Spans(req) => req,
+            Msg::Flush(done) => {
+                let _ = done.send(());
+                continue;
+            }
+        };
+        let mut n = span_count(&req);
+        let mut batch = vec![req];
+        while n < BATCH_SPANS {
+            match rx.try_recv() {
+                Ok(Msg::Spans(req)) => {
+                    n += span_count(&req);
+                    batch.push(req);
+                }
+                Ok(flush) => {
+                    pending = Some(flush);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        let (failed, err) = sink.export_batch(batch);
+        c.exported.fetch_add(n as u64 - failed, Ordering::Relaxed);
+        if failed > 0 {
+            // Not traced: a span about a failed export would loop. Only the first failure is
+            // told here; the total at flush.
+            if c.failed.fetch_add(failed, Ordering::Relaxed) == 0 {
+                if let Some(e) = err {
+                    eprintln!("shoji: warning: {e}; spans are being lost");
+                }
+            }
+        }
+    }
+}
+
 impl Pipeline {
     pub fn start(mut sink: Box<dyn SpanSink>) -> Self {
         let (tx, rx): (SyncSender<Msg>, Receiver<Msg>) = sync_channel(QUEUE_REQUESTS);
@@ -45,30 +96,7 @@ impl Pipeline {
         let c = counters.clone();
         std::thread::Builder::new()
             .name("shoji-spans".into())
-            .spawn(move || {
-                for msg in rx {
-                    match msg {
-                        Msg::Spans(req) => {
-                            let n = span_count(&req) as u64;
-                            match sink.export(req) {
-                                Ok(()) => {
-                                    c.exported.fetch_add(n, Ordering::Relaxed);
-                                }
-                                Err(e) => {
-                                    // Not traced: a span about a failed export would loop. Only
-                                    // the first failure is told here; the total at flush.
-                                    if c.failed.fetch_add(n, Ordering::Relaxed) == 0 {
-                                        eprintln!("shoji: warning: {e}; spans are being lost");
-                                    }
-                                }
-                            }
-                        }
-                        Msg::Flush(done) => {
-                            let _ = done.send(());
-                        }
-                    }
-                }
-            })
+            .spawn(move || worker(rx, sink.as_mut(), &c))
             .ok();
         Self { tx, counters }
     }
@@ -127,6 +155,53 @@ mod tests {
                 ..Default::default()
             }],
         }
+    }
+
+    /// Records the size of every batch it is handed; the first export blocks until released.
+    struct Gate {
+        batches: Arc<Mutex<Vec<usize>>>,
+        gate: Option<std::sync::mpsc::Receiver<()>>,
+    }
+    impl SpanSink for Gate {
+        fn export(&mut self, _r: ExportTraceServiceRequest) -> Result<(), SinkError> {
+            unreachable!("the pipeline hands over batches")
+        }
+        fn export_batch(
+            &mut self,
+            reqs: Vec<ExportTraceServiceRequest>,
+        ) -> (u64, Option<SinkError>) {
+            if let Some(g) = self.gate.take() {
+                let _ = g.recv();
+            }
+            self.batches.lock().unwrap().push(reqs.len());
+            (0, None)
+        }
+        fn describe(&self) -> String {
+            "gate".into()
+        }
+    }
+
+    #[test]
+    fn a_backlog_reaches_the_sink_in_batches_and_a_flush_waits_for_it() {
+        let batches = Arc::new(Mutex::new(Vec::new()));
+        let (open, gate) = sync_channel(1);
+        let p = Pipeline::start(Box::new(Gate {
+            batches: batches.clone(),
+            gate: Some(gate),
+        }));
+        p.submit(one_span());
+        // Give the worker the first request, so that the rest queue up behind the gate.
+        std::thread::sleep(Duration::from_millis(50));
+        for _ in 0..100 {
+            p.submit(one_span());
+        }
+        open.send(()).unwrap();
+        assert!(p.flush(Duration::from_secs(10)));
+        let b = batches.lock().unwrap().clone();
+        assert_eq!(b.iter().sum::<usize>(), 101, "{b:?}");
+        assert!(b.len() < 10, "the backlog should go in few batches: {b:?}");
+        assert_eq!(p.counters.exported.load(Ordering::Relaxed), 101);
+        assert_eq!(p.dropped(), 0);
     }
 
     #[test]

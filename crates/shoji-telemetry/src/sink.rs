@@ -16,6 +16,20 @@ pub enum SinkError {
 /// Receives OTLP requests, synchronously, from the pipeline's worker thread.
 pub trait SpanSink: Send {
     fn export(&mut self, req: ExportTraceServiceRequest) -> Result<(), SinkError>;
+    /// Several requests at once (a backlog); by default one by one. Returns the number of
+    /// spans that could not be delivered, and the first error.
+    fn export_batch(&mut self, reqs: Vec<ExportTraceServiceRequest>) -> (u64, Option<SinkError>) {
+        let mut failed = 0;
+        let mut first = None;
+        for req in reqs {
+            let n = crate::convert::span_count(&req) as u64;
+            if let Err(e) = self.export(req) {
+                failed += n;
+                first.get_or_insert(e);
+            }
+        }
+        (failed, first)
+    }
     /// Human description for logs and `shoji env`.
     fn describe(&self) -> String;
 }
@@ -39,6 +53,18 @@ impl SpanSink for StoreSink {
             .ingest(&req)
             .map(|_| ())
             .map_err(|e| SinkError::Store(e.to_string()))
+    }
+    /// One transaction for the whole backlog: a commit costs far more than a span.
+    fn export_batch(&mut self, reqs: Vec<ExportTraceServiceRequest>) -> (u64, Option<SinkError>) {
+        match self.store.ingest_batch(&reqs) {
+            Ok(_) => (0, None),
+            Err(e) => (
+                reqs.iter()
+                    .map(|r| crate::convert::span_count(r) as u64)
+                    .sum(),
+                Some(SinkError::Store(e.to_string())),
+            ),
+        }
     }
     fn describe(&self) -> String {
         format!("embedded store {}", self.store.path().display())

@@ -1,6 +1,6 @@
 //! Writing OTLP requests into the store: one transaction per request, idempotent per span.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -31,15 +31,15 @@ pub(super) struct Writer {
     contexts: HashMap<Vec<u8>, i64>,
 }
 
-#[derive(Default)]
-struct TraceDelta {
+/// What one ingest adds to a trace's summary. Strings borrow from the request.
+struct TraceDelta<'a> {
     start_ns: u64,
     end_ns: u64,
     count: u64,
     bytes: u64,
     /// (start, name, service, is_parentless)
-    root: Option<(u64, String, String, bool)>,
-    services: BTreeSet<String>,
+    root: Option<(u64, &'a str, &'a str, bool)>,
+    services: BTreeSet<&'a str>,
 }
 
 impl Writer {
@@ -63,15 +63,35 @@ impl Store {
         self.ingest_resource_spans(&req.resource_spans)
     }
 
+    /// [`Store::ingest`] for several requests in one transaction: all of them are stored or
+    /// none. A commit costs far more than a span, so a writer with a backlog (the runtime's
+    /// span pipeline) stores it this way.
+    pub fn ingest_batch(
+        &self,
+        reqs: &[ExportTraceServiceRequest],
+    ) -> Result<IngestStats, StoreError> {
+        self.ingest_all(reqs.iter().flat_map(|r| &r.resource_spans))
+    }
+
     pub fn ingest_resource_spans(
         &self,
         resource_spans: &[ResourceSpans],
     ) -> Result<IngestStats, StoreError> {
+        self.ingest_all(resource_spans.iter())
+    }
+
+    fn ingest_all<'a>(
+        &self,
+        resource_spans: impl Iterator<Item = &'a ResourceSpans> + Clone,
+    ) -> Result<IngestStats, StoreError> {
         let mut writer = self.writer();
         let Writer { conn, contexts } = &mut *writer;
         let mut stats = IngestStats::default();
-        let mut deltas: HashMap<[u8; 16], TraceDelta> = HashMap::new();
-        let mut operations: BTreeSet<(String, String, i32)> = BTreeSet::new();
+        // Service names are owned here, everything else borrows from the requests: no
+        // allocation per span.
+        let services: Vec<String> = resource_spans.clone().map(service_name).collect();
+        let mut deltas: HashMap<[u8; 16], TraceDelta<'_>> = HashMap::new();
+        let mut operations: HashSet<(&str, &str, i32)> = HashSet::new();
         let mut new_contexts: Vec<(Vec<u8>, i64)> = Vec::new();
 
         let tx = conn
@@ -86,11 +106,16 @@ impl Store {
                 )
                 .doing("preparing the span insert")?;
             let mut body = Vec::with_capacity(1024);
-            for rs in resource_spans {
-                let service = service_name(rs);
+            for (rs, service) in resource_spans.zip(&services) {
+                let service = service.as_str();
                 for ss in &rs.scope_spans {
                     let ctx = encode_context(rs, ss);
-                    let ctx_id = match contexts.get(&ctx) {
+                    let ctx_id = match contexts.get(&ctx).or_else(|| {
+                        new_contexts
+                            .iter()
+                            .find(|(c, _)| *c == ctx)
+                            .map(|(_, id)| id)
+                    }) {
                         Some(&id) => id,
                         None => {
                             let id = context_id(&tx, &ctx)?;
@@ -136,18 +161,20 @@ impl Store {
                             continue;
                         }
                         stats.stored += 1;
-                        operations.insert((service.clone(), span.name.clone(), span.kind));
+                        operations.insert((service, span.name.as_str(), span.kind));
                         let d = deltas.entry(trace_id).or_insert_with(|| TraceDelta {
                             start_ns: u64::MAX,
-                            ..TraceDelta::default()
+                            end_ns: 0,
+                            count: 0,
+                            bytes: 0,
+                            root: None,
+                            services: BTreeSet::new(),
                         });
                         d.start_ns = d.start_ns.min(start);
                         d.end_ns = d.end_ns.max(end);
                         d.count += 1;
                         d.bytes += body.len() as u64;
-                        if !d.services.contains(&service) {
-                            d.services.insert(service.clone());
-                        }
+                        d.services.insert(service);
                         let candidate = (start, parent.is_none());
                         let better = match &d.root {
                             None => true,
@@ -156,7 +183,7 @@ impl Store {
                             }
                         };
                         if better {
-                            d.root = Some((start, span.name.clone(), service.clone(), candidate.1));
+                            d.root = Some((start, span.name.as_str(), service, candidate.1));
                         }
                     }
                 }
@@ -213,7 +240,7 @@ fn context_id(tx: &rusqlite::Transaction<'_>, ctx: &[u8]) -> Result<i64, StoreEr
 fn merge_trace(
     tx: &rusqlite::Transaction<'_>,
     trace_id: &[u8; 16],
-    d: &TraceDelta,
+    d: &TraceDelta<'_>,
 ) -> Result<(), StoreError> {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -238,10 +265,10 @@ fn merge_trace(
             .optional()
         })
         .doing("reading a trace summary")?;
-    let (root_start, root_name, root_service, root_is_root) = d.root.clone().unwrap_or_default();
+    let (root_start, root_name, root_service, root_is_root) = d.root.unwrap_or_default();
     match existing {
         None => {
-            let services = join_services(d.services.iter().map(String::as_str));
+            let services = join_services(d.services.iter().copied());
             tx.prepare_cached(
                 "INSERT INTO traces (trace_id, start_ns, end_ns, span_count, bytes, root_name,
                  root_service, has_root, services, updated_ns)
@@ -272,10 +299,10 @@ fn merge_trace(
             let (name, service, has_root) = if take_new {
                 (root_name, root_service, root_is_root)
             } else {
-                (old_name, old_service, old_has_root)
+                (old_name.as_str(), old_service.as_str(), old_has_root)
             };
             let mut services: BTreeSet<&str> = split_services(&old_services).collect();
-            services.extend(d.services.iter().map(String::as_str));
+            services.extend(d.services.iter().copied());
             tx.prepare_cached(
                 "UPDATE traces SET start_ns = ?2, end_ns = ?3, span_count = span_count + ?4,
                  bytes = bytes + ?5, root_name = ?6, root_service = ?7, has_root = ?8,
