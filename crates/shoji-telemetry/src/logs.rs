@@ -5,8 +5,8 @@
 //! OpenTelemetry span current on this thread (`tracing-opentelemetry` attaches a span's context
 //! when the span is entered), so that a log line leads to its span and back. [`span_layer`] is
 //! the OpenTelemetry bridge, filtered so that events at the configured level and above become
-//! span events while spans pass at every level: the level chooses which *log records* are kept
-//! on the trace, never which spans exist.
+//! span events while spans at `info` and above always pass: the level chooses which *log
+//! records* are kept on the trace, never which of Shoji's spans exist.
 
 use std::fmt::Write as _;
 
@@ -114,8 +114,8 @@ pub fn span_event_level(level: &str) -> LevelFilter {
     level.trim().parse().unwrap_or(LevelFilter::INFO)
 }
 
-/// The OpenTelemetry bridge for `tracer`: every span, and the events at `level` and above as
-/// span events of the current span.
+/// The OpenTelemetry bridge for `tracer`: spans at `info` and above, and the events at `level`
+/// and above as span events of the current span.
 pub fn span_layer<S, T>(tracer: T, level: LevelFilter) -> impl Layer<S>
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
@@ -127,8 +127,17 @@ where
         .with_filter(events_at(level))
 }
 
+/// Spans at `info` and above whatever the level; below that they are libraries' internals
+/// (h2 and tonic trace their frame handling: exporting those spans would trace the export path
+/// itself, one trace per frame sent). Events at `level` and above.
 fn events_at(level: LevelFilter) -> FilterFn<impl Fn(&tracing::Metadata<'_>) -> bool> {
-    tracing_subscriber::filter::filter_fn(move |m| m.is_span() || *m.level() <= level)
+    tracing_subscriber::filter::filter_fn(move |m| {
+        if m.is_span() {
+            *m.level() <= tracing::Level::INFO
+        } else {
+            *m.level() <= level
+        }
+    })
 }
 
 #[cfg(test)]
