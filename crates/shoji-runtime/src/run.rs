@@ -110,6 +110,11 @@ pub trait RunHooks: Send {
     fn context_injector(&self) -> Option<crate::agent::ContextInjector> {
         None
     }
+    /// Agent spans received so far by the built-in forwarder; `None` without one. The VM is
+    /// stopped only once the spans the agent reports as sent have arrived.
+    fn agent_spans_received(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// No telemetry.
@@ -264,7 +269,7 @@ pub async fn run(
         // Keep the guard (and so the reaped child) until the task is dropped.
         std::future::pending::<()>().await;
     });
-    let vm_task = AbortOnDrop(vm_task);
+    let vm_task = AbortOnDrop(Some(vm_task));
 
     let boot_timeout = Duration::from_secs(q.boot_timeout.max(1));
     let uds = sb.vsock_uds();
@@ -392,13 +397,33 @@ pub async fn run(
         .await;
     drop(_raw);
 
+    let mut vm_task = vm_task;
     async {
         match client.shutdown().await {
-            Ok(r) => outcome.agent_dropped_spans = r.dropped_spans,
-            Err(e) => tracing::warn!(error = %e, "agent shutdown failed; stopping the VM"),
+            Ok(r) => {
+                outcome.agent_dropped_spans = r.dropped_spans;
+                // The agent answers once its spans are written and its filesystems synced:
+                // nothing in the guest needs the kernel's own power-off, which takes ~50 ms
+                // under TCG (issue #2). Once the spans it sent are here, QEMU is stopped, as
+                // Kata stops the VM after the agent's last call.
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+                while hooks
+                    .agent_spans_received()
+                    .is_some_and(|n| n < r.exported_spans)
+                    && tokio::time::Instant::now() < deadline
+                {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                vm_task.stop().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "agent shutdown failed; stopping the VM");
+                let mut exit = vm_exit.clone();
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(5), exit.wait_for(|s| s.is_some()))
+                        .await;
+            }
         }
-        let mut exit = vm_exit.clone();
-        let _ = tokio::time::timeout(Duration::from_secs(5), exit.wait_for(|s| s.is_some())).await;
     }
     .instrument(info_span!(
         "vm.stop",
@@ -418,10 +443,21 @@ pub async fn run(
 }
 
 /// Aborts (and so drops, killing QEMU) the wrapped task when dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+struct AbortOnDrop(Option<tokio::task::JoinHandle<()>>);
+impl AbortOnDrop {
+    /// Aborts the task and waits until it is gone (QEMU killed and reaped).
+    async fn stop(&mut self) {
+        if let Some(h) = self.0.take() {
+            h.abort();
+            let _ = h.await;
+        }
+    }
+}
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
-        self.0.abort();
+        if let Some(h) = &self.0 {
+            h.abort();
+        }
     }
 }
 

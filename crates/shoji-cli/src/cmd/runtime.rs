@@ -268,6 +268,14 @@ impl shoji_runtime::run::RunHooks for TraceHooks<'_> {
         }
     }
 
+    fn agent_spans_received(&self) -> Option<u64> {
+        self.forwarder.as_ref().map(|f| {
+            f.stats
+                .spans_forwarded
+                .load(std::sync::atomic::Ordering::Relaxed)
+        })
+    }
+
     fn context_injector(&self) -> Option<shoji_runtime::agent::ContextInjector> {
         // Without runtime spans there is no parent to name: the agent roots its own trace.
         (self.runtime_tracing && self.telemetry.pipeline.is_some()).then_some(
