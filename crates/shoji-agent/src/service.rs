@@ -269,17 +269,21 @@ impl AgentService for Agent {
         _req: agent::ShutdownRequest,
     ) -> ttrpc::Result<agent::ShutdownResponse> {
         let span = server_span!(self, ctx, "Shutdown", "");
-        let (exported, dropped) = async {
+        async {
             if let Ok(mut m) = self.containers.lock() {
                 for (_, c) in m.iter_mut() {
                     c.remove();
                 }
                 m.clear();
             }
-            telemetry::flush()
+            // The host may stop the VM as soon as this call is answered: nothing may be left
+            // in the guest's page cache.
+            nix::unistd::sync();
         }
         .instrument(span)
         .await;
+        // After the span has ended, so that it is among the spans flushed.
+        let (exported, dropped) = telemetry::flush();
         // Power off after this answer has left.
         self.shutdown.notify_one();
         Ok(agent::ShutdownResponse {

@@ -3,7 +3,7 @@
 //! The kernel is Debian's cloud kernel (`linux-image-cloud-amd64`), fetched with
 //! `apt-get download` and unpacked with `dpkg -x`; its LZ4-compressed `vmlinuz` is turned into
 //! the ELF `vmlinux` QEMU's microvm boots directly (PVH). The modules the agent needs (virtio-mmio,
-//! vsock, virtio-fs, overlay) are copied with their dependencies, read from each module's
+//! vsock, virtio-fs) are copied with their dependencies, read from each module's
 //! `depends=` modinfo string because the package ships no `modules.dep`. See ADR 003.
 
 mod agent;
@@ -79,12 +79,22 @@ impl GuestImage {
     }
 }
 
+/// The initramfs is a newc cpio, not compressed (see `modules::write_initramfs`).
+pub const INITRAMFS_FORMAT: &str = "newc";
+
 /// What `build` records next to the image, to know when it is up to date.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
     pub kernel_package: String,
     pub agent_sha256: String,
     pub modules: Vec<String>,
+    /// The modules asked for ([`AGENT_MODULES`], before dependencies): an image built for
+    /// another list is rebuilt. Absent in older manifests, which are therefore rebuilt once.
+    #[serde(default)]
+    pub wanted_modules: Vec<String>,
+    /// How the initramfs is packed ([`INITRAMFS_FORMAT`]); older images (gzip) are rebuilt.
+    #[serde(default)]
+    pub initramfs_format: String,
     pub built_unix: u64,
 }
 
@@ -152,7 +162,11 @@ pub fn build(
         .and_then(|b| serde_json::from_slice(&b).ok());
     if !opts.force {
         if let (Some(m), Ok(img)) = (&old, GuestImage::find(&opts.out)) {
-            if m.kernel_package == package && m.agent_sha256 == agent_sha {
+            if m.kernel_package == package
+                && m.agent_sha256 == agent_sha
+                && m.wanted_modules == AGENT_MODULES
+                && m.initramfs_format == INITRAMFS_FORMAT
+            {
                 progress(&format!(
                     "guest image is up to date ({package}, agent {})",
                     &agent_sha[..12]
@@ -190,6 +204,8 @@ pub fn build(
         kernel_package: package,
         agent_sha256: agent_sha,
         modules: order.iter().map(|(n, _)| n.clone()).collect(),
+        wanted_modules: AGENT_MODULES.iter().map(|m| m.to_string()).collect(),
+        initramfs_format: INITRAMFS_FORMAT.into(),
         built_unix: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())

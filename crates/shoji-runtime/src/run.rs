@@ -115,6 +115,20 @@ pub trait RunHooks: Send {
     fn trace_id(&self) -> Option<String> {
         None
     }
+    /// The count of agent spans the built-in forwarder has received; `None` without one. The VM
+    /// is stopped only once the spans the agent reports as sent have arrived.
+    fn agent_spans_received(&self) -> Option<SpanCount> {
+        None
+    }
+}
+
+/// Reads a running count (of spans received, for [`RunHooks::agent_spans_received`]).
+#[derive(Clone)]
+pub struct SpanCount(pub std::sync::Arc<dyn Fn() -> u64 + Send + Sync>);
+impl std::fmt::Debug for SpanCount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SpanCount({})", (self.0)())
+    }
 }
 
 /// No telemetry.

@@ -94,6 +94,8 @@ pub struct SandboxVm {
     stderr_pipes: Vec<(&'static str, tokio::process::ChildStderr)>,
     vm_exit: watch::Receiver<Option<String>>,
     vm_task: AbortOnDrop,
+    /// Agent spans the built-in forwarder has received, when there is one (see `stop`).
+    agent_spans_received: Option<crate::run::SpanCount>,
     _ready: tokio::net::UnixListener,
     fs_helper: ChildGuard,
     vsock_helper: ChildGuard,
@@ -213,7 +215,7 @@ impl SandboxVm {
             // Keep the guard (and so the reaped child) until the task is dropped.
             std::future::pending::<()>().await;
         });
-        let vm_task = AbortOnDrop(vm_task);
+        let vm_task = AbortOnDrop(Some(vm_task));
 
         let boot_timeout = Duration::from_secs(q.boot_timeout.max(1));
         let uds = sb.vsock_uds();
@@ -260,6 +262,7 @@ impl SandboxVm {
             "guest clock measured"
         );
         hooks.clock_measured(&sb.id, clock);
+        let agent_spans_received = hooks.agent_spans_received();
 
         Ok(Self {
             client,
@@ -274,6 +277,7 @@ impl SandboxVm {
             stderr_pipes,
             vm_exit,
             vm_task,
+            agent_spans_received,
             _ready: ready,
             fs_helper,
             vsock_helper,
@@ -340,16 +344,37 @@ impl SandboxVm {
 
     /// Powers the guest off (the agent flushes its spans first), stops QEMU and the helpers and
     /// removes the sandbox directory. Returns the spans the agent says it dropped.
-    pub async fn stop(self) -> u64 {
+    pub async fn stop(mut self) -> u64 {
         let mut dropped = 0;
         async {
             match self.client.shutdown().await {
-                Ok(r) => dropped = r.dropped_spans,
-                Err(e) => tracing::warn!(error = %e, "agent shutdown failed; stopping the VM"),
+                Ok(r) => {
+                    dropped = r.dropped_spans;
+                    // The agent answers once its spans are written and its filesystems synced:
+                    // nothing in the guest needs the kernel's own power-off, which takes ~50 ms
+                    // under TCG (issue #2). Once the spans it sent are here, QEMU is stopped, as
+                    // Kata stops the VM after the agent's last call.
+                    let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+                    while self
+                        .agent_spans_received
+                        .as_ref()
+                        .is_some_and(|n| (n.0)() < r.exported_spans)
+                        && tokio::time::Instant::now() < deadline
+                    {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    self.vm_task.stop().await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "agent shutdown failed; stopping the VM");
+                    let mut exit = self.vm_exit.clone();
+                    let _ = tokio::time::timeout(
+                        Duration::from_secs(5),
+                        exit.wait_for(|s| s.is_some()),
+                    )
+                    .await;
+                }
             }
-            let mut exit = self.vm_exit.clone();
-            let _ =
-                tokio::time::timeout(Duration::from_secs(5), exit.wait_for(|s| s.is_some())).await;
         }
         .instrument(info_span!(
             "vm.stop",
@@ -378,10 +403,21 @@ impl SandboxVm {
 
 /// Aborts (and so drops, killing QEMU) the wrapped task when dropped.
 #[derive(Debug)]
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+struct AbortOnDrop(Option<tokio::task::JoinHandle<()>>);
+impl AbortOnDrop {
+    /// Aborts the task and waits until it is gone (QEMU killed and reaped).
+    async fn stop(&mut self) {
+        if let Some(h) = self.0.take() {
+            h.abort();
+            let _ = h.await;
+        }
+    }
+}
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
-        self.0.abort();
+        if let Some(h) = &self.0 {
+            h.abort();
+        }
     }
 }
 

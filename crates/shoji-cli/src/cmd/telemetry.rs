@@ -89,6 +89,17 @@ impl shoji_runtime::run::RunHooks for TraceHooks<'_> {
         }
     }
 
+    fn agent_spans_received(&self) -> Option<shoji_runtime::run::SpanCount> {
+        self.forwarder.as_ref().map(|f| {
+            let stats = f.stats.clone();
+            shoji_runtime::run::SpanCount(std::sync::Arc::new(move || {
+                stats
+                    .spans_forwarded
+                    .load(std::sync::atomic::Ordering::Relaxed)
+            }))
+        })
+    }
+
     fn context_injector(&self) -> Option<shoji_runtime::agent::ContextInjector> {
         // Without runtime spans there is no parent to name: the agent roots its own trace.
         self.runtime_spans().then_some(
