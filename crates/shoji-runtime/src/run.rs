@@ -184,14 +184,73 @@ pub async fn run(
     tracing::Span::current().record("sandbox_id", sb.id.as_str());
     tracing::Span::current().record("container_id", container_id.as_str());
 
-    let (spec, rootfs) =
-        info_span!("image.unpack", source = "runtime", subsystem = "image", sandbox_id = %sb.id)
-            .in_scope(|| prepare_rootfs(&source, &sb, &req.process))?;
-    let spec_json = serde_json::to_vec(&spec).map_err(|e| SpecError::Build(e.to_string()))?;
-
+    let unpack_span =
+        info_span!("image.unpack", source = "runtime", subsystem = "image", sandbox_id = %sb.id);
     let mut opts = BootOptions::for_process(config, &req.process, req.agent_tracing);
     opts.traceparent = req.traceparent.clone();
-    let vm = SandboxVm::boot(config, &bins, sb, &rootfs, &opts, hooks).await?;
+
+    // An image is unpacked while the guest boots: the rootfs is only looked at when the agent
+    // mounts it in CreateContainer, and on a 2-core host the unpack (25-150 ms) and QEMU's
+    // start overlap (issue #2). virtiofsd serves the directory as it fills.
+    let (vm, spec) = if let RootSource::Image(path) = &source {
+        let rootfs = sb.rootfs();
+        std::fs::create_dir_all(&rootfs).map_err(|source| {
+            RunError::Image(image::ImageError::Io {
+                path: rootfs.clone(),
+                source,
+            })
+        })?;
+        let (path, work, dest, process) = (
+            path.clone(),
+            sb.path().join("image"),
+            rootfs.clone(),
+            req.process.clone(),
+        );
+        let mut unpack = tokio::task::spawn_blocking(move || {
+            unpack_span.in_scope(|| unpack_image(&path, &work, &dest, &process))
+        });
+        let joined = |r: Result<Result<_, RunError>, tokio::task::JoinError>| {
+            r.unwrap_or_else(|e| {
+                Err(RunError::Image(image::ImageError::Io {
+                    path: source_path(&source),
+                    source: std::io::Error::other(format!("the unpacking task failed: {e}")),
+                }))
+            })
+        };
+        let sb_path = sb.path().to_path_buf();
+        let mut boot = Box::pin(SandboxVm::boot(config, &bins, sb, &rootfs, &opts, hooks));
+        // A bad image is reported as soon as the unpack fails: dropping the boot future stops
+        // whatever it started (its guards) without waiting for the guest.
+        let (booted, unpacked) = tokio::select! {
+            u = &mut unpack => match joined(u) {
+                Ok(spec) => ((&mut boot).await, Ok(spec)),
+                Err(e) => {
+                    drop(boot);
+                    let _ = std::fs::remove_dir_all(&sb_path);
+                    return Err(e);
+                }
+            },
+            b = &mut boot => (b, joined(unpack.await)),
+        };
+        match (booted, unpacked) {
+            (Ok(vm), Ok(spec)) => (vm, spec),
+            (Ok(vm), Err(e)) => {
+                vm.stop().await;
+                return Err(e);
+            }
+            (Err(e), _) => {
+                // The sandbox directory went with the failed boot, possibly while the unpack
+                // was still writing into it.
+                let _ = std::fs::remove_dir_all(&sb_path);
+                return Err(e);
+            }
+        }
+    } else {
+        let (spec, rootfs) = unpack_span.in_scope(|| prepare_rootfs(&source, &sb, &req.process))?;
+        let vm = SandboxVm::boot(config, &bins, sb, &rootfs, &opts, hooks).await?;
+        (vm, spec)
+    };
+    let spec_json = serde_json::to_vec(&spec).map_err(|e| SpecError::Build(e.to_string()))?;
     let client = &vm.client;
 
     let mut outcome = RunOutcome {
@@ -305,6 +364,24 @@ async fn wait_with_signals(client: &AgentClient, cid: &str) -> Result<i32, Agent
     }
 }
 
+fn source_path(source: &RootSource) -> PathBuf {
+    match source {
+        RootSource::Image(p) | RootSource::Bundle(p) | RootSource::Rootfs(p) => p.clone(),
+    }
+}
+
+/// Unpacks an image into `rootfs` (scratch space in `work`) and builds the runtime spec.
+fn unpack_image(
+    path: &std::path::Path,
+    work: &std::path::Path,
+    rootfs: &std::path::Path,
+    opts: &ProcessOptions,
+) -> Result<oci_spec::runtime::Spec, RunError> {
+    let cfg = image::unpack(path, work, rootfs)?;
+    let _ = std::fs::remove_dir_all(work);
+    Ok(crate::spec::from_image(&cfg, rootfs, opts)?)
+}
+
 pub(crate) fn prepare_rootfs(
     source: &RootSource,
     sb: &SandboxDir,
@@ -313,9 +390,8 @@ pub(crate) fn prepare_rootfs(
     Ok(match source {
         RootSource::Image(path) => {
             let rootfs = sb.rootfs();
-            let cfg = image::unpack(path, &sb.path().join("image"), &rootfs)?;
-            let _ = std::fs::remove_dir_all(sb.path().join("image"));
-            (crate::spec::from_image(&cfg, &rootfs, opts)?, rootfs)
+            let spec = unpack_image(path, &sb.path().join("image"), &rootfs, opts)?;
+            (spec, rootfs)
         }
         RootSource::Bundle(dir) => crate::spec::from_bundle(dir, opts)?,
         RootSource::Rootfs(dir) => {
