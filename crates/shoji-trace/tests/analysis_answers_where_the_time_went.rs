@@ -82,6 +82,9 @@ fn work_that_outlives_its_parent_is_not_the_grandparents_self_time() {
     assert_eq!(get("svc: run").self_ns, 20 * MS);
     assert_eq!(get("svc: vm.start").self_ns, 5 * MS);
     assert_eq!(get("svc: guest.boot").self_ns, 75 * MS);
+    // And the boot is on the critical path, through vm.start.
+    let names: Vec<String> = critical_path(&t).into_iter().map(|s| s.name).collect();
+    assert_eq!(names, ["vm.start", "guest.boot", "run"]);
 }
 
 #[test]

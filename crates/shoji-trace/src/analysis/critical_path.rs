@@ -1,7 +1,8 @@
 //! The critical path: the chain of spans that determined the trace's duration. Walking back
 //! from the end of the root, the last child to finish is on the path, then the last child to
 //! finish before that one started, and so on, recursively; the gaps between are the parent's
-//! own time (the method of Jaeger's UI).
+//! own time (the method of Jaeger's UI). A child finishes when its whole subtree does, so work
+//! that outlives the span that started it stays on the path.
 
 use serde::Serialize;
 
@@ -40,9 +41,12 @@ pub fn critical_path(trace: &Trace) -> Vec<Segment> {
     let mut out = Vec::new();
     // Explicit stack instead of recursion: a hostile trace can be 100,000 spans deep.
     // Frame: (span, depth, cursor, next child position in end-desc order).
+    // A child counts until its whole subtree ends: `vm.start` returns once QEMU runs, but the
+    // guest boot under it goes on and is what the rest of the run waits for.
+    let ends = super::subtree_ends(trace, &tree);
     let sorted_children = |i: usize| {
         let mut c = tree.children[i].clone();
-        c.sort_by_key(|&c| std::cmp::Reverse((trace.spans[c].end_ns, trace.spans[c].start_ns)));
+        c.sort_by_key(|&c| std::cmp::Reverse((ends[c], trace.spans[c].start_ns)));
         c
     };
     let root_span = &trace.spans[root];
@@ -64,7 +68,7 @@ pub fn critical_path(trace: &Trace) -> Vec<Segment> {
             if cs.start_ns >= *cursor {
                 continue;
             }
-            let c_end = cs.end_ns.min(*cursor);
+            let c_end = ends[c].min(*cursor);
             if *cursor > c_end {
                 out.push(seg(trace, *i, *depth, c_end, *cursor));
             }

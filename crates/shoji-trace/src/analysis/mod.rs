@@ -12,13 +12,7 @@ use crate::model::{SpanTree, Trace};
 /// interval runs to the end of its whole subtree: work a child started that outlives it (the
 /// guest booting under a `vm.start` that returned once QEMU ran) is not the parent's own time.
 pub fn self_times(trace: &Trace, tree: &SpanTree) -> Vec<u64> {
-    let mut subtree_end: Vec<u64> = trace.spans.iter().map(|s| s.end_ns).collect();
-    // Children come after their parents in the walk: fold ends upwards in reverse.
-    for &(i, _) in tree.walk().iter().rev() {
-        if let Some(p) = tree.parent[i] {
-            subtree_end[p] = subtree_end[p].max(subtree_end[i]);
-        }
-    }
+    let subtree_end = subtree_ends(trace, tree);
     trace
         .spans
         .iter()
@@ -53,4 +47,16 @@ pub fn self_times(trace: &Trace, tree: &SpanTree) -> Vec<u64> {
             s.duration_ns().saturating_sub(covered)
         })
         .collect()
+}
+
+/// When each span's subtree ends: the latest end among the span and all its descendants.
+pub(crate) fn subtree_ends(trace: &Trace, tree: &SpanTree) -> Vec<u64> {
+    let mut end: Vec<u64> = trace.spans.iter().map(|s| s.end_ns).collect();
+    // Children come after their parents in the walk: fold ends upwards in reverse.
+    for &(i, _) in tree.walk().iter().rev() {
+        if let Some(p) = tree.parent[i] {
+            end[p] = end[p].max(end[i]);
+        }
+    }
+    end
 }
