@@ -301,21 +301,7 @@ pub fn sandbox(a: SandboxArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> 
         // The root of the sandbox's one trace: from create to delete (or until this process is
         // told to stop). Its children are exported as they end, so the trace can be read while
         // the sandbox lives; this span itself arrives last.
-        let span = tracing::info_span!(
-            "sandbox",
-            source = "runtime",
-            package = "shoji_cli",
-            subsystem = "runtime",
-            sandbox_id = tracing::field::Empty,
-            container_id = tracing::field::Empty,
-            vm.accel = tracing::field::Empty,
-            process.exit_code = tracing::field::Empty,
-            shoji.clock_offset_ns = tracing::field::Empty,
-            shoji.agent_dropped_spans = tracing::field::Empty,
-            shoji.dropped_spans = tracing::field::Empty,
-            otel.status_code = tracing::field::Empty,
-            otel.status_message = tracing::field::Empty,
-        );
+        let span = telemetry::root_span!("sandbox");
         let mut hooks = TraceHooks::new(&telemetry, runtime_tracing, agent_tracing);
         let result = daemon::serve(&config, &root, req, &mut hooks)
             .instrument(span.clone())

@@ -173,21 +173,7 @@ impl RunArgs {
             .build()
             .context("while starting the async runtime")?;
         let outcome = rt.block_on(async {
-            let span = tracing::info_span!(
-                "run",
-                source = "runtime",
-                package = "shoji_cli",
-                subsystem = "runtime",
-                sandbox_id = tracing::field::Empty,
-                container_id = tracing::field::Empty,
-                vm.accel = tracing::field::Empty,
-                process.exit_code = tracing::field::Empty,
-                shoji.clock_offset_ns = tracing::field::Empty,
-                shoji.agent_dropped_spans = tracing::field::Empty,
-                shoji.dropped_spans = tracing::field::Empty,
-                otel.status_code = tracing::field::Empty,
-                otel.status_message = tracing::field::Empty,
-            );
+            let span = telemetry::root_span!("run");
             let mut hooks = TraceHooks::new(&telemetry, runtime_tracing, agent_tracing);
             let result = shoji_runtime::run::run(&config, req, &mut hooks)
                 .instrument(span.clone())

@@ -119,3 +119,26 @@ impl TraceHooks<'_> {
         self.runtime_tracing && self.telemetry.pipeline.is_some()
     }
 }
+
+/// The root span of a sandbox's one trace (`run`, or `sandbox` for the lifecycle), with the
+/// fields recorded as the sandbox goes. A macro because `tracing` wants the name as a literal.
+macro_rules! root_span {
+    ($name:literal) => {
+        tracing::info_span!(
+            $name,
+            source = "runtime",
+            package = "shoji_cli",
+            subsystem = "runtime",
+            sandbox_id = tracing::field::Empty,
+            container_id = tracing::field::Empty,
+            vm.accel = tracing::field::Empty,
+            process.exit_code = tracing::field::Empty,
+            shoji.clock_offset_ns = tracing::field::Empty,
+            shoji.agent_dropped_spans = tracing::field::Empty,
+            shoji.dropped_spans = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+            otel.status_message = tracing::field::Empty,
+        )
+    };
+}
+pub(crate) use root_span;
