@@ -22,52 +22,38 @@ struct S {
 
 fn spans_of(export: &str) -> Vec<S> {
     let mut out = Vec::new();
-    for line in export.lines().filter(|l| !l.trim().is_empty()) {
-        let v: Value = serde_json::from_str(line).expect("OTLP JSON line");
-        for rs in v["resourceSpans"].as_array().into_iter().flatten() {
-            let service = rs["resource"]["attributes"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|a| a["key"] == "service.name")
-                .and_then(|a| a["value"]["stringValue"].as_str())
-                .unwrap_or("")
-                .to_string();
-            for ss in rs["scopeSpans"].as_array().into_iter().flatten() {
-                for sp in ss["spans"].as_array().into_iter().flatten() {
-                    let num = |k: &str| -> u128 {
-                        match &sp[k] {
-                            Value::String(s) => s.parse().unwrap_or(0),
-                            Value::Number(n) => n.as_u64().unwrap_or(0) as u128,
-                            _ => 0,
-                        }
-                    };
-                    let attrs = sp["attributes"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .map(|a| {
-                            let v = &a["value"];
-                            let s = v["stringValue"]
-                                .as_str()
-                                .map(str::to_string)
-                                .unwrap_or_else(|| v.to_string());
-                            (a["key"].as_str().unwrap_or("").to_string(), s)
-                        })
-                        .collect();
-                    out.push(S {
-                        id: sp["spanId"].as_str().unwrap_or("").into(),
-                        parent: sp["parentSpanId"].as_str().unwrap_or("").into(),
-                        trace: sp["traceId"].as_str().unwrap_or("").into(),
-                        name: sp["name"].as_str().unwrap_or("").into(),
-                        service: service.clone(),
-                        start: num("startTimeUnixNano"),
-                        end: num("endTimeUnixNano"),
-                        attrs,
-                    });
-                }
+    for (service, sp) in common::otlp_json_spans(export) {
+        let sp = &sp;
+        let num = |k: &str| -> u128 {
+            match &sp[k] {
+                Value::String(s) => s.parse().unwrap_or(0),
+                Value::Number(n) => n.as_u64().unwrap_or(0) as u128,
+                _ => 0,
             }
-        }
+        };
+        let attrs = sp["attributes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|a| {
+                let v = &a["value"];
+                let s = v["stringValue"]
+                    .as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| v.to_string());
+                (a["key"].as_str().unwrap_or("").to_string(), s)
+            })
+            .collect();
+        out.push(S {
+            id: sp["spanId"].as_str().unwrap_or("").into(),
+            parent: sp["parentSpanId"].as_str().unwrap_or("").into(),
+            trace: sp["traceId"].as_str().unwrap_or("").into(),
+            name: sp["name"].as_str().unwrap_or("").into(),
+            service: service.clone(),
+            start: num("startTimeUnixNano"),
+            end: num("endTimeUnixNano"),
+            attrs,
+        });
     }
     out
 }

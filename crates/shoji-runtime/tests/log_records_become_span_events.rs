@@ -7,7 +7,6 @@ mod common;
 use std::collections::HashMap;
 
 use common::{busybox_image, text, TestEnv};
-use serde_json::Value;
 
 struct S {
     id: String,
@@ -19,34 +18,20 @@ struct S {
 
 fn spans_of(export: &str) -> Vec<S> {
     let mut out = Vec::new();
-    for line in export.lines().filter(|l| !l.trim().is_empty()) {
-        let v: Value = serde_json::from_str(line).expect("OTLP JSON line");
-        for rs in v["resourceSpans"].as_array().into_iter().flatten() {
-            let service = rs["resource"]["attributes"]
+    for (service, sp) in common::otlp_json_spans(export) {
+        let sp = &sp;
+        out.push(S {
+            id: sp["spanId"].as_str().unwrap_or("").into(),
+            trace: sp["traceId"].as_str().unwrap_or("").into(),
+            name: sp["name"].as_str().unwrap_or("").into(),
+            service: service.clone(),
+            events: sp["events"]
                 .as_array()
                 .into_iter()
                 .flatten()
-                .find(|a| a["key"] == "service.name")
-                .and_then(|a| a["value"]["stringValue"].as_str())
-                .unwrap_or("")
-                .to_string();
-            for ss in rs["scopeSpans"].as_array().into_iter().flatten() {
-                for sp in ss["spans"].as_array().into_iter().flatten() {
-                    out.push(S {
-                        id: sp["spanId"].as_str().unwrap_or("").into(),
-                        trace: sp["traceId"].as_str().unwrap_or("").into(),
-                        name: sp["name"].as_str().unwrap_or("").into(),
-                        service: service.clone(),
-                        events: sp["events"]
-                            .as_array()
-                            .into_iter()
-                            .flatten()
-                            .map(|e| e["name"].as_str().unwrap_or("").to_string())
-                            .collect(),
-                    });
-                }
-            }
-        }
+                .map(|e| e["name"].as_str().unwrap_or("").to_string())
+                .collect(),
+        });
     }
     out
 }

@@ -184,3 +184,28 @@ pub fn initrd_without_agent(dir: &Path) -> PathBuf {
     assert!(st.success());
     initrd
 }
+
+/// Every span of an OTLP JSON-lines export (`shoji trace export --format otlp-json`), with the
+/// `service.name` of its resource.
+pub fn otlp_json_spans(export: &str) -> Vec<(String, serde_json::Value)> {
+    let mut out = Vec::new();
+    for line in export.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value = serde_json::from_str(line).expect("OTLP JSON line");
+        for rs in v["resourceSpans"].as_array().into_iter().flatten() {
+            let service = rs["resource"]["attributes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|a| a["key"] == "service.name")
+                .and_then(|a| a["value"]["stringValue"].as_str())
+                .unwrap_or("")
+                .to_string();
+            for ss in rs["scopeSpans"].as_array().into_iter().flatten() {
+                for sp in ss["spans"].as_array().into_iter().flatten() {
+                    out.push((service.clone(), sp.clone()));
+                }
+            }
+        }
+    }
+    out
+}
