@@ -101,14 +101,23 @@ impl Store {
             .doing("starting a delete transaction")?;
         let mut report = RetentionReport::default();
         {
+            let mut count = tx
+                .prepare_cached(
+                    "SELECT coalesce(sum(span_count), 0) FROM chunks WHERE trace_id = ?1",
+                )
+                .doing("preparing the span count")?;
             let mut del_spans = tx
-                .prepare_cached("DELETE FROM spans WHERE trace_id = ?1")
+                .prepare_cached("DELETE FROM chunks WHERE trace_id = ?1")
                 .doing("preparing the span delete")?;
             let mut del_trace = tx
                 .prepare_cached("DELETE FROM traces WHERE trace_id = ?1")
                 .doing("preparing the trace delete")?;
             for id in ids {
-                report.spans += del_spans.execute(params![id]).doing("deleting spans")? as u64;
+                let n: i64 = count
+                    .query_row(params![id], |r| r.get(0))
+                    .doing("counting spans")?;
+                del_spans.execute(params![id]).doing("deleting spans")?;
+                report.spans += n.max(0) as u64;
                 report.traces += del_trace.execute(params![id]).doing("deleting a trace")? as u64;
             }
         }

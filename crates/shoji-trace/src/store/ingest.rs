@@ -1,14 +1,19 @@
-//! Writing OTLP requests into the store: one transaction per request, idempotent per span.
+//! Writing OTLP requests into the store: one transaction per request (or per backlog). The
+//! spans of one trace with one resource and scope go into one row (a chunk); a re-sent
+//! request is recognised by its chunks' span ids and stored once.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use super::{SqlContext, Store, StoreError};
+
+type Fast = foldhash::fast::RandomState;
 use crate::model::service_name;
 
 /// What one ingest did.
@@ -24,14 +29,20 @@ pub struct IngestStats {
 
 /// Bound on the in-process cache of context ids; contexts are few (one per resource/scope).
 const CONTEXT_CACHE_MAX: usize = 4096;
+/// Bound on the in-process cache of known operations.
+const OPERATION_CACHE_MAX: usize = 16 * 1024;
 
 pub(super) struct Writer {
     conn: Connection,
     /// Encoded context -> row id, only for contexts whose insert has committed.
     contexts: HashMap<Vec<u8>, i64>,
+    /// Operations known to be in the `operations` table (committed), so that a steady stream
+    /// of the same span names costs no insert.
+    operations: HashSet<(String, String, i32)>,
 }
 
 /// What one ingest adds to a trace's summary. Strings borrow from the request.
+#[derive(Clone)]
 struct TraceDelta<'a> {
     start_ns: u64,
     end_ns: u64,
@@ -39,7 +50,21 @@ struct TraceDelta<'a> {
     bytes: u64,
     /// (start, name, service, is_parentless)
     root: Option<(u64, &'a str, &'a str, bool)>,
-    services: BTreeSet<&'a str>,
+    /// Distinct, few (one per resource).
+    services: Vec<&'a str>,
+}
+
+impl Default for TraceDelta<'_> {
+    fn default() -> Self {
+        TraceDelta {
+            start_ns: u64::MAX,
+            end_ns: 0,
+            count: 0,
+            bytes: 0,
+            root: None,
+            services: Vec::new(),
+        }
+    }
 }
 
 impl Writer {
@@ -47,6 +72,7 @@ impl Writer {
         Writer {
             conn,
             contexts: HashMap::new(),
+            operations: HashSet::new(),
         }
     }
 
@@ -85,106 +111,115 @@ impl Store {
         resource_spans: impl Iterator<Item = &'a ResourceSpans> + Clone,
     ) -> Result<IngestStats, StoreError> {
         let mut writer = self.writer();
-        let Writer { conn, contexts } = &mut *writer;
+        let Writer {
+            conn,
+            contexts,
+            operations: known_ops,
+        } = &mut *writer;
         let mut stats = IngestStats::default();
         // Service names are owned here, everything else borrows from the requests: no
         // allocation per span.
         let services: Vec<String> = resource_spans.clone().map(service_name).collect();
-        let mut deltas: HashMap<[u8; 16], TraceDelta<'_>> = HashMap::new();
+        let mut chunks: Vec<Chunk<'_>> = Vec::new();
+        // foldhash: a few times cheaper than SipHash per span, still seeded per process, so a
+        // sender cannot choose ids that collide.
+        let mut chunk_of: HashMap<([u8; 16], i64), usize, Fast> = HashMap::default();
+        let total: usize = resource_spans
+            .clone()
+            .flat_map(|rs| &rs.scope_spans)
+            .map(|ss| ss.spans.len())
+            .sum();
+        let mut seen: HashSet<([u8; 16], [u8; 8]), Fast> =
+            HashSet::with_capacity_and_hasher(total, Fast::default());
         let mut operations: HashSet<(&str, &str, i32)> = HashSet::new();
         let mut new_contexts: Vec<(Vec<u8>, i64)> = Vec::new();
 
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .doing("starting an ingest transaction")?;
-        {
-            let mut insert_span = tx
-                .prepare_cached(
-                    "INSERT OR IGNORE INTO spans
-                     (trace_id, span_id, parent_id, name, start_ns, end_ns, context_id, body)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                )
-                .doing("preparing the span insert")?;
-            let mut body = Vec::with_capacity(1024);
-            for (rs, service) in resource_spans.zip(&services) {
-                let service = service.as_str();
-                for ss in &rs.scope_spans {
-                    let ctx = encode_context(rs, ss);
-                    let ctx_id = match contexts.get(&ctx).or_else(|| {
-                        new_contexts
-                            .iter()
-                            .find(|(c, _)| *c == ctx)
-                            .map(|(_, id)| id)
-                    }) {
-                        Some(&id) => id,
-                        None => {
-                            let id = context_id(&tx, &ctx)?;
-                            new_contexts.push((ctx, id));
-                            id
+        for (rs, service) in resource_spans.zip(&services) {
+            let service = service.as_str();
+            for ss in &rs.scope_spans {
+                let ctx = encode_context(rs, ss);
+                let ctx_id = match contexts.get(&ctx).or_else(|| {
+                    new_contexts
+                        .iter()
+                        .find(|(c, _)| *c == ctx)
+                        .map(|(_, id)| id)
+                }) {
+                    Some(&id) => id,
+                    None => {
+                        let id = context_id(&tx, &ctx)?;
+                        new_contexts.push((ctx, id));
+                        id
+                    }
+                };
+                // Spans of one trace usually come together: remember the last chunk.
+                let mut last: Option<([u8; 16], usize)> = None;
+                for span in &ss.spans {
+                    let (Ok(trace_id), Ok(span_id)) = (
+                        <[u8; 16]>::try_from(span.trace_id.as_slice()),
+                        <[u8; 8]>::try_from(span.span_id.as_slice()),
+                    ) else {
+                        stats.rejected += 1;
+                        continue;
+                    };
+                    if trace_id == [0; 16] || span_id == [0; 8] {
+                        stats.rejected += 1;
+                        continue;
+                    }
+                    if !seen.insert((trace_id, span_id)) {
+                        stats.duplicates += 1;
+                        continue;
+                    }
+                    let i = match last {
+                        Some((t, i)) if t == trace_id => i,
+                        _ => {
+                            let i = *chunk_of.entry((trace_id, ctx_id)).or_insert_with(|| {
+                                chunks.push(Chunk::new(trace_id, ctx_id));
+                                chunks.len() - 1
+                            });
+                            last = Some((trace_id, i));
+                            i
                         }
                     };
-                    for span in &ss.spans {
-                        let (Ok(trace_id), Ok(span_id)) = (
-                            <[u8; 16]>::try_from(span.trace_id.as_slice()),
-                            <[u8; 8]>::try_from(span.span_id.as_slice()),
-                        ) else {
-                            stats.rejected += 1;
-                            continue;
-                        };
-                        if trace_id == [0; 16] || span_id == [0; 8] {
-                            stats.rejected += 1;
-                            continue;
-                        }
-                        // Only a well-formed 8-byte parent counts; anything else makes a root.
-                        let parent = <[u8; 8]>::try_from(span.parent_span_id.as_slice())
-                            .ok()
-                            .filter(|p| *p != [0; 8]);
-                        let start = span.start_time_unix_nano;
-                        let end = span.end_time_unix_nano.max(start);
-                        body.clear();
-                        // Encoding into a Vec cannot fail: it grows as needed.
-                        span.encode(&mut body).ok();
-                        let inserted = insert_span
-                            .execute(params![
-                                &trace_id[..],
-                                &span_id[..],
-                                parent.as_ref().map(|p| &p[..]),
-                                &span.name,
-                                clamp_i64(start),
-                                clamp_i64(end),
-                                ctx_id,
-                                &body,
-                            ])
-                            .doing("inserting a span")?;
-                        if inserted == 0 {
-                            stats.duplicates += 1;
-                            continue;
-                        }
-                        stats.stored += 1;
+                    if chunks[i].add(span, service) {
                         operations.insert((service, span.name.as_str(), span.kind));
-                        let d = deltas.entry(trace_id).or_insert_with(|| TraceDelta {
-                            start_ns: u64::MAX,
-                            end_ns: 0,
-                            count: 0,
-                            bytes: 0,
-                            root: None,
-                            services: BTreeSet::new(),
-                        });
-                        d.start_ns = d.start_ns.min(start);
-                        d.end_ns = d.end_ns.max(end);
-                        d.count += 1;
-                        d.bytes += body.len() as u64;
-                        d.services.insert(service);
-                        let candidate = (start, parent.is_none());
-                        let better = match &d.root {
-                            None => true,
-                            Some((s, _, _, is_root)) => {
-                                (candidate.1 && !is_root) || (candidate.1 == *is_root && start < *s)
-                            }
-                        };
-                        if better {
-                            d.root = Some((start, span.name.as_str(), service, candidate.1));
-                        }
+                    }
+                }
+            }
+        }
+        let mut deltas: HashMap<[u8; 16], TraceDelta<'_>> = HashMap::new();
+        {
+            let mut insert_chunk = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO chunks
+                     (trace_id, digest, context_id, span_count, names, body)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )
+                .doing("preparing the chunk insert")?;
+            for c in &chunks {
+                let inserted = insert_chunk
+                    .execute(params![
+                        &c.trace_id[..],
+                        c.digest.value() as i64,
+                        c.ctx_id,
+                        c.delta.count as i64,
+                        // Stored like services, for the operation filter.
+                        join_services(c.names.iter().copied()),
+                        &c.body,
+                    ])
+                    .doing("inserting spans")?;
+                if inserted == 0 {
+                    // The same spans of this trace are stored already: a client's retry.
+                    stats.duplicates += c.delta.count;
+                    continue;
+                }
+                stats.stored += c.delta.count;
+                match deltas.entry(c.trace_id) {
+                    Entry::Occupied(mut d) => d.get_mut().merge(&c.delta),
+                    Entry::Vacant(v) => {
+                        v.insert(c.delta.clone());
                     }
                 }
             }
@@ -198,7 +233,11 @@ impl Store {
                     "INSERT OR IGNORE INTO operations (service, name, kind) VALUES (?1, ?2, ?3)",
                 )
                 .doing("preparing the operation insert")?;
-            for (service, name, kind) in &operations {
+            for &(service, name, kind) in &operations {
+                // Distinct operations of one ingest are few: an owned key per lookup is cheap.
+                if known_ops.contains(&(service.to_string(), name.to_string(), kind)) {
+                    continue;
+                }
                 op.execute(params![service, name, kind])
                     .doing("recording an operation")?;
             }
@@ -208,7 +247,132 @@ impl Store {
             contexts.clear();
         }
         contexts.extend(new_contexts);
+        if known_ops.len() + operations.len() > OPERATION_CACHE_MAX {
+            known_ops.clear();
+        }
+        known_ops.extend(
+            operations
+                .into_iter()
+                .map(|(s, n, k)| (s.to_string(), n.to_string(), k)),
+        );
         Ok(stats)
+    }
+}
+
+/// The spans of one trace with one resource and scope, from one ingest: stored as one row.
+/// The body is the protobuf of a `ScopeSpans` holding only the spans (field 2, repeated), so it
+/// decodes with prost as it is.
+struct Chunk<'a> {
+    trace_id: [u8; 16],
+    ctx_id: i64,
+    body: Vec<u8>,
+    /// Of the span ids in order: a re-sent request gives the same chunk and digest.
+    digest: Digest,
+    names: Vec<&'a str>,
+    delta: TraceDelta<'a>,
+}
+
+impl<'a> Chunk<'a> {
+    fn new(trace_id: [u8; 16], ctx_id: i64) -> Self {
+        Chunk {
+            trace_id,
+            ctx_id,
+            body: Vec::with_capacity(16 * 1024),
+            digest: Digest::default(),
+            names: Vec::new(),
+            delta: TraceDelta::default(),
+        }
+    }
+
+    /// Adds a span (ids already checked); true if its name is new to this chunk.
+    fn add(&mut self, span: &'a Span, service: &'a str) -> bool {
+        prost::encoding::message::encode(SCOPE_SPANS_SPANS, span, &mut self.body);
+        self.digest.add(&span.span_id);
+        let start = span.start_time_unix_nano;
+        let end = span.end_time_unix_nano.max(start);
+        let is_root =
+            <[u8; 8]>::try_from(span.parent_span_id.as_slice()).map_or(true, |p| p == [0; 8]);
+        self.delta
+            .add(start, end, span.name.as_str(), service, is_root);
+        self.delta.bytes = self.body.len() as u64;
+        let new_name = !self.names.contains(&span.name.as_str());
+        if new_name {
+            self.names.push(span.name.as_str());
+        }
+        new_name
+    }
+}
+
+/// Field number of `spans` in `opentelemetry.proto.trace.v1.ScopeSpans`.
+const SCOPE_SPANS_SPANS: u32 = 2;
+
+/// Appends one already-encoded span to a chunk body, as `Chunk::add` would have encoded it.
+pub(super) fn append_encoded_span(body: &mut Vec<u8>, span: &[u8]) {
+    use prost::encoding::{encode_key, encode_varint, WireType};
+    encode_key(SCOPE_SPANS_SPANS, WireType::LengthDelimited, body);
+    encode_varint(span.len() as u64, body);
+    body.extend_from_slice(span);
+}
+
+/// 64-bit FNV-1a over the span ids of a chunk, in order. Stable across builds and versions
+/// (it is stored), cheap, and only compared for equality within one trace: a collision would
+/// need two different id sequences of one trace to hash alike.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Digest(u64);
+
+impl Default for Digest {
+    fn default() -> Self {
+        Digest(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Digest {
+    pub(super) fn add(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+
+    pub(super) fn value(self) -> u64 {
+        self.0
+    }
+}
+
+impl<'a> TraceDelta<'a> {
+    fn add(&mut self, start: u64, end: u64, name: &'a str, service: &'a str, is_root: bool) {
+        self.start_ns = self.start_ns.min(start);
+        self.end_ns = self.end_ns.max(end);
+        self.count += 1;
+        if self.services.last() != Some(&service) && !self.services.contains(&service) {
+            self.services.push(service);
+        }
+        self.offer_root((start, name, service, is_root));
+    }
+
+    /// A real root beats a stand-in; among equals, the earlier start wins.
+    fn offer_root(&mut self, c: (u64, &'a str, &'a str, bool)) {
+        let better = match &self.root {
+            None => true,
+            Some((s, _, _, is_root)) => (c.3 && !is_root) || (c.3 == *is_root && c.0 < *s),
+        };
+        if better {
+            self.root = Some(c);
+        }
+    }
+
+    fn merge(&mut self, o: &TraceDelta<'a>) {
+        self.start_ns = self.start_ns.min(o.start_ns);
+        self.end_ns = self.end_ns.max(o.end_ns);
+        self.count += o.count;
+        self.bytes += o.bytes;
+        for s in &o.services {
+            if !self.services.contains(s) {
+                self.services.push(s);
+            }
+        }
+        if let Some(r) = o.root {
+            self.offer_root(r);
+        }
     }
 }
 
@@ -268,7 +432,13 @@ fn merge_trace(
     let (root_start, root_name, root_service, root_is_root) = d.root.unwrap_or_default();
     match existing {
         None => {
-            let services = join_services(d.services.iter().copied());
+            let services = join_services(
+                d.services
+                    .iter()
+                    .copied()
+                    .collect::<BTreeSet<_>>()
+                    .into_iter(),
+            );
             tx.prepare_cached(
                 "INSERT INTO traces (trace_id, start_ns, end_ns, span_count, bytes, root_name,
                  root_service, has_root, services, updated_ns)
@@ -332,7 +502,7 @@ fn merge_trace(
 /// exactly; the separator cannot be confused with text people put in service names.
 pub(crate) const SEP: char = '\u{1f}';
 
-fn join_services<'a>(services: impl Iterator<Item = &'a str>) -> String {
+pub(super) fn join_services<'a>(services: impl Iterator<Item = &'a str>) -> String {
     let mut out = String::from(SEP);
     for s in services {
         out.push_str(&s.replace(SEP, " "));

@@ -47,16 +47,23 @@ pub enum StoreError {
         found: i64,
         known: i64,
     },
+    #[error("cannot upgrade the trace store {path} from schema version {from}; it is unchanged (the upgrade is one transaction), and an older shoji can still read it")]
+    Migrate {
+        path: PathBuf,
+        from: i64,
+        #[source]
+        source: rusqlite::Error,
+    },
     #[error("trace store query failed while {doing}")]
     Sql {
         doing: &'static str,
         #[source]
         source: rusqlite::Error,
     },
-    #[error("stored span {span_id} of trace {trace_id} cannot be decoded")]
+    #[error("stored spans of trace {trace_id} ({what}) cannot be decoded")]
     Corrupt {
         trace_id: String,
-        span_id: String,
+        what: String,
         #[source]
         source: prost::DecodeError,
     },
@@ -144,11 +151,16 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     };
     let conn = Connection::open(path).map_err(open_err)?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
+    // page_size applies only when the file is created (first, before WAL mode is written into
+    // it): 32 KiB pages make a chunk of 512 spans about 3 pages instead of 23, so a commit
+    // writes a few WAL frames, not dozens (ADR 002, docs/benchmarks.md). Existing stores keep
+    // their page size.
     // WAL: readers never block the writer and a commit is one sequential append.
     // synchronous=NORMAL: a committed transaction survives the death of the process (the WAL
     // is in the OS page cache); only a power loss can take the last commits. ADR 002.
     conn.execute_batch(
-        "PRAGMA journal_mode=WAL;
+        "PRAGMA page_size=32768;
+         PRAGMA journal_mode=WAL;
          PRAGMA synchronous=NORMAL;
          PRAGMA foreign_keys=OFF;
          PRAGMA cache_size=-65536;

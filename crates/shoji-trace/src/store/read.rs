@@ -1,16 +1,16 @@
 //! Reading the store: trace summaries for listing, whole traces, ids by prefix or `latest`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, Span};
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
 use prost::Message;
 use rusqlite::types::Value as SqlValue;
 use rusqlite::OptionalExtension;
 
 use super::ingest::{clamp_i64, split_services, SEP};
 use super::{SqlContext, Store, StoreError};
-use crate::model::{service_name, SpanRecord, Trace, TraceId};
+use crate::model::{service_name, SpanId, SpanRecord, Trace, TraceId};
 
 /// One line of `shoji trace ls`: kept current by every ingest.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -83,12 +83,13 @@ impl Store {
         }
         if let Some(op) = &f.operation {
             // Span names are not indexed on their own; the summaries are scanned newest first
-            // and each candidate's spans checked through the primary key, which stops at the
-            // limit. Good enough for interactive use; see docs/benchmarks.md.
+            // and each candidate's chunks (their name lists, not their bodies) checked, which
+            // stops at the limit. Good enough for interactive use; see docs/benchmarks.md.
             sql.push_str(
-                " AND EXISTS (SELECT 1 FROM spans s WHERE s.trace_id = t.trace_id AND s.name = ?)",
+                " AND EXISTS (SELECT 1 FROM chunks c WHERE c.trace_id = t.trace_id
+                  AND instr(c.names, ?) > 0)",
             );
-            args.push(SqlValue::Text(op.clone()));
+            args.push(SqlValue::Text(format!("{SEP}{op}{SEP}")));
         }
         if let Some(d) = f.min_duration_ns {
             sql.push_str(" AND end_ns - start_ns >= ?");
@@ -160,32 +161,37 @@ impl Store {
         .doing("looking up a trace summary")
     }
 
-    /// Every stored span of a trace, or `None` if the store has none.
+    /// Every stored span of a trace, or `None` if the store has none. A span stored twice
+    /// (re-sent in a different grouping) is returned once.
     pub fn trace(&self, id: &TraceId) -> Result<Option<Trace>, StoreError> {
         let conn = self.reader();
         let mut stmt = conn
             .prepare_cached(
-                "SELECT s.span_id, s.start_ns, s.end_ns, s.body, s.context_id, c.body
-                 FROM spans s JOIN contexts c ON c.id = s.context_id WHERE s.trace_id = ?1",
+                "SELECT c.id, c.body, c.context_id, x.body
+                 FROM chunks c JOIN contexts x ON x.id = c.context_id
+                 WHERE c.trace_id = ?1 ORDER BY c.id",
             )
             .doing("preparing a trace lookup")?;
         let mut rows = stmt.query([&id[..]]).doing("loading a trace")?;
         let mut contexts: HashMap<i64, (Arc<ResourceSpans>, String)> = HashMap::new();
+        let mut seen: HashSet<SpanId> = HashSet::new();
         let mut spans = Vec::new();
         while let Some(r) = rows.next().doing("loading a trace")? {
-            let span_id: Vec<u8> = r.get(0).doing("reading a span id")?;
+            let chunk: i64 = r.get(0).doing("reading a chunk id")?;
             let corrupt = |source| StoreError::Corrupt {
                 trace_id: hex::encode(id),
-                span_id: hex::encode(&span_id),
+                what: format!("chunk {chunk}"),
                 source,
             };
-            let body = r.get_ref(3).and_then(|v| v.as_blob().map_err(Into::into));
-            let span = Span::decode(body.doing("reading a span body")?).map_err(corrupt)?;
-            let ctx_id: i64 = r.get(4).doing("reading a span context id")?;
+            let body = r.get_ref(1).and_then(|v| v.as_blob().map_err(Into::into));
+            let chunk_spans = ScopeSpans::decode(body.doing("reading spans")?)
+                .map_err(corrupt)?
+                .spans;
+            let ctx_id: i64 = r.get(2).doing("reading a span context id")?;
             let (context, service) = match contexts.get(&ctx_id) {
                 Some(c) => c.clone(),
                 None => {
-                    let blob = r.get_ref(5).and_then(|v| v.as_blob().map_err(Into::into));
+                    let blob = r.get_ref(3).and_then(|v| v.as_blob().map_err(Into::into));
                     let rs =
                         ResourceSpans::decode(blob.doing("reading a context")?).map_err(corrupt)?;
                     let service = service_name(&rs);
@@ -194,23 +200,33 @@ impl Store {
                     c
                 }
             };
-            let start_ns = r.get::<_, i64>(1).doing("reading a span start")?.max(0) as u64;
-            let end_ns = r.get::<_, i64>(2).doing("reading a span end")?.max(0) as u64;
-            spans.push(SpanRecord {
-                trace_id: *id,
-                span_id: span_id.as_slice().try_into().unwrap_or([0; 8]),
-                parent_id: span
-                    .parent_span_id
-                    .as_slice()
-                    .try_into()
-                    .ok()
-                    .filter(|p| *p != [0u8; 8]),
-                service,
-                start_ns,
-                end_ns: end_ns.max(start_ns),
-                span,
-                context,
-            });
+            spans.reserve(chunk_spans.len());
+            for span in chunk_spans {
+                // Ids were checked at ingest.
+                let Ok(span_id) = SpanId::try_from(span.span_id.as_slice()) else {
+                    continue;
+                };
+                if !seen.insert(span_id) {
+                    continue;
+                }
+                let start_ns = span.start_time_unix_nano;
+                let end_ns = span.end_time_unix_nano.max(start_ns);
+                spans.push(SpanRecord {
+                    trace_id: *id,
+                    span_id,
+                    parent_id: span
+                        .parent_span_id
+                        .as_slice()
+                        .try_into()
+                        .ok()
+                        .filter(|p| *p != [0u8; 8]),
+                    service: service.clone(),
+                    start_ns,
+                    end_ns,
+                    span,
+                    context: context.clone(),
+                });
+            }
         }
         if spans.is_empty() {
             return Ok(None);
