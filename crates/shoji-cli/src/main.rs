@@ -5,6 +5,12 @@ use clap::{Parser, Subcommand};
 
 mod cmd;
 
+/// mimalloc instead of glibc's allocator: the span path allocates and frees every attribute of
+/// every span, often on another thread than the one that allocated it, and glibc's arenas made
+/// that half of the forwarder's CPU time (ADR 006, docs/benchmarks.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Run OCI containers in lightweight VMs, and see where the time goes.
 #[derive(Debug, Parser)]
 #[command(name = "shoji", version, propagate_version = true)]

@@ -6,6 +6,10 @@
 //!
 //!     cargo run --release -p shoji-forwarder --example bench_forwarder [FRAMES]
 
+/// The allocator the `shoji` binary uses: the figures are those of the real forwarder.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
