@@ -1,5 +1,6 @@
-//! With `OTEL_EXPORTER_OTLP_ENDPOINT` set, a traced run goes over OTLP (HTTP/protobuf, and gRPC)
-//! to a real receiver (`shoji trace serve`), not to the local store.
+//! With `OTEL_EXPORTER_OTLP_ENDPOINT` set, a traced run goes over OTLP (HTTP/protobuf, gRPC and
+//! HTTP/JSON) to a real receiver (`shoji trace serve`), not to the local store. An unknown
+//! protocol is refused before anything starts.
 
 mod common;
 use std::io::{BufRead, BufReader};
@@ -69,6 +70,7 @@ fn vm_traced_run_exports_over_otlp_http_and_grpc_to_a_real_receiver() {
     let (mut server, grpc, http) = serve(&server_data);
     traced_run_to(&env, &http, "http/protobuf");
     traced_run_to(&env, &grpc, "grpc");
+    traced_run_to(&env, &http, "http/json");
     let ls = Command::new(shoji_bin())
         .args(["trace", "ls", "--json", "--data-dir"])
         .arg(&server_data)
@@ -77,7 +79,7 @@ fn vm_traced_run_exports_over_otlp_http_and_grpc_to_a_real_receiver() {
     let _ = server.kill();
     let _ = server.wait();
     let lines: Vec<String> = text(&ls.stdout).lines().map(str::to_string).collect();
-    assert_eq!(lines.len(), 2, "two traces at the receiver: {lines:?}");
+    assert_eq!(lines.len(), 3, "three traces at the receiver: {lines:?}");
     for l in &lines {
         assert!(l.contains("\"root_name\":\"run\""), "{l}");
         assert!(
@@ -119,4 +121,24 @@ fn vm_otlp_endpoint_down_leaves_the_workload_unaffected_and_counts_the_loss() {
         "{err}"
     );
     assert!(warnings.len() <= 3, "one warning per span is noise: {err}");
+}
+
+#[test]
+fn an_unknown_otlp_protocol_is_refused_with_the_known_ones_named() {
+    let env = TestEnv::new();
+    let image = busybox_image().0.display().to_string();
+    let out = env
+        .cmd()
+        .args(["run", "--rm", "--trace", &image, "--", "true"])
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/jsn")
+        .output()
+        .unwrap();
+    env.assert_nothing_left();
+    let err = text(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("\"http/jsn\"") && err.contains("grpc, http/protobuf or http/json"),
+        "{err}"
+    );
 }

@@ -16,7 +16,7 @@ use tracing_subscriber::Layer;
 use crate::convert;
 use crate::logs::{span_event_level, span_layer, LogLayer};
 use crate::pipeline::Pipeline;
-use crate::sink::{GrpcSink, HttpSink, SinkError, SpanSink, StoreSink};
+use crate::sink::{otlp_sink, SinkError, SpanSink, StoreSink};
 
 #[derive(Debug, Clone, Default)]
 pub struct TelemetryConfig {
@@ -50,11 +50,10 @@ pub fn select_sink(cfg: &TelemetryConfig) -> Result<Box<dyn SpanSink>, SinkError
         .or_else(|| env("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"))
         .or_else(|| env("OTEL_EXPORTER_OTLP_PROTOCOL"))
         .unwrap_or_else(|| "http/protobuf".into());
-    Ok(match endpoint {
-        None => Box::new(StoreSink::open(&cfg.data_dir)?),
-        Some(ep) if protocol == "grpc" => Box::new(GrpcSink::new(&ep)?),
-        Some(ep) => Box::new(HttpSink::new(&ep)),
-    })
+    match endpoint {
+        None => Ok(Box::new(StoreSink::open(&cfg.data_dir)?)),
+        Some(ep) => otlp_sink(&ep, protocol.parse()?),
+    }
 }
 
 /// Runtime spans into the pipeline, stamped with the defaults every span must carry.

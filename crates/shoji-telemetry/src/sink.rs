@@ -11,6 +11,37 @@ pub enum SinkError {
     Store(String),
     #[error("OTLP export to {endpoint} failed: {message}")]
     Otlp { endpoint: String, message: String },
+    #[error("unknown OTLP protocol {0:?}: use grpc, http/protobuf or http/json ([runtime] otlp_protocol, OTEL_EXPORTER_OTLP_PROTOCOL or --otlp-protocol)")]
+    Protocol(String),
+}
+
+/// The OTLP transports, by the names of `OTEL_EXPORTER_OTLP_PROTOCOL`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OtlpProtocol {
+    Grpc,
+    HttpProtobuf,
+    HttpJson,
+}
+
+impl std::str::FromStr for OtlpProtocol {
+    type Err = SinkError;
+    fn from_str(s: &str) -> Result<Self, SinkError> {
+        match s.trim() {
+            "grpc" => Ok(Self::Grpc),
+            "http/protobuf" => Ok(Self::HttpProtobuf),
+            "http/json" => Ok(Self::HttpJson),
+            other => Err(SinkError::Protocol(other.to_string())),
+        }
+    }
+}
+
+/// The sink for an OTLP endpoint and protocol.
+pub fn otlp_sink(endpoint: &str, protocol: OtlpProtocol) -> Result<Box<dyn SpanSink>, SinkError> {
+    Ok(match protocol {
+        OtlpProtocol::Grpc => Box::new(GrpcSink::new(endpoint)?),
+        OtlpProtocol::HttpProtobuf => Box::new(HttpSink::new(endpoint, false)),
+        OtlpProtocol::HttpJson => Box::new(HttpSink::new(endpoint, true)),
+    })
 }
 
 /// Receives OTLP requests, synchronously, from the pipeline's worker thread.
@@ -128,14 +159,16 @@ impl SpanSink for GrpcSink {
     }
 }
 
-/// OTLP over HTTP with protobuf bodies, `POST {endpoint}/v1/traces`.
+/// OTLP over HTTP, `POST {endpoint}/v1/traces`, with protobuf or JSON bodies (the OTLP JSON
+/// mapping: hex ids, camelCase names, as opentelemetry-proto's serde support writes it).
 pub struct HttpSink {
     url: String,
     agent: ureq::Agent,
+    json: bool,
 }
 
 impl HttpSink {
-    pub fn new(endpoint: &str) -> Self {
+    pub fn new(endpoint: &str, json: bool) -> Self {
         let base = endpoint.trim_end_matches('/');
         let url = if base.ends_with("/v1/traces") {
             base.to_string()
@@ -147,24 +180,104 @@ impl HttpSink {
             agent: ureq::AgentBuilder::new()
                 .timeout(std::time::Duration::from_secs(10))
                 .build(),
+            json,
         }
     }
 }
 
 impl SpanSink for HttpSink {
     fn export(&mut self, req: ExportTraceServiceRequest) -> Result<(), SinkError> {
-        let body = req.encode_to_vec();
+        let err = |message: String| SinkError::Otlp {
+            endpoint: self.url.clone(),
+            message,
+        };
+        let (body, content_type) = if self.json {
+            let body = serde_json::to_vec(&req).map_err(|e| err(e.to_string()))?;
+            (body, "application/json")
+        } else {
+            (req.encode_to_vec(), "application/x-protobuf")
+        };
         self.agent
             .post(&self.url)
-            .set("content-type", "application/x-protobuf")
+            .set("content-type", content_type)
             .send_bytes(&body)
             .map(|_| ())
-            .map_err(|e| SinkError::Otlp {
-                endpoint: self.url.clone(),
-                message: e.to_string(),
-            })
+            .map_err(|e| err(e.to_string()))
     }
     fn describe(&self) -> String {
-        format!("OTLP/HTTP {}", self.url)
+        let enc = if self.json { "json" } else { "protobuf" };
+        format!("OTLP/HTTP ({enc}) {}", self.url)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+
+    #[test]
+    fn protocols_are_parsed_by_their_otel_names_and_others_refused() {
+        assert_eq!("grpc".parse::<OtlpProtocol>().unwrap(), OtlpProtocol::Grpc);
+        assert_eq!(
+            "http/protobuf".parse::<OtlpProtocol>().unwrap(),
+            OtlpProtocol::HttpProtobuf
+        );
+        assert_eq!(
+            "http/json".parse::<OtlpProtocol>().unwrap(),
+            OtlpProtocol::HttpJson
+        );
+        let e = "http/jsn".parse::<OtlpProtocol>().unwrap_err().to_string();
+        assert!(e.contains("\"http/jsn\"") && e.contains("http/json"), "{e}");
+    }
+
+    /// Both HTTP encodings reach a real OTLP receiver (`shoji trace serve`'s) and are stored
+    /// with their ids intact.
+    #[test]
+    fn http_protobuf_and_json_reach_a_real_receiver() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = shoji_trace::store::Store::open(dir.path()).unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let cfg = shoji_trace::server::ServeConfig {
+            grpc_port: 0,
+            http_port: 0,
+            query_port: 0,
+            ..Default::default()
+        };
+        let server = rt
+            .block_on(shoji_trace::server::start(store.clone(), cfg))
+            .unwrap();
+        let endpoint = format!("http://{}", server.http_addr);
+        for (n, protocol) in [
+            (1u8, OtlpProtocol::HttpProtobuf),
+            (2, OtlpProtocol::HttpJson),
+        ] {
+            let req = ExportTraceServiceRequest {
+                resource_spans: vec![ResourceSpans {
+                    scope_spans: vec![ScopeSpans {
+                        spans: vec![Span {
+                            trace_id: vec![n; 16],
+                            span_id: vec![0xab; 8],
+                            name: format!("span over {protocol:?}"),
+                            start_time_unix_nano: 1_700_000_000_000_000_000,
+                            end_time_unix_nano: 1_700_000_000_000_000_100,
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+            };
+            let mut sink = otlp_sink(&endpoint, protocol).unwrap();
+            sink.export(req).unwrap();
+            let t = store.trace(&[n; 16]).unwrap().expect("stored");
+            assert_eq!(t.spans.len(), 1);
+            assert_eq!(t.spans[0].span_id, [0xab; 8]);
+            assert_eq!(t.spans[0].name(), format!("span over {protocol:?}"));
+        }
+        rt.block_on(server.shutdown());
     }
 }

@@ -22,7 +22,7 @@ pub struct ForwardArgs {
     /// The sandbox id stamped on every span (default: the socket's directory name)
     #[arg(long)]
     pub sandbox_id: Option<String>,
-    /// Send spans to this OTLP endpoint (with --otlp-protocol grpc|http/protobuf)
+    /// Send spans to this OTLP endpoint (with --otlp-protocol grpc|http/protobuf|http/json)
     #[arg(long, value_name = "URL", conflicts_with = "dump_only")]
     pub otlp_endpoint: Option<String>,
     /// OTLP protocol for --otlp-endpoint
