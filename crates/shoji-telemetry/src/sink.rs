@@ -11,6 +11,8 @@ pub enum SinkError {
     Store(String),
     #[error("OTLP export to {endpoint} failed: {message}")]
     Otlp { endpoint: String, message: String },
+    #[error("invalid span ids: trace {trace_id:?}, span {span_id:?}")]
+    InvalidIds { trace_id: String, span_id: String },
 }
 
 /// Receives OTLP requests, synchronously, from the pipeline's worker thread.
