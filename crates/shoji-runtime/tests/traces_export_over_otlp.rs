@@ -120,3 +120,60 @@ fn vm_otlp_endpoint_down_leaves_the_workload_unaffected_and_counts_the_loss() {
     );
     assert!(warnings.len() <= 3, "one warning per span is noise: {err}");
 }
+
+/// A killed sandbox process's spans went over OTLP: the root that `delete` ends in its place
+/// goes to the same receiver, though `delete` runs without the variable (the sandbox process
+/// recorded where its spans go), and nothing goes to the local store.
+#[test]
+fn vm_the_root_of_a_killed_sandbox_goes_where_its_spans_went() {
+    let env = TestEnv::new();
+    let server_data = env.dir.path().join("server");
+    let (mut server, _, http) = serve(&server_data);
+    let image = busybox_image().0.display().to_string();
+    let id = "killed-otlp";
+    let out = env
+        .cmd()
+        .args(["create", "--trace", &image, id, "--", "sleep", "1000"])
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &http)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let st = env.cmd().args(["state", id]).output().unwrap();
+    let st: serde_json::Value = serde_json::from_slice(&st.stdout).expect("state is JSON");
+    let pid = st["pid"].as_i64().expect("pid") as i32;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let out = env
+        .cmd()
+        .args(["delete", id])
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    env.assert_nothing_left();
+    let ls = Command::new(shoji_bin())
+        .args(["trace", "ls", "--json", "--data-dir"])
+        .arg(&server_data)
+        .output()
+        .unwrap();
+    let _ = server.kill();
+    let _ = server.wait();
+    let lines: Vec<String> = text(&ls.stdout).lines().map(str::to_string).collect();
+    assert_eq!(lines.len(), 1, "one trace at the receiver: {lines:?}");
+    let trace_id = st["annotations"]["shoji.trace_id"].as_str().unwrap();
+    assert!(lines[0].contains(trace_id), "{}", lines[0]);
+    assert!(
+        lines[0].contains("\"root_name\":\"sandbox\""),
+        "{}",
+        lines[0]
+    );
+    let local = env.run(&["trace", "ls", "--json"]);
+    assert!(
+        text(&local.stdout).trim().is_empty(),
+        "local store got {}",
+        text(&local.stdout)
+    );
+}
