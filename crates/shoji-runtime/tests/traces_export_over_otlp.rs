@@ -49,6 +49,18 @@ fn serve(data: &std::path::Path) -> (std::process::Child, String, String) {
     (child, grpc, http)
 }
 
+/// Stops the receiver and lists the traces it stored, one JSON line each.
+fn stop_and_list(mut server: std::process::Child, data: &std::path::Path) -> Vec<String> {
+    let _ = server.kill();
+    let _ = server.wait();
+    let ls = Command::new(shoji_bin())
+        .args(["trace", "ls", "--json", "--data-dir"])
+        .arg(data)
+        .output()
+        .unwrap();
+    text(&ls.stdout).lines().map(str::to_string).collect()
+}
+
 fn traced_run_to(env: &TestEnv, endpoint: &str, protocol: &str) {
     let image = busybox_image().0.display().to_string();
     let out = env
@@ -66,17 +78,10 @@ fn traced_run_to(env: &TestEnv, endpoint: &str, protocol: &str) {
 fn vm_traced_run_exports_over_otlp_http_and_grpc_to_a_real_receiver() {
     let env = TestEnv::new();
     let server_data = env.dir.path().join("server");
-    let (mut server, grpc, http) = serve(&server_data);
+    let (server, grpc, http) = serve(&server_data);
     traced_run_to(&env, &http, "http/protobuf");
     traced_run_to(&env, &grpc, "grpc");
-    let ls = Command::new(shoji_bin())
-        .args(["trace", "ls", "--json", "--data-dir"])
-        .arg(&server_data)
-        .output()
-        .unwrap();
-    let _ = server.kill();
-    let _ = server.wait();
-    let lines: Vec<String> = text(&ls.stdout).lines().map(str::to_string).collect();
+    let lines = stop_and_list(server, &server_data);
     assert_eq!(lines.len(), 2, "two traces at the receiver: {lines:?}");
     for l in &lines {
         assert!(l.contains("\"root_name\":\"run\""), "{l}");
@@ -128,7 +133,7 @@ fn vm_otlp_endpoint_down_leaves_the_workload_unaffected_and_counts_the_loss() {
 fn vm_the_root_of_a_killed_sandbox_goes_where_its_spans_went() {
     let env = TestEnv::new();
     let server_data = env.dir.path().join("server");
-    let (mut server, _, http) = serve(&server_data);
+    let (server, _, http) = serve(&server_data);
     let image = busybox_image().0.display().to_string();
     let id = "killed-otlp";
     let out = env
@@ -154,14 +159,7 @@ fn vm_the_root_of_a_killed_sandbox_goes_where_its_spans_went() {
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     env.assert_nothing_left();
-    let ls = Command::new(shoji_bin())
-        .args(["trace", "ls", "--json", "--data-dir"])
-        .arg(&server_data)
-        .output()
-        .unwrap();
-    let _ = server.kill();
-    let _ = server.wait();
-    let lines: Vec<String> = text(&ls.stdout).lines().map(str::to_string).collect();
+    let lines = stop_and_list(server, &server_data);
     assert_eq!(lines.len(), 1, "one trace at the receiver: {lines:?}");
     let trace_id = st["annotations"]["shoji.trace_id"].as_str().unwrap();
     assert!(lines[0].contains(trace_id), "{}", lines[0]);
