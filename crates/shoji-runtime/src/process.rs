@@ -61,12 +61,19 @@ impl ChildGuard {
     pub fn spawn(what: &'static str, mut cmd: Command) -> Result<Self, ProcessError> {
         let path = PathBuf::from(cmd.as_std().get_program());
         cmd.stdin(Stdio::null()).kill_on_drop(true);
-        // SAFETY: the closure runs in the forked child before exec and only calls prctl, which is
-        // async-signal-safe; it touches no memory of the parent.
+        let parent = std::process::id() as libc::pid_t;
+        // SAFETY: the closure runs in the forked child before exec and only calls prctl and
+        // getppid, which are async-signal-safe; it touches no memory of the parent but the
+        // copied pid.
         unsafe {
-            cmd.pre_exec(|| {
+            cmd.pre_exec(move || {
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                     return Err(std::io::Error::last_os_error());
+                }
+                // A parent that died between the fork and the prctl sent no signal: the child
+                // has been reparented already, and must not go on without it.
+                if libc::getppid() != parent {
+                    return Err(std::io::Error::other("the parent exited during spawn"));
                 }
                 Ok(())
             });

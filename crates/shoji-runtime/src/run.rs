@@ -110,9 +110,10 @@ pub trait RunHooks: Send {
     fn context_injector(&self) -> Option<crate::agent::ContextInjector> {
         None
     }
-    /// The id of the trace the current span belongs to, when the runtime's spans are exported
-    /// (the lifecycle records it in the state's annotations, `shoji.trace_id`).
-    fn trace_id(&self) -> Option<String> {
+    /// The current span as the root of its trace, when the runtime's spans are exported: the
+    /// lifecycle records it in the state (annotations `shoji.trace_id`, `shoji.root_span_id`,
+    /// and what `delete` needs to end the root if the sandbox process cannot).
+    fn trace_root(&self) -> Option<crate::lifecycle::state::TraceRoot> {
         None
     }
     /// The count of agent spans the built-in forwarder has received; `None` without one. The VM
@@ -183,6 +184,7 @@ pub async fn run(
     let container_id = req.container_id.clone().unwrap_or_else(|| sb.id.clone());
     tracing::Span::current().record("sandbox_id", sb.id.as_str());
     tracing::Span::current().record("container_id", container_id.as_str());
+    tracing::Span::current().record("container.id", container_id.as_str());
 
     let unpack_span =
         info_span!("image.unpack", source = "runtime", subsystem = "image", sandbox_id = %sb.id);

@@ -274,38 +274,10 @@ fn vm_a_create_that_cannot_boot_fails_with_the_console_and_leaves_nothing() {
 
 #[test]
 fn vm_an_interrupted_create_leaves_nothing() {
-    let t = tempfile::tempdir().unwrap();
-    let initrd = common::initrd_without_agent(t.path());
-    let env = TestEnv::with_config(&format!(
-        "[hypervisor.qemu]\ninitrd = {initrd:?}\nboot_timeout = 60\n"
-    ));
+    let (_t, env) = common::env_that_never_boots();
     let id = "halfway";
-    let child = env
-        .cmd()
-        .args(["create", &image(), id, "--", "true"])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Interrupted while the VM boots (QEMU writes the console log): helpers and QEMU run, the
-    // sandbox process has recorded itself and the container is `creating`.
-    let console = env.sandbox_root().join(id).join("console.log");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !console.exists() {
-        assert!(Instant::now() < deadline, "QEMU never started");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert_eq!(state(&env, id)["status"], "creating");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert_ne!(out.status.code(), Some(0));
-    assert!(
-        text(&out.stderr).contains("interrupted"),
-        "{}",
-        text(&out.stderr)
-    );
+    common::interrupt_create_while_booting(&env, &[&image()], id, || {
+        assert_eq!(state(&env, id)["status"], "creating");
+    });
     env.assert_nothing_left();
 }

@@ -149,39 +149,25 @@ fn vm_create_to_delete_is_one_trace_readable_while_the_sandbox_lives() {
     );
     assert_eq!(hex::encode(summaries[0].trace_id), trace_id);
     assert!(summaries[0].has_root);
-    let trace = trace_with(&env, &trace_id, &["sandbox"]);
+    // One root, `sandbox`, no orphans; the root spans the whole life.
+    let (trace, root) = one_rooted_tree(&env, &trace_id);
     let spans = &trace.spans;
     let tree = trace.tree();
     let by_id: HashMap<[u8; 8], &SpanRecord> = spans.iter().map(|s| (s.span_id, s)).collect();
-
-    // One root, `sandbox`, no orphans.
-    let roots: Vec<&SpanRecord> = spans.iter().filter(|s| s.parent_id.is_none()).collect();
-    assert_eq!(
-        roots.iter().map(|s| s.name()).collect::<Vec<_>>(),
-        ["sandbox"],
-        "one root"
-    );
-    let root = roots[0];
+    let root = &spans[root];
     for s in spans {
-        if let Some(p) = s.parent_id {
-            assert!(by_id.contains_key(&p), "orphan span {}", s.name());
-        }
         for key in ["source", "sandbox_id"] {
             assert!(s.attr(key).is_some(), "span {} lacks {key}", s.name());
         }
         assert_eq!(attr(s, "sandbox_id"), id, "span {}", s.name());
     }
-    assert_eq!(tree.roots.len(), 1);
     assert_eq!(root.service, "shoji-runtime");
     assert_eq!(attr(root, "source"), "runtime");
     assert_eq!(attr(root, "container_id"), id);
+    assert_eq!(attr(root, "container.id"), id);
     assert_eq!(attr(root, "process.exit_code"), "42");
     assert!(root.attr("shoji.clock_offset_ns").is_some());
     assert_eq!(attr(root, "shoji.dropped_spans"), "0");
-    // The root spans the whole life: every span lies within it.
-    for s in spans {
-        assert!(s.start_ns >= root.start_ns, "{} before the root", s.name());
-    }
 
     // Agent spans are there, each under a runtime span or another agent span, and the agent's
     // server spans are children of the runtime's client spans for the same call.
@@ -299,4 +285,253 @@ fn vm_create_to_delete_is_one_trace_readable_while_the_sandbox_lives() {
     assert!(under(stop).contains(&"shoji.agent.v1.AgentService/Shutdown"));
     // `state` is polled: it makes no spans.
     assert!(!spans.iter().any(|s| s.name().contains("state")));
+}
+
+/// Whether `pid` still runs as the process that started at `start_time` (clock ticks since
+/// boot, `/proc/<pid>/stat` field 22); a zombie does not run.
+fn runs(pid: u64, start_time: u64) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let rest = &stat[stat.rfind(')').expect("a stat line") + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    fields[0] != "Z" && fields[0] != "X" && fields[19].parse::<u64>().ok() == Some(start_time)
+}
+
+/// The one span of `trace` without a parent, which must be the root `sandbox`.
+fn the_root(trace: &Trace) -> &SpanRecord {
+    let roots: Vec<&SpanRecord> = trace
+        .spans
+        .iter()
+        .filter(|s| s.parent_id.is_none())
+        .collect();
+    assert_eq!(
+        roots.iter().map(|s| s.name()).collect::<Vec<_>>(),
+        ["sandbox"],
+        "one root"
+    );
+    roots[0]
+}
+
+/// The trace of `trace_id` once its root has arrived: one root, `sandbox`, every parent
+/// present, every span within the root's time. Returns the trace and the root's index.
+fn one_rooted_tree(env: &TestEnv, trace_id: &str) -> (Trace, usize) {
+    let trace = trace_with(env, trace_id, &["sandbox"]);
+    let root = the_root(&trace);
+    let by_id: HashMap<[u8; 8], &SpanRecord> = trace.spans.iter().map(|s| (s.span_id, s)).collect();
+    for s in &trace.spans {
+        if let Some(p) = s.parent_id {
+            assert!(
+                by_id.contains_key(&p),
+                "orphan span {} (parent {})",
+                s.name(),
+                hex::encode(p)
+            );
+        }
+        assert!(s.start_ns >= root.start_ns, "{} before the root", s.name());
+        assert!(s.end_ns <= root.end_ns, "{} after the root", s.name());
+    }
+    let tree = trace.tree();
+    assert_eq!(tree.roots.len(), 1);
+    let index = tree.roots[0];
+    (trace, index)
+}
+
+/// Regression: the root `sandbox` only ever came from the sandbox process, so a SIGKILLed one
+/// left its trace without a root. Now QEMU and the helpers die with it (parent-death signal),
+/// `state` says stopped, `delete` (no --force: the container is stopped) removes the rest, and
+/// ends the root in its place: the recorded id and start, status error, the identity of the
+/// normal root, one rooted tree.
+#[test]
+fn vm_a_killed_sandbox_process_leaves_nothing_and_delete_ends_its_root() {
+    let env = TestEnv::new();
+    let id = "killed-1";
+    let _cleanup = Cleanup(&env, id);
+    let image = busybox_image().0.display().to_string();
+    ok(
+        &env,
+        &["create", "--trace", &image, id, "--", "sleep", "1000"],
+    );
+    ok(&env, &["start", id]);
+    let st = state(&env, id);
+    let trace_id = st["annotations"]["shoji.trace_id"]
+        .as_str()
+        .expect("shoji.trace_id annotation")
+        .to_string();
+    let root_span_id = st["annotations"]["shoji.root_span_id"]
+        .as_str()
+        .expect("shoji.root_span_id annotation")
+        .to_string();
+    let pid = st["pid"].as_u64().expect("pid");
+    // What the sandbox process started, as it recorded them for cleanup.
+    let dir = env.sandbox_root().join(id);
+    let file: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("state.json")).unwrap()).unwrap();
+    let children: Vec<(String, u64, u64)> = file["processes"]
+        .as_array()
+        .expect("processes in state.json")
+        .iter()
+        .map(|p| {
+            (
+                p["what"].as_str().unwrap().to_string(),
+                p["pid"].as_u64().unwrap(),
+                p["startTime"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let mut names: Vec<&str> = children.iter().map(|c| c.0.as_str()).collect();
+    names.sort();
+    assert_eq!(names, ["qemu", "vhost-device-vsock", "virtiofsd"]);
+    for (what, p, start) in &children {
+        assert!(runs(*p, *start), "{what} is not running before the kill");
+    }
+    assert!(!common::processes_naming(&dir).is_empty());
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    // Nobody cleans up yet: they go by themselves.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let running: Vec<&str> = children
+            .iter()
+            .filter(|(_, p, start)| runs(*p, *start))
+            .map(|c| c.0.as_str())
+            .collect();
+        let named = common::processes_naming(&dir);
+        if running.is_empty() && named.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still running 10 s after the sandbox process was killed: {running:?} {named:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let st = state(&env, id);
+    assert_eq!(st["status"], "stopped", "{st}");
+    assert!(st.get("pid").is_none(), "{st}");
+    let error = st["annotations"]["shoji.error"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(error.contains("sandbox process"), "{st}");
+    let list: serde_json::Value =
+        serde_json::from_slice(&ok(&env, &["list", "--json"]).stdout).unwrap();
+    assert_eq!(list[0]["id"], id);
+    assert_eq!(list[0]["status"], "stopped");
+    // Until `delete`, the trace has no root.
+    let summaries = store(&env)
+        .summaries(&SummaryFilter::default(), 10, 0)
+        .expect("listing traces");
+    assert_eq!(summaries.len(), 1);
+    assert!(!summaries[0].has_root);
+
+    ok(&env, &["delete", id]);
+    env.assert_nothing_left();
+
+    let (trace, root) = one_rooted_tree(&env, &trace_id);
+    let root = &trace.spans[root];
+    assert_eq!(hex::encode(root.span_id), root_span_id);
+    let accel = st["annotations"]["shoji.accel"]
+        .as_str()
+        .expect("shoji.accel");
+    let status = root.span.status.clone().expect("a status");
+    assert_eq!(status.code, 2, "status error: {status:?}");
+    assert!(
+        status
+            .message
+            .contains("sandbox process exited unexpectedly"),
+        "{status:?}"
+    );
+    assert_eq!(root.service, "shoji-runtime");
+    for (key, want) in [
+        ("source", "runtime"),
+        ("package", "shoji_cli"),
+        ("subsystem", "runtime"),
+        ("sandbox_id", id),
+        ("container_id", id),
+        ("container.id", id),
+        ("vm.accel", accel),
+        ("shoji.root_ended_by", "shoji delete"),
+    ] {
+        assert_eq!(attr(root, key), want, "root's {key}");
+    }
+    assert!(root.attr("shoji.clock_offset_ns").is_some());
+    // What was exported before the kill hangs under it: the boot, the create, the start, and
+    // the agent's spans under the runtime's.
+    let children: Vec<&str> = trace
+        .spans
+        .iter()
+        .filter(|s| s.parent_id == Some(root.span_id))
+        .map(|s| s.name())
+        .collect();
+    for name in [
+        "image.unpack",
+        "vm.start",
+        "container.create",
+        "container.start",
+    ] {
+        assert!(
+            children.contains(&name),
+            "no {name} under the root: {children:?}"
+        );
+    }
+    assert!(trace.spans.iter().any(|s| s.service == "shoji-agent"));
+    let summaries = store(&env)
+        .summaries(&SummaryFilter::default(), 10, 0)
+        .expect("listing traces");
+    assert_eq!(summaries.len(), 1, "{summaries:?}");
+    assert!(summaries[0].has_root);
+}
+
+/// A `create` interrupted while the VM boots kills its sandbox process, which cannot end its
+/// root: `create` ends it in its place, with why, and leaves nothing. Spans still open at the
+/// kill are lost (here `vm.start`, which lasts as long as the boot), so the spans that ended
+/// under them stay without a parent; the root is still the only span without one.
+#[test]
+fn vm_an_interrupted_traced_create_ends_its_root_and_leaves_nothing() {
+    let (_t, env) = common::env_that_never_boots();
+    let id = "halfway";
+    let image = busybox_image().0.display().to_string();
+    let mut ids = None;
+    common::interrupt_create_while_booting(&env, &["--trace", &image], id, || {
+        let st = state(&env, id);
+        assert_eq!(st["status"], "creating");
+        let note = |key: &str| {
+            st["annotations"][key]
+                .as_str()
+                .unwrap_or_else(|| panic!("{key} while creating: {st}"))
+                .to_string()
+        };
+        let trace_id = note("shoji.trace_id");
+        // QEMU's launch is exported; the root is not.
+        trace_with(&env, &trace_id, &["image.unpack", "qemu.launch"]);
+        ids = Some((trace_id, note("shoji.root_span_id")));
+    });
+    env.assert_nothing_left();
+    let (trace_id, root_span_id) = ids.expect("the ids, read while creating");
+
+    let trace = trace_with(&env, &trace_id, &["sandbox"]);
+    let root = the_root(&trace);
+    assert_eq!(hex::encode(root.span_id), root_span_id);
+    let status = root.span.status.clone().expect("a status");
+    assert_eq!(status.code, 2, "{status:?}");
+    assert!(
+        status.message.contains("interrupted (SIGINT)"),
+        "{status:?}"
+    );
+    assert_eq!(attr(root, "shoji.root_ended_by"), "shoji create");
+    assert_eq!(attr(root, "sandbox_id"), id);
+    let unpack = trace
+        .spans
+        .iter()
+        .find(|s| s.name() == "image.unpack")
+        .expect("image.unpack");
+    assert_eq!(unpack.parent_id, Some(root.span_id));
+    for s in &trace.spans {
+        assert!(s.start_ns >= root.start_ns, "{} before the root", s.name());
+    }
 }

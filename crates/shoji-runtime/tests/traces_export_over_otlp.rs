@@ -50,6 +50,18 @@ fn serve(data: &std::path::Path) -> (std::process::Child, String, String) {
     (child, grpc, http)
 }
 
+/// Stops the receiver and lists the traces it stored, one JSON line each.
+fn stop_and_list(mut server: std::process::Child, data: &std::path::Path) -> Vec<String> {
+    let _ = server.kill();
+    let _ = server.wait();
+    let ls = Command::new(shoji_bin())
+        .args(["trace", "ls", "--json", "--data-dir"])
+        .arg(data)
+        .output()
+        .unwrap();
+    text(&ls.stdout).lines().map(str::to_string).collect()
+}
+
 fn traced_run_to(env: &TestEnv, endpoint: &str, protocol: &str) {
     let image = busybox_image().0.display().to_string();
     let out = env
@@ -67,18 +79,11 @@ fn traced_run_to(env: &TestEnv, endpoint: &str, protocol: &str) {
 fn vm_traced_run_exports_over_otlp_http_and_grpc_to_a_real_receiver() {
     let env = TestEnv::new();
     let server_data = env.dir.path().join("server");
-    let (mut server, grpc, http) = serve(&server_data);
+    let (server, grpc, http) = serve(&server_data);
     traced_run_to(&env, &http, "http/protobuf");
     traced_run_to(&env, &grpc, "grpc");
     traced_run_to(&env, &http, "http/json");
-    let ls = Command::new(shoji_bin())
-        .args(["trace", "ls", "--json", "--data-dir"])
-        .arg(&server_data)
-        .output()
-        .unwrap();
-    let _ = server.kill();
-    let _ = server.wait();
-    let lines: Vec<String> = text(&ls.stdout).lines().map(str::to_string).collect();
+    let lines = stop_and_list(server, &server_data);
     assert_eq!(lines.len(), 3, "three traces at the receiver: {lines:?}");
     for l in &lines {
         assert!(l.contains("\"root_name\":\"run\""), "{l}");
@@ -121,6 +126,56 @@ fn vm_otlp_endpoint_down_leaves_the_workload_unaffected_and_counts_the_loss() {
         "{err}"
     );
     assert!(warnings.len() <= 3, "one warning per span is noise: {err}");
+}
+
+/// A killed sandbox process's spans went over OTLP: the root that `delete` ends in its place
+/// goes to the same receiver, though `delete` runs without the variable (the sandbox process
+/// recorded where its spans go), and nothing goes to the local store.
+#[test]
+fn vm_the_root_of_a_killed_sandbox_goes_where_its_spans_went() {
+    let env = TestEnv::new();
+    let server_data = env.dir.path().join("server");
+    let (server, _, http) = serve(&server_data);
+    let image = busybox_image().0.display().to_string();
+    let id = "killed-otlp";
+    let out = env
+        .cmd()
+        .args(["create", "--trace", &image, id, "--", "sleep", "1000"])
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &http)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let st = env.cmd().args(["state", id]).output().unwrap();
+    let st: serde_json::Value = serde_json::from_slice(&st.stdout).expect("state is JSON");
+    let pid = st["pid"].as_i64().expect("pid") as i32;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let out = env
+        .cmd()
+        .args(["delete", id])
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    env.assert_nothing_left();
+    let lines = stop_and_list(server, &server_data);
+    assert_eq!(lines.len(), 1, "one trace at the receiver: {lines:?}");
+    let trace_id = st["annotations"]["shoji.trace_id"].as_str().unwrap();
+    assert!(lines[0].contains(trace_id), "{}", lines[0]);
+    assert!(
+        lines[0].contains("\"root_name\":\"sandbox\""),
+        "{}",
+        lines[0]
+    );
+    let local = env.run(&["trace", "ls", "--json"]);
+    assert!(
+        text(&local.stdout).trim().is_empty(),
+        "local store got {}",
+        text(&local.stdout)
+    );
 }
 
 #[test]

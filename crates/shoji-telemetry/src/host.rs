@@ -1,6 +1,7 @@
 //! The host binaries' telemetry: a `tracing` subscriber that logs to stderr (every line with its
 //! trace and span id) and, with tracing on, bridges spans to OpenTelemetry and exports them
-//! through the [`Pipeline`] to the chosen sink.
+//! through the [`Pipeline`] to the chosen sink. [`export_detached`] sends, the same way, a span
+//! that its own process died before ending (the root of a killed sandbox process).
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -16,7 +17,7 @@ use tracing_subscriber::Layer;
 use crate::convert;
 use crate::logs::{span_event_level, span_layer, LogLayer};
 use crate::pipeline::Pipeline;
-use crate::sink::{otlp_sink, SinkError, SpanSink, StoreSink};
+use crate::sink::{otlp_sink, OtlpProtocol, SinkError, SpanSink, StoreSink};
 
 #[derive(Debug, Clone, Default)]
 pub struct TelemetryConfig {
@@ -36,24 +37,73 @@ pub struct TelemetryConfig {
     pub span_event_level: String,
 }
 
+/// Where spans go, once the configuration and the environment have been read: recorded by a
+/// process that may die before it ends all its spans, so that whoever ends them in its place
+/// ([`export_detached`]) sends them to the same place whatever its own environment says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SinkTarget {
+    /// The embedded store in this data directory.
+    Store(PathBuf),
+    /// OTLP/gRPC to this endpoint.
+    Grpc(String),
+    /// OTLP/HTTP (protobuf) to this endpoint.
+    Http(String),
+    /// OTLP/HTTP (JSON) to this endpoint.
+    HttpJson(String),
+}
+
+impl SinkTarget {
+    /// What the configuration keys, then the `OTEL_*` variables, select. An unknown protocol
+    /// is an error (with an endpoint; without one it does not matter).
+    pub fn resolve(cfg: &TelemetryConfig) -> Result<Self, SinkError> {
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let endpoint = cfg
+            .otlp_endpoint
+            .clone()
+            .or_else(|| env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+            .or_else(|| env("OTEL_EXPORTER_OTLP_ENDPOINT"));
+        let protocol = cfg
+            .otlp_protocol
+            .clone()
+            .or_else(|| env("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"))
+            .or_else(|| env("OTEL_EXPORTER_OTLP_PROTOCOL"))
+            .unwrap_or_else(|| "http/protobuf".into());
+        let Some(ep) = endpoint else {
+            return Ok(Self::Store(cfg.data_dir.clone()));
+        };
+        Ok(match protocol.parse()? {
+            OtlpProtocol::Grpc => Self::Grpc(ep),
+            OtlpProtocol::HttpProtobuf => Self::Http(ep),
+            OtlpProtocol::HttpJson => Self::HttpJson(ep),
+        })
+    }
+
+    pub fn open(&self) -> Result<Box<dyn SpanSink>, SinkError> {
+        match self {
+            Self::Store(dir) => Ok(Box::new(StoreSink::open(dir)?)),
+            Self::Grpc(ep) => otlp_sink(ep, OtlpProtocol::Grpc),
+            Self::Http(ep) => otlp_sink(ep, OtlpProtocol::HttpProtobuf),
+            Self::HttpJson(ep) => otlp_sink(ep, OtlpProtocol::HttpJson),
+        }
+    }
+}
+
 /// Which sink the configuration and environment select.
 pub fn select_sink(cfg: &TelemetryConfig) -> Result<Box<dyn SpanSink>, SinkError> {
-    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    let endpoint = cfg
-        .otlp_endpoint
+    SinkTarget::resolve(cfg)?.open()
+}
+
+/// The runtime's `service.name`: the configuration key, else `OTEL_SERVICE_NAME`, else
+/// `shoji-runtime`.
+fn service_name(cfg: &TelemetryConfig) -> String {
+    cfg.service_name
         .clone()
-        .or_else(|| env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
-        .or_else(|| env("OTEL_EXPORTER_OTLP_ENDPOINT"));
-    let protocol = cfg
-        .otlp_protocol
-        .clone()
-        .or_else(|| env("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"))
-        .or_else(|| env("OTEL_EXPORTER_OTLP_PROTOCOL"))
-        .unwrap_or_else(|| "http/protobuf".into());
-    match endpoint {
-        None => Ok(Box::new(StoreSink::open(&cfg.data_dir)?)),
-        Some(ep) => otlp_sink(&ep, protocol.parse()?),
-    }
+        .or_else(|| {
+            std::env::var("OTEL_SERVICE_NAME")
+                .ok()
+                .filter(|v| !v.is_empty())
+        })
+        .unwrap_or_else(|| "shoji-runtime".into())
 }
 
 /// Runtime spans into the pipeline, stamped with the defaults every span must carry.
@@ -65,11 +115,8 @@ struct PipelineExporter {
     sandbox_id: Arc<Mutex<Option<String>>>,
 }
 
-impl opentelemetry_sdk::trace::SpanExporter for PipelineExporter {
-    async fn export(&self, batch: Vec<SpanData>) -> opentelemetry_sdk::error::OTelSdkResult {
-        if !self.own_spans {
-            return Ok(());
-        }
+impl PipelineExporter {
+    fn submit(&self, batch: Vec<SpanData>) {
         let mut req = convert::to_request(batch, &self.resource);
         let sandbox = self.sandbox_id.lock().ok().and_then(|g| g.clone());
         convert::for_each_span(&mut req, |s| {
@@ -81,6 +128,14 @@ impl opentelemetry_sdk::trace::SpanExporter for PipelineExporter {
             }
         });
         self.pipeline.submit(req);
+    }
+}
+
+impl opentelemetry_sdk::trace::SpanExporter for PipelineExporter {
+    async fn export(&self, batch: Vec<SpanData>) -> opentelemetry_sdk::error::OTelSdkResult {
+        if self.own_spans {
+            self.submit(batch);
+        }
         Ok(())
     }
     fn set_resource(&mut self, resource: &Resource) {
@@ -93,6 +148,8 @@ pub struct TelemetryGuard {
     provider: Option<SdkTracerProvider>,
     pub pipeline: Option<Pipeline>,
     sandbox_id: Arc<Mutex<Option<String>>>,
+    /// Where the spans go and under which service name, with tracing on.
+    pub target: Option<(SinkTarget, String)>,
 }
 
 impl std::fmt::Debug for TelemetryGuard {
@@ -149,22 +206,18 @@ pub fn init(cfg: &TelemetryConfig) -> Result<TelemetryGuard, SinkError> {
             provider: None,
             pipeline: None,
             sandbox_id,
+            target: None,
         });
     }
     if let Some(s) = &cfg.sampler {
         std::env::set_var("OTEL_TRACES_SAMPLER", s);
     }
-    let pipeline = Pipeline::start(select_sink(cfg)?);
-    let service = cfg
-        .service_name
-        .clone()
-        .or_else(|| {
-            std::env::var("OTEL_SERVICE_NAME")
-                .ok()
-                .filter(|v| !v.is_empty())
-        })
-        .unwrap_or_else(|| "shoji-runtime".into());
-    let resource = Resource::builder().with_service_name(service).build();
+    let target = SinkTarget::resolve(cfg)?;
+    let pipeline = Pipeline::start(target.open()?);
+    let service = service_name(cfg);
+    let resource = Resource::builder()
+        .with_service_name(service.clone())
+        .build();
     let exporter = PipelineExporter {
         pipeline: pipeline.clone(),
         own_spans: cfg.runtime_spans,
@@ -187,7 +240,92 @@ pub fn init(cfg: &TelemetryConfig) -> Result<TelemetryGuard, SinkError> {
         provider: Some(provider),
         pipeline: Some(pipeline),
         sandbox_id,
+        target: Some((target, service)),
     })
+}
+
+/// A span that another process than the one that started it ends: the root of a sandbox whose
+/// process was killed, ended by `shoji delete` with the ids and start the sandbox process
+/// recorded (ADR 007).
+#[derive(Debug, Clone)]
+pub struct DetachedSpan {
+    /// 32 hex digits.
+    pub trace_id: String,
+    /// 16 hex digits.
+    pub span_id: String,
+    pub name: &'static str,
+    pub start: std::time::SystemTime,
+    pub end: std::time::SystemTime,
+    pub attributes: Vec<opentelemetry::KeyValue>,
+    /// `Some(message)`: status Error with that message.
+    pub error: Option<String>,
+}
+
+impl DetachedSpan {
+    fn into_span_data(self) -> Result<SpanData, SinkError> {
+        use opentelemetry::trace::{
+            SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
+        };
+        let bad = || SinkError::InvalidIds {
+            trace_id: self.trace_id.clone(),
+            span_id: self.span_id.clone(),
+        };
+        let trace_id = TraceId::from_hex(&self.trace_id).map_err(|_| bad())?;
+        let span_id = SpanId::from_hex(&self.span_id).map_err(|_| bad())?;
+        if trace_id == TraceId::INVALID || span_id == SpanId::INVALID {
+            return Err(bad());
+        }
+        Ok(SpanData {
+            span_context: SpanContext::new(
+                trace_id,
+                span_id,
+                TraceFlags::SAMPLED,
+                false,
+                TraceState::default(),
+            ),
+            parent_span_id: SpanId::INVALID,
+            parent_span_is_remote: false,
+            span_kind: SpanKind::Internal,
+            name: self.name.into(),
+            start_time: self.start,
+            end_time: self.end.max(self.start),
+            attributes: self.attributes,
+            dropped_attributes_count: 0,
+            events: Default::default(),
+            links: Default::default(),
+            status: match self.error {
+                Some(message) => Status::error(message),
+                None => Status::Unset,
+            },
+            // The scope the runtime's tracer uses (`init`), so the span groups with its own.
+            instrumentation_scope: opentelemetry::InstrumentationScope::builder("shoji").build(),
+        })
+    }
+}
+
+/// Exports `span` to `target` under `service` the way the runtime's own spans go (the same
+/// conversion, defaults and pipeline), and waits until the sink has it. Returns how many spans
+/// could not be delivered (0 or 1).
+pub fn export_detached(
+    target: &SinkTarget,
+    service: &str,
+    span: DetachedSpan,
+) -> Result<u64, SinkError> {
+    let span = span.into_span_data()?;
+    let pipeline = Pipeline::start(target.open()?);
+    let exporter = PipelineExporter {
+        pipeline: pipeline.clone(),
+        own_spans: true,
+        resource: Resource::builder()
+            .with_service_name(service.to_string())
+            .build(),
+        sandbox_id: Arc::new(Mutex::new(None)),
+    };
+    exporter.submit(vec![span]);
+    if !pipeline.flush(Duration::from_secs(10)) {
+        return Ok(1);
+    }
+    Ok(pipeline.dropped())
 }
 
 #[cfg(test)]
@@ -281,6 +419,89 @@ mod tests {
             format!("shoji: info: accelerator chosen accel=tcg {ids}\n")
         );
         assert_eq!(lines[3], "shoji: info: outside any span\n");
+    }
+
+    #[test]
+    fn a_detached_span_reaches_the_store_with_its_ids_times_and_error() {
+        use super::{export_detached, DetachedSpan, SinkTarget};
+        use std::time::{Duration, SystemTime};
+        let data = tempfile::tempdir().unwrap();
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let span = DetachedSpan {
+            trace_id: "0af7651916cd43dd8448eb211c80319c".into(),
+            span_id: "b7ad6b7169203331".into(),
+            name: "sandbox",
+            start,
+            end: start + Duration::from_secs(3),
+            attributes: vec![
+                opentelemetry::KeyValue::new("sandbox_id", "c1"),
+                opentelemetry::KeyValue::new("shoji.clock_offset_ns", -5_i64),
+            ],
+            error: Some("the sandbox process exited unexpectedly".into()),
+        };
+        let target = SinkTarget::Store(data.path().to_path_buf());
+        assert_eq!(export_detached(&target, "svc", span).unwrap(), 0);
+        let store = shoji_trace::store::Store::open(data.path()).unwrap();
+        let id: [u8; 16] = [
+            0x0a, 0xf7, 0x65, 0x19, 0x16, 0xcd, 0x43, 0xdd, 0x84, 0x48, 0xeb, 0x21, 0x1c, 0x80,
+            0x31, 0x9c,
+        ];
+        let trace = store.trace(&id).unwrap().expect("the trace");
+        assert_eq!(trace.spans.len(), 1);
+        let s = &trace.spans[0];
+        assert_eq!(s.name(), "sandbox");
+        assert_eq!(s.span_id, [0xb7, 0xad, 0x6b, 0x71, 0x69, 0x20, 0x33, 0x31]);
+        assert_eq!(s.parent_id, None);
+        assert_eq!(s.service, "svc");
+        assert_eq!(s.start_ns, 1_800_000_000_000_000_000);
+        assert_eq!(s.duration_ns(), 3_000_000_000);
+        let status = s.span.status.clone().unwrap();
+        assert_eq!(status.code, 2);
+        assert_eq!(status.message, "the sandbox process exited unexpectedly");
+        assert_eq!(s.attr("sandbox_id").as_deref(), Some("c1"));
+        assert_eq!(s.attr("shoji.clock_offset_ns").as_deref(), Some("-5"));
+        // The runtime's defaults, as on its own spans.
+        assert_eq!(s.attr("source").as_deref(), Some("runtime"));
+
+        let bad = DetachedSpan {
+            trace_id: "not hex".into(),
+            span_id: "b7ad6b7169203331".into(),
+            name: "x",
+            start,
+            end: start,
+            attributes: vec![],
+            error: None,
+        };
+        assert!(export_detached(&target, "svc", bad).is_err());
+    }
+
+    #[test]
+    fn the_configured_endpoint_and_protocol_choose_the_sink() {
+        use super::{SinkTarget, TelemetryConfig};
+        let cfg = |endpoint: Option<&str>, protocol: &str| TelemetryConfig {
+            data_dir: "/d".into(),
+            otlp_endpoint: endpoint.map(String::from),
+            otlp_protocol: Some(protocol.into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            SinkTarget::resolve(&cfg(Some("http://h:4317"), "grpc")).unwrap(),
+            SinkTarget::Grpc("http://h:4317".into())
+        );
+        assert_eq!(
+            SinkTarget::resolve(&cfg(Some("http://h:4318"), "http/protobuf")).unwrap(),
+            SinkTarget::Http("http://h:4318".into())
+        );
+        assert_eq!(
+            SinkTarget::resolve(&cfg(Some("http://h:4318"), "http/json")).unwrap(),
+            SinkTarget::HttpJson("http://h:4318".into())
+        );
+        assert!(SinkTarget::resolve(&cfg(Some("http://h:4318"), "json")).is_err());
+        // Without an endpoint the protocol is not used.
+        assert_eq!(
+            SinkTarget::resolve(&cfg(None, "json")).unwrap(),
+            SinkTarget::Store("/d".into())
+        );
     }
 
     #[test]

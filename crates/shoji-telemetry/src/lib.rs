@@ -19,6 +19,7 @@ pub mod pipeline;
 #[cfg(feature = "host")]
 pub mod sink;
 
+pub use opentelemetry::KeyValue;
 pub use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 
 /// W3C trace-context entries (`traceparent`, `tracestate`) for the current `tracing` span.
@@ -31,13 +32,15 @@ pub fn current_trace_context() -> Vec<(String, String)> {
     map.into_iter().collect()
 }
 
-/// The trace id (32 hex digits) of the current `tracing` span, if it is being traced.
-pub fn current_trace_id() -> Option<String> {
+/// The trace and span id (hex) of the current `tracing` span, if it is sampled: what another
+/// process needs to end that span in its place when this one dies (`host::export_detached`).
+pub fn current_sampled_ids() -> Option<(String, String)> {
     use opentelemetry::trace::TraceContextExt;
     use tracing_opentelemetry::OpenTelemetrySpanExt;
     let cx = tracing::Span::current().context();
     let sc = cx.span().span_context().clone();
-    sc.is_valid().then(|| sc.trace_id().to_string())
+    (sc.is_valid() && sc.is_sampled())
+        .then(|| (sc.trace_id().to_string(), sc.span_id().to_string()))
 }
 
 /// Makes `span` a child of the context carried by W3C `traceparent`/`tracestate` values.

@@ -11,6 +11,8 @@ pub enum SinkError {
     Store(String),
     #[error("OTLP export to {endpoint} failed: {message}")]
     Otlp { endpoint: String, message: String },
+    #[error("invalid span ids: trace {trace_id:?}, span {span_id:?}")]
+    InvalidIds { trace_id: String, span_id: String },
     #[error("unknown OTLP protocol {0:?}: use grpc, http/protobuf or http/json ([runtime] otlp_protocol, OTEL_EXPORTER_OTLP_PROTOCOL or --otlp-protocol)")]
     Protocol(String),
 }

@@ -11,6 +11,7 @@ use anyhow::Context;
 use shoji_runtime::lifecycle::client::StateRoot;
 use shoji_runtime::lifecycle::daemon::{self, CreateRequest, SandboxExit};
 use shoji_runtime::lifecycle::parse_signal;
+use shoji_runtime::lifecycle::state;
 use shoji_runtime::run::RootSource;
 use shoji_runtime::spec::{parse_size, ProcessOptions};
 
@@ -197,7 +198,8 @@ impl CreateArgs {
             args.push(d.into());
         }
         let timeout = Duration::from_secs(config.hypervisor.qemu.boot_timeout.max(1) + 120);
-        block_on(root.create(&req, &exe, &args, timeout))?
+        let mut end_root = |lost: &_| telemetry::end_lost_root(lost, "shoji create");
+        block_on(root.create(&req, &exe, &args, timeout, &mut end_root))?
             .with_context(|| format!("while creating container {id}"))?;
         Ok(ExitCode::SUCCESS)
     }
@@ -227,7 +229,8 @@ pub fn kill(a: KillArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
 
 pub fn delete(a: DeleteArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     let root = state_root(global)?;
-    block_on(root.delete(&a.id, a.force))?
+    let mut end_root = |lost: &_| telemetry::end_lost_root(lost, "shoji delete");
+    block_on(root.delete(&a.id, a.force, &mut end_root))?
         .with_context(|| format!("while deleting container {}", a.id))?;
     Ok(ExitCode::SUCCESS)
 }
@@ -300,9 +303,12 @@ pub fn sandbox(a: SandboxArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> 
     let result = rt.block_on(async {
         // The root of the sandbox's one trace: from create to delete (or until this process is
         // told to stop). Its children are exported as they end, so the trace can be read while
-        // the sandbox lives; this span itself arrives last.
+        // the sandbox lives; this span itself arrives last. Its ids and start go into the state,
+        // so that `delete` can end it in its place if this process is killed.
+        let started = std::time::SystemTime::now();
         let span = telemetry::root_span!("sandbox");
-        let mut hooks = TraceHooks::new(&telemetry, runtime_tracing, agent_tracing);
+        let mut hooks =
+            TraceHooks::new(&telemetry, runtime_tracing, agent_tracing).rooted_at(started);
         let result = daemon::serve(&config, &root, req, &mut hooks)
             .instrument(span.clone())
             .await;
@@ -315,6 +321,12 @@ pub fn sandbox(a: SandboxArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> 
             span.record("otel.status_message", daemon::error_chain(e).as_str());
         }
         span.record("shoji.dropped_spans", telemetry.dropped() + rejected);
+        if runtime_tracing && matches!(result, Ok(SandboxExit::Stopped)) {
+            // This process ends the root: the `delete` to come must not end it again. Only
+            // here is the state directory left behind; on the other paths it is gone already
+            // (and the id may name a new container's directory by now).
+            state::claim_root_end(&a.dir);
+        }
         drop(span);
         // Before `delete` is answered: once `shoji delete` returns, the trace is whole.
         telemetry.flush();

@@ -2,8 +2,13 @@
 //! configuration of the span pipeline, and the hooks that plug it into a sandbox (the built-in
 //! trace forwarder, the clock offset, trace context on agent calls).
 
+use std::time::SystemTime;
+
 use shoji_runtime::config::Config;
-use shoji_telemetry::host::{TelemetryConfig, TelemetryGuard};
+use shoji_runtime::lifecycle::client::LostRoot;
+use shoji_runtime::lifecycle::state::{TraceExport, TraceRoot};
+use shoji_telemetry::host::{DetachedSpan, SinkTarget, TelemetryConfig, TelemetryGuard};
+use shoji_telemetry::KeyValue;
 
 use super::GlobalArgs;
 
@@ -34,6 +39,7 @@ pub struct TraceHooks<'a> {
     agent_tracing: bool,
     runtime_tracing: bool,
     forwarder: Option<shoji_forwarder::Forwarder>,
+    root_start: Option<SystemTime>,
 }
 
 impl<'a> TraceHooks<'a> {
@@ -43,7 +49,15 @@ impl<'a> TraceHooks<'a> {
             agent_tracing,
             runtime_tracing,
             forwarder: None,
+            root_start: None,
         }
+    }
+
+    /// When the root span began (taken just before it was made): recorded with the root, for
+    /// whoever has to end it if this process cannot.
+    pub fn rooted_at(mut self, start: SystemTime) -> Self {
+        self.root_start = Some(start);
+        self
     }
 
     /// Stops the forwarder once the agent has flushed (it has, when `Shutdown` answered):
@@ -107,10 +121,26 @@ impl shoji_runtime::run::RunHooks for TraceHooks<'_> {
         )
     }
 
-    fn trace_id(&self) -> Option<String> {
-        self.runtime_spans()
-            .then(shoji_telemetry::current_trace_id)
-            .flatten()
+    fn trace_root(&self) -> Option<TraceRoot> {
+        if !self.runtime_spans() {
+            return None;
+        }
+        let (trace_id, span_id) = shoji_telemetry::current_sampled_ids()?;
+        let (target, service_name) = self.telemetry.target.clone()?;
+        let start = self.root_start.unwrap_or_else(SystemTime::now);
+        Some(TraceRoot {
+            trace_id,
+            span_id,
+            start_unix_nano: unix_nanos(start),
+            service_name,
+            export: match target {
+                SinkTarget::Store(data_dir) => TraceExport::Store { data_dir },
+                SinkTarget::Grpc(endpoint) => TraceExport::Grpc { endpoint },
+                SinkTarget::Http(endpoint) => TraceExport::Http { endpoint },
+                SinkTarget::HttpJson(endpoint) => TraceExport::HttpJson { endpoint },
+            },
+            clock_offset_ns: None,
+        })
     }
 }
 
@@ -120,8 +150,75 @@ impl TraceHooks<'_> {
     }
 }
 
+fn unix_nanos(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// The root `sandbox` that stands for one a sandbox process died without ending (ADR 007):
+/// its ids and start, the identity of [`root_span!`] (what is known of it: the state's
+/// `shoji.accel` and exit code, the recorded clock offset), status Error with why, and
+/// `shoji.root_ended_by` naming the command that ended it. Not `shoji.dropped_spans`: how many
+/// spans the dead process had not exported yet is not known.
+pub fn lost_root_span(lost: &LostRoot, ended_by: &'static str) -> DetachedSpan {
+    let root = &lost.root;
+    let id = lost.state.id.clone();
+    let mut attributes = vec![
+        KeyValue::new("source", "runtime"),
+        KeyValue::new("package", "shoji_cli"),
+        KeyValue::new("subsystem", "runtime"),
+        KeyValue::new("sandbox_id", id.clone()),
+        KeyValue::new("container_id", id.clone()),
+        KeyValue::new("container.id", id),
+    ];
+    if let Some(accel) = lost.state.annotations.get("shoji.accel") {
+        attributes.push(KeyValue::new("vm.accel", accel.clone()));
+    }
+    if let Some(offset) = root.clock_offset_ns {
+        attributes.push(KeyValue::new("shoji.clock_offset_ns", offset));
+    }
+    if let Some(code) = lost.state.exit_code {
+        attributes.push(KeyValue::new("process.exit_code", i64::from(code)));
+    }
+    attributes.push(KeyValue::new("shoji.root_ended_by", ended_by));
+    DetachedSpan {
+        trace_id: root.trace_id.clone(),
+        span_id: root.span_id.clone(),
+        name: "sandbox",
+        start: SystemTime::UNIX_EPOCH + std::time::Duration::from_nanos(root.start_unix_nano),
+        end: lost.noticed,
+        attributes,
+        error: Some(lost.why.clone()),
+    }
+}
+
+/// Ends a lost root ([`lost_root_span`]) where the sandbox's spans went; a failure is told on
+/// stderr and does not fail the command (the cleanup matters more than the trace).
+pub fn end_lost_root(lost: &LostRoot, ended_by: &'static str) {
+    let root = &lost.root;
+    let target = match &root.export {
+        TraceExport::Store { data_dir } => SinkTarget::Store(data_dir.clone()),
+        TraceExport::Grpc { endpoint } => SinkTarget::Grpc(endpoint.clone()),
+        TraceExport::Http { endpoint } => SinkTarget::Http(endpoint.clone()),
+        TraceExport::HttpJson { endpoint } => SinkTarget::HttpJson(endpoint.clone()),
+    };
+    let span = lost_root_span(lost, ended_by);
+    match shoji_telemetry::host::export_detached(&target, &root.service_name, span) {
+        Ok(0) => {}
+        Ok(_) => eprintln!(
+            "shoji: warning: the root span of trace {} could not be exported",
+            root.trace_id
+        ),
+        Err(e) => eprintln!(
+            "shoji: warning: cannot end the root span of trace {}: {e}",
+            root.trace_id
+        ),
+    }
+}
+
 /// The root span of a sandbox's one trace (`run`, or `sandbox` for the lifecycle), with the
 /// fields recorded as the sandbox goes. A macro because `tracing` wants the name as a literal.
+/// [`lost_root_span`] stands for it when a sandbox process dies: keep their identities alike.
 macro_rules! root_span {
     ($name:literal) => {
         tracing::info_span!(
@@ -131,6 +228,7 @@ macro_rules! root_span {
             subsystem = "runtime",
             sandbox_id = tracing::field::Empty,
             container_id = tracing::field::Empty,
+            container.id = tracing::field::Empty,
             vm.accel = tracing::field::Empty,
             process.exit_code = tracing::field::Empty,
             shoji.clock_offset_ns = tracing::field::Empty,
@@ -142,3 +240,65 @@ macro_rules! root_span {
     };
 }
 pub(crate) use root_span;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The root that stands for a lost one carries only what the real root can carry (and who
+    /// ended it), under the same names.
+    #[test]
+    fn a_lost_roots_attributes_are_the_real_roots_fields() {
+        let mut state: shoji_runtime::lifecycle::state::OciState = serde_json::from_value(
+            serde_json::json!({"ociVersion": "1.2.0", "id": "c1", "status": "stopped",
+                "bundle": "/b", "created": "2026-01-01T00:00:00Z", "exitCode": 137}),
+        )
+        .unwrap();
+        state.annotations.insert("shoji.accel".into(), "tcg".into());
+        let lost = LostRoot {
+            root: TraceRoot {
+                trace_id: "0af7651916cd43dd8448eb211c80319c".into(),
+                span_id: "b7ad6b7169203331".into(),
+                start_unix_nano: 1_000,
+                service_name: "shoji-runtime".into(),
+                export: TraceExport::Store {
+                    data_dir: "/d".into(),
+                },
+                clock_offset_ns: Some(-3),
+            },
+            state,
+            why: "the sandbox process exited unexpectedly".into(),
+            noticed: SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(2),
+        };
+        let span = lost_root_span(&lost, "shoji delete");
+        let real = root_span!("sandbox");
+        let fields = real.metadata().expect("the macro's metadata").fields();
+        let keys: Vec<&str> = span.attributes.iter().map(|kv| kv.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "source",
+                "package",
+                "subsystem",
+                "sandbox_id",
+                "container_id",
+                "container.id",
+                "vm.accel",
+                "shoji.clock_offset_ns",
+                "process.exit_code",
+                "shoji.root_ended_by"
+            ]
+        );
+        for key in &keys[..keys.len() - 1] {
+            assert!(fields.field(key).is_some(), "root_span! has no field {key}");
+        }
+        assert!(fields.field("shoji.root_ended_by").is_none());
+        assert_eq!(span.name, "sandbox");
+        assert_eq!(
+            span.start,
+            SystemTime::UNIX_EPOCH + std::time::Duration::from_micros(1)
+        );
+        assert_eq!(span.end, lost.noticed);
+        assert_eq!(span.error.as_deref(), Some(lost.why.as_str()));
+    }
+}

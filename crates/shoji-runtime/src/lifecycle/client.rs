@@ -3,7 +3,7 @@
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
@@ -12,13 +12,30 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use super::daemon::{CreateRequest, CreateResult};
 use super::protocol::{self, ExecRequest, ProtocolError, Reply, Request};
-use super::state::{self, OciState, ProcessRecord, StateFile, Status};
+use super::state::{self, OciState, ProcessRecord, StateFile, Status, TraceRoot};
 use super::LifecycleError;
 use crate::config::Config;
 use crate::stdio::{RawTerminal, StdioError, StdioListeners, StdioRelay};
 
 /// First host port tried for an exec's stdio; `create` uses 20000 upwards for the init's.
 pub const FIRST_EXEC_PORT: u32 = 30000;
+
+/// The root span of a sandbox's trace that its sandbox process died without ending: what
+/// `delete` (or a `create` whose sandbox process died) hands its caller to end in its place,
+/// once, to where the sandbox's spans went (ADR 007).
+#[derive(Debug, Clone)]
+pub struct LostRoot {
+    pub root: TraceRoot,
+    /// The container's state as last recorded: its id, `shoji.accel`, the init's exit code.
+    pub state: OciState,
+    /// Why the sandbox process did not end it: the root's error message.
+    pub why: String,
+    /// When the death was noticed: the root's end.
+    pub noticed: SystemTime,
+}
+
+/// Ends a [`LostRoot`]; the caller's telemetry, which this crate does not have.
+pub type EndLostRoot<'a> = &'a mut dyn FnMut(&LostRoot);
 
 /// The directory that holds one state directory per container: the sandbox root.
 #[derive(Debug, Clone)]
@@ -160,10 +177,19 @@ impl StateRoot {
     }
 
     /// Stops the VM and removes every process, socket and file of the container. A running
-    /// container needs `force`. Works whatever state the sandbox process is in, dead included.
-    pub async fn delete(&self, id: &str, force: bool) -> Result<(), LifecycleError> {
+    /// container needs `force`. Works whatever state the sandbox process is in, dead included;
+    /// if it died without ending the root span of its trace, `end_root` ends it in its place.
+    pub async fn delete(
+        &self,
+        id: &str,
+        force: bool,
+        end_root: EndLostRoot<'_>,
+    ) -> Result<(), LifecycleError> {
         let (dir, st) = self.read(id)?;
-        if st.sandbox_process.is_alive() {
+        // Read now, while a dead sandbox process may still be a zombie that tells how it died.
+        let dead = (!st.sandbox_process.is_alive())
+            .then(|| (st.sandbox_process_died(), SystemTime::now()));
+        if dead.is_none() {
             match self.call(id, &Request::Delete { force }, 60).await {
                 Ok(_) => {}
                 Err(e @ LifecycleError::Refused { .. }) => return Err(e),
@@ -181,6 +207,16 @@ impl StateRoot {
             wait_gone(p, Duration::from_secs(5)).await;
         }
         end_session(&st.sandbox_process, Duration::from_secs(5)).await;
+        // A sandbox process that handled `delete` ended its root and removed the directory; one
+        // stopped by a signal ended its root too (and said so with the marker). Otherwise it
+        // died, or was killed above, before it could.
+        let (why, noticed) = dead.unwrap_or_else(|| {
+            (
+                "the sandbox process did not finish delete and was killed (SIGKILL)".into(),
+                SystemTime::now(),
+            )
+        });
+        end_lost_root(&dir, why, noticed, end_root);
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -193,13 +229,15 @@ impl StateRoot {
     }
 
     /// Starts the sandbox process `exe args...` for `req` and waits until it says the container
-    /// is created or why not. Nothing is left behind on failure.
+    /// is created or why not. Nothing is left behind on failure; if the sandbox process died
+    /// (or was killed) without ending the root span of its trace, `end_root` ends it.
     pub async fn create(
         &self,
         req: &CreateRequest,
         exe: &Path,
         args: &[OsString],
         timeout: Duration,
+        end_root: EndLostRoot<'_>,
     ) -> Result<OciState, LifecycleError> {
         let id = req.id.as_str();
         state::validate_id(id)?;
@@ -226,7 +264,7 @@ impl StateRoot {
             }
             Err(e) => return Err(io("cannot create", &dir)(e)),
         }
-        let result = spawn_and_wait(&dir, req, exe, args, timeout).await;
+        let result = spawn_and_wait(&dir, req, exe, args, timeout, end_root).await;
         if result.is_err() {
             let _ = std::fs::remove_dir_all(&dir);
         }
@@ -395,6 +433,27 @@ async fn end_session(leader: &ProcessRecord, limit: Duration) {
     }
 }
 
+/// Hands the root span of the sandbox's trace in `dir` to `end_root` if it has one that nobody
+/// has ended: a recorded root in `state.json`, and the end claimed ([`state::claim_root_end`]),
+/// so that it is ended once even if `delete` runs twice or races a failing `create`.
+fn end_lost_root(dir: &Path, why: String, noticed: SystemTime, end_root: EndLostRoot<'_>) {
+    let Ok(st) = StateFile::read(dir) else {
+        return;
+    };
+    let Some(root) = st.trace_root else {
+        return;
+    };
+    if !state::claim_root_end(dir) {
+        return;
+    }
+    end_root(&LostRoot {
+        root,
+        state: st.oci,
+        why,
+        noticed,
+    });
+}
+
 /// Polls until `p` is gone; false if it is still there after `limit`.
 async fn wait_gone(p: &ProcessRecord, limit: Duration) -> bool {
     let deadline = Instant::now() + limit;
@@ -413,6 +472,7 @@ async fn spawn_and_wait(
     exe: &Path,
     args: &[OsString],
     timeout: Duration,
+    end_root: EndLostRoot<'_>,
 ) -> Result<OciState, LifecycleError> {
     let id = req.id.as_str();
     let log_path = dir.join(state::SANDBOX_LOG);
@@ -496,19 +556,71 @@ async fn spawn_and_wait(
             let leader = child
                 .id()
                 .and_then(|pid| ProcessRecord::capture("sandbox", pid));
+            // It closed its stdout without answering: it is exiting, or dead. It is our child,
+            // so how it ended is ours to read.
+            let status = match &answer {
+                Ok(_) => tokio::time::timeout(Duration::from_secs(2), child.wait())
+                    .await
+                    .ok()
+                    .and_then(Result::ok),
+                Err(_) => None,
+            };
+            let noticed = SystemTime::now();
             let _ = child.kill().await;
             if let Some(leader) = leader {
                 end_session(&leader, Duration::from_secs(5)).await;
             }
             let why = match answer {
                 Err(why) => why,
-                Ok(_) => "the sandbox process exited without answering".into(),
+                Ok(_) => match status {
+                    Some(st) => {
+                        use std::os::unix::process::ExitStatusExt;
+                        format!(
+                            "the sandbox process exited without answering ({})",
+                            state::describe_wait_status(st.into_raw())
+                        )
+                    }
+                    None => "the sandbox process exited without answering".into(),
+                },
             };
+            let root_why = match status {
+                Some(_) => why.clone(),
+                None => format!("{why}: shoji create killed the sandbox process"),
+            };
+            end_lost_root(dir, root_why, noticed, end_root);
             let log = crate::sandbox::console_tail(&log_path, 20);
             Err(failed(format!(
                 "{why}\n--- last lines of {} ---\n{log}",
                 log_path.display()
             )))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lost_root_is_handed_over_once_and_only_if_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ended = Vec::new();
+        let mut end = |l: &LostRoot| ended.push((l.root.span_id.clone(), l.why.clone()));
+        // No root recorded (tracing off): nothing to end.
+        StateFile::example().write(dir.path()).unwrap();
+        end_lost_root(dir.path(), "x".into(), SystemTime::now(), &mut end);
+        let st = StateFile {
+            trace_root: Some(TraceRoot::example()),
+            ..StateFile::example()
+        };
+        st.write(dir.path()).unwrap();
+        // `delete` run twice (or racing a failing `create`) ends it once.
+        for _ in 0..2 {
+            end_lost_root(dir.path(), "died".into(), SystemTime::now(), &mut end);
+        }
+        assert_eq!(
+            ended,
+            [("b7ad6b7169203331".to_string(), "died".to_string())]
+        );
     }
 }

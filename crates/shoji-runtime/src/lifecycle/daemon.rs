@@ -29,7 +29,9 @@ use tokio::task::JoinSet;
 use tracing::{field::Empty, info_span, Instrument};
 
 use super::protocol::{self, ExecRequest, Reply, Request};
-use super::state::{self, OciState, ProcessRecord, StateFile, Status, TRACE_ID_ANNOTATION};
+use super::state::{
+    self, OciState, ProcessRecord, StateFile, Status, ROOT_SPAN_ID_ANNOTATION, TRACE_ID_ANNOTATION,
+};
 use super::LifecycleError;
 use crate::agent::AgentClient;
 use crate::config::Config;
@@ -177,8 +179,19 @@ async fn create(
     let root_span = tracing::Span::current();
     root_span.record("sandbox_id", id.as_str());
     root_span.record("container_id", id.as_str());
-    // Written from the first state on, so that a sandbox's trace can be found while it boots.
-    let trace_id = hooks.trace_id();
+    root_span.record("container.id", id.as_str());
+    // Written from the first state on, so that a sandbox's trace can be found while it boots,
+    // and its root ended by `delete` if this process dies before it can.
+    let trace_root = hooks.trace_root();
+    let trace_notes: Vec<(String, String)> = trace_root
+        .iter()
+        .flat_map(|r| {
+            [
+                (TRACE_ID_ANNOTATION.to_string(), r.trace_id.clone()),
+                (ROOT_SPAN_ID_ANNOTATION.to_string(), r.span_id.clone()),
+            ]
+        })
+        .collect();
     let sb = SandboxDir::adopt(root, &id);
     let dir = sb.path().to_path_buf();
     let me = ProcessRecord::capture("shoji sandbox", std::process::id()).ok_or_else(|| {
@@ -199,15 +212,13 @@ async fn create(
             status: Status::Creating,
             pid: Some(me.pid),
             bundle,
-            annotations: trace_id
-                .iter()
-                .map(|t| (TRACE_ID_ANNOTATION.to_string(), t.clone()))
-                .collect(),
+            annotations: trace_notes.iter().cloned().collect(),
             created: state::now_rfc3339(),
             exit_code: None,
         },
         sandbox_process: me,
         processes: Vec::new(),
+        trace_root,
     };
     st.write(&dir)?;
 
@@ -249,8 +260,9 @@ async fn create(
             let notes = &mut st.oci.annotations;
             notes.insert("shoji.guest_pid".into(), guest_pid.to_string());
             notes.insert("shoji.accel".into(), vm.accel.accel.as_str().into());
-            if let Some(t) = trace_id {
-                notes.insert(TRACE_ID_ANNOTATION.into(), t);
+            notes.extend(trace_notes);
+            if let Some(r) = &mut st.trace_root {
+                r.clock_offset_ns = Some(vm.clock.offset_ns);
             }
             st.oci.status = Status::Created;
             st.write(&dir)?;

@@ -9,7 +9,8 @@
 //! container's output (`stdout.log`, `stderr.log`) until `delete`. Every other command is a
 //! client ([`client::StateRoot`]) that reads `state.json` and talks [`protocol`] to the sandbox
 //! process while it lives; once it is gone, the state says `stopped` and `delete` removes what
-//! is left by itself.
+//! is left by itself, and ends the root span of the sandbox's trace if the sandbox process
+//! could not ([`client::LostRoot`], from the record in [`state::TraceRoot`]).
 
 pub mod client;
 pub mod daemon;

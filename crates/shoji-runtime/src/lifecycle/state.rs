@@ -23,6 +23,16 @@ pub const STDERR_LOG: &str = "stderr.log";
 /// exported: `shoji trace show <id>` shows it, live while the sandbox runs.
 pub const TRACE_ID_ANNOTATION: &str = "shoji.trace_id";
 
+/// The annotation that names the root span of the sandbox's trace (`sandbox`, 16 hex digits),
+/// next to [`TRACE_ID_ANNOTATION`].
+pub const ROOT_SPAN_ID_ANNOTATION: &str = "shoji.root_span_id";
+
+/// Made (exclusively) by whoever ends the root span of the sandbox's trace while the state
+/// directory still exists: the sandbox process when a signal stops it, or `delete` (or a failed
+/// `create`) in place of a sandbox process that died without ending it. Whoever makes it
+/// first ends the root; nobody else does.
+pub const ROOT_ENDED_MARKER: &str = "root-span.ended";
+
 /// Longest id accepted. The id names a directory that holds Unix sockets, whose paths the
 /// kernel limits to 107 bytes.
 pub const MAX_ID_LEN: usize = 64;
@@ -103,6 +113,16 @@ impl ProcessRecord {
         proc_stat(self.pid).is_some_and(|s| s.start_time != self.start_time)
     }
 
+    /// How the process ended (`killed by SIGKILL`), while it is still a zombie that nobody
+    /// has reaped; `None` once it is gone or while it runs.
+    pub fn death(&self) -> Option<String> {
+        let s = proc_stat(self.pid)?;
+        (s.start_time == self.start_time && s.state == 'Z')
+            .then_some(s.exit_status)
+            .flatten()
+            .map(describe_wait_status)
+    }
+
     /// SIGKILLs the process if it is still the one recorded.
     pub fn kill(&self) {
         if self.is_alive() {
@@ -120,6 +140,8 @@ struct Stat {
     state: char,
     session: u32,
     start_time: u64,
+    /// The wait status, for a zombie (field 52, Linux 3.5 and later).
+    exit_status: Option<i32>,
 }
 
 fn proc_stat(pid: u32) -> Option<Stat> {
@@ -136,7 +158,20 @@ fn parse_stat(text: &str) -> Option<Stat> {
         state: fields.first()?.chars().next()?,
         session: fields.get(3)?.parse().ok()?,
         start_time: fields.get(19)?.parse().ok()?,
+        exit_status: fields.get(49).and_then(|f| f.parse().ok()),
     })
+}
+
+/// How a process ended, from its wait status: `killed by SIGKILL`, `exit status 1`.
+pub fn describe_wait_status(status: i32) -> String {
+    let signal = status & 0x7f;
+    if signal == 0 {
+        return format!("exit status {}", (status >> 8) & 0xff);
+    }
+    match nix::sys::signal::Signal::try_from(signal) {
+        Ok(s) => format!("killed by {s}"),
+        Err(_) => format!("killed by signal {signal}"),
+    }
 }
 
 /// Live (not zombie) processes of session `sid`: everything a sandbox process (a session
@@ -153,6 +188,46 @@ pub fn session_members(sid: u32) -> Vec<u32> {
         .collect()
 }
 
+/// Where the sandbox process sends its spans, as it resolved it (configuration, then
+/// environment): the root that `delete` ends in its place goes to the same place, whatever the
+/// environment of `delete`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(
+    tag = "sink",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
+pub enum TraceExport {
+    /// The embedded store in this data directory.
+    Store { data_dir: PathBuf },
+    /// OTLP/gRPC.
+    Grpc { endpoint: String },
+    /// OTLP/HTTP (protobuf).
+    Http { endpoint: String },
+    /// OTLP/HTTP (JSON).
+    HttpJson { endpoint: String },
+}
+
+/// The root span `sandbox` of the sandbox's trace, as far as another process needs it to end
+/// the root when the sandbox process cannot (it was killed): recorded from `creating` on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TraceRoot {
+    /// 32 hex digits.
+    pub trace_id: String,
+    /// 16 hex digits.
+    pub span_id: String,
+    /// When the root started, Unix nanoseconds (taken just before the span was made, so no
+    /// span of the trace starts earlier).
+    pub start_unix_nano: u64,
+    /// The `service.name` of the runtime's spans.
+    pub service_name: String,
+    pub export: TraceExport,
+    /// The root's `shoji.clock_offset_ns`, once measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock_offset_ns: Option<i64>,
+}
+
 /// `state.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -164,6 +239,9 @@ pub struct StateFile {
     /// What it started (QEMU, the helpers); they die with it, and `delete` makes sure.
     #[serde(default)]
     pub processes: Vec<ProcessRecord>,
+    /// The root span of the sandbox's trace, with runtime tracing on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_root: Option<TraceRoot>,
 }
 
 impl StateFile {
@@ -197,22 +275,38 @@ impl StateFile {
         std::fs::rename(&tmp, &path).map_err(io)
     }
 
+    /// Why the sandbox process is gone when it is, and how it ended if that can still be read.
+    pub fn sandbox_process_died(&self) -> String {
+        match self.sandbox_process.death() {
+            Some(how) => format!("the sandbox process exited unexpectedly ({how})"),
+            None => "the sandbox process exited unexpectedly".into(),
+        }
+    }
+
     /// The state as it stands: if the sandbox process is gone, the container is stopped
     /// whatever the file last said.
     pub fn current(&self) -> OciState {
         let mut oci = self.oci.clone();
         if oci.status != Status::Stopped && !self.sandbox_process.is_alive() {
             oci.status = Status::Stopped;
-            oci.annotations.insert(
-                "shoji.error".into(),
-                "the sandbox process exited unexpectedly".into(),
-            );
+            oci.annotations
+                .insert("shoji.error".into(), self.sandbox_process_died());
         }
         if oci.status == Status::Stopped {
             oci.pid = None;
         }
         oci
     }
+}
+
+/// Claims the ending of the root span of the sandbox in `dir` ([`ROOT_ENDED_MARKER`]): true for
+/// the one caller that gets to end it, false if someone already has (or the directory is gone).
+pub fn claim_root_end(dir: &Path) -> bool {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(dir.join(ROOT_ENDED_MARKER))
+        .is_ok()
 }
 
 /// Checks a container id: it names a directory and a guest cgroup, so it must be a plain name.
@@ -269,6 +363,49 @@ fn rfc3339(secs: i64, nanos: u32) -> String {
 }
 
 #[cfg(test)]
+impl StateFile {
+    /// Container `c1`, running, its sandbox process pid 7 (start time 1: not this one).
+    pub(crate) fn example() -> Self {
+        Self {
+            oci: OciState {
+                oci_version: OCI_VERSION.into(),
+                id: "c1".into(),
+                status: Status::Running,
+                pid: Some(7),
+                bundle: "/b".into(),
+                annotations: BTreeMap::new(),
+                created: rfc3339(0, 0),
+                exit_code: None,
+            },
+            sandbox_process: ProcessRecord {
+                what: "sandbox".into(),
+                pid: 7,
+                start_time: 1,
+            },
+            processes: vec![],
+            trace_root: None,
+        }
+    }
+}
+
+#[cfg(test)]
+impl TraceRoot {
+    /// A root whose spans go to the store in `/d`.
+    pub(crate) fn example() -> Self {
+        Self {
+            trace_id: "0af7651916cd43dd8448eb211c80319c".into(),
+            span_id: "b7ad6b7169203331".into(),
+            start_unix_nano: 5,
+            service_name: "shoji-runtime".into(),
+            export: TraceExport::Store {
+                data_dir: "/d".into(),
+            },
+            clock_offset_ns: Some(-3),
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -290,11 +427,38 @@ mod tests {
             Some(Stat {
                 state: 'S',
                 session: 41,
-                start_time: 12345
+                start_time: 12345,
+                exit_status: None,
             })
         );
         assert_eq!(parse_stat("garbage"), None);
         assert_eq!(parse_stat("1 (x) R"), None);
+    }
+
+    #[test]
+    fn a_zombies_wait_status_says_how_it_died() {
+        // Fields 3..52 of a zombie killed by SIGKILL: wait status 9 at the end.
+        let mut fields = vec!["0"; 50];
+        fields[0] = "Z";
+        fields[19] = "777";
+        fields[49] = "9";
+        let line = format!("42 (shoji) {}", fields.join(" "));
+        let st = parse_stat(&line).unwrap();
+        assert_eq!(
+            (st.state, st.start_time, st.exit_status),
+            ('Z', 777, Some(9))
+        );
+        assert_eq!(describe_wait_status(9), "killed by SIGKILL");
+        assert_eq!(describe_wait_status(1 << 8), "exit status 1");
+        assert_eq!(describe_wait_status(15 | 0x80), "killed by SIGTERM");
+    }
+
+    #[test]
+    fn the_root_end_is_claimed_once() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(claim_root_end(dir.path()));
+        assert!(!claim_root_end(dir.path()));
+        assert!(!claim_root_end(&dir.path().join("gone")));
     }
 
     #[test]
@@ -322,24 +486,7 @@ mod tests {
 
     #[test]
     fn state_json_is_the_oci_state_with_bookkeeping_beside_it() {
-        let st = StateFile {
-            oci: OciState {
-                oci_version: OCI_VERSION.into(),
-                id: "c1".into(),
-                status: Status::Running,
-                pid: Some(7),
-                bundle: "/b".into(),
-                annotations: BTreeMap::new(),
-                created: rfc3339(0, 0),
-                exit_code: None,
-            },
-            sandbox_process: ProcessRecord {
-                what: "sandbox".into(),
-                pid: 7,
-                start_time: 1,
-            },
-            processes: vec![],
-        };
+        let st = StateFile::example();
         let v: serde_json::Value = serde_json::to_value(&st).unwrap();
         assert_eq!(v["ociVersion"], OCI_VERSION);
         assert_eq!(v["status"], "running");
@@ -347,6 +494,15 @@ mod tests {
         assert_eq!(v["bundle"], "/b");
         let back: StateFile = serde_json::from_value(v).unwrap();
         assert_eq!(back, st);
+        let st = StateFile {
+            trace_root: Some(TraceRoot::example()),
+            ..st
+        };
+        let v: serde_json::Value = serde_json::to_value(&st).unwrap();
+        assert_eq!(v["traceRoot"]["export"]["sink"], "store");
+        assert_eq!(v["traceRoot"]["export"]["dataDir"], "/d");
+        assert_eq!(v["traceRoot"]["startUnixNano"], 5);
+        assert_eq!(serde_json::from_value::<StateFile>(v).unwrap(), st);
         // Its sandbox process (pid 7, start time 1) is not alive: the state says stopped.
         let cur = st.current();
         assert_eq!(cur.status, Status::Stopped);

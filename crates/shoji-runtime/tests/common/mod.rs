@@ -105,18 +105,34 @@ impl TestEnv {
             "left behind in {}: {left:?}",
             root.display()
         );
+        let procs = processes_naming(&root);
+        assert!(procs.is_empty(), "processes left behind: {procs:?}");
         let needle = root.to_string_lossy().into_owned();
-        let mut procs = Vec::new();
-        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
-                let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-                if cmd.contains(&needle) && !cmd.contains("shoji --config") {
-                    procs.push(cmd);
-                }
+        let mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(&needle))
+            .map(String::from)
+            .collect();
+        assert!(mounts.is_empty(), "mounts left behind: {mounts:?}");
+    }
+}
+
+/// The command lines of live processes that name `path` in their arguments (QEMU and the
+/// helpers carry their sockets' paths), other than `shoji --config` commands. A zombie has no
+/// command line: only processes that still run are found.
+pub fn processes_naming(path: &Path) -> Vec<String> {
+    let needle = path.to_string_lossy().into_owned();
+    let mut procs = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            if cmd.contains(&needle) && !cmd.contains("shoji --config") {
+                procs.push(cmd);
             }
         }
-        assert!(procs.is_empty(), "processes left behind: {procs:?}");
     }
+    procs
 }
 
 pub fn text(b: &[u8]) -> String {
@@ -183,6 +199,56 @@ pub fn initrd_without_agent(dir: &Path) -> PathBuf {
         .unwrap();
     assert!(st.success());
     initrd
+}
+
+/// A `TestEnv` whose guest never starts its agent, so a `create` stays in its boot.
+pub fn env_that_never_boots() -> (tempfile::TempDir, TestEnv) {
+    let t = tempfile::tempdir().expect("tempdir");
+    let initrd = initrd_without_agent(t.path());
+    let env = TestEnv::with_config(&format!(
+        "[hypervisor.qemu]\ninitrd = {initrd:?}\nboot_timeout = 60\n"
+    ));
+    (t, env)
+}
+
+/// Runs `shoji create ARGS... ID -- true` in an [`env_that_never_boots`], calls `at_boot` once
+/// QEMU runs (it writes the console log: the helpers and QEMU run, the sandbox process has
+/// recorded itself, the container is `creating`), then interrupts `create` with SIGINT and
+/// returns what it said.
+pub fn interrupt_create_while_booting(
+    env: &TestEnv,
+    args: &[&str],
+    id: &str,
+    at_boot: impl FnOnce(),
+) -> Output {
+    let child = env
+        .cmd()
+        .arg("create")
+        .args(args)
+        .args([id, "--", "true"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("running shoji create");
+    let console = env.sandbox_root().join(id).join("console.log");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !console.exists() {
+        assert!(std::time::Instant::now() < deadline, "QEMU never started");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    at_boot();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .expect("SIGINT to shoji create");
+    let out = child.wait_with_output().expect("waiting for shoji create");
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stderr).contains("interrupted"),
+        "{}",
+        text(&out.stderr)
+    );
+    out
 }
 
 /// Every span of an OTLP JSON-lines export (`shoji trace export --format otlp-json`), with the
