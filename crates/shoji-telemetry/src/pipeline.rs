@@ -274,12 +274,18 @@ mod tests {
         }
     }
 
-    /// Records the size of every batch it is handed; the first export blocks until released.
-    struct Gate {
+    /// Records the number of requests in every batch it is handed and the spans stored. The
+    /// first export waits for `gate` if there is one; every export takes `delay`; `alive` goes
+    /// down by the batch's size once it has been stored.
+    #[derive(Default)]
+    struct Batches {
         batches: Arc<Mutex<Vec<usize>>>,
+        spans: Arc<AtomicU64>,
         gate: Option<std::sync::mpsc::Receiver<()>>,
+        delay: Duration,
+        alive: Arc<std::sync::atomic::AtomicI64>,
     }
-    impl SpanSink for Gate {
+    impl SpanSink for Batches {
         fn export(&mut self, _r: ExportTraceServiceRequest) -> Result<(), SinkError> {
             unreachable!("the pipeline hands over batches")
         }
@@ -290,11 +296,16 @@ mod tests {
             if let Some(g) = self.gate.take() {
                 let _ = g.recv();
             }
+            std::thread::sleep(self.delay);
+            let size: usize = reqs.iter().map(heap_size).sum();
+            let n: usize = reqs.iter().map(span_count).sum();
             self.batches.lock().unwrap().push(reqs.len());
+            self.spans.fetch_add(n as u64, Ordering::Relaxed);
+            self.alive.fetch_sub(size as i64, Ordering::SeqCst);
             (0, None)
         }
         fn describe(&self) -> String {
-            "gate".into()
+            "batches".into()
         }
     }
 
@@ -302,9 +313,10 @@ mod tests {
     fn a_backlog_reaches_the_sink_in_batches_and_a_flush_waits_for_it() {
         let batches = Arc::new(Mutex::new(Vec::new()));
         let (open, gate) = sync_channel(1);
-        let p = Pipeline::start(Box::new(Gate {
+        let p = Pipeline::start(Box::new(Batches {
             batches: batches.clone(),
             gate: Some(gate),
+            ..Default::default()
         }));
         p.submit(one_span());
         // Give the worker the first request, so that the rest queue up behind the gate.
@@ -337,40 +349,17 @@ mod tests {
         assert!(dropped > 0, "a flood larger than the queue must drop");
     }
 
-    /// Takes 2 ms a batch; `alive` is decreased by the batch's size once it has been stored.
-    struct SlowBytes {
-        alive: Arc<std::sync::atomic::AtomicI64>,
-        spans: Arc<AtomicU64>,
-    }
-    impl SpanSink for SlowBytes {
-        fn export(&mut self, _r: ExportTraceServiceRequest) -> Result<(), SinkError> {
-            unreachable!("the pipeline hands over batches")
-        }
-        fn export_batch(
-            &mut self,
-            reqs: Vec<ExportTraceServiceRequest>,
-        ) -> (u64, Option<SinkError>) {
-            std::thread::sleep(Duration::from_millis(2));
-            let size: usize = reqs.iter().map(heap_size).sum();
-            let n: usize = reqs.iter().map(span_count).sum();
-            self.spans.fetch_add(n as u64, Ordering::Relaxed);
-            self.alive.fetch_sub(size as i64, Ordering::SeqCst);
-            (0, None)
-        }
-        fn describe(&self) -> String {
-            "slow".into()
-        }
-    }
-
     #[tokio::test]
     async fn a_flood_through_send_waits_for_room_loses_nothing_and_stays_within_the_byte_bound() {
         let alive = Arc::new(std::sync::atomic::AtomicI64::new(0));
         let stored = Arc::new(AtomicU64::new(0));
         let bound = 10 * heap_size(&spans(20));
         let p = Pipeline::with_limits(
-            Box::new(SlowBytes {
+            Box::new(Batches {
                 alive: alive.clone(),
                 spans: stored.clone(),
+                delay: Duration::from_millis(2),
+                ..Default::default()
             }),
             Limits {
                 bytes: bound,
@@ -418,9 +407,10 @@ mod tests {
         let (open, gate) = sync_channel(1);
         let size = heap_size(&spans(5));
         let p = Pipeline::with_limits(
-            Box::new(Gate {
+            Box::new(Batches {
                 batches: batches.clone(),
                 gate: Some(gate),
+                ..Default::default()
             }),
             Limits {
                 requests: 8,
@@ -461,9 +451,9 @@ mod tests {
     async fn a_send_abandoned_while_waiting_is_counted_as_dropped() {
         let (open, gate) = sync_channel(1);
         let p = Pipeline::with_limits(
-            Box::new(Gate {
-                batches: Arc::default(),
+            Box::new(Batches {
                 gate: Some(gate),
+                ..Default::default()
             }),
             Limits {
                 bytes: heap_size(&spans(3)),
