@@ -1,5 +1,6 @@
 //! Bytes from a hostile guest on vsock port 10240: the SHJT frame decoder fed in arbitrary
-//! chunkings, and every payload it yields decoded as OTLP and stamped as the forwarder does.
+//! chunkings, and every payload it yields decoded as OTLP, stamped and sized as the forwarder
+//! and its pipeline do.
 //! Must never panic or allocate past one header plus one 4 MiB payload.
 #![no_main]
 
@@ -27,6 +28,8 @@ fuzz_target!(|data: &[u8]| {
                             service_name: "shoji-agent".into(),
                         };
                         shoji_forwarder::stamp(&mut req, &id, i64::from(chunk as u8) - 128);
+                        // What the pipeline's byte bound charges for it.
+                        let _ = shoji_telemetry::convert::heap_size(&req);
                     }
                 }
                 Ok(None) => break,

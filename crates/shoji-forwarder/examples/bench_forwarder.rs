@@ -177,7 +177,7 @@ async fn main() {
         .unwrap_or(2000);
     let n = Arc::new(AtomicU64::new(0));
     let c = n.clone();
-    let deliver: shoji_forwarder::Deliver = Arc::new(move |r| {
+    let deliver = shoji_forwarder::at_once(move |r| {
         c.fetch_add(
             shoji_telemetry::convert::span_count(&r) as u64,
             Ordering::Relaxed,
@@ -190,8 +190,7 @@ async fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
     let sink = shoji_telemetry::sink::StoreSink::open(dir.path()).expect("store");
     let pipeline = shoji_telemetry::pipeline::Pipeline::start(Box::new(sink));
-    let p = pipeline.clone();
-    let deliver: shoji_forwarder::Deliver = Arc::new(move |r| p.submit(r));
+    let deliver = shoji_forwarder::to_pipeline(pipeline.clone());
     let counters = pipeline.counters.clone();
     // Lost = dropped by the bounded queue or failed in the store: stored spans are `exported`.
     let stage = run(frames, deliver, || {

@@ -6,9 +6,13 @@
 //! listener keeps serving others. Identity is stamped from the listener, never taken from the
 //! guest: `sandbox_id`, `service.name` (`shoji-agent`) and `source` (`agent`) are overwritten on
 //! every span and resource. Span times are shifted from guest to host clock by the measured
-//! offset, recorded as `shoji.clock_offset_ns`.
+//! offset, recorded as `shoji.clock_offset_ns`. A connection is read no faster than its
+//! requests are delivered ([`Deliver`]): a slow sink pushes back into the guest rather than
+//! filling the host's memory or losing spans (ADR 006).
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -17,6 +21,7 @@ use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue};
 use prost::Message;
 use shoji_protocols::frame::{FrameDecoder, FrameError, MAX_PAYLOAD_LEN};
 use shoji_telemetry::convert;
+use shoji_telemetry::pipeline::Pipeline;
 use tokio::io::AsyncReadExt;
 use tokio::net::UnixListener;
 use tokio::task::JoinSet;
@@ -45,8 +50,33 @@ impl Stats {
     }
 }
 
-/// Where accepted requests go (the telemetry pipeline, a printer, a test).
-pub type Deliver = Arc<dyn Fn(ExportTraceServiceRequest) + Send + Sync>;
+/// Handing one request on; the connection is not read further until it is done.
+pub type Delivery = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Where accepted requests go (the telemetry pipeline, a printer, a test). A slow delivery
+/// slows reading from that connection, and so the guest's sender (vsock flow control); other
+/// connections are served meanwhile.
+pub type Deliver = Arc<dyn Fn(ExportTraceServiceRequest) -> Delivery + Send + Sync>;
+
+/// Into the span pipeline, waiting for room there (up to its deadline, then dropped and
+/// counted by the pipeline): a sink slower than the guest loses nothing.
+pub fn to_pipeline(pipeline: Pipeline) -> Deliver {
+    let pipeline = Arc::new(pipeline);
+    Arc::new(move |req| {
+        let p = pipeline.clone();
+        Box::pin(async move {
+            p.send(req).await;
+        })
+    })
+}
+
+/// A delivery that is done at once (a printer, a counter).
+pub fn at_once(f: impl Fn(ExportTraceServiceRequest) + Send + Sync + 'static) -> Deliver {
+    Arc::new(move |req| {
+        f(req);
+        Box::pin(std::future::ready(()))
+    })
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ForwarderError {
@@ -179,10 +209,13 @@ async fn serve(
                             }
                         };
                         stamp(&mut req, &id, off);
+                        // Counted before the delivery is done: the runtime stops the VM once
+                        // the spans are out of the guest (`agent_spans_received`), whatever the
+                        // sink's pace.
                         stats
                             .spans_forwarded
                             .fetch_add(convert::span_count(&req) as u64, Ordering::Relaxed);
-                        deliver(req);
+                        deliver(req).await;
                     }
                     Err(_) => {
                         stats.rejected_protobuf.fetch_add(1, Ordering::Relaxed);

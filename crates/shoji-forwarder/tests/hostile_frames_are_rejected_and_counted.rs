@@ -67,7 +67,7 @@ fn start(dir: &std::path::Path) -> (Forwarder, Got, std::path::PathBuf) {
             sandbox_id: "sb-1".into(),
             service_name: "shoji-agent".into(),
         },
-        Arc::new(move |r| g.lock().unwrap().push(r)),
+        shoji_forwarder::at_once(move |r| g.lock().unwrap().push(r)),
     )
     .unwrap();
     f.set_clock_offset(1_000_000_000);

@@ -98,6 +98,147 @@ pub fn span_count(req: &ExportTraceServiceRequest) -> usize {
         .sum()
 }
 
+/// The heap a decoded request holds, about (every `Vec` and `String` by its capacity): what the
+/// pipeline's byte bound counts. Not the encoded size: a guest can make a frame whose decoded form
+/// is dozens of times larger (an empty attribute is 2 bytes on the wire and ~64 in memory).
+/// Destructures every message without `..`, so a field added to the OTLP schema fails to compile
+/// here instead of going uncounted.
+pub fn heap_size(req: &ExportTraceServiceRequest) -> usize {
+    use opentelemetry_proto::tonic::common::v1::{
+        ArrayValue, EntityRef, InstrumentationScope, KeyValueList,
+    };
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+
+    fn vec<T>(v: &Vec<T>, each: impl Fn(&T) -> usize) -> usize {
+        v.capacity() * std::mem::size_of::<T>() + v.iter().map(each).sum::<usize>()
+    }
+    fn kvs(v: &Vec<KeyValue>) -> usize {
+        vec(v, |kv| {
+            let KeyValue {
+                key,
+                value,
+                key_strindex: _,
+            } = kv;
+            key.capacity() + value.as_ref().map_or(0, any)
+        })
+    }
+    fn any(v: &AnyValue) -> usize {
+        use any_value::Value;
+        match &v.value {
+            Some(Value::StringValue(s)) => s.capacity(),
+            Some(Value::BytesValue(b)) => b.capacity(),
+            Some(Value::ArrayValue(ArrayValue { values })) => vec(values, any),
+            Some(Value::KvlistValue(KeyValueList { values })) => kvs(values),
+            Some(Value::BoolValue(_))
+            | Some(Value::IntValue(_))
+            | Some(Value::DoubleValue(_))
+            | Some(Value::StringValueStrindex(_))
+            | None => 0,
+        }
+    }
+    let resource = |r: &Resource| {
+        let Resource {
+            attributes,
+            dropped_attributes_count: _,
+            entity_refs,
+        } = r;
+        kvs(attributes)
+            + vec(entity_refs, |e| {
+                let EntityRef {
+                    schema_url,
+                    r#type,
+                    id_keys,
+                    description_keys,
+                } = e;
+                let strings = |v: &Vec<String>| vec(v, String::capacity);
+                schema_url.capacity()
+                    + r#type.capacity()
+                    + strings(id_keys)
+                    + strings(description_keys)
+            })
+    };
+    let scope = |s: &InstrumentationScope| {
+        let InstrumentationScope {
+            name,
+            version,
+            attributes,
+            dropped_attributes_count: _,
+        } = s;
+        name.capacity() + version.capacity() + kvs(attributes)
+    };
+    let event = |e: &Event| {
+        let Event {
+            time_unix_nano: _,
+            name,
+            attributes,
+            dropped_attributes_count: _,
+        } = e;
+        name.capacity() + kvs(attributes)
+    };
+    let link = |l: &Link| {
+        let Link {
+            trace_id,
+            span_id,
+            trace_state,
+            attributes,
+            dropped_attributes_count: _,
+            flags: _,
+        } = l;
+        trace_id.capacity() + span_id.capacity() + trace_state.capacity() + kvs(attributes)
+    };
+    let span = |s: &Span| {
+        let Span {
+            trace_id,
+            span_id,
+            trace_state,
+            parent_span_id,
+            flags: _,
+            name,
+            kind: _,
+            start_time_unix_nano: _,
+            end_time_unix_nano: _,
+            attributes,
+            dropped_attributes_count: _,
+            events,
+            dropped_events_count: _,
+            links,
+            dropped_links_count: _,
+            status,
+        } = s;
+        trace_id.capacity()
+            + span_id.capacity()
+            + trace_state.capacity()
+            + parent_span_id.capacity()
+            + name.capacity()
+            + kvs(attributes)
+            + vec(events, event)
+            + vec(links, link)
+            + status
+                .as_ref()
+                .map_or(0, |Status { message, code: _ }| message.capacity())
+    };
+    let ExportTraceServiceRequest { resource_spans } = req;
+    vec(resource_spans, |rs| {
+        let ResourceSpans {
+            resource: r,
+            scope_spans,
+            schema_url,
+        } = rs;
+        r.as_ref().map_or(0, resource)
+            + schema_url.capacity()
+            + vec(scope_spans, |ss| {
+                let ScopeSpans {
+                    scope: sc,
+                    spans,
+                    schema_url,
+                } = ss;
+                sc.as_ref().map_or(0, scope) + schema_url.capacity() + vec(spans, span)
+            })
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -142,5 +283,46 @@ mod tests {
         assert_eq!(a.len(), 3);
         set_str(&mut a, "x", "1");
         assert_eq!(a[1], kv("x", "1"));
+    }
+
+    #[test]
+    fn heap_size_counts_what_decoding_allocates_not_the_wire_size() {
+        use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+        use prost::Message;
+        let req = |attrs: Vec<KeyValue>| ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans: vec![Span {
+                        attributes: attrs,
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        // What a hostile guest can send: empty attributes, 2 bytes each on the wire.
+        let wire = req(vec![KeyValue::default(); 10_000]).encode_to_vec();
+        let decoded = ExportTraceServiceRequest::decode(wire.as_slice()).unwrap();
+        let size = heap_size(&decoded);
+        assert!(
+            size > 20 * wire.len(),
+            "{size} bytes from {} on the wire",
+            wire.len()
+        );
+        // Strings count by what they hold, nested values too.
+        let small = heap_size(&req(vec![]));
+        let nested = req(vec![KeyValue {
+            key: "k".repeat(1000),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::ArrayValue(
+                    opentelemetry_proto::tonic::common::v1::ArrayValue {
+                        values: vec![string_value("v".repeat(5000)).unwrap()],
+                    },
+                )),
+            }),
+            ..Default::default()
+        }]);
+        assert!(heap_size(&nested) >= small + 6000);
     }
 }

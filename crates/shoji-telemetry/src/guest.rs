@@ -2,7 +2,9 @@
 //! written to the host (vsock CID 2, port 10240) by one writer thread. The exporter only queues:
 //! a connect to a host with no forwarder can take seconds, and it must never hold up the agent's
 //! RPC handlers. The queue is bounded; frames that do not fit, or that cannot be delivered (no
-//! forwarder, which is retried at most once a second), are dropped and counted.
+//! forwarder, which is retried at most once a second), are dropped and counted. A host that reads
+//! slowly (its sink is behind: ADR 006) holds up only the writer thread; the queue then fills and
+//! drops. A flush is bounded as a whole, and what it leaves queued is counted as dropped.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,6 +27,8 @@ const RECONNECT_BACKOFF: Duration = Duration::from_secs(1);
 pub struct GuestCounters {
     pub exported: AtomicU64,
     pub dropped: AtomicU64,
+    /// Spans queued or being written: lost if the VM stops now.
+    pub pending: AtomicU64,
 }
 
 enum Msg {
@@ -66,6 +70,7 @@ fn writer(rx: Receiver<Msg>, port: u32, counters: Arc<GuestCounters>) {
             conn = None;
             counters.dropped.fetch_add(n, Ordering::Relaxed);
         }
+        counters.pending.fetch_sub(n, Ordering::Relaxed);
     }
 }
 
@@ -73,6 +78,8 @@ impl opentelemetry_sdk::trace::SpanExporter for FrameExporter {
     async fn export(&self, batch: Vec<SpanData>) -> opentelemetry_sdk::error::OTelSdkResult {
         let n = batch.len() as u64;
         let req = convert::to_request(batch, &self.resource);
+        // Counted as pending before the writer can take it off again.
+        self.counters.pending.fetch_add(n, Ordering::Relaxed);
         let queued = match shoji_protocols::frame::encode(&req.encode_to_vec()) {
             Ok(frame) => match self.tx.try_send(Msg::Frame(frame, n)) {
                 Ok(()) => true,
@@ -80,6 +87,9 @@ impl opentelemetry_sdk::trace::SpanExporter for FrameExporter {
             },
             Err(_) => false,
         };
+        if !queued {
+            self.counters.pending.fetch_sub(n, Ordering::Relaxed);
+        }
         if !queued {
             self.counters.dropped.fetch_add(n, Ordering::Relaxed);
         }
@@ -97,10 +107,25 @@ pub struct GuestFlusher {
 }
 
 impl GuestFlusher {
-    /// Waits (at most `timeout`) until every frame queued so far was written or dropped.
+    /// Waits (at most `timeout` in all) until every frame queued so far was written or dropped.
+    /// The queue may be full behind a host that reads slowly: getting into it counts against
+    /// the timeout too.
     pub fn flush(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
         let (tx, rx) = sync_channel(1);
-        self.tx.send(Msg::Flush(tx)).is_ok() && rx.recv_timeout(timeout).is_ok()
+        let mut msg = Msg::Flush(tx);
+        loop {
+            match self.tx.try_send(msg) {
+                Ok(()) => break,
+                Err(TrySendError::Full(m)) if Instant::now() < deadline => {
+                    msg = m;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(_) => return false,
+            }
+        }
+        rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .is_ok()
     }
 }
 
@@ -125,4 +150,23 @@ pub fn provider(service: &str, port: u32) -> (SdkTracerProvider, Arc<GuestCounte
         .with_simple_exporter(exporter)
         .build();
     (provider, counters, GuestFlusher { tx })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flush_behind_a_full_queue_gives_up_at_its_timeout() {
+        // A writer stuck on a host that does not read: nothing leaves the queue.
+        let (tx, _rx) = sync_channel(QUEUE_FRAMES);
+        for _ in 0..QUEUE_FRAMES {
+            tx.try_send(Msg::Frame(Vec::new(), 1)).unwrap();
+        }
+        let start = Instant::now();
+        assert!(!GuestFlusher { tx }.flush(Duration::from_millis(100)));
+        let took = start.elapsed();
+        assert!(took >= Duration::from_millis(100), "{took:?}");
+        assert!(took < Duration::from_secs(2), "{took:?}");
+    }
 }

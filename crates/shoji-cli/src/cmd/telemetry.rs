@@ -89,8 +89,9 @@ impl shoji_runtime::run::RunHooks for TraceHooks<'_> {
             service_name: "shoji-agent".into(),
         };
         let path = sb.host_port_socket(shoji_protocols::TRACE_VSOCK_PORT);
-        let deliver: shoji_forwarder::Deliver =
-            std::sync::Arc::new(move |req| pipeline.submit(req));
+        // Agent spans wait for room in the pipeline: a slow sink slows the guest's span
+        // writer instead of losing spans (the runtime's own spans never wait).
+        let deliver = shoji_forwarder::to_pipeline(pipeline);
         match shoji_forwarder::Forwarder::start(&path, identity, deliver) {
             Ok(f) => self.forwarder = Some(f),
             Err(e) => tracing::warn!(error = %e, "agent spans will be lost"),

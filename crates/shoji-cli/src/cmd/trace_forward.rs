@@ -3,7 +3,6 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::Context;
 
@@ -47,8 +46,9 @@ impl ForwardArgs {
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_else(|| "unknown".into())
         });
-        let deliver: shoji_forwarder::Deliver = if self.dump_only {
-            Arc::new(dump)
+        let mut pipeline = None;
+        let deliver = if self.dump_only {
+            shoji_forwarder::at_once(dump)
         } else {
             let cfg = shoji_telemetry::host::TelemetryConfig {
                 tracing: true,
@@ -61,8 +61,9 @@ impl ForwardArgs {
             let sink =
                 shoji_telemetry::host::select_sink(&cfg).context("while opening the span sink")?;
             eprintln!("forwarding to {}", sink.describe());
-            let pipeline = shoji_telemetry::pipeline::Pipeline::start(sink);
-            Arc::new(move |req| pipeline.submit(req))
+            let p = shoji_telemetry::pipeline::Pipeline::start(sink);
+            pipeline = Some(p.clone());
+            shoji_forwarder::to_pipeline(p)
         };
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -81,8 +82,13 @@ impl ForwardArgs {
             let _ = tokio::signal::ctrl_c().await;
             let stats = f.stats.clone();
             f.shutdown(std::time::Duration::from_secs(2)).await;
+            // What is still queued reaches the sink before the process exits.
+            let dropped = pipeline.as_ref().map_or(0, |p| {
+                p.flush(std::time::Duration::from_secs(10));
+                p.dropped()
+            });
             eprintln!(
-                "forwarded {} spans in {} frames, rejected {} frames",
+                "forwarded {} spans in {} frames, rejected {} frames, {dropped} spans dropped",
                 stats
                     .spans_forwarded
                     .load(std::sync::atomic::Ordering::Relaxed),
