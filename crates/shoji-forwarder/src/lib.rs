@@ -29,6 +29,13 @@ use tokio::task::JoinSet;
 /// How long spans wait for the clock offset before they are passed on uncorrected.
 pub const OFFSET_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// Connections one listener serves at once. The agent uses one at a time; each may hold a frame
+/// of up to 4 MiB being read and a decoded request waiting for room, so without a cap a guest
+/// could make the host hold that without end (at this cap, at most 256 MiB of partial frames,
+/// besides the pipeline's 32 MiB). Connections past the cap are closed at once and counted
+/// (`rejected_connections`).
+pub const MAX_CONNECTIONS: usize = 64;
+
 /// Named counters of what the forwarder saw.
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -39,6 +46,8 @@ pub struct Stats {
     pub rejected_oversize: AtomicU64,
     pub rejected_truncated: AtomicU64,
     pub rejected_protobuf: AtomicU64,
+    /// Connections closed unread because [`MAX_CONNECTIONS`] were open.
+    pub rejected_connections: AtomicU64,
 }
 
 impl Stats {
@@ -47,6 +56,7 @@ impl Stats {
             + self.rejected_oversize.load(Ordering::Relaxed)
             + self.rejected_truncated.load(Ordering::Relaxed)
             + self.rejected_protobuf.load(Ordering::Relaxed)
+            + self.rejected_connections.load(Ordering::Relaxed)
     }
 }
 
@@ -130,8 +140,17 @@ impl Forwarder {
         let accept = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 s.connections.fetch_add(1, Ordering::Relaxed);
+                let mut set = c.lock().await;
+                // Finished connections are reaped here, so that a guest connecting over and
+                // over does not grow the set.
+                while set.try_join_next().is_some() {}
+                if set.len() >= MAX_CONNECTIONS {
+                    s.rejected_connections.fetch_add(1, Ordering::Relaxed);
+                    drop(stream);
+                    continue;
+                }
                 let (o, s, d, id) = (o.clone(), s.clone(), deliver.clone(), identity.clone());
-                c.lock().await.spawn(serve(stream, id, o, s, d));
+                set.spawn(serve(stream, id, o, s, d));
             }
         });
         Ok(Self {

@@ -215,3 +215,41 @@ async fn many_sandbox_connections_are_served_at_once() {
     drop(conns);
     f.shutdown(Duration::from_secs(1)).await;
 }
+
+/// A guest opening connection after connection gets at most `MAX_CONNECTIONS` served at once;
+/// the rest are closed unread and counted, and a slot freed is usable again.
+#[tokio::test]
+async fn connections_past_the_cap_are_closed_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (f, got, path) = start(dir.path());
+    let mut held = Vec::new();
+    for _ in 0..shoji_forwarder::MAX_CONNECTIONS {
+        held.push(UnixStream::connect(&path).await.unwrap());
+    }
+    // Let the forwarder accept them all before the one too many.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut extra = UnixStream::connect(&path).await.unwrap();
+    let mut byte = [0u8; 1];
+    let n = tokio::time::timeout(Duration::from_secs(5), extra.read(&mut byte))
+        .await
+        .expect("the extra connection is closed at once")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    assert_eq!(f.stats.rejected_connections.load(Ordering::Relaxed), 1);
+    // The held connections are still served.
+    let frame = frame::encode(&lying_request(1).encode_to_vec()).unwrap();
+    held[0].write_all(&frame).await.unwrap();
+    // One closes; a new one takes its place and is served.
+    drop(held.pop());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut again = UnixStream::connect(&path).await.unwrap();
+    again.write_all(&frame).await.unwrap();
+    for _ in 0..100 {
+        if got.lock().unwrap().len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(got.lock().unwrap().len(), 2, "both served");
+    assert_eq!(f.stats.rejected_connections.load(Ordering::Relaxed), 1);
+}
