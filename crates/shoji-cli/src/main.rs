@@ -34,6 +34,11 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
+    // mimalloc maps its heaps 2 MiB-aligned and advises transparent huge pages, so every thread
+    // that allocates costs a whole huge page: 27 instead of 20 MiB of host RSS per sandbox,
+    // with no gain in span throughput (docs/benchmarks.md). Off for this process; the children
+    // that want them (QEMU's guest RAM) get them back in `shoji_runtime::process::spawn`.
+    let _ = nix::sys::prctl::set_thp_disable(true);
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Runtime(c) => c.run(&cli.global),

@@ -171,6 +171,8 @@ async fn run(frames: u64, deliver: shoji_forwarder::Deliver, done: impl Fn() -> 
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
+    // As `shoji` does (its main): no transparent huge pages for the allocator's heaps.
+    let _ = nix::sys::prctl::set_thp_disable(true);
     let frames: u64 = std::env::args()
         .nth(1)
         .and_then(|a| a.parse().ok())

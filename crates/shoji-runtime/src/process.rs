@@ -70,6 +70,11 @@ impl ChildGuard {
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
+                // `shoji` turns transparent huge pages off for itself (its allocator's heaps);
+                // the flag is inherited, and QEMU's guest RAM should keep the system's choice.
+                if libc::prctl(libc::PR_SET_THP_DISABLE, 0, 0, 0, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
                 // A parent that died between the fork and the prctl sent no signal: the child
                 // has been reparented already, and must not go on without it.
                 if libc::getppid() != parent {
