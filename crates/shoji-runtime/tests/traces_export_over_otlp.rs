@@ -62,6 +62,16 @@ fn stop_and_list(mut server: std::process::Child, data: &std::path::Path) -> Vec
     text(&ls.stdout).lines().map(str::to_string).collect()
 }
 
+/// Nothing went to the local store: the spans went to the receiver only.
+fn assert_local_store_empty(env: &TestEnv) {
+    let local = env.run(&["trace", "ls", "--json"]);
+    assert!(
+        text(&local.stdout).trim().is_empty(),
+        "local store got {}",
+        text(&local.stdout)
+    );
+}
+
 fn traced_run_to(env: &TestEnv, endpoint: &str, protocol: &str) {
     let image = busybox_image().0.display().to_string();
     let out = env
@@ -92,13 +102,7 @@ fn vm_traced_run_exports_over_otlp_http_and_grpc_to_a_real_receiver() {
             "{l}"
         );
     }
-    // Nothing went to the local store.
-    let local = env.run(&["trace", "ls", "--json"]);
-    assert!(
-        text(&local.stdout).trim().is_empty(),
-        "local store got {}",
-        text(&local.stdout)
-    );
+    assert_local_store_empty(&env);
 }
 
 /// The endpoint is down: the workload runs as if tracing were off, and the loss is told once and
@@ -170,12 +174,7 @@ fn vm_the_root_of_a_killed_sandbox_goes_where_its_spans_went() {
         "{}",
         lines[0]
     );
-    let local = env.run(&["trace", "ls", "--json"]);
-    assert!(
-        text(&local.stdout).trim().is_empty(),
-        "local store got {}",
-        text(&local.stdout)
-    );
+    assert_local_store_empty(&env);
 }
 
 #[test]
