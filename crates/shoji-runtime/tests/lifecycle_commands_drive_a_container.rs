@@ -17,17 +17,6 @@ fn shoji(env: &TestEnv, args: &[&str]) -> Output {
     env.cmd().args(args).output().expect("running shoji")
 }
 
-fn ok(env: &TestEnv, args: &[&str]) -> Output {
-    let out = shoji(env, args);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "shoji {args:?} failed: {}",
-        text(&out.stderr)
-    );
-    out
-}
-
 fn fails_with(env: &TestEnv, args: &[&str], needles: &[&str]) {
     let out = shoji(env, args);
     let err = text(&out.stderr);
@@ -38,7 +27,7 @@ fn fails_with(env: &TestEnv, args: &[&str], needles: &[&str]) {
 }
 
 fn state(env: &TestEnv, id: &str) -> serde_json::Value {
-    let out = ok(env, &["state", id]);
+    let out = env.ok(&["state", id]);
     serde_json::from_slice(&out.stdout).expect("state is JSON")
 }
 
@@ -69,18 +58,15 @@ fn vm_create_start_exec_kill_delete_drive_a_container() {
     let id = "web-1";
     let _cleanup = Cleanup(&env, id);
     // The init reports it started, and exits 42 on SIGTERM (a PID 1 has no default handler).
-    ok(
-        &env,
-        &[
-            "create",
-            &image(),
-            id,
-            "--",
-            "sh",
-            "-c",
-            "echo started; trap 'echo bye; exit 42' TERM; while :; do sleep 1; done",
-        ],
-    );
+    env.ok(&[
+        "create",
+        &image(),
+        id,
+        "--",
+        "sh",
+        "-c",
+        "echo started; trap 'echo bye; exit 42' TERM; while :; do sleep 1; done",
+    ]);
     let dir = env.sandbox_root().join(id);
 
     let st = state(&env, id);
@@ -103,7 +89,7 @@ fn vm_create_start_exec_kill_delete_drive_a_container() {
         &[id, "created, not running"],
     );
 
-    ok(&env, &["start", id]);
+    env.ok(&["start", id]);
     assert_eq!(state(&env, id)["status"], "running");
     fails_with(&env, &["start", id], &[id, "running, not created"]);
 
@@ -123,18 +109,15 @@ fn vm_create_start_exec_kill_delete_drive_a_container() {
     assert_eq!(out.status.code(), Some(3));
     // The exec'd process shares the container: its PID namespace (the init is PID 1 there),
     // its environment and root filesystem.
-    let out = ok(
-        &env,
-        &[
-            "exec",
-            "-e",
-            "X=y",
-            id,
-            "sh",
-            "-c",
-            "echo $X; tr '\\0' ' ' </proc/1/cmdline",
-        ],
-    );
+    let out = env.ok(&[
+        "exec",
+        "-e",
+        "X=y",
+        id,
+        "sh",
+        "-c",
+        "echo $X; tr '\\0' ' ' </proc/1/cmdline",
+    ]);
     assert!(
         text(&out.stdout).starts_with("y\nsh -c echo started"),
         "{}",
@@ -154,7 +137,7 @@ fn vm_create_start_exec_kill_delete_drive_a_container() {
         .collect();
     assert!(left.is_empty(), "{left:?}");
 
-    ok(&env, &["kill", id]);
+    env.ok(&["kill", id]);
     let st = wait_for_status(&env, id, "stopped");
     assert_eq!(st["exitCode"], 42, "{st}");
     assert!(st.get("pid").is_none(), "{st}");
@@ -162,7 +145,7 @@ fn vm_create_start_exec_kill_delete_drive_a_container() {
     assert_eq!(log, "started\nbye\n");
     fails_with(&env, &["kill", id, "KILL"], &[id, "stopped"]);
 
-    ok(&env, &["delete", id]);
+    env.ok(&["delete", id]);
     env.assert_nothing_left();
     fails_with(&env, &["state", id], &[id, "no container"]);
 }
@@ -172,7 +155,7 @@ fn vm_duplicate_id_and_deleting_a_running_container_are_refused() {
     let env = TestEnv::new();
     let id = "dup";
     let _cleanup = Cleanup(&env, id);
-    ok(&env, &["create", &image(), id, "--", "sleep", "1000"]);
+    env.ok(&["create", &image(), id, "--", "sleep", "1000"]);
     fails_with(
         &env,
         &["create", &image(), id, "--", "true"],
@@ -183,18 +166,18 @@ fn vm_duplicate_id_and_deleting_a_running_container_are_refused() {
         ],
     );
     // The refused create left the first container alone.
-    ok(&env, &["start", id]);
+    env.ok(&["start", id]);
     assert_eq!(state(&env, id)["status"], "running");
     fails_with(&env, &["delete", id], &[id, "running", "--force"]);
-    ok(&env, &["kill", id, "SIGKILL"]);
+    env.ok(&["kill", id, "SIGKILL"]);
     let st = wait_for_status(&env, id, "stopped");
     assert_eq!(st["exitCode"], 137, "{st}");
-    ok(&env, &["delete", id]);
+    env.ok(&["delete", id]);
     env.assert_nothing_left();
 
     // A created container needs no --force; a running one is killed with it.
-    ok(&env, &["create", &image(), id, "--", "sleep", "1000"]);
-    ok(&env, &["delete", id]);
+    env.ok(&["create", &image(), id, "--", "sleep", "1000"]);
+    env.ok(&["delete", id]);
     env.assert_nothing_left();
 }
 
@@ -203,8 +186,8 @@ fn vm_a_killed_sandbox_process_shows_stopped_and_delete_cleans_up() {
     let env = TestEnv::new();
     let id = "orphan";
     let _cleanup = Cleanup(&env, id);
-    ok(&env, &["create", &image(), id, "--", "sleep", "1000"]);
-    ok(&env, &["start", id]);
+    env.ok(&["create", &image(), id, "--", "sleep", "1000"]);
+    env.ok(&["start", id]);
     let pid = state(&env, id)["pid"].as_i64().expect("pid") as i32;
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid),
@@ -220,7 +203,7 @@ fn vm_a_killed_sandbox_process_shows_stopped_and_delete_cleans_up() {
         &["exec", id, "true"],
         &[id, "stopped", "shoji delete"],
     );
-    ok(&env, &["delete", id]);
+    env.ok(&["delete", id]);
     env.assert_nothing_left();
 }
 

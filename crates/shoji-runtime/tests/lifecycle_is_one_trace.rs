@@ -6,26 +6,14 @@
 
 mod common;
 use std::collections::HashMap;
-use std::process::Output;
 use std::time::{Duration, Instant};
 
 use common::{busybox_image, text, TestEnv};
 use shoji_trace::model::{SpanRecord, Trace};
 use shoji_trace::store::{Store, SummaryFilter};
 
-fn ok(env: &TestEnv, args: &[&str]) -> Output {
-    let out = env.cmd().args(args).output().expect("running shoji");
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "shoji {args:?} failed: {}",
-        text(&out.stderr)
-    );
-    out
-}
-
 fn state(env: &TestEnv, id: &str) -> serde_json::Value {
-    serde_json::from_slice(&ok(env, &["state", id]).stdout).expect("state is JSON")
+    serde_json::from_slice(&env.ok(&["state", id]).stdout).expect("state is JSON")
 }
 
 /// Deletes `id` even if the test failed half-way, so that no VM outlives the test.
@@ -76,25 +64,22 @@ fn vm_create_to_delete_is_one_trace_readable_while_the_sandbox_lives() {
     let id = "traced-1";
     let _cleanup = Cleanup(&env, id);
     let image = busybox_image().0.display().to_string();
-    ok(
-        &env,
-        &[
-            "create",
-            "--trace",
-            &image,
-            id,
-            "--",
-            "sh",
-            "-c",
-            "trap 'exit 42' TERM; while :; do sleep 1; done",
-        ],
-    );
+    env.ok(&[
+        "create",
+        "--trace",
+        &image,
+        id,
+        "--",
+        "sh",
+        "-c",
+        "trap 'exit 42' TERM; while :; do sleep 1; done",
+    ]);
     let trace_id = state(&env, id)["annotations"]["shoji.trace_id"]
         .as_str()
         .expect("shoji.trace_id annotation")
         .to_string();
     assert_eq!(trace_id.len(), 32, "{trace_id}");
-    ok(&env, &["start", id]);
+    env.ok(&["start", id]);
 
     // Mid-life: the boot and the requests so far are in the store, agent spans included; the
     // root is not (it ends at delete).
@@ -129,13 +114,13 @@ fn vm_create_to_delete_is_one_trace_readable_while_the_sandbox_lives() {
         .expect("running shoji exec");
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "exec-out\n");
-    ok(&env, &["kill", id]);
+    env.ok(&["kill", id]);
     let deadline = Instant::now() + Duration::from_secs(30);
     while state(&env, id)["status"] != "stopped" {
         assert!(Instant::now() < deadline, "the init never stopped");
         std::thread::sleep(Duration::from_millis(200));
     }
-    ok(&env, &["delete", id]);
+    env.ok(&["delete", id]);
     env.assert_nothing_left();
 
     // `delete` returned: the whole trace is in the store, nothing waits to be polled for.
@@ -348,11 +333,8 @@ fn vm_a_killed_sandbox_process_leaves_nothing_and_delete_ends_its_root() {
     let id = "killed-1";
     let _cleanup = Cleanup(&env, id);
     let image = busybox_image().0.display().to_string();
-    ok(
-        &env,
-        &["create", "--trace", &image, id, "--", "sleep", "1000"],
-    );
-    ok(&env, &["start", id]);
+    env.ok(&["create", "--trace", &image, id, "--", "sleep", "1000"]);
+    env.ok(&["start", id]);
     let st = state(&env, id);
     let trace_id = st["annotations"]["shoji.trace_id"]
         .as_str()
@@ -419,7 +401,7 @@ fn vm_a_killed_sandbox_process_leaves_nothing_and_delete_ends_its_root() {
         .unwrap_or_default();
     assert!(error.contains("sandbox process"), "{st}");
     let list: serde_json::Value =
-        serde_json::from_slice(&ok(&env, &["list", "--json"]).stdout).unwrap();
+        serde_json::from_slice(&env.ok(&["list", "--json"]).stdout).unwrap();
     assert_eq!(list[0]["id"], id);
     assert_eq!(list[0]["status"], "stopped");
     // Until `delete`, the trace has no root.
@@ -429,7 +411,7 @@ fn vm_a_killed_sandbox_process_leaves_nothing_and_delete_ends_its_root() {
     assert_eq!(summaries.len(), 1);
     assert!(!summaries[0].has_root);
 
-    ok(&env, &["delete", id]);
+    env.ok(&["delete", id]);
     env.assert_nothing_left();
 
     let (trace, root) = one_rooted_tree(&env, &trace_id);

@@ -82,6 +82,18 @@ impl TestEnv {
         c
     }
 
+    /// Runs `shoji args...` and asserts that it succeeded.
+    pub fn ok(&self, args: &[&str]) -> Output {
+        let out = self.cmd().args(args).output().expect("running shoji");
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "shoji {args:?} failed: {}",
+            text(&out.stderr)
+        );
+        out
+    }
+
     pub fn run(&self, args: &[&str]) -> Output {
         let out = self.cmd().args(args).output().expect("running shoji");
         self.assert_nothing_left();
