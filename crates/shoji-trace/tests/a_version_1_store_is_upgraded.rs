@@ -208,3 +208,21 @@ fn spans_sent_again_in_another_grouping_are_read_once() {
     ids.sort();
     assert_eq!(ids, [1, 2, 3, 4]);
 }
+
+#[test]
+fn one_name_with_two_kinds_in_one_request_is_two_operations() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    let t0 = 1_700_000_000_000_000_000;
+    let mut client = common::span(4, 1, None, "call", t0, t0 + 10);
+    client.kind = 3;
+    let mut server = common::span(4, 2, Some(1), "call", t0 + 1, t0 + 9);
+    server.kind = 2;
+    store
+        .ingest(&common::request("svc", vec![client, server]))
+        .expect("ingest");
+    assert_eq!(
+        store.operations("svc").expect("operations"),
+        [("call".to_string(), 2), ("call".to_string(), 3)]
+    );
+}

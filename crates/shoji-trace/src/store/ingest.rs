@@ -206,7 +206,13 @@ impl Store {
                         c.ctx_id,
                         c.delta.count as i64,
                         // Stored like services, for the operation filter.
-                        join_services(c.names.iter().copied()),
+                        join_services(
+                            c.ops
+                                .iter()
+                                .map(|(n, _)| *n)
+                                .collect::<BTreeSet<_>>()
+                                .into_iter()
+                        ),
                         &c.body,
                     ])
                     .doing("inserting spans")?;
@@ -268,7 +274,8 @@ struct Chunk<'a> {
     body: Vec<u8>,
     /// Of the span ids in order: a re-sent request gives the same chunk and digest.
     digest: Digest,
-    names: Vec<&'a str>,
+    /// Distinct (name, kind) of its spans.
+    ops: Vec<(&'a str, i32)>,
     delta: TraceDelta<'a>,
 }
 
@@ -279,12 +286,13 @@ impl<'a> Chunk<'a> {
             ctx_id,
             body: Vec::with_capacity(16 * 1024),
             digest: Digest::default(),
-            names: Vec::new(),
+            ops: Vec::new(),
             delta: TraceDelta::default(),
         }
     }
 
-    /// Adds a span (ids already checked); true if its name is new to this chunk.
+    /// Adds a span (ids already checked); true if its (name, kind) is new to this chunk, i.e.
+    /// the operation must be recorded.
     fn add(&mut self, span: &'a Span, service: &'a str) -> bool {
         prost::encoding::message::encode(SCOPE_SPANS_SPANS, span, &mut self.body);
         self.digest.add(&span.span_id);
@@ -295,11 +303,12 @@ impl<'a> Chunk<'a> {
         self.delta
             .add(start, end, span.name.as_str(), service, is_root);
         self.delta.bytes = self.body.len() as u64;
-        let new_name = !self.names.contains(&span.name.as_str());
-        if new_name {
-            self.names.push(span.name.as_str());
+        let op = (span.name.as_str(), span.kind);
+        let new_op = !self.ops.contains(&op);
+        if new_op {
+            self.ops.push(op);
         }
-        new_name
+        new_op
     }
 }
 
