@@ -46,6 +46,8 @@ ensure_host_deps() {
 }
 
 ensure_test_deps() {
+  # The Rust test runner: not part of a fresh machine's toolchain.
+  ensure_cargo_tool cargo-nextest cargo-nextest
   # The viewer's browser tests: Debian's Chromium, driven by playwright-core from npm (installed by
   # the test script from its lockfile). Node.js and npm are the machine's; Debian's npm package
   # is older than the one here, so it is only installed when there is no npm at all.
