@@ -39,6 +39,8 @@ ensure_cargo_tool() {
 ensure_host_deps() {
   ensure_debian_packages qemu-system-x86 busybox-static cpio lz4 zstd gzip file bc \
     libseccomp-dev libcap-ng-dev pkg-config protobuf-compiler ca-certificates
+  # Shoji's guest kernel (`shoji image build`, ADR 014): Debian's kernel source and its tools.
+  ensure_debian_packages linux-source-6.1 make gcc libc6-dev bison flex libelf-dev xz-utils
   ensure_apt_lists
   ensure_cargo_tool vhost-device-vsock vhost-device-vsock
   ensure_cargo_tool virtiofsd virtiofsd
@@ -68,6 +70,6 @@ build_shoji() {
   cargo build "${flag[@]}" -p shoji-cli
   say "building the static guest agent"
   PROFILE_DIR=$profile ./scripts/build-agent.sh
-  say "building the guest image (kernel + initramfs)"
+  say "building the guest image (kernel + initramfs; the first time, Shoji's kernel is compiled: several minutes)"
   "target/$profile/shoji" image build
 }

@@ -1,12 +1,15 @@
-//! Builds the guest image: a Debian kernel and an initramfs whose `/init` is `shoji-agent`.
+//! Builds the guest image: a kernel and an initramfs whose `/init` is `shoji-agent`.
 //!
-//! The kernel is Debian's cloud kernel (`linux-image-cloud-amd64`), fetched with
-//! `apt-get download` and unpacked with `dpkg -x`; its LZ4-compressed `vmlinuz` is turned into
-//! the ELF `vmlinux` QEMU's microvm boots directly (PVH). The modules the agent needs (virtio-mmio,
-//! vsock, virtio-fs) are copied with their dependencies, read from each module's
-//! `depends=` modinfo string because the package ships no `modules.dep`. See ADR 003.
+//! The default kernel is Shoji's own ([`kbuild`], ADR 014): built from Debian's
+//! `linux-source-6.1` with everything the guest needs built in, so the initramfs holds no
+//! modules. The fallback (`--kernel debian`) is Debian's cloud kernel (`linux-image-cloud-amd64`),
+//! fetched with `apt-get download` and unpacked with `dpkg -x`; its LZ4-compressed `vmlinuz` is
+//! turned into the ELF `vmlinux` QEMU's microvm boots directly (PVH), and the modules the agent
+//! needs (virtio-mmio, vsock, virtio-fs) are copied with their dependencies, read from each
+//! module's `depends=` modinfo string because the package ships no `modules.dep` (ADR 003).
 
 mod agent;
+pub mod kbuild;
 mod kernel;
 mod modules;
 
@@ -38,6 +41,8 @@ pub enum ImageError {
     },
     #[error("{0}")]
     Kernel(String),
+    #[error("cannot build Shoji's guest kernel")]
+    KernelBuild(#[from] kbuild::KernelBuildError),
 }
 
 /// Where `shoji image build` puts the guest image: `$SHOJI_GUEST_DIR`, else
@@ -82,9 +87,36 @@ impl GuestImage {
 /// The initramfs is a newc cpio, not compressed (see `modules::write_initramfs`).
 pub const INITRAMFS_FORMAT: &str = "newc";
 
+/// Which kernel the image boots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KernelChoice {
+    /// Shoji's own, built from Debian's kernel source (ADR 014).
+    #[default]
+    Shoji,
+    /// Debian's cloud kernel and its modules (ADR 003).
+    Debian,
+}
+
+impl KernelChoice {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KernelChoice::Shoji => "shoji",
+            KernelChoice::Debian => "debian",
+        }
+    }
+}
+
 /// What `build` records next to the image, to know when it is up to date.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
+    /// `shoji` or `debian` ([`KernelChoice`]); absent in older manifests (Debian's kernel).
+    #[serde(default)]
+    pub kernel: String,
+    /// `uname -r` in the guest, e.g. `6.1.192-shoji`.
+    #[serde(default)]
+    pub kernel_release: String,
+    /// The Debian kernel package, or for Shoji's kernel the source package, its version and the
+    /// build's cache key.
     pub kernel_package: String,
     pub agent_sha256: String,
     pub modules: Vec<String>,
@@ -102,9 +134,16 @@ pub struct Manifest {
 pub struct BuildOptions {
     pub out: PathBuf,
     pub agent: PathBuf,
-    /// e.g. `linux-image-6.1.0-56-cloud-amd64`; default: what `linux-image-cloud-amd64` depends on.
+    pub kernel: KernelChoice,
+    /// With [`KernelChoice::Debian`]: e.g. `linux-image-6.1.0-56-cloud-amd64`; default: what
+    /// `linux-image-cloud-amd64` depends on.
     pub kernel_package: Option<String>,
+    /// Where Shoji's kernel builds are cached ([`kbuild::cache_root`]).
+    pub kernel_cache: PathBuf,
+    /// Rebuild the image even if it is up to date.
     pub force: bool,
+    /// Build Shoji's kernel again even if it is cached.
+    pub rebuild_kernel: bool,
 }
 
 pub(crate) fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ImageError {
@@ -151,24 +190,37 @@ pub fn build(
     let cache = opts.out.join("cache");
     std::fs::create_dir_all(&cache).map_err(io("create", &cache))?;
 
-    let package = match &opts.kernel_package {
-        Some(p) => p.clone(),
-        None => kernel::resolve_package()?,
+    let (package, wanted): (String, &[&str]) = match opts.kernel {
+        KernelChoice::Shoji => {
+            let version = kbuild::source_version()?;
+            let key = kbuild::cache_key(&version);
+            (format!("{} {version} {key}", kbuild::SOURCE_PACKAGE), &[])
+        }
+        KernelChoice::Debian => (
+            match &opts.kernel_package {
+                Some(p) => p.clone(),
+                None => kernel::resolve_package()?,
+            },
+            AGENT_MODULES,
+        ),
     };
     let agent_sha = sha256_file(&opts.agent)?;
     let manifest_path = opts.out.join("manifest.json");
     let old: Option<Manifest> = std::fs::read(&manifest_path)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok());
-    if !opts.force {
+    if !opts.force && !opts.rebuild_kernel {
         if let (Some(m), Ok(img)) = (&old, GuestImage::find(&opts.out)) {
-            if m.kernel_package == package
+            if m.kernel == opts.kernel.as_str()
+                && m.kernel_package == package
                 && m.agent_sha256 == agent_sha
-                && m.wanted_modules == AGENT_MODULES
+                && m.wanted_modules == wanted
                 && m.initramfs_format == INITRAMFS_FORMAT
             {
                 progress(&format!(
-                    "guest image is up to date ({package}, agent {})",
+                    "guest image is up to date ({} kernel {}, agent {})",
+                    m.kernel,
+                    m.kernel_release,
                     &agent_sha[..12]
                 ));
                 return Ok(img);
@@ -176,35 +228,58 @@ pub fn build(
         }
     }
 
-    let tree = kernel::fetch_and_extract(&package, &cache, progress)?;
     let vmlinux = opts.out.join("vmlinux");
-    kernel::extract_vmlinux(&tree, &vmlinux, progress)?;
-
-    let modules_dir = kernel::modules_dir(&tree)?;
-    let order = resolve_order(&modules_dir, AGENT_MODULES)?;
-    progress(&format!(
-        "modules (dependencies first): {}",
-        order
-            .iter()
-            .map(|(n, _)| n.as_str())
-            .collect::<Vec<_>>()
-            .join(" ")
-    ));
+    let (release, order) = match opts.kernel {
+        KernelChoice::Shoji => {
+            let k = kbuild::build_kernel(&opts.kernel_cache, opts.rebuild_kernel, progress)?;
+            let tmp = vmlinux.with_extension("tmp");
+            std::fs::copy(&k.vmlinux, &tmp).map_err(io("copy the kernel to", &tmp))?;
+            std::fs::rename(&tmp, &vmlinux).map_err(io("rename", &vmlinux))?;
+            progress(&format!(
+                "kernel {} (Shoji's, no modules): {}",
+                k.release,
+                vmlinux.display()
+            ));
+            (k.release, Vec::new())
+        }
+        KernelChoice::Debian => {
+            let tree = kernel::fetch_and_extract(&package, &cache, progress)?;
+            kernel::extract_vmlinux(&tree, &vmlinux, progress)?;
+            let modules_dir = kernel::modules_dir(&tree)?;
+            let order = resolve_order(&modules_dir, AGENT_MODULES)?;
+            progress(&format!(
+                "modules (dependencies first): {}",
+                order
+                    .iter()
+                    .map(|(n, _)| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ));
+            let release = modules_dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            (release, order)
+        }
+    };
 
     let initrd = opts.out.join("initrd.img");
     modules::write_initramfs(&opts.agent, &order, &cache.join("initramfs"), &initrd)?;
     let size = std::fs::metadata(&initrd).map(|m| m.len()).unwrap_or(0);
     progress(&format!(
-        "initramfs {} ({} KiB)",
+        "initramfs {} ({} KiB, {} modules)",
         initrd.display(),
-        size / 1024
+        size / 1024,
+        order.len()
     ));
 
     let manifest = Manifest {
+        kernel: opts.kernel.as_str().into(),
+        kernel_release: release,
         kernel_package: package,
         agent_sha256: agent_sha,
         modules: order.iter().map(|(n, _)| n.clone()).collect(),
-        wanted_modules: AGENT_MODULES.iter().map(|m| m.to_string()).collect(),
+        wanted_modules: wanted.iter().map(|m| m.to_string()).collect(),
         initramfs_format: INITRAMFS_FORMAT.into(),
         built_unix: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

@@ -137,23 +137,17 @@ pub fn write_initramfs(
     out: &Path,
 ) -> Result<(), ImageError> {
     let _ = std::fs::remove_dir_all(staging);
-    let moddir = staging.join("lib/modules/shoji");
-    std::fs::create_dir_all(&moddir).map_err(io("create", &moddir))?;
     for d in ["dev", "proc", "sys", "run", "tmp", "etc"] {
         let p = staging.join(d);
         std::fs::create_dir_all(&p).map_err(io("create", &p))?;
     }
     let init = staging.join("init");
     std::fs::copy(agent, &init).map_err(io("copy the agent to", &init))?;
-    let mut list = String::new();
-    for (name, path) in modules {
-        let file = format!("{name}.ko");
-        let dst = moddir.join(&file);
-        std::fs::write(&dst, read_module(path)?).map_err(io("write", &dst))?;
-        list.push_str(&file);
-        list.push('\n');
+    // A kernel with everything built in (Shoji's) gets no module directory at all: the agent
+    // then loads nothing.
+    if !modules.is_empty() {
+        write_modules(modules, &staging.join("lib/modules/shoji"))?;
     }
-    std::fs::write(moddir.join("load-order"), list).map_err(io("write", &moddir))?;
 
     let mut files = Vec::new();
     collect(staging, staging, &mut files);
@@ -200,6 +194,21 @@ pub fn write_initramfs(
     }
     std::fs::rename(&tmp, out).map_err(io("rename", out))?;
     Ok(())
+}
+
+/// The modules and their `load-order` (one file name a line, dependencies first) in `moddir`.
+fn write_modules(modules: &[(String, PathBuf)], moddir: &Path) -> Result<(), ImageError> {
+    std::fs::create_dir_all(moddir).map_err(io("create", moddir))?;
+    let mut list = String::new();
+    for (name, path) in modules {
+        let file = format!("{name}.ko");
+        let dst = moddir.join(&file);
+        std::fs::write(&dst, read_module(path)?).map_err(io("write", &dst))?;
+        list.push_str(&file);
+        list.push('\n');
+    }
+    let order = moddir.join("load-order");
+    std::fs::write(&order, list).map_err(io("write", &order))
 }
 
 fn collect(root: &Path, dir: &Path, out: &mut Vec<String>) {

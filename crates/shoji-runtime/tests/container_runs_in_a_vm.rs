@@ -1,4 +1,4 @@
-//! `shoji run` boots a real microVM (QEMU, the Debian kernel, shoji-agent as /init) and runs the
+//! `shoji run` boots a real microVM (QEMU, the guest image's kernel, shoji-agent as /init) and runs the
 //! container's process inside it. Every test here boots VMs: named `vm_*`, run one at a time.
 
 mod common;

@@ -9,8 +9,18 @@ use super::GlobalArgs;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum ImageCommand {
-    /// Build the guest image (Debian's cloud kernel + an initramfs with shoji-agent as /init)
+    /// Build the guest image: a kernel (Shoji's own, built once from Debian's linux-source-6.1
+    /// and cached) and an initramfs with shoji-agent as /init
     Build(BuildArgs),
+}
+
+/// Which kernel the guest image boots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum KernelArg {
+    /// Shoji's kernel: everything built in, no modules (several minutes to build, once per machine)
+    Shoji,
+    /// Debian's cloud kernel and the modules the agent needs (the fallback)
+    Debian,
 }
 
 #[derive(Debug, clap::Args)]
@@ -23,12 +33,20 @@ pub struct BuildArgs {
     /// else target/x86_64-unknown-linux-gnu/agent/shoji-agent beside cargo's target/debug)
     #[arg(long, value_name = "PATH")]
     pub agent: Option<PathBuf>,
-    /// Debian kernel package (default: what linux-image-cloud-amd64 depends on)
+    /// The kernel: Shoji's own (default) or Debian's cloud kernel
+    #[arg(long, value_enum, value_name = "KIND")]
+    pub kernel: Option<KernelArg>,
+    /// Debian kernel package, with --kernel debian (default: what linux-image-cloud-amd64
+    /// depends on); implies --kernel debian when --kernel is not given
     #[arg(long, value_name = "NAME")]
     pub kernel_package: Option<String>,
-    /// Rebuild even if up to date
+    /// Rebuild the image even if up to date
     #[arg(long)]
     pub force: bool,
+    /// Build Shoji's kernel again even if it is cached (in $XDG_CACHE_HOME/shoji/kernel, else
+    /// ~/.cache/shoji/kernel)
+    #[arg(long)]
+    pub rebuild_kernel: bool,
 }
 
 impl ImageCommand {
@@ -41,11 +59,21 @@ impl ImageCommand {
             )
             .context("while looking for the static agent binary")?,
         };
+        let kernel = match (a.kernel, &a.kernel_package) {
+            (Some(KernelArg::Shoji), Some(p)) => anyhow::bail!(
+                "--kernel-package {p} names a Debian kernel package, but --kernel shoji builds Shoji's kernel; use --kernel debian with it"
+            ),
+            (Some(KernelArg::Shoji), None) | (None, None) => shoji_image::KernelChoice::Shoji,
+            (Some(KernelArg::Debian), _) | (None, Some(_)) => shoji_image::KernelChoice::Debian,
+        };
         let opts = shoji_image::BuildOptions {
             out: a.out.unwrap_or_else(shoji_image::guest_dir),
             agent,
+            kernel,
             kernel_package: a.kernel_package,
+            kernel_cache: shoji_image::kbuild::cache_root(),
             force: a.force,
+            rebuild_kernel: a.rebuild_kernel,
         };
         let start = std::time::Instant::now();
         let img = shoji_image::build(&opts, &mut |line| eprintln!("  {line}"))
