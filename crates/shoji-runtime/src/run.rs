@@ -121,6 +121,19 @@ pub trait RunHooks: Send {
     fn agent_spans_received(&self) -> Option<SpanCount> {
         None
     }
+    /// A phase timed after the fact (QEMU's launch until the guest kernel's entry, known once
+    /// the guest clock is): record it as a span under the span that the W3C `parent`
+    /// traceparent names.
+    fn past_span(&mut self, _parent: &str, _span: PastSpan) {}
+}
+
+/// A span whose times were measured after the fact ([`RunHooks::past_span`]), in host time.
+#[derive(Debug, Clone)]
+pub struct PastSpan {
+    pub name: &'static str,
+    pub start: std::time::SystemTime,
+    pub end: std::time::SystemTime,
+    pub attributes: Vec<(&'static str, String)>,
 }
 
 /// Reads a running count (of spans received, for [`RunHooks::agent_spans_received`]).

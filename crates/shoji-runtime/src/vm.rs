@@ -6,7 +6,7 @@
 //! last, once nothing uses it any more.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
 use tracing::{info_span, Instrument};
@@ -16,7 +16,7 @@ use crate::config::Config;
 use crate::helpers;
 use crate::hypervisor::{accel, qemu::Qemu, Hypervisor, VmSpec};
 use crate::process::ChildGuard;
-use crate::run::{RunError, RunHooks};
+use crate::run::{PastSpan, RunError, RunHooks};
 use crate::sandbox::SandboxDir;
 use crate::spec::ProcessOptions;
 
@@ -151,17 +151,16 @@ impl SandboxVm {
         // `guest.boot` runs from QEMU's launch until the agent answers. The agent's boot spans
         // are its children: its context rides the kernel command line.
         let boot_span = info_span!(parent: &vm_span, "guest.boot", source = "hypervisor", subsystem = "boot", sandbox_id = %sb.id);
+        let boot_traceparent = hooks.context_injector().and_then(|inject| {
+            boot_span
+                .in_scope(inject)
+                .into_iter()
+                .find(|(k, _)| k == "traceparent")
+                .map(|(_, tp)| tp)
+        });
         let mut opts = opts.clone();
-        if opts.agent_tracing {
-            if let Some(inject) = hooks.context_injector() {
-                if let Some((_, tp)) = boot_span
-                    .in_scope(inject)
-                    .into_iter()
-                    .find(|(k, _)| k == "traceparent")
-                {
-                    opts.traceparent = Some(tp);
-                }
-            }
+        if opts.agent_tracing && boot_traceparent.is_some() {
+            opts.traceparent = boot_traceparent.clone();
         }
         let vm = VmSpec {
             kernel: bins.kernel.clone(),
@@ -183,9 +182,13 @@ impl SandboxVm {
             }
         })?;
         let qemu = &bins.qemu;
+        let mut launched = SystemTime::now();
         let mut qemu_guard = vm_span.in_scope(|| {
             info_span!("qemu.launch", source = "hypervisor", subsystem = "hypervisor", qemu.path = %qemu.path.display())
-                .in_scope(|| qemu.launch(&vm))
+                .in_scope(|| {
+                    launched = SystemTime::now();
+                    qemu.launch(&vm)
+                })
         })?;
         let processes = [
             ("vhost-device-vsock", vsock_helper.id()),
@@ -262,6 +265,11 @@ impl SandboxVm {
             "guest clock measured"
         );
         hooks.clock_measured(&sb.id, clock);
+        if let Some(parent) = &boot_traceparent {
+            if let Some(span) = firmware_span(launched, &ping.boot_phases, clock, &sb.id) {
+                hooks.past_span(parent, span);
+            }
+        }
         let agent_spans_received = hooks.agent_spans_received();
 
         Ok(Self {
@@ -421,8 +429,43 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// `vm.firmware`: QEMU's launch until the guest kernel's first instruction (QEMU's start-up,
+/// loading the kernel and initramfs, the firmware), the part of `guest.boot` before the agent's
+/// `agent.boot`. The agent reports when the kernel was entered in guest time (`kernel.entered`:
+/// its wall clock minus CLOCK_BOOTTIME at `/init`); the measured offset turns that into host time.
+fn firmware_span(
+    launched: SystemTime,
+    phases: &[shoji_protocols::agent::BootPhase],
+    clock: ClockOffset,
+    sandbox_id: &str,
+) -> Option<PastSpan> {
+    let entered = phases.iter().find(|p| p.name == "kernel.entered")?;
+    let host_ns =
+        u64::try_from(i128::from(entered.time_unix_nano) - i128::from(clock.offset_ns)).ok()?;
+    let end = SystemTime::UNIX_EPOCH + Duration::from_nanos(host_ns);
+    // A kernel entry before the launch is a clock error larger than the phase, and one after
+    // now is not a kernel entry (the time comes from the guest, which is not trusted): no span.
+    end.duration_since(launched).ok()?;
+    SystemTime::now().duration_since(end).ok()?;
+    Some(PastSpan {
+        name: "vm.firmware",
+        start: launched,
+        end,
+        attributes: vec![
+            ("source", "hypervisor".into()),
+            ("subsystem", "boot".into()),
+            ("package", "shoji_runtime::vm".into()),
+            ("sandbox_id", sandbox_id.into()),
+        ],
+    })
+}
+
 fn kernel_cmdline(config: &Config, opts: &BootOptions, sandbox_id: &str) -> String {
-    let mut c = String::from("console=ttyS0 quiet panic=-1 reboot=t");
+    // no_timer_check: Shoji's kernel has no ACPI (ADR 014), so it learns the interrupt routing
+    // from qboot's MP table, which does not connect the PIT to the IO-APIC; the kernel's check
+    // of that timer then fails (a panic, or seconds of fallbacks) although the guest runs on
+    // the local APIC timer and the TSC. Harmless with Debian's kernel.
+    let mut c = String::from("console=ttyS0 quiet panic=-1 reboot=t no_timer_check");
     if let Some(khz) = crate::hypervisor::qemu::host_tsc_khz() {
         // tsc=reliable: under TCG the guest's TSC is the host's, but the kernel's clocksource
         // watchdog judges it against jiffies, whose ticks TCG delivers late, marks it unstable

@@ -37,9 +37,13 @@ fn spans_of(export: &str) -> Vec<S> {
             .flatten()
             .map(|a| {
                 let v = &a["value"];
+                // Strings as they are, integers as their digits (OTLP JSON writes them as
+                // strings or numbers), anything else as JSON.
                 let s = v["stringValue"]
                     .as_str()
+                    .or_else(|| v["intValue"].as_str())
                     .map(str::to_string)
+                    .or_else(|| v["intValue"].as_i64().map(|i| i.to_string()))
                     .unwrap_or_else(|| v.to_string());
                 (a["key"].as_str().unwrap_or("").to_string(), s)
             })
@@ -166,6 +170,42 @@ fn vm_traced_run_is_one_trace_with_agent_spans_nested_in_runtime_spans() {
         }
     }
     assert!(server_spans >= 5, "only {server_spans} agent server spans");
+
+    // The guest boot is labelled end to end: `vm.firmware` (QEMU's launch until the kernel's
+    // entry, timed by the runtime) then `agent.boot` (kernel entry until the agent serves), both
+    // children of `guest.boot`, meeting at the kernel's entry: the same guest instant, corrected
+    // by the same offset on both sides.
+    let one = |name: &str| -> &S {
+        let found: Vec<&S> = spans.iter().filter(|s| s.name == name).collect();
+        assert_eq!(found.len(), 1, "one {name} span");
+        found[0]
+    };
+    let (boot, firmware, agent_boot) = (one("guest.boot"), one("vm.firmware"), one("agent.boot"));
+    let launch = one("qemu.launch");
+    assert_eq!(
+        firmware.parent, boot.id,
+        "vm.firmware is a child of guest.boot"
+    );
+    assert_eq!(
+        agent_boot.parent, boot.id,
+        "agent.boot is a child of guest.boot"
+    );
+    assert_eq!(firmware.attrs["source"], "hypervisor");
+    assert!(
+        firmware.start >= launch.start && firmware.start <= launch.end,
+        "vm.firmware starts while QEMU is launched"
+    );
+    assert!(firmware.end > firmware.start, "vm.firmware has a length");
+    assert!(
+        firmware.end.abs_diff(agent_boot.start) < 1_000,
+        "vm.firmware ends where agent.boot begins: {} vs {}",
+        firmware.end,
+        agent_boot.start
+    );
+    // Shoji's kernel has everything built in and its image no module list: `modules.load` is
+    // still there, so traces of both kernels have the same shape.
+    let modules = one("modules.load");
+    assert_eq!(modules.parent, agent_boot.id);
 }
 
 /// Runs `true` with `config`, returns the one trace's spans (asserting there is exactly one,

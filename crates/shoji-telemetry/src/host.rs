@@ -146,6 +146,8 @@ impl opentelemetry_sdk::trace::SpanExporter for PipelineExporter {
 /// Keeps telemetry alive; flushes everything when dropped.
 pub struct TelemetryGuard {
     provider: Option<SdkTracerProvider>,
+    /// What the runtime's own spans go through (for [`TelemetryGuard::record_past_span`]).
+    exporter: Option<PipelineExporter>,
     pub pipeline: Option<Pipeline>,
     sandbox_id: Arc<Mutex<Option<String>>>,
     /// Where the spans go and under which service name, with tracing on.
@@ -169,6 +171,51 @@ impl TelemetryGuard {
     /// Spans dropped or lost so far on the host side.
     pub fn dropped(&self) -> u64 {
         self.pipeline.as_ref().map_or(0, Pipeline::dropped)
+    }
+
+    /// Records `span`, whose times were measured after the fact (QEMU's launch until the guest
+    /// kernel's entry, known once the guest clock is), as a child of the span that the W3C
+    /// `parent` traceparent names, the way the runtime's own spans go. Returns whether it was
+    /// recorded: not when the runtime's spans are not exported, or `parent` is not a sampled
+    /// span.
+    pub fn record_past_span(&self, parent: &str, span: PastSpan) -> bool {
+        use opentelemetry::propagation::TextMapPropagator;
+        use opentelemetry::trace::{SpanKind, Status, TraceContextExt};
+        use opentelemetry_sdk::trace::IdGenerator;
+        let Some(exporter) = self.exporter.as_ref().filter(|e| e.own_spans) else {
+            return false;
+        };
+        let carrier =
+            std::collections::HashMap::from([("traceparent".to_string(), parent.to_string())]);
+        let cx = opentelemetry_sdk::propagation::TraceContextPropagator::new().extract(&carrier);
+        let parent = cx.span().span_context().clone();
+        if !parent.is_valid() || !parent.is_sampled() {
+            return false;
+        }
+        let span_id = opentelemetry_sdk::trace::RandomIdGenerator::default().new_span_id();
+        let data = SpanData {
+            span_context: opentelemetry::trace::SpanContext::new(
+                parent.trace_id(),
+                span_id,
+                parent.trace_flags(),
+                false,
+                parent.trace_state().clone(),
+            ),
+            parent_span_id: parent.span_id(),
+            parent_span_is_remote: false,
+            span_kind: SpanKind::Internal,
+            name: span.name.into(),
+            start_time: span.start,
+            end_time: span.end.max(span.start),
+            attributes: span.attributes,
+            dropped_attributes_count: 0,
+            events: Default::default(),
+            links: Default::default(),
+            status: Status::Unset,
+            instrumentation_scope: opentelemetry::InstrumentationScope::builder("shoji").build(),
+        };
+        exporter.submit(vec![data]);
+        true
     }
 
     /// Ends the SDK and waits (bounded) until the sink has everything.
@@ -204,6 +251,7 @@ pub fn init(cfg: &TelemetryConfig) -> Result<TelemetryGuard, SinkError> {
         let _ = tracing_subscriber::registry().with(log).try_init();
         return Ok(TelemetryGuard {
             provider: None,
+            exporter: None,
             pipeline: None,
             sandbox_id,
             target: None,
@@ -226,7 +274,7 @@ pub fn init(cfg: &TelemetryConfig) -> Result<TelemetryGuard, SinkError> {
     };
     let provider = SdkTracerProvider::builder()
         .with_resource(resource)
-        .with_simple_exporter(exporter)
+        .with_simple_exporter(exporter.clone())
         .build();
     let otel = span_layer(
         provider.tracer("shoji"),
@@ -238,10 +286,21 @@ pub fn init(cfg: &TelemetryConfig) -> Result<TelemetryGuard, SinkError> {
         .try_init();
     Ok(TelemetryGuard {
         provider: Some(provider),
+        exporter: Some(exporter),
         pipeline: Some(pipeline),
         sandbox_id,
         target: Some((target, service)),
     })
+}
+
+/// A span of this process whose times were measured after the fact
+/// ([`TelemetryGuard::record_past_span`]).
+#[derive(Debug, Clone)]
+pub struct PastSpan {
+    pub name: &'static str,
+    pub start: std::time::SystemTime,
+    pub end: std::time::SystemTime,
+    pub attributes: Vec<opentelemetry::KeyValue>,
 }
 
 /// A span that another process than the one that started it ends: the root of a sandbox whose

@@ -146,7 +146,8 @@ impl GuestVm {
         wait_for_path(&vfs, "virtiofsd", &mut virtiofsd);
 
         let mut append =
-            String::from("console=ttyS0 quiet panic=-1 reboot=t shoji.sandbox_id=test");
+            // no_timer_check as the runtime passes it (Shoji's kernel has no ACPI: ADR 014).
+            String::from("console=ttyS0 quiet panic=-1 reboot=t no_timer_check shoji.sandbox_id=test");
         if !extra_cmdline.is_empty() {
             append.push(' ');
             append.push_str(extra_cmdline);

@@ -115,6 +115,20 @@ impl shoji_runtime::run::RunHooks for TraceHooks<'_> {
         })
     }
 
+    fn past_span(&mut self, parent: &str, span: shoji_runtime::run::PastSpan) {
+        let span = shoji_telemetry::host::PastSpan {
+            name: span.name,
+            start: span.start,
+            end: span.end,
+            attributes: span
+                .attributes
+                .into_iter()
+                .map(|(k, v)| KeyValue::new(k, v))
+                .collect(),
+        };
+        self.telemetry.record_past_span(parent, span);
+    }
+
     fn context_injector(&self) -> Option<shoji_runtime::agent::ContextInjector> {
         // Without runtime spans there is no parent to name: the agent roots its own trace.
         self.runtime_spans().then_some(
