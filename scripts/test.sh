@@ -12,7 +12,7 @@ build_shoji debug
 set +e
 
 failed=()
-timings=()
+timings=("$(printf '%5ds  %s' "$SECONDS" "set-up: dependencies, build, guest image")")
 stage() { # name cmd... : runs one stage, records its wall time and whether it failed
   local name=$1 start=$SECONDS rc=0; shift
   say "$name"
