@@ -170,10 +170,17 @@ impl Applier<'_> {
                 })
             }
         }
+        // Directories made on the way belong to this layer too (an opaque whiteout keeps them).
+        let mut made = Vec::new();
         let dir = self
             .root
-            .ensure_dir(&parent)
+            .ensure_dir(&parent, &mut |fd| {
+                if let Ok(st) = rustix::fs::fstat(fd) {
+                    made.push((st.st_dev, st.st_ino));
+                }
+            })
             .map_err(|e| self.err("create the parent directory of", &rel, e))?;
+        self.created.extend(made);
         // Replace what is there, unless directory over directory.
         match rustix::fs::statat(&dir, &name, AtFlags::SYMLINK_NOFOLLOW) {
             Ok(st) => {

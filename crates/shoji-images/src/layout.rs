@@ -213,7 +213,9 @@ impl Source {
         let mut desc = pick_manifest(&index, "index.json")?;
         // Nested indexes (multi-platform images), to a bounded depth.
         for _ in 0..4 {
-            if !desc.media_type().to_string().contains("index") {
+            let mt = desc.media_type().to_string();
+            // OCI image index, or Docker's manifest list.
+            if !mt.contains("index") && !mt.contains("manifest.list") {
                 break;
             }
             let (nested, d): (ImageIndex, _) = self.read_blob_json(&desc)?;

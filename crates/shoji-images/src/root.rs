@@ -118,8 +118,13 @@ impl Root {
         )?)
     }
 
-    /// Opens the directory `rel`, creating missing components (mode 0755) inside the root.
-    pub fn ensure_dir(&self, rel: &RelPath) -> io::Result<OwnedFd> {
+    /// Opens the directory `rel`, creating missing components (mode 0755) inside the root;
+    /// `created` is called with each directory made.
+    pub fn ensure_dir(
+        &self,
+        rel: &RelPath,
+        created: &mut dyn FnMut(BorrowedFd<'_>),
+    ) -> io::Result<OwnedFd> {
         match self.open_dir(rel) {
             Err(e) if e.raw_os_error() == Some(libc_enoent()) => {}
             other => return other,
@@ -137,12 +142,14 @@ impl Root {
                         Err(e) => return Err(e.into()),
                     }
                     // A dangling symlink in the way makes this fail (ELOOP/ENOTDIR): refused.
-                    rustix::fs::openat(
+                    let fd = rustix::fs::openat(
                         &cur,
                         name,
                         OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
                         Mode::empty(),
-                    )?
+                    )?;
+                    created(fd.as_fd());
+                    fd
                 }
                 Err(e) => return Err(e),
             };
@@ -233,16 +240,19 @@ mod tests {
         let r = Root::open(&root).unwrap();
         // `esc` names a host path: resolved inside the root it dangles, and a directory is
         // never made through a dangling symlink.
-        assert!(r.ensure_dir(&RelPath::clean(b"esc/x")).is_err());
+        assert!(r
+            .ensure_dir(&RelPath::clean(b"esc/x"), &mut |_| {})
+            .is_err());
         assert!(std::fs::read_dir(&outside).unwrap().next().is_none());
         std::fs::create_dir_all(root.join(outside.strip_prefix("/").unwrap())).unwrap();
-        r.ensure_dir(&RelPath::clean(b"esc/x")).unwrap();
+        r.ensure_dir(&RelPath::clean(b"esc/x"), &mut |_| {})
+            .unwrap();
         assert!(std::fs::read_dir(&outside).unwrap().next().is_none());
         assert!(root
             .join(outside.strip_prefix("/").unwrap())
             .join("x")
             .is_dir());
-        r.ensure_dir(&RelPath::clean(b"up/y")).unwrap();
+        r.ensure_dir(&RelPath::clean(b"up/y"), &mut |_| {}).unwrap();
         assert!(root.join("y").is_dir());
         assert!(!t.path().join("y").exists());
     }

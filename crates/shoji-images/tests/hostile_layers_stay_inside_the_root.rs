@@ -79,6 +79,7 @@ fn dot_slash_opaque_whiteout_empties_that_directory_only() {
     // The layer's own entries survive its opaque whiteout, whatever their order in the tar.
     let l2 = layer(&[
         E::File("./var/cache/before", b"1"),
+        E::File("./var/cache/implicit/dir/f", b"3"),
         E::File("./var/cache/.wh..wh..opq", b""),
         E::File("./var/cache/after", b"2"),
     ]);
@@ -89,7 +90,8 @@ fn dot_slash_opaque_whiteout_empties_that_directory_only() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    assert_eq!(names, ["after", "before"]);
+    assert_eq!(names, ["after", "before", "implicit"]);
+    assert!(r.join("var/cache/implicit/dir/f").is_file());
     assert!(r.join("var/log/c").is_file());
     assert!(r.join("bin/x").is_file());
 }
