@@ -3,7 +3,8 @@
 //! How the parts compose: [`config`] loads the TOML; [`image`] turns an OCI image, bundle or
 //! rootfs into a root filesystem and a runtime spec; [`sandbox`] owns the per-sandbox directory;
 //! [`helpers`] starts vhost-device-vsock and virtiofsd; [`hypervisor`] launches QEMU; [`agent`]
-//! talks ttRPC to the guest over hybrid vsock; [`vm`] holds one booted sandbox; [`run`] strings
+//! talks ttRPC to the guest over hybrid vsock; [`network`] turns `--network`/`-p`/`--hostname` into the VM's device, the agent's
+//! description of the guest's network and the container's `/etc` files; [`vm`] holds one booted sandbox; [`run`] strings
 //! them together for `shoji run`, and [`lifecycle`] keeps a sandbox alive in a sandbox process
 //! between `shoji create` and `shoji delete`. Everything started is owned by a guard that kills
 //! and removes it on drop.
@@ -15,6 +16,7 @@ pub mod helpers;
 pub mod hypervisor;
 pub mod image;
 pub mod lifecycle;
+pub mod network;
 pub mod process;
 pub mod run;
 pub mod sandbox;
