@@ -16,6 +16,7 @@ pub mod helpers;
 pub mod hypervisor;
 pub mod image;
 pub mod lifecycle;
+pub mod network;
 pub mod process;
 pub mod run;
 pub mod sandbox;
