@@ -19,6 +19,7 @@ pub mod lifecycle;
 pub mod process;
 pub mod run;
 pub mod sandbox;
+pub mod signals;
 pub mod spec;
 pub mod stdio;
 pub mod vsock;
