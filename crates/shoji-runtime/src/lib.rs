@@ -20,6 +20,7 @@ pub mod network;
 pub mod process;
 pub mod run;
 pub mod sandbox;
+pub mod signals;
 pub mod spec;
 pub mod stdio;
 pub mod vsock;

@@ -7,7 +7,6 @@
 use std::time::Duration;
 
 use shoji_protocols::agent;
-use tokio::signal::unix::{signal, SignalKind};
 use tracing::{info_span, Instrument};
 
 use crate::agent::{AgentClient, AgentError, ClockOffset};
@@ -19,6 +18,7 @@ use crate::sandbox::{
     self, prepare_rootfs, Binaries, BootError, BootOptions, RootSource, RunHooks, SandboxDir,
     SandboxError, SandboxVm,
 };
+use crate::signals::{self, Signals};
 use crate::spec::{ProcessOptions, SpecError};
 use crate::stdio::{RawTerminal, StdioError, StdioRelay, FIRST_STDIO_PORT};
 
@@ -280,21 +280,7 @@ async fn setup_network(
 /// forwarded to it. If it is still running 3 s after a forwarded signal (a PID 1 without a
 /// handler ignores most signals) it is killed, and the status reports the signal received.
 async fn wait_with_signals(client: &AgentClient, cid: &str) -> Result<i32, AgentError> {
-    let mk = |k| signal(k).ok();
-    let (mut int, mut term, mut hup, mut quit) = (
-        mk(SignalKind::interrupt()),
-        mk(SignalKind::terminate()),
-        mk(SignalKind::hangup()),
-        mk(SignalKind::quit()),
-    );
-    async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
-        match s {
-            Some(s) => {
-                s.recv().await;
-            }
-            None => std::future::pending().await,
-        }
-    }
+    let mut signals = Signals::new(signals::FORWARDED);
     let wait = client.wait_process(cid, "");
     tokio::pin!(wait);
     let mut received: Option<i32> = None;
@@ -310,10 +296,7 @@ async fn wait_with_signals(client: &AgentClient, cid: &str) -> Result<i32, Agent
                     None => r.exit_code,
                 });
             }
-            _ = recv(&mut int) => libc::SIGINT,
-            _ = recv(&mut term) => libc::SIGTERM,
-            _ = recv(&mut hup) => libc::SIGHUP,
-            _ = recv(&mut quit) => libc::SIGQUIT,
+            sig = signals.recv() => sig,
             _ = async { match kill_at { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => libc::SIGKILL,
         };
         if sig == libc::SIGKILL {
