@@ -34,7 +34,7 @@ export function shoji(dataDir, args, opts = {}) {
 
 /** Starts `shoji trace serve` on free ports; resolves when it has printed its addresses. */
 export async function startServer(dataDir) {
-  const child = spawn(shojiBin(), ['trace', 'serve', '--grpc-port', '0', '--http-port', '0', '--query-port', '0'], {
+  const child = spawn(shojiBin(), ['trace', 'serve', '--grpc-port', '0', '--http-port', '0', '--query-port', '0', '--zipkin-port', '0'], {
     env: { ...process.env, SHOJI_DATA_DIR: dataDir },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
