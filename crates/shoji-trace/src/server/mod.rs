@@ -8,6 +8,7 @@
 mod api;
 mod grpc;
 mod http;
+mod viewer_api;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
