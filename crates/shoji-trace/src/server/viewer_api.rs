@@ -215,6 +215,7 @@ mod tests {
                     value: Some(AnyValue {
                         value: Some(any_value::Value::IntValue(2)),
                     }),
+                    ..KeyValue::default()
                 }],
                 ..Span::default()
             },
@@ -250,7 +251,7 @@ mod tests {
         // One value per distinct string: "n" and 2 are sent once for all three spans.
         assert_eq!(v.tag_start, vec![0, 2, 4, 6]);
         assert_eq!(v.tags[0..2], v.tags[2..4]);
-        let n = v.values.iter().filter(|x| **x == Value::from("n")).count();
+        let n = v.values.iter().filter(|x| x.as_str() == Some("n")).count();
         assert_eq!(n, 1);
         assert!(v.links.is_empty(), "the parent is not repeated as a link");
     }
