@@ -26,6 +26,7 @@ pub(super) fn router(store: Store) -> Router {
         .route("/api/traces", get(search))
         .route("/api/traces/{id}", get(trace))
         .route("/api/dependencies", get(dependencies))
+        .route("/api/viewer/traces/{id}", get(super::viewer_api::trace))
         // Shoji's own analysis, for the viewer: same answers as the CLI, as JSON.
         .route("/api/analysis/search", get(search_summaries))
         .route("/api/analysis/summary/{id}", get(summary))
@@ -34,7 +35,7 @@ pub(super) fn router(store: Store) -> Router {
         .with_state(store)
 }
 
-fn fail(code: StatusCode, msg: String) -> Response {
+pub(super) fn fail(code: StatusCode, msg: String) -> Response {
     let env: Envelope<Option<()>> = Envelope {
         data: None,
         total: 0,
@@ -60,7 +61,7 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {

@@ -11,6 +11,7 @@ mod grpc;
 pub mod host;
 mod http;
 mod zipkin;
+mod viewer_api;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
