@@ -109,13 +109,10 @@ test('find: text, key=value and duration filters, highlighted, stepped with Ente
   await page.screenshot({ path: join(shots, 'find.png') });
 });
 
-test('span links are listed in the details and lead to the linked span, here or in its trace', async (t) => {
+test('span links are listed in the details and lead to the linked span, here or in its trace', async () => {
   const jaeger = await (await fetch(url(`/api/traces/${traceIdHex(LINKED)}`))).json();
   const refs = jaeger.data[0].spans.find((s) => s.operationName === 'process').references;
-  if (refs.length < 3) {
-    t.skip('this server does not return OTLP links as references yet (issue 11, shoji-trace)');
-    return;
-  }
+  assert.equal(refs.length, 3, `the parent and both links are references: ${JSON.stringify(refs)}`);
   await page.goto(url(`/trace/${traceIdHex(LINKED)}?span=${spanIdHex(3)}`));
   await page.waitForSelector('.details');
   assert.equal(await page.textContent('.details-title'), 'process');
@@ -152,15 +149,10 @@ test('the flame graph zooms into a span and back out, and leads to the timeline'
   assert.equal(await page.locator('.flame-block').count(), 4);
 });
 
-test('the system architecture page draws the service call graph from /api/dependencies', async (t) => {
+test('the system architecture page draws the service call graph from /api/dependencies', async () => {
   await page.goto(url('/dependencies?lookback=1d'));
   await page.waitForSelector('.deps-table, .deps-unavailable, .deps-empty, .error');
-  if (await page.locator('.deps-unavailable').count()) {
-    // Degrades to a message while the server has no endpoint (issue 11, shoji-trace).
-    assert.match(await page.textContent('.deps-unavailable'), /\/api\/dependencies/);
-    t.skip('this server has no /api/dependencies yet: only the fallback message was checked');
-    return;
-  }
+  assert.equal(await page.locator('.deps-unavailable').count(), 0, 'the server has /api/dependencies');
   const rows = await page.$$eval('.deps-table tbody tr', (trs) => trs.map((tr) => [...tr.cells].map((c) => c.textContent)));
   const calls = Object.fromEntries(rows.map(([p, c, n]) => [`${p}>${c}`, Number(n)]));
   assert.equal(calls['frontend>api'], 1, JSON.stringify(rows));
