@@ -10,8 +10,8 @@ mod api;
 mod grpc;
 pub mod host;
 mod http;
-mod zipkin;
 mod viewer_api;
+mod zipkin;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
