@@ -60,7 +60,14 @@ fn stage_files(
             .components()
             .skip(1)
             .all(|c| matches!(c, std::path::Component::Normal(_)));
-        if !p.is_absolute() || !normal || p.components().count() < 2 {
+        // `components()` drops `.` and repeated slashes, so also insist that the path is
+        // already in the form they give back (`/etc/./hosts` and `/etc//hosts` are refused).
+        let canonical = p.components().collect::<std::path::PathBuf>();
+        if !p.is_absolute()
+            || !normal
+            || p.components().count() < 2
+            || canonical.as_os_str() != p.as_os_str()
+        {
             return Err(bad(path, "not an absolute path of plain components"));
         }
         if content.len() > MAX_FILE_BYTES {

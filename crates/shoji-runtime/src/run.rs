@@ -87,14 +87,16 @@ pub async fn run(
         req.network.hostname_for(name)?;
     }
     // Dropped after the VM (declared before it): netns mode undoes its set-up then.
-    let net_plan = info_span!("network.prepare", source = "runtime", subsystem = "network", network.mode = %req.network.mode)
+    // The id is chosen here so that every span, network.prepare included, can carry it.
+    let sandbox_id = sandbox::new_sandbox_id();
+    let net_plan = info_span!("network.prepare", source = "runtime", subsystem = "network", sandbox_id = %sandbox_id, network.mode = %req.network.mode)
         .in_scope(|| NetworkPlan::new(&req.network))?;
 
     // Resolve everything that can be missing before anything is started.
     let bins = Binaries::locate(config)?;
 
     let root = sandbox::sandbox_root(config);
-    let sb = SandboxDir::create(&root, &sandbox::new_sandbox_id())?;
+    let sb = SandboxDir::create(&root, &sandbox_id)?;
     let container_id = req.container_id.clone().unwrap_or_else(|| sb.id.clone());
     tracing::Span::current().record("sandbox_id", sb.id.as_str());
     tracing::Span::current().record("container_id", container_id.as_str());

@@ -63,7 +63,7 @@ fn free_port() -> u16 {
 fn vm_published_port_reaches_a_server_in_the_container() {
     let env = TestEnv::new();
     let port = free_port();
-    let mut child = env
+    let child = env
         .cmd()
         .args([
             "run",
