@@ -51,12 +51,15 @@ before(async () => {
     { id: 2, parent: 1, name: 'first', startNs: t0 + 5e6, endNs: t0 + 6e6 },
     { id: 3, parent: 1, name: 'process', startNs: t0 + 6e6, endNs: t0 + 8e6, links: [{ trace: LINKED, span: 2 }, { trace: TARGET, span: 2 }] },
   ]));
-  // Three services calling down a chain: frontend -> api -> db (db twice).
-  await postOtlp(server.otlpHttp, otlpRequest(DEPS, 'frontend', [{ id: 1, name: 'GET /', startNs: t0, endNs: t0 + 9e6 }]));
-  await postOtlp(server.otlpHttp, otlpRequest(DEPS, 'api', [{ id: 2, parent: 1, name: 'handle', startNs: t0 + 1e6, endNs: t0 + 8e6 }]));
+  // Three services calling down a chain: frontend -> api -> db (db twice). Nanosecond times
+  // beyond 2^53 are not exact as JS numbers, so these are BigInts: the self times asserted
+  // below must come out whole.
+  const ms = (k) => BigInt(t0) + BigInt(k) * 1_000_000n;
+  await postOtlp(server.otlpHttp, otlpRequest(DEPS, 'frontend', [{ id: 1, name: 'GET /', startNs: ms(0), endNs: ms(9) }]));
+  await postOtlp(server.otlpHttp, otlpRequest(DEPS, 'api', [{ id: 2, parent: 1, name: 'handle', startNs: ms(1), endNs: ms(8) }]));
   await postOtlp(server.otlpHttp, otlpRequest(DEPS, 'db', [
-    { id: 3, parent: 2, name: 'query', startNs: t0 + 2e6, endNs: t0 + 3e6 },
-    { id: 4, parent: 2, name: 'query', startNs: t0 + 4e6, endNs: t0 + 5e6 },
+    { id: 3, parent: 2, name: 'query', startNs: ms(2), endNs: ms(3) },
+    { id: 4, parent: 2, name: 'query', startNs: ms(4), endNs: ms(5) },
   ]));
   const twoMinAgo = (Date.now() - 120_000) * 1e6;
   await postOtlp(server.otlpHttp, otlpRequest(DONE, 'finished', [
