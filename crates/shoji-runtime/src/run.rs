@@ -4,32 +4,23 @@
 //! declared in an order such that dropping them in reverse tears everything down on any exit
 //! path: success, error, or a signal turned into an early return.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use shoji_protocols::agent;
-use tokio::signal::unix::{signal, SignalKind};
 use tracing::{info_span, Instrument};
 
 use crate::agent::{AgentClient, AgentError, ClockOffset};
 use crate::config::Config;
-use crate::sandbox::{SandboxDir, SandboxError};
+use crate::image;
+use crate::network::NetworkPlan;
+use crate::sandbox::rootfs::unpack_image;
+use crate::sandbox::{
+    self, prepare_rootfs, Binaries, BootError, BootOptions, RootSource, RunHooks, SandboxDir,
+    SandboxError, SandboxVm,
+};
+use crate::signals::{self, Signals};
 use crate::spec::{ProcessOptions, SpecError};
-use crate::stdio::{RawTerminal, StdioRelay, FIRST_STDIO_PORT};
-use crate::vm::{Binaries, BootOptions, SandboxVm};
-use crate::{helpers, image, process, sandbox};
-
-/// Where the container's root filesystem comes from.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RootSource {
-    /// OCI image layout directory, OCI archive or docker-save tarball.
-    Image(PathBuf),
-    /// runc-style bundle: config.json + rootfs.
-    Bundle(PathBuf),
-    /// A bare root filesystem directory.
-    Rootfs(PathBuf),
-}
+use crate::stdio::{RawTerminal, StdioError, StdioRelay, FIRST_STDIO_PORT};
 
 #[derive(Debug, Clone, Default)]
 pub struct RunRequest {
@@ -41,6 +32,8 @@ pub struct RunRequest {
     pub agent_tracing: bool,
     /// W3C traceparent for the agent's boot spans.
     pub traceparent: Option<String>,
+    /// `--network`, `-p`, `--hostname`, `--add-host`, `--dns`.
+    pub network: crate::network::NetworkOptions,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -60,125 +53,25 @@ pub enum RunError {
     #[error("no image, --bundle or --rootfs given")]
     NoSource,
     #[error(transparent)]
-    Config(#[from] crate::config::ConfigError),
+    Sandbox(#[from] BootError),
     #[error(transparent)]
-    Sandbox(#[from] SandboxError),
-    #[error(transparent)]
-    Image(#[from] image::ImageError),
-    #[error(transparent)]
-    Spec(#[from] SpecError),
-    #[error(transparent)]
-    Process(#[from] process::ProcessError),
-    #[error(transparent)]
-    Helper(#[from] helpers::HelperError),
-    #[error(transparent)]
-    Hypervisor(#[from] crate::hypervisor::HypervisorError),
-    #[error(transparent)]
-    Stdio(#[from] crate::stdio::StdioError),
-    #[error(
-        "{what} {path} does not exist; run `shoji image build`, or set [hypervisor.qemu] {key}"
-    )]
-    GuestImage {
-        what: &'static str,
-        key: &'static str,
-        path: PathBuf,
-    },
-    #[error("sandbox {sandbox}: {cause}\n--- last lines of the guest console ---\n{console}")]
-    Boot {
-        sandbox: String,
-        cause: AgentError,
-        console: String,
-    },
-    #[error("sandbox {sandbox}: the VM exited unexpectedly ({status}) while the container was running\n--- last lines of the guest console ---\n{console}")]
-    VmDied {
-        sandbox: String,
-        status: String,
-        console: String,
-    },
-    #[error("sandbox {sandbox}: {cause}")]
-    Agent { sandbox: String, cause: AgentError },
+    Network(#[from] crate::network::NetworkError),
 }
 
-/// Points where the telemetry pipeline plugs in. Every method has a no-op default.
-pub trait RunHooks: Send {
-    /// The sandbox directory exists; the VM is not started yet. The built-in trace forwarder
-    /// listens on `sb.host_port_socket(10240)` from here.
-    fn sandbox_ready(&mut self, _sb: &SandboxDir) {}
-    /// The guest-host clock offset was measured.
-    fn clock_measured(&mut self, _sandbox_id: &str, _offset: ClockOffset) {}
-    /// Makes outgoing agent calls carry the trace context.
-    fn context_injector(&self) -> Option<crate::agent::ContextInjector> {
-        None
-    }
-    /// The current span as the root of its trace, when the runtime's spans are exported: the
-    /// lifecycle records it in the state (annotations `shoji.trace_id`, `shoji.root_span_id`,
-    /// and what `delete` needs to end the root if the sandbox process cannot).
-    fn trace_root(&self) -> Option<crate::lifecycle::state::TraceRoot> {
-        None
-    }
-    /// The count of agent spans the built-in forwarder has received; `None` without one. The VM
-    /// is stopped only once the spans the agent reports as sent have arrived.
-    fn agent_spans_received(&self) -> Option<SpanCount> {
-        None
-    }
-    /// A phase timed after the fact (QEMU's launch until the guest kernel's entry, known once
-    /// the guest clock is): record it as a span under the span that the W3C `parent`
-    /// traceparent names.
-    fn past_span(&mut self, _parent: &str, _span: PastSpan) {}
-}
-
-/// A span whose times were measured after the fact ([`RunHooks::past_span`]), in host time.
-#[derive(Debug, Clone)]
-pub struct PastSpan {
-    pub name: &'static str,
-    pub start: std::time::SystemTime,
-    pub end: std::time::SystemTime,
-    pub attributes: Vec<(&'static str, String)>,
-}
-
-/// Reads a running count (of spans received, for [`RunHooks::agent_spans_received`]).
-#[derive(Clone)]
-pub struct SpanCount(pub std::sync::Arc<dyn Fn() -> u64 + Send + Sync>);
-impl std::fmt::Debug for SpanCount {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "SpanCount({})", (self.0)())
+impl From<SandboxError> for RunError {
+    fn from(e: SandboxError) -> Self {
+        Self::Sandbox(e.into())
     }
 }
-
-/// No telemetry.
-#[derive(Debug, Default)]
-pub struct NoHooks;
-impl RunHooks for NoHooks {}
-
-/// Guest kernel and initrd: configured, else the image `shoji image build` made.
-pub fn guest_image(config: &Config) -> Result<(PathBuf, PathBuf), RunError> {
-    let q = &config.hypervisor.qemu;
-    let dir = shoji_image::guest_dir();
-    let kernel = q.kernel.clone().unwrap_or_else(|| dir.join("vmlinux"));
-    let initrd = q.initrd.clone().unwrap_or_else(|| dir.join("initrd.img"));
-    if !kernel.is_file() {
-        return Err(RunError::GuestImage {
-            what: "guest kernel",
-            key: "kernel",
-            path: kernel,
-        });
+impl From<StdioError> for RunError {
+    fn from(e: StdioError) -> Self {
+        Self::Sandbox(e.into())
     }
-    if !initrd.is_file() {
-        return Err(RunError::GuestImage {
-            what: "guest initrd",
-            key: "initrd",
-            path: initrd,
-        });
-    }
-    Ok((kernel, initrd))
 }
-
-pub(crate) fn sandbox_root(config: &Config) -> PathBuf {
-    config
-        .runtime
-        .sandbox_root
-        .clone()
-        .unwrap_or_else(sandbox::default_root)
+impl From<SpecError> for RunError {
+    fn from(e: SpecError) -> Self {
+        Self::Sandbox(e.into())
+    }
 }
 
 /// Runs one container in a fresh VM and returns its status.
@@ -188,12 +81,22 @@ pub async fn run(
     hooks: &mut dyn RunHooks,
 ) -> Result<RunOutcome, RunError> {
     let source = req.source.clone().ok_or(RunError::NoSource)?;
+    // Bad network options are refused before anything starts.
+    req.network.validate()?;
+    if let Some(name) = &req.container_id {
+        req.network.hostname_for(name)?;
+    }
+    // Dropped after the VM (declared before it): netns mode undoes its set-up then.
+    // The id is chosen here so that every span, network.prepare included, can carry it.
+    let sandbox_id = sandbox::new_sandbox_id();
+    let net_plan = info_span!("network.prepare", source = "runtime", subsystem = "network", sandbox_id = %sandbox_id, network.mode = %req.network.mode)
+        .in_scope(|| NetworkPlan::new(&req.network))?;
 
     // Resolve everything that can be missing before anything is started.
     let bins = Binaries::locate(config)?;
 
-    let root = sandbox_root(config);
-    let sb = SandboxDir::create(&root, &sandbox::new_sandbox_id())?;
+    let root = sandbox::sandbox_root(config);
+    let sb = SandboxDir::create(&root, &sandbox_id)?;
     let container_id = req.container_id.clone().unwrap_or_else(|| sb.id.clone());
     tracing::Span::current().record("sandbox_id", sb.id.as_str());
     tracing::Span::current().record("container_id", container_id.as_str());
@@ -203,6 +106,7 @@ pub async fn run(
         info_span!("image.unpack", source = "runtime", subsystem = "image", sandbox_id = %sb.id);
     let mut opts = BootOptions::for_process(config, &req.process, req.agent_tracing);
     opts.traceparent = req.traceparent.clone();
+    opts.network = net_plan.vm.clone();
 
     // An image is unpacked while the guest boots: the rootfs is only looked at when the agent
     // mounts it in CreateContainer, and on a 2-core host the unpack (25-150 ms) and QEMU's
@@ -210,7 +114,7 @@ pub async fn run(
     let (vm, spec) = if let RootSource::Image(path) = &source {
         let rootfs = sb.rootfs();
         std::fs::create_dir_all(&rootfs).map_err(|source| {
-            RunError::Image(image::ImageError::Io {
+            BootError::Image(image::ImageError::Io {
                 path: rootfs.clone(),
                 source,
             })
@@ -224,10 +128,10 @@ pub async fn run(
         let mut unpack = tokio::task::spawn_blocking(move || {
             unpack_span.in_scope(|| unpack_image(&path, &work, &dest, &process))
         });
-        let joined = |r: Result<Result<_, RunError>, tokio::task::JoinError>| {
+        let joined = |r: Result<Result<_, BootError>, tokio::task::JoinError>| {
             r.unwrap_or_else(|e| {
-                Err(RunError::Image(image::ImageError::Io {
-                    path: source_path(&source),
+                Err(BootError::Image(image::ImageError::Io {
+                    path: source.path().to_path_buf(),
                     source: std::io::Error::other(format!("the unpacking task failed: {e}")),
                 }))
             })
@@ -242,7 +146,7 @@ pub async fn run(
                 Err(e) => {
                     drop(boot);
                     let _ = std::fs::remove_dir_all(&sb_path);
-                    return Err(e);
+                    return Err(e.into());
                 }
             },
             b = &mut boot => (b, joined(unpack.await)),
@@ -251,13 +155,13 @@ pub async fn run(
             (Ok(vm), Ok(spec)) => (vm, spec),
             (Ok(vm), Err(e)) => {
                 vm.stop().await;
-                return Err(e);
+                return Err(e.into());
             }
             (Err(e), _) => {
                 // The sandbox directory went with the failed boot, possibly while the unpack
                 // was still writing into it.
                 let _ = std::fs::remove_dir_all(&sb_path);
-                return Err(e);
+                return Err(e.into());
             }
         }
     } else {
@@ -265,8 +169,19 @@ pub async fn run(
         let vm = SandboxVm::boot(config, &bins, sb, &rootfs, &opts, hooks).await?;
         (vm, spec)
     };
+    let mut spec = spec;
+    let hostname = match (&req.network.hostname, &source, spec.hostname()) {
+        // A bundle's own hostname stands unless --hostname is given.
+        (None, RootSource::Bundle(_), Some(h)) if !h.is_empty() => h.clone(),
+        _ => req.network.hostname_for(&container_id)?,
+    };
+    crate::network::apply_hostname(&mut spec, &hostname, &req.process.env);
     let spec_json = serde_json::to_vec(&spec).map_err(|e| SpecError::Build(e.to_string()))?;
     let client = &vm.client;
+    let files = match setup_network(&vm, &req.network, &net_plan, &hostname).await {
+        Ok(f) => f,
+        Err(cause) => return Err(vm.explain(cause).await.into()),
+    };
 
     let mut outcome = RunOutcome {
         sandbox_id: vm.sb.id.clone(),
@@ -288,6 +203,7 @@ pub async fn run(
                 oci_spec_json: spec_json,
                 rootfs_tag: "rootfs".into(),
                 stdio: Some(ports).into(),
+                files,
                 ..Default::default()
             })
             .instrument(info_span!("container.create", source = "runtime", subsystem = "container", container_id = %container_id, container.id = %container_id))
@@ -307,11 +223,11 @@ pub async fn run(
     };
     let status = tokio::select! {
         r = container => r,
-        status = vm.exited() => return Err(vm.died(status).await),
+        status = vm.exited() => return Err(vm.died(status).await.into()),
     };
     let status = match status {
         Ok(s) => s,
-        Err(cause) => return Err(vm.explain(cause).await),
+        Err(cause) => return Err(vm.explain(cause).await.into()),
     };
     outcome.exit_code = status;
     relay
@@ -328,25 +244,45 @@ pub async fn run(
     Ok(outcome)
 }
 
+/// Configures the guest's network (when there is more than loopback) and returns the container's
+/// `/etc` files, in the `network.setup` span.
+async fn setup_network(
+    vm: &SandboxVm,
+    opts: &crate::network::NetworkOptions,
+    plan: &NetworkPlan,
+    hostname: &str,
+) -> Result<Vec<agent::ContainerFile>, AgentError> {
+    let span = info_span!(
+        "network.setup",
+        source = "runtime",
+        subsystem = "network",
+        sandbox_id = %vm.sb.id,
+        network.mode = %opts.mode,
+        network.ports = opts.ports.len(),
+        network.address = plan.address.map(|a| a.to_string()).unwrap_or_default(),
+        host.name = hostname,
+    );
+    async {
+        if let Some(guest) = &plan.guest {
+            vm.client.configure_network(guest).await?;
+        }
+        Ok(crate::network::files::container_files(
+            hostname,
+            &opts.extra_hosts,
+            plan.address,
+            &opts.dns,
+            plan.loopback_dns,
+        ))
+    }
+    .instrument(span)
+    .await
+}
+
 /// Waits for the container's init; SIGINT/SIGTERM/SIGHUP/SIGQUIT received meanwhile are
 /// forwarded to it. If it is still running 3 s after a forwarded signal (a PID 1 without a
 /// handler ignores most signals) it is killed, and the status reports the signal received.
 async fn wait_with_signals(client: &AgentClient, cid: &str) -> Result<i32, AgentError> {
-    let mk = |k| signal(k).ok();
-    let (mut int, mut term, mut hup, mut quit) = (
-        mk(SignalKind::interrupt()),
-        mk(SignalKind::terminate()),
-        mk(SignalKind::hangup()),
-        mk(SignalKind::quit()),
-    );
-    async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
-        match s {
-            Some(s) => {
-                s.recv().await;
-            }
-            None => std::future::pending().await,
-        }
-    }
+    let mut signals = Signals::new(signals::FORWARDED);
     let wait = client.wait_process(cid, "");
     tokio::pin!(wait);
     let mut received: Option<i32> = None;
@@ -362,10 +298,7 @@ async fn wait_with_signals(client: &AgentClient, cid: &str) -> Result<i32, Agent
                     None => r.exit_code,
                 });
             }
-            _ = recv(&mut int) => libc::SIGINT,
-            _ = recv(&mut term) => libc::SIGTERM,
-            _ = recv(&mut hup) => libc::SIGHUP,
-            _ = recv(&mut quit) => libc::SIGQUIT,
+            sig = signals.recv() => sig,
             _ = async { match kill_at { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => libc::SIGKILL,
         };
         if sig == libc::SIGKILL {
@@ -377,45 +310,4 @@ async fn wait_with_signals(client: &AgentClient, cid: &str) -> Result<i32, Agent
         tracing::info!(signal = sig, "forwarding signal to the container");
         let _ = client.signal_process(cid, "", sig as u32).await;
     }
-}
-
-fn source_path(source: &RootSource) -> PathBuf {
-    match source {
-        RootSource::Image(p) | RootSource::Bundle(p) | RootSource::Rootfs(p) => p.clone(),
-    }
-}
-
-/// Unpacks an image into `rootfs` (scratch space in `work`) and builds the runtime spec.
-fn unpack_image(
-    path: &std::path::Path,
-    work: &std::path::Path,
-    rootfs: &std::path::Path,
-    opts: &ProcessOptions,
-) -> Result<oci_spec::runtime::Spec, RunError> {
-    let cfg = image::unpack(path, work, rootfs)?;
-    let _ = std::fs::remove_dir_all(work);
-    Ok(crate::spec::from_image(&cfg, rootfs, opts)?)
-}
-
-pub(crate) fn prepare_rootfs(
-    source: &RootSource,
-    sb: &SandboxDir,
-    opts: &ProcessOptions,
-) -> Result<(oci_spec::runtime::Spec, PathBuf), RunError> {
-    Ok(match source {
-        RootSource::Image(path) => {
-            let rootfs = sb.rootfs();
-            let spec = unpack_image(path, &sb.path().join("image"), &rootfs, opts)?;
-            (spec, rootfs)
-        }
-        RootSource::Bundle(dir) => crate::spec::from_bundle(dir, opts)?,
-        RootSource::Rootfs(dir) => {
-            if !dir.is_dir() {
-                return Err(RunError::Image(image::ImageError::NotFound {
-                    path: dir.clone(),
-                }));
-            }
-            (crate::spec::for_rootfs(dir, opts)?, dir.clone())
-        }
-    })
 }

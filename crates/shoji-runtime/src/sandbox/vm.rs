@@ -5,44 +5,19 @@
 //! Field order is drop order: the agent connection, QEMU, the helpers, and the sandbox directory
 //! last, once nothing uses it any more.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
 use tracing::{info_span, Instrument};
 
+use super::{Binaries, BootError, PastSpan, RunHooks, SandboxDir, SpanCount};
 use crate::agent::{AgentClient, AgentError, ClockOffset};
 use crate::config::Config;
 use crate::helpers;
-use crate::hypervisor::{accel, qemu::Qemu, Hypervisor, VmSpec};
+use crate::hypervisor::{accel, VmSpec};
 use crate::process::ChildGuard;
-use crate::run::{PastSpan, RunError, RunHooks};
-use crate::sandbox::SandboxDir;
 use crate::spec::ProcessOptions;
-
-/// Everything a boot needs from the host, resolved before anything is started.
-#[derive(Debug, Clone)]
-pub struct Binaries {
-    qemu: Qemu,
-    kernel: PathBuf,
-    initrd: PathBuf,
-    vsock: PathBuf,
-    virtiofsd: PathBuf,
-}
-
-impl Binaries {
-    pub fn locate(config: &Config) -> Result<Self, RunError> {
-        let qemu = Qemu::locate(&config.hypervisor.qemu.path)?;
-        let (kernel, initrd) = crate::run::guest_image(config)?;
-        Ok(Self {
-            qemu,
-            kernel,
-            initrd,
-            vsock: helpers::locate("vhost-device-vsock")?,
-            virtiofsd: helpers::locate("virtiofsd")?,
-        })
-    }
-}
 
 /// How a VM is sized and what the agent is told on its kernel command line.
 #[derive(Debug, Clone, Default)]
@@ -53,6 +28,8 @@ pub struct BootOptions {
     pub agent_tracing: bool,
     /// W3C traceparent for the agent's boot spans; filled from the hooks when tracing.
     pub traceparent: Option<String>,
+    /// The VM's network device, if any.
+    pub network: crate::network::VmNetwork,
 }
 
 impl BootOptions {
@@ -70,6 +47,7 @@ impl BootOptions {
                 .unwrap_or(q.default_memory.max(128)),
             agent_tracing,
             traceparent: None,
+            network: Default::default(),
         }
     }
 }
@@ -95,7 +73,7 @@ pub struct SandboxVm {
     vm_exit: watch::Receiver<Option<String>>,
     vm_task: AbortOnDrop,
     /// Agent spans the built-in forwarder has received, when there is one (see `stop`).
-    agent_spans_received: Option<crate::run::SpanCount>,
+    agent_spans_received: Option<SpanCount>,
     _ready: tokio::net::UnixListener,
     fs_helper: ChildGuard,
     vsock_helper: ChildGuard,
@@ -112,7 +90,7 @@ impl SandboxVm {
         rootfs: &Path,
         opts: &BootOptions,
         hooks: &mut dyn RunHooks,
-    ) -> Result<Self, RunError> {
+    ) -> Result<Self, BootError> {
         let q = &config.hypervisor.qemu;
         let root = sb
             .path()
@@ -143,7 +121,7 @@ impl SandboxVm {
                     helper = "virtiofsd"
                 ))
                 .await?;
-            Ok::<_, RunError>((v, f))
+            Ok::<_, BootError>((v, f))
         }
         .instrument(vm_span.clone())
         .await?;
@@ -173,6 +151,7 @@ impl SandboxVm {
             virtiofs_tag: "rootfs".into(),
             console_log: sb.console_log(),
             accel: choice.clone(),
+            network: opts.network.clone(),
         };
         let ready_path = sb.host_port_socket(shoji_protocols::READY_VSOCK_PORT);
         let ready = tokio::net::UnixListener::bind(&ready_path).map_err(|source| {
@@ -181,19 +160,13 @@ impl SandboxVm {
                 source,
             }
         })?;
-        let qemu = &bins.qemu;
-        let mut launched = SystemTime::now();
-        let mut qemu_guard = vm_span.in_scope(|| {
-            info_span!("qemu.launch", source = "hypervisor", subsystem = "hypervisor", qemu.path = %qemu.path.display())
-                .in_scope(|| {
-                    launched = SystemTime::now();
-                    qemu.launch(&vm)
-                })
-        })?;
+        // Taken just before the launch: `vm.firmware` starts here.
+        let launched = SystemTime::now();
+        let mut qemu_guard = vm_span.in_scope(|| bins.hypervisor.launch(&vm))?;
         let processes = [
             ("vhost-device-vsock", vsock_helper.id()),
             ("virtiofsd", fs_helper.id()),
-            ("qemu", qemu_guard.id()),
+            (bins.hypervisor.name(), qemu_guard.id()),
         ]
         .into_iter()
         .filter_map(|(what, pid)| pid.map(|pid| StartedProcess { what, pid }))
@@ -201,7 +174,7 @@ impl SandboxVm {
         let stderr_pipes = [
             ("vhost-device-vsock", vsock_helper.take_stderr()),
             ("virtiofsd", fs_helper.take_stderr()),
-            ("qemu", qemu_guard.take_stderr()),
+            (bins.hypervisor.name(), qemu_guard.take_stderr()),
         ]
         .into_iter()
         .filter_map(|(what, pipe)| pipe.map(|p| (what, p)))
@@ -238,7 +211,7 @@ impl SandboxVm {
             Err(source) => {
                 // Give QEMU a moment to flush the console before reading its tail.
                 tokio::time::sleep(Duration::from_millis(100)).await;
-                return Err(RunError::Boot {
+                return Err(BootError::Boot {
                     sandbox: sb.id.clone(),
                     cause: source,
                     console: sb.console_tail(20),
@@ -255,7 +228,7 @@ impl SandboxVm {
                 subsystem = "agent"
             ))
             .await
-            .map_err(|cause| RunError::Agent {
+            .map_err(|cause| BootError::Agent {
                 sandbox: sb.id.clone(),
                 cause,
             })?;
@@ -321,10 +294,10 @@ impl SandboxVm {
     }
 
     /// The error for a VM that exited while it should not have, with the console's tail.
-    pub async fn died(&self, status: String) -> RunError {
+    pub async fn died(&self, status: String) -> BootError {
         // Give QEMU's last console lines a moment to reach the file.
         tokio::time::sleep(Duration::from_millis(100)).await;
-        RunError::VmDied {
+        BootError::VmDied {
             sandbox: self.sb.id.clone(),
             status,
             console: self.sb.console_tail(20),
@@ -332,19 +305,19 @@ impl SandboxVm {
     }
 
     /// A dead VM shows up first as a broken agent connection: says which it was.
-    pub async fn explain(&self, cause: AgentError) -> RunError {
+    pub async fn explain(&self, cause: AgentError) -> BootError {
         let mut exit = self.vm_exit.clone();
         let died =
             tokio::time::timeout(Duration::from_secs(2), exit.wait_for(|s| s.is_some())).await;
         if let Ok(Ok(st)) = died {
             let status = st.clone().unwrap_or_default();
-            return RunError::VmDied {
+            return BootError::VmDied {
                 sandbox: self.sb.id.clone(),
                 status,
                 console: self.sb.console_tail(20),
             };
         }
-        RunError::Agent {
+        BootError::Agent {
             sandbox: self.sb.id.clone(),
             cause,
         }
@@ -454,7 +427,7 @@ fn firmware_span(
         attributes: vec![
             ("source", "hypervisor".into()),
             ("subsystem", "boot".into()),
-            ("package", "shoji_runtime::vm".into()),
+            ("package", "shoji_runtime::sandbox::vm".into()),
             ("sandbox_id", sandbox_id.into()),
         ],
     })
@@ -466,7 +439,7 @@ fn kernel_cmdline(config: &Config, opts: &BootOptions, sandbox_id: &str) -> Stri
     // of that timer then fails (a panic, or seconds of fallbacks) although the guest runs on
     // the local APIC timer and the TSC. Harmless with Debian's kernel.
     let mut c = String::from("console=ttyS0 quiet panic=-1 reboot=t no_timer_check");
-    if let Some(khz) = crate::hypervisor::qemu::host_tsc_khz() {
+    if let Some(khz) = crate::hypervisor::host_tsc_khz() {
         // tsc=reliable: under TCG the guest's TSC is the host's, but the kernel's clocksource
         // watchdog judges it against jiffies, whose ticks TCG delivers late, marks it unstable
         // and falls back to refined-jiffies: a 4 ms clock that loses ticks under load, which
