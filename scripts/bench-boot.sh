@@ -31,16 +31,16 @@ printf '#!/bin/busybox sh\n/bin/busybox reboot -f\n' > "$work/root/init"; chmod 
 # Uncompressed, like Shoji's initramfs (Shoji's kernel has no decompressors).
 (cd "$work/root" && find . | cpio --quiet -o -H newc > "$work/min.img")
 khz=$(awk -F: '/cpu MHz/{printf "%d", $2*1000; exit}' /proc/cpuinfo)
-bare() { # vmlinux
-  qemu-system-x86_64 -M microvm,accel=tcg,isa-serial=on,rtc=on -cpu max -m 512M -nodefaults -no-user-config \
+bare() { # vmlinux acpi(on|off): as `shoji run` boots each kernel (Shoji's has no ACPI, ADR 014)
+  qemu-system-x86_64 -M "microvm,accel=tcg,isa-serial=on,rtc=on,acpi=$2" -cpu max -m 512M -nodefaults -no-user-config \
     -display none -monitor none -serial null -kernel "$1" -initrd "$work/min.img" \
     -append "console=ttyS0 quiet panic=-1 reboot=t no_timer_check tsc_early_khz=$khz lpj=$((khz * 4)) tsc=reliable" -no-reboot
 }
 ms() { local s e; s=$(date +%s%N); "$@" >/dev/null 2>&1; e=$(date +%s%N); echo $(((e - s) / 1000000)); }
 d=() s=() r=()
 for _ in $(seq 1 "$n"); do
-  d+=("$(ms bare "$debian/vmlinux")")
-  s+=("$(ms bare "$guest/vmlinux")")
+  d+=("$(ms bare "$debian/vmlinux" on)")
+  s+=("$(ms bare "$guest/vmlinux" off)")
   r+=("$(ms "$shoji" run --rm "$image" -- true)")
 done
 median() { printf '%s\n' "$@" | sort -n | awk '{v[NR]=$1} END {print (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'; }

@@ -72,10 +72,15 @@ pub fn mount_basics() {
         Some("mode=0755"),
     );
     m("cgroup2", "/sys/fs/cgroup", "cgroup2", nosuid, None);
-    let _ = std::fs::write(
-        "/sys/fs/cgroup/cgroup.subtree_control",
-        "+memory +cpu +pids",
-    );
+    // Every controller the guest kernel has (Shoji's fragments ask for these five), for the
+    // containers' cgroups: their limits and the statistics containerd's `metrics` reads. One
+    // write each, so that a kernel without one of them still gets the others.
+    for controller in ["cpu", "cpuset", "io", "memory", "pids"] {
+        let _ = std::fs::write(
+            "/sys/fs/cgroup/cgroup.subtree_control",
+            format!("+{controller}"),
+        );
+    }
 }
 
 /// The initramfs has no /dev/console node, so the kernel could not give PID 1 a console; take it
@@ -94,6 +99,12 @@ pub fn open_console() {
 }
 
 /// Loads `/lib/modules/shoji/<name>` for each line of `load-order`, dependencies first.
+///
+/// Which modules there are is decided when the image is built, for the kernel it packs: Debian's
+/// cloud kernel gets the virtio, vsock, virtio-fs and virtio-net modules, Shoji's kernel (built
+/// in, no module support) none and no `load-order` at all. A kernel without module support
+/// given modules means a kernel and an initramfs from different images: said so, not guessed
+/// around.
 pub fn load_modules() -> Result<usize, String> {
     let dir = "/lib/modules/shoji";
     let order = match std::fs::read_to_string(format!("{dir}/load-order")) {
@@ -111,8 +122,16 @@ pub fn load_modules() -> Result<usize, String> {
             unsafe { libc::syscall(libc::SYS_finit_module, f.as_raw_fd(), params.as_ptr(), 0) };
         if rc != 0 {
             let err = std::io::Error::last_os_error();
-            if err.raw_os_error() != Some(libc::EEXIST) {
-                return Err(format!("load {name}: {err}"));
+            match err.raw_os_error() {
+                Some(libc::EEXIST) => {}
+                Some(libc::ENOSYS) => {
+                    return Err(format!(
+                        "load {name}: this kernel has no module support, but the initramfs \
+                         carries modules: the kernel and initrd come from different guest \
+                         images (rebuild with `shoji image build`, or configure both)"
+                    ))
+                }
+                _ => return Err(format!("load {name}: {err}")),
             }
         }
         n += 1;

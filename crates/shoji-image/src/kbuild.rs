@@ -1,7 +1,7 @@
 //! Shoji's own guest kernel: built from Debian's `linux-source-6.1` tarball, `make tinyconfig`
 //! plus the fragments in `crates/shoji-image/kernel/*.config`, everything built in and no
 //! modules (ADR 014). The result is cached outside the clone, keyed by the source package's
-//! version and the fragments, so a machine builds it once.
+//! version, the fragments, the build settings and the toolchain, so a machine builds it once.
 //!
 //! Reproducible: the build's timestamp, user, host and version number are fixed, no debug info is
 //! made, `LOCALVERSION` is set (so no `+` from a git tree around the source), and the kernel's
@@ -94,7 +94,7 @@ pub struct BuiltKernel {
     pub vmlinux: PathBuf,
     /// `uname -r` in the guest, e.g. `6.1.192-shoji`.
     pub release: String,
-    /// The cache key: source version + fragments + build settings.
+    /// The cache key: source version + fragments + build settings + toolchain.
     pub key: String,
     /// The source package's version, e.g. `6.1.192-1`.
     pub source_version: String,
@@ -162,13 +162,16 @@ pub fn missing_options(config: &str, wanted: &[Wanted]) -> Vec<String> {
         .collect()
 }
 
-/// The cache key for a source version: a hash of it, the fragments and the build settings.
-pub fn cache_key(source_version: &str) -> String {
+/// The cache key: a hash of the source version, the fragments, the build settings and the
+/// toolchain ([`toolchain`]), everything that decides the bytes of `vmlinux`.
+pub fn cache_key(source_version: &str, toolchain: &str) -> String {
     let mut h = Sha256::new();
     h.update(b"shoji-kernel-1\0");
     h.update(SOURCE_PACKAGE.as_bytes());
     h.update(b"\0");
     h.update(source_version.as_bytes());
+    h.update(b"\0");
+    h.update(toolchain.as_bytes());
     for (name, text) in FRAGMENTS {
         h.update(b"\0");
         h.update(name.as_bytes());
@@ -179,6 +182,25 @@ pub fn cache_key(source_version: &str) -> String {
         h.update(format!("\0{k}={v}").as_bytes());
     }
     hex::encode(h.finalize())[..16].to_string()
+}
+
+/// The compiler, linker and make that build the kernel, as their `--version` first lines
+/// (e.g. `gcc (Debian 12.2.0-14) 12.2.0; GNU ld (GNU Binutils for Debian) 2.40; GNU Make 4.3`):
+/// another compiler gives another `vmlinux`, so it is part of the cache key.
+pub fn toolchain() -> Result<String, KernelBuildError> {
+    let mut parts = Vec::new();
+    for tool in ["gcc", "ld", "make"] {
+        let out = Command::new(tool)
+            .arg("--version")
+            .output()
+            .map_err(|source| KernelBuildError::Spawn {
+                command: format!("{tool} --version"),
+                source,
+            })?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        parts.push(text.lines().next().unwrap_or_default().trim().to_string());
+    }
+    Ok(parts.join("; "))
 }
 
 fn tarball() -> PathBuf {
@@ -209,9 +231,9 @@ pub fn source_version() -> Result<String, KernelBuildError> {
     Ok(v)
 }
 
-/// The kernel for `source_version` in `cache`, if it was built.
-pub fn cached(cache: &Path, source_version: &str) -> Option<BuiltKernel> {
-    let key = cache_key(source_version);
+/// The kernel for `source_version` and `toolchain` in `cache`, if it was built.
+pub fn cached(cache: &Path, source_version: &str, toolchain: &str) -> Option<BuiltKernel> {
+    let key = cache_key(source_version, toolchain);
     let dir = cache.join(&key);
     let vmlinux = dir.join("vmlinux");
     let release = std::fs::read_to_string(dir.join("release")).ok()?;
@@ -232,8 +254,9 @@ pub fn build_kernel(
     progress: &mut dyn FnMut(&str),
 ) -> Result<BuiltKernel, KernelBuildError> {
     let version = source_version()?;
+    let tools = toolchain()?;
     if !force {
-        if let Some(k) = cached(cache, &version) {
+        if let Some(k) = cached(cache, &version, &tools) {
             progress(&format!(
                 "Shoji's kernel {} ({SOURCE_PACKAGE} {version}): cached in {}",
                 k.release,
@@ -242,7 +265,7 @@ pub fn build_kernel(
             return Ok(k);
         }
     }
-    let key = cache_key(&version);
+    let key = cache_key(&version, &tools);
     let start = Instant::now();
     // A directory of this process's own: an interrupted build leaves only a `.build-*` or
     // `.tmp-*` directory, never a `<key>` one that a later run would trust.
@@ -527,13 +550,14 @@ mod tests {
             "OVERLAY_FS",
             "VIRTIO_NET",
             "INET",
+            "IPV6",
             "UNIX",
-            "PACKET",
             "MEMCG",
             "CGROUP_SCHED",
             "CGROUP_PIDS",
             "CPUSETS",
             "BLK_CGROUP",
+            "BLK_DEV_THROTTLING",
             "PID_NS",
             "NET_NS",
             "IPC_NS",
@@ -545,6 +569,9 @@ mod tests {
             "TMPFS",
             "UNIX98_PTYS",
             "POSIX_MQUEUE",
+            "SYSVIPC",
+            "PROC_SYSCTL",
+            "SECCOMP",
             "FUTEX",
             "EPOLL",
             "EVENTFD",
@@ -554,10 +581,13 @@ mod tests {
             "FHANDLE",
             "MULTIUSER",
             "PRINTK",
+            "RANDOM_TRUST_CPU",
         ] {
             assert!(on(n), "no fragment sets CONFIG_{n}=y");
         }
-        for n in ["MODULES", "PCI"] {
+        // ACPI off is what makes the runtime boot this kernel with `acpi=off`
+        // (`kernel_uses_acpi`); IPV6_SIT off keeps `sit0` out of every container.
+        for n in ["MODULES", "PCI", "ACPI", "IPV6_SIT"] {
             assert!(
                 all.iter()
                     .any(|w| w.name == format!("CONFIG_{n}") && w.value.is_none()),
@@ -568,9 +598,12 @@ mod tests {
     }
 
     #[test]
-    fn the_cache_key_follows_the_source_version() {
-        assert_eq!(cache_key("6.1.192-1"), cache_key("6.1.192-1"));
-        assert_ne!(cache_key("6.1.192-1"), cache_key("6.1.193-1"));
-        assert_eq!(cache_key("x").len(), 16);
+    fn the_cache_key_follows_the_source_version_and_the_toolchain() {
+        let gcc12 = "gcc (Debian 12.2.0-14) 12.2.0; GNU ld 2.40; GNU Make 4.3";
+        let gcc13 = "gcc (Debian 13.2.0-1) 13.2.0; GNU ld 2.40; GNU Make 4.3";
+        assert_eq!(cache_key("6.1.192-1", gcc12), cache_key("6.1.192-1", gcc12));
+        assert_ne!(cache_key("6.1.192-1", gcc12), cache_key("6.1.193-1", gcc12));
+        assert_ne!(cache_key("6.1.192-1", gcc12), cache_key("6.1.192-1", gcc13));
+        assert_eq!(cache_key("x", "y").len(), 16);
     }
 }

@@ -5,7 +5,7 @@
 //! modules. The fallback (`--kernel debian`) is Debian's cloud kernel (`linux-image-cloud-amd64`),
 //! fetched with `apt-get download` and unpacked with `dpkg -x`; its LZ4-compressed `vmlinuz` is
 //! turned into the ELF `vmlinux` QEMU's microvm boots directly (PVH), and the modules the agent
-//! needs (virtio-mmio, vsock, virtio-fs) are copied with their dependencies, read from each
+//! needs (virtio-mmio, vsock, virtio-fs, virtio-net) are copied with their dependencies, read from each
 //! module's `depends=` modinfo string because the package ships no `modules.dep` (ADR 003).
 
 mod agent;
@@ -82,6 +82,22 @@ impl GuestImage {
         }
         Ok(Self { kernel, initrd })
     }
+}
+
+/// Whether the kernel at `kernel` finds its devices through ACPI tables. Shoji's kernel has no
+/// ACPI (ADR 014): QEMU must then list the virtio-mmio devices on the kernel command line, which
+/// it does only for a machine without ACPI. Debian's cloud kernel is the opposite: no
+/// command-line devices and no MP table parser, only ACPI. Told by the `manifest.json` that
+/// `shoji image build` writes beside the kernel; a kernel without one (configured by path) is
+/// taken to be a general-purpose kernel like Debian's.
+pub fn kernel_uses_acpi(kernel: &Path) -> bool {
+    let Some(manifest) = kernel.parent().map(|d| d.join("manifest.json")) else {
+        return true;
+    };
+    std::fs::read(manifest)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Manifest>(&b).ok())
+        .is_none_or(|m| m.kernel != KernelChoice::Shoji.as_str())
 }
 
 /// The initramfs is a newc cpio, not compressed (see `modules::write_initramfs`).
@@ -193,7 +209,7 @@ pub fn build(
     let (package, wanted): (String, &[&str]) = match opts.kernel {
         KernelChoice::Shoji => {
             let version = kbuild::source_version()?;
-            let key = kbuild::cache_key(&version);
+            let key = kbuild::cache_key(&version, &kbuild::toolchain()?);
             (format!("{} {version} {key}", kbuild::SOURCE_PACKAGE), &[])
         }
         KernelChoice::Debian => (
@@ -290,4 +306,43 @@ pub fn build(
         serde_json::to_vec_pretty(&manifest).map_err(|e| ImageError::Kernel(e.to_string()))?;
     std::fs::write(&manifest_path, text).map_err(io("write", &manifest_path))?;
     GuestImage::find(&opts.out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(kernel: &str) -> Manifest {
+        Manifest {
+            kernel: kernel.into(),
+            kernel_release: String::new(),
+            kernel_package: String::new(),
+            agent_sha256: String::new(),
+            modules: Vec::new(),
+            wanted_modules: Vec::new(),
+            initramfs_format: INITRAMFS_FORMAT.into(),
+            built_unix: 0,
+        }
+    }
+
+    #[test]
+    fn only_shojis_kernel_is_booted_without_acpi() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let kernel = dir.path().join("vmlinux");
+        // No manifest beside it: a kernel configured by path, taken to be like Debian's.
+        assert!(kernel_uses_acpi(&kernel));
+        let write = |m: &Manifest| {
+            std::fs::write(
+                dir.path().join("manifest.json"),
+                serde_json::to_vec(m).expect("manifest serialises"),
+            )
+            .expect("write manifest");
+        };
+        write(&manifest("debian"));
+        assert!(kernel_uses_acpi(&kernel));
+        write(&manifest("shoji"));
+        assert!(!kernel_uses_acpi(&kernel));
+        std::fs::write(dir.path().join("manifest.json"), b"not json").expect("write");
+        assert!(kernel_uses_acpi(&kernel));
+    }
 }

@@ -1,6 +1,7 @@
 //! The guest image `shoji image build` made by default boots Shoji's own kernel (ADR 014):
 //! the release its manifest records, built by the fixed build user and host, with no module
-//! support, and the cgroup controllers the agent gives containers. Boots a VM (`vm_*`).
+//! support, and what the fragments promise containers, seen from inside one: the cgroup v2
+//! controllers, the namespaces, seccomp, the filesystems. Boots a VM (`vm_*`).
 
 mod common;
 use common::{busybox_image, text, TestEnv};
@@ -35,12 +36,15 @@ fn vm_guest_kernel_is_shojis_own_with_everything_built_in() {
         "-c",
         "uname -r; cat /proc/version; \
          if [ -e /proc/modules ]; then echo modules; else echo no-modules; fi; \
-         cat /sys/fs/cgroup/cgroup.controllers",
+         cat /sys/fs/cgroup/cgroup.controllers; \
+         echo $(ls /proc/self/ns); \
+         grep ^Seccomp: /proc/self/status; \
+         echo $(grep -v ^nodev /proc/filesystems; grep ^nodev /proc/filesystems | cut -f2)",
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
     let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(lines.len(), 4, "{stdout}");
+    assert_eq!(lines.len(), 7, "{stdout}");
     assert_eq!(lines[0], manifest.kernel_release, "uname -r");
     // The reproducible build's fixed user and host, and no `+` from a git tree.
     assert!(
@@ -52,11 +56,23 @@ fn vm_guest_kernel_is_shojis_own_with_everything_built_in() {
         lines[1]
     );
     assert_eq!(lines[2], "no-modules", "a kernel without module support");
-    for controller in ["cpu", "memory", "pids"] {
+    let has = |line: &str, word: &str| line.split_whitespace().any(|w| w == word);
+    // containerd's `metrics` reads cpu, memory, pids and io statistics from these.
+    for controller in ["cpu", "cpuset", "io", "memory", "pids"] {
         assert!(
-            lines[3].split_whitespace().any(|c| c == controller),
+            has(lines[3], controller),
             "no {controller} controller: {}",
             lines[3]
         );
+    }
+    for ns in ["cgroup", "ipc", "mnt", "net", "pid", "user", "uts"] {
+        assert!(has(lines[4], ns), "no {ns} namespace: {}", lines[4]);
+    }
+    // The field exists only in a kernel with CONFIG_SECCOMP (0: this process has no filter).
+    assert!(lines[5].starts_with("Seccomp:"), "{}", lines[5]);
+    for fs in [
+        "virtiofs", "fuse", "overlay", "tmpfs", "devtmpfs", "cgroup2", "mqueue", "devpts",
+    ] {
+        assert!(has(lines[6], fs), "no {fs} filesystem: {}", lines[6]);
     }
 }

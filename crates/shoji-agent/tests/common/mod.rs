@@ -170,10 +170,17 @@ impl GuestVm {
         let qemu = ProcGuard::spawn(
             "QEMU",
             Command::new("qemu-system-x86_64")
-                .args([
-                    "-M",
-                    "microvm,accel=tcg,memory-backend=mem,isa-serial=on,rtc=on",
-                ])
+                .arg("-M")
+                // As the runtime does: no ACPI tables for Shoji's kernel, which then finds its
+                // virtio-mmio devices on the command line QEMU extends (ADR 014).
+                .arg(format!(
+                    "microvm,accel=tcg,memory-backend=mem,isa-serial=on,rtc=on,acpi={}",
+                    if shoji_image::kernel_uses_acpi(&img.kernel) {
+                        "on"
+                    } else {
+                        "off"
+                    }
+                ))
                 .args(["-cpu", "max", "-smp", "1", "-m", "512M"])
                 .args(["-object", "memory-backend-memfd,id=mem,size=512M,share=on"])
                 .args(["-nodefaults", "-no-user-config", "-display", "none"])

@@ -36,6 +36,10 @@ pub struct VmSpec {
     pub console_log: PathBuf,
     pub accel: accel::AccelChoice,
     pub network: crate::network::VmNetwork,
+    /// The guest kernel finds its devices through ACPI tables (Debian's); false: the machine
+    /// has no ACPI and lists its virtio-mmio devices on the kernel command line (Shoji's
+    /// kernel, ADR 014).
+    pub acpi: bool,
 }
 
 /// A VMM that can start a VM from a [`VmSpec`].

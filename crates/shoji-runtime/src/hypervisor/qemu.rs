@@ -61,9 +61,12 @@ impl Qemu {
             Accel::Kvm => ("kvm", "host"),
             Accel::Tcg => ("tcg", "max"),
         };
+        // Without ACPI tables QEMU appends `virtio_mmio.device=...` for each device to the
+        // kernel command line; with them it describes the devices only in the tables.
+        let acpi = if spec.acpi { "on" } else { "off" };
         let mut a: Vec<String> = vec![
             "-M".into(),
-            format!("microvm,accel={accel},memory-backend=mem,isa-serial=on,rtc=on"),
+            format!("microvm,accel={accel},memory-backend=mem,isa-serial=on,rtc=on,acpi={acpi}"),
             "-cpu".into(),
             cpu.into(),
             "-smp".into(),

@@ -14,6 +14,8 @@ use crate::hypervisor::{qemu::Qemu, Hypervisor};
 pub struct Binaries {
     pub hypervisor: Arc<dyn Hypervisor>,
     pub kernel: PathBuf,
+    /// Whether QEMU gives the guest ACPI tables ([`shoji_image::kernel_uses_acpi`]).
+    pub kernel_uses_acpi: bool,
     pub initrd: PathBuf,
     pub vsock: PathBuf,
     pub virtiofsd: PathBuf,
@@ -25,6 +27,7 @@ impl Binaries {
         let (kernel, initrd) = guest_image(config)?;
         Ok(Self {
             hypervisor,
+            kernel_uses_acpi: shoji_image::kernel_uses_acpi(&kernel),
             kernel,
             initrd,
             vsock: helpers::locate("vhost-device-vsock")?,

@@ -152,6 +152,7 @@ impl SandboxVm {
             console_log: sb.console_log(),
             accel: choice.clone(),
             network: opts.network.clone(),
+            acpi: bins.kernel_uses_acpi,
         };
         let ready_path = sb.host_port_socket(shoji_protocols::READY_VSOCK_PORT);
         let ready = tokio::net::UnixListener::bind(&ready_path).map_err(|source| {
