@@ -86,14 +86,25 @@ ensure_test_deps() {
   fi
 }
 
-# build_shoji PROFILE : the shoji binary and the static guest agent next to it, then the guest image.
-build_shoji() {
+# build_shoji_binaries PROFILE : the shoji binary and the static guest agent next to it.
+build_shoji_binaries() {
   local profile=$1 flag=()
   [ "$profile" = release ] && flag=(--release)
   say "building shoji ($profile)"
   cargo build "${flag[@]}" -p shoji-cli
   say "building the static guest agent"
   PROFILE_DIR=$profile ./scripts/build-agent.sh
+}
+
+# build_guest_image PROFILE : the guest image. The first time on a machine this compiles Shoji's
+# kernel (several minutes on 2 cores), cached in ~/.cache/shoji/kernel/<key> outside the clone.
+build_guest_image() {
   say "building the guest image (kernel + initramfs; the first time, Shoji's kernel is compiled: several minutes)"
-  "target/$profile/shoji" image build
+  "target/$1/shoji" image build
+}
+
+# build_shoji PROFILE : both of the above.
+build_shoji() {
+  build_shoji_binaries "$1"
+  build_guest_image "$1"
 }

@@ -6,14 +6,18 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
+failed=()
+timings=()
+since() { # name start : records the wall time of a set-up step that began at SECONDS=start
+  timings+=("$(printf '%5ds  %s' $((SECONDS - $2)) "set-up: $1")")
+}
 set -e
-ensure_host_deps
-ensure_test_deps
-build_shoji debug
+t=$SECONDS; ensure_host_deps; ensure_test_deps; since "dependencies" "$t"
+t=$SECONDS; build_shoji_binaries debug; since "build shoji and the agent" "$t"
+# Shoji's kernel: compiled here on a fresh machine, else taken from ~/.cache/shoji/kernel.
+t=$SECONDS; build_guest_image debug; since "guest image (kernel built or cached)" "$t"
 set +e
 
-failed=()
-timings=("$(printf '%5ds  %s' "$SECONDS" "set-up: dependencies, build, guest image")")
 stage() { # name cmd... : runs one stage, records its wall time and whether it failed
   local name=$1 start=$SECONDS rc=0; shift
   say "$name"
