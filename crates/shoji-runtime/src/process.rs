@@ -53,6 +53,7 @@ pub fn find_binary(name: &str) -> Option<PathBuf> {
 pub struct ChildGuard {
     pub what: &'static str,
     child: Option<Child>,
+    spawned_at: std::time::SystemTime,
 }
 
 impl ChildGuard {
@@ -83,13 +84,20 @@ impl ChildGuard {
                 Ok(())
             });
         }
+        let spawned_at = std::time::SystemTime::now();
         let child = cmd
             .spawn()
             .map_err(|source| ProcessError::Spawn { what, path, source })?;
         Ok(Self {
             what,
             child: Some(child),
+            spawned_at,
         })
+    }
+
+    /// When the process was started (just before the fork), in host time.
+    pub fn spawned_at(&self) -> std::time::SystemTime {
+        self.spawned_at
     }
 
     pub fn id(&self) -> Option<u32> {

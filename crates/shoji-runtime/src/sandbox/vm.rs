@@ -161,9 +161,9 @@ impl SandboxVm {
                 source,
             }
         })?;
-        // Taken just before the launch: `vm.firmware` starts here.
-        let launched = SystemTime::now();
         let mut qemu_guard = vm_span.in_scope(|| bins.hypervisor.launch(&vm))?;
+        // `vm.firmware` starts when QEMU was started (inside `qemu.launch`).
+        let launched = qemu_guard.spawned_at();
         let processes = [
             ("vhost-device-vsock", vsock_helper.id()),
             ("virtiofsd", fs_helper.id()),
