@@ -55,6 +55,19 @@ pub async fn start_vsock(
     start("vhost-device-vsock", cmd, vhost_socket).await
 }
 
+/// virtiofsd's own confinement (ADR 009). As root, `namespace`: it serves the guest from new
+/// mount, PID and network namespaces whose root is the shared directory (pivot_root), so a
+/// path the guest makes up cannot name a host file even if virtiofsd's checks were wrong.
+/// Without root, `none`: `namespace` would need a user namespace with an ID mapping, and
+/// `chroot` needs root; the files served are then the user's own.
+pub fn virtiofsd_sandbox() -> &'static str {
+    if nix::unistd::geteuid().is_root() {
+        "namespace"
+    } else {
+        "none"
+    }
+}
+
 /// Starts virtiofsd sharing `dir`.
 pub async fn start_virtiofsd(
     bin: &Path,
@@ -67,7 +80,7 @@ pub async fn start_virtiofsd(
         .arg("--shared-dir")
         .arg(dir)
         .arg("--sandbox")
-        .arg("none")
+        .arg(virtiofsd_sandbox())
         .arg("--cache")
         .arg("auto")
         .env("RUST_LOG", "error");
@@ -88,11 +101,18 @@ async fn start(
             return Ok(child);
         }
         if let Some(status) = child.try_wait() {
+            let mut stderr = Vec::new();
+            if let Some(pipe) = child.take_stderr() {
+                use tokio::io::AsyncReadExt;
+                let mut limited = pipe.take(4096);
+                let read = limited.read_to_end(&mut stderr);
+                let _ = tokio::time::timeout(Duration::from_millis(500), read).await;
+            }
             return Err(HelperError::Exited {
                 what,
                 status: status.to_string(),
                 socket: socket.to_path_buf(),
-                stderr: String::new(),
+                stderr: String::from_utf8_lossy(&stderr).trim().to_string(),
             });
         }
         if Instant::now() > deadline {

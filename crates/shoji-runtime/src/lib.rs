@@ -1,7 +1,8 @@
 //! Host runtime: configuration, sandbox lifecycle, hypervisor, helpers, agent client.
 //!
 //! How the parts compose: [`config`] loads the TOML; [`image`] turns an OCI image, bundle or
-//! rootfs into a root filesystem and a runtime spec; [`sandbox`] owns the per-sandbox directory;
+//! rootfs into a root filesystem and a runtime spec; [`sandbox`] owns the per-sandbox directory
+//! (kept from other users by [`private_fs`], reclaimed after a killed run by [`reclaim`]);
 //! [`helpers`] starts vhost-device-vsock and virtiofsd; [`hypervisor`] launches QEMU; [`agent`]
 //! talks ttRPC to the guest over hybrid vsock; [`vm`] holds one booted sandbox; [`run`] strings
 //! them together for `shoji run`, and [`lifecycle`] keeps a sandbox alive in a sandbox process
@@ -9,13 +10,16 @@
 //! and removes it on drop.
 
 pub mod agent;
+pub mod capped_log;
 pub mod config;
 pub mod env;
 pub mod helpers;
 pub mod hypervisor;
 pub mod image;
 pub mod lifecycle;
+pub mod private_fs;
 pub mod process;
+pub mod reclaim;
 pub mod run;
 pub mod sandbox;
 pub mod spec;

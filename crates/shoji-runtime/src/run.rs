@@ -13,6 +13,9 @@ use tracing::{info_span, Instrument};
 
 use crate::agent::{AgentClient, AgentError, ClockOffset};
 use crate::config::Config;
+use crate::lifecycle::state::ProcessRecord;
+use crate::private_fs;
+use crate::reclaim::OwnerRecord;
 use crate::sandbox::{SandboxDir, SandboxError};
 use crate::spec::{ProcessOptions, SpecError};
 use crate::stdio::{RawTerminal, StdioRelay, FIRST_STDIO_PORT};
@@ -83,12 +86,20 @@ pub enum RunError {
         key: &'static str,
         path: PathBuf,
     },
-    #[error("sandbox {sandbox}: {cause}\n--- last lines of the guest console ---\n{console}")]
+    #[error(
+        "sandbox {sandbox}: {cause}{qemu_said}\n--- last lines of the guest console ---\n{console}"
+    )]
     Boot {
         sandbox: String,
         cause: AgentError,
+        /// What QEMU wrote on stderr if it exited, with a heading; else empty.
+        qemu_said: String,
         console: String,
     },
+    #[error("invalid --memory {given}: {reason}")]
+    Memory { given: String, reason: String },
+    #[error("invalid --name {name:?}: {reason}")]
+    InvalidName { name: String, reason: &'static str },
     #[error("sandbox {sandbox}: the VM exited unexpectedly ({status}) while the container was running\n--- last lines of the guest console ---\n{console}")]
     VmDied {
         sandbox: String,
@@ -160,7 +171,8 @@ pub fn guest_image(config: &Config) -> Result<(PathBuf, PathBuf), RunError> {
     Ok((kernel, initrd))
 }
 
-pub(crate) fn sandbox_root(config: &Config) -> PathBuf {
+/// Where sandbox directories go: `[runtime] sandbox_root`, else [`sandbox::default_root`].
+pub fn sandbox_root(config: &Config) -> PathBuf {
     config
         .runtime
         .sandbox_root
@@ -176,11 +188,28 @@ pub async fn run(
 ) -> Result<RunOutcome, RunError> {
     let source = req.source.clone().ok_or(RunError::NoSource)?;
 
-    // Resolve everything that can be missing before anything is started.
+    // Refuse what is wrong before anything is started, and resolve everything that can be
+    // missing.
+    if let Some(name) = &req.container_id {
+        crate::lifecycle::state::id_problem(name).map_err(|reason| RunError::InvalidName {
+            name: name.clone(),
+            reason,
+        })?;
+    }
+    let mut opts = BootOptions::for_process(config, &req.process, req.agent_tracing)?;
+    opts.traceparent = req.traceparent.clone();
     let bins = Binaries::locate(config)?;
 
     let root = sandbox_root(config);
+    crate::reclaim::reclaim_abandoned(&root);
     let sb = SandboxDir::create(&root, &sandbox::new_sandbox_id())?;
+    let mut owner = OwnerRecord::this_process();
+    if let Some(o) = &owner {
+        o.write(sb.path()).map_err(|source| SandboxError::Create {
+            path: sb.path().join(crate::reclaim::OWNER_FILE),
+            source,
+        })?;
+    }
     let container_id = req.container_id.clone().unwrap_or_else(|| sb.id.clone());
     tracing::Span::current().record("sandbox_id", sb.id.as_str());
     tracing::Span::current().record("container_id", container_id.as_str());
@@ -188,8 +217,6 @@ pub async fn run(
 
     let unpack_span =
         info_span!("image.unpack", source = "runtime", subsystem = "image", sandbox_id = %sb.id);
-    let mut opts = BootOptions::for_process(config, &req.process, req.agent_tracing);
-    opts.traceparent = req.traceparent.clone();
 
     // An image is unpacked while the guest boots: the rootfs is only looked at when the agent
     // mounts it in CreateContainer, and on a 2-core host the unpack (25-150 ms) and QEMU's
@@ -202,6 +229,9 @@ pub async fn run(
                 source,
             })
         })?;
+        // Mounted before anything is unpacked into it: no moment where a setuid file from the
+        // image is reachable without `nosuid`.
+        let rootfs = sb.share_rootfs(&rootfs)?;
         let (path, work, dest, process) = (
             path.clone(),
             sb.path().join("image"),
@@ -228,7 +258,7 @@ pub async fn run(
                 Ok(spec) => ((&mut boot).await, Ok(spec)),
                 Err(e) => {
                     drop(boot);
-                    let _ = std::fs::remove_dir_all(&sb_path);
+                    let _ = private_fs::remove_sandbox_dir(&sb_path);
                     return Err(e);
                 }
             },
@@ -243,15 +273,27 @@ pub async fn run(
             (Err(e), _) => {
                 // The sandbox directory went with the failed boot, possibly while the unpack
                 // was still writing into it.
-                let _ = std::fs::remove_dir_all(&sb_path);
+                let _ = private_fs::remove_sandbox_dir(&sb_path);
                 return Err(e);
             }
         }
     } else {
         let (spec, rootfs) = unpack_span.in_scope(|| prepare_rootfs(&source, &sb, &req.process))?;
+        let rootfs = sb.share_rootfs(&rootfs)?;
         let vm = SandboxVm::boot(config, &bins, sb, &rootfs, &opts, hooks).await?;
         (vm, spec)
     };
+    // What a reclaimer must kill if this process is SIGKILLed (they should die with it).
+    if let Some(o) = &mut owner {
+        o.processes = vm
+            .processes
+            .iter()
+            .filter_map(|p| ProcessRecord::capture(p.what, p.pid))
+            .collect();
+        if let Err(e) = o.write(vm.sb.path()) {
+            tracing::warn!(error = %e, "cannot update the sandbox's owner record");
+        }
+    }
     let spec_json = serde_json::to_vec(&spec).map_err(|e| SpecError::Build(e.to_string()))?;
     let client = &vm.client;
 

@@ -25,6 +25,51 @@ pub enum SpecError {
     },
     #[error("cannot build the runtime spec: {0}")]
     Build(String),
+    #[error("{path}: mount {destination} (type {kind}, from {from}) is not supported: the container gets only the standard {standard}; remove it from \"mounts\"")]
+    UnsupportedMount {
+        path: PathBuf,
+        destination: String,
+        kind: String,
+        from: String,
+        standard: String,
+    },
+}
+
+/// The mounts every container gets from the agent; a bundle may list them (runc's `spec`
+/// does) and they are honoured as they always are. Any other mount would be silently missing
+/// in the guest, so it is refused until volumes exist.
+pub const STANDARD_MOUNTS: [&str; 7] = [
+    "/proc",
+    "/dev",
+    "/dev/pts",
+    "/dev/shm",
+    "/dev/mqueue",
+    "/sys",
+    "/sys/fs/cgroup",
+];
+
+/// Refuses the first mount of `spec` that is not one of [`STANDARD_MOUNTS`].
+fn check_mounts(spec: &Spec, path: &Path) -> Result<(), SpecError> {
+    let standard = |d: &Path| STANDARD_MOUNTS.iter().any(|m| Path::new(m) == d);
+    let Some(m) = spec
+        .mounts()
+        .iter()
+        .flatten()
+        .find(|m| !standard(m.destination()))
+    else {
+        return Ok(());
+    };
+    Err(SpecError::UnsupportedMount {
+        path: path.to_path_buf(),
+        destination: m.destination().display().to_string(),
+        kind: m.typ().clone().unwrap_or_else(|| "none".into()),
+        from: m
+            .source()
+            .as_ref()
+            .map(|s| s.display().to_string())
+            .unwrap_or_else(|| "nothing".into()),
+        standard: STANDARD_MOUNTS.join(", "),
+    })
 }
 
 /// What `shoji run` lets the user override.
@@ -105,6 +150,7 @@ pub fn from_bundle(dir: &Path, opts: &ProcessOptions) -> Result<(Spec, PathBuf),
         path: path.clone(),
         message: e.to_string(),
     })?;
+    check_mounts(&spec, &path)?;
     let root = spec
         .root()
         .as_ref()

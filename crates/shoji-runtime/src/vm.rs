@@ -53,13 +53,71 @@ pub struct BootOptions {
     pub agent_tracing: bool,
     /// W3C traceparent for the agent's boot spans; filled from the hooks when tracing.
     pub traceparent: Option<String>,
+    /// Cap of each log stream (`[runtime] log_max_size`).
+    pub log_max_bytes: u64,
+}
+
+/// The smallest `--memory` accepted: Docker's minimum for a container's memory limit. Below it
+/// the container cannot even start (0 and 1 byte used to give a 128 MiB VM silently).
+pub const MIN_MEMORY_BYTES: u64 = 6 << 20;
+
+/// Refuses a `--memory` the container or the VM cannot have: below [`MIN_MEMORY_BYTES`], or more
+/// than the host's memory (`MemTotal` of `/proc/meminfo`).
+pub fn check_memory(bytes: u64) -> Result<(), RunError> {
+    let given = if bytes >= 1 << 20 {
+        format!("{} MiB", bytes >> 20)
+    } else {
+        format!("{bytes} bytes")
+    };
+    let bad = |reason: String| RunError::Memory {
+        given: given.clone(),
+        reason,
+    };
+    if bytes < MIN_MEMORY_BYTES {
+        return Err(bad(format!(
+            "a container needs at least {} MiB; give e.g. 256M",
+            MIN_MEMORY_BYTES >> 20
+        )));
+    }
+    if let Some(total) = host_memory_bytes() {
+        if bytes > total {
+            return Err(bad(format!(
+                "this host has {} MiB of memory in all; give less",
+                total >> 20
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `MemTotal` from `/proc/meminfo`.
+fn host_memory_bytes() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib << 10)
 }
 
 impl BootOptions {
-    /// `--cpus` rounded up and `--memory` (at least 128 MiB), else the configured defaults.
-    pub fn for_process(config: &Config, process: &ProcessOptions, agent_tracing: bool) -> Self {
+    /// `--cpus` rounded up and `--memory` (the VM gets at least 128 MiB), else the configured
+    /// defaults. A `--memory` outside what [`check_memory`] accepts is refused here, before
+    /// anything boots.
+    pub fn for_process(
+        config: &Config,
+        process: &ProcessOptions,
+        agent_tracing: bool,
+    ) -> Result<Self, RunError> {
+        if let Some(b) = process.memory_bytes {
+            check_memory(b)?;
+        }
         let q = &config.hypervisor.qemu;
-        Self {
+        Ok(Self {
             vcpus: process
                 .cpus
                 .map(|c| c.ceil().max(1.0) as u32)
@@ -70,7 +128,8 @@ impl BootOptions {
                 .unwrap_or(q.default_memory.max(128)),
             agent_tracing,
             traceparent: None,
-        }
+            log_max_bytes: config.runtime.log_max_bytes()?,
+        })
     }
 }
 
@@ -94,6 +153,10 @@ pub struct SandboxVm {
     stderr_pipes: Vec<(&'static str, tokio::process::ChildStderr)>,
     vm_exit: watch::Receiver<Option<String>>,
     vm_task: AbortOnDrop,
+    /// Copies the serial console into `console.log`; after QEMU, so that its last lines land.
+    _console: AbortOnDrop,
+    /// Cap of each log stream, for [`SandboxVm::drain_stderr`] and the container's logs.
+    pub log_max_bytes: u64,
     /// Agent spans the built-in forwarder has received, when there is one (see `stop`).
     agent_spans_received: Option<crate::run::SpanCount>,
     _ready: tokio::net::UnixListener,
@@ -172,9 +235,10 @@ impl SandboxVm {
             vhost_vsock_socket: sb.vhost_socket(),
             virtiofs_socket: sb.virtiofs_socket(),
             virtiofs_tag: "rootfs".into(),
-            console_log: sb.console_log(),
+            console_socket: sb.console_socket(),
             accel: choice.clone(),
         };
+        let console = capture_console(&sb, opts.log_max_bytes)?;
         let ready_path = sb.host_port_socket(shoji_protocols::READY_VSOCK_PORT);
         let ready = tokio::net::UnixListener::bind(&ready_path).map_err(|source| {
             crate::stdio::StdioError::Listen {
@@ -195,7 +259,7 @@ impl SandboxVm {
         .into_iter()
         .filter_map(|(what, pid)| pid.map(|pid| StartedProcess { what, pid }))
         .collect();
-        let stderr_pipes = [
+        let stderr_pipes: Vec<_> = [
             ("vhost-device-vsock", vsock_helper.take_stderr()),
             ("virtiofsd", fs_helper.take_stderr()),
             ("qemu", qemu_guard.take_stderr()),
@@ -235,9 +299,16 @@ impl SandboxVm {
             Err(source) => {
                 // Give QEMU a moment to flush the console before reading its tail.
                 tokio::time::sleep(Duration::from_millis(100)).await;
+                let mut stderr_pipes = stderr_pipes;
+                let exited = vm_exit.borrow().is_some();
+                let qemu_said = match exited {
+                    true => qemu_stderr(&mut stderr_pipes).await,
+                    false => String::new(),
+                };
                 return Err(RunError::Boot {
                     sandbox: sb.id.clone(),
                     cause: source,
+                    qemu_said,
                     console: sb.console_tail(20),
                 });
             }
@@ -277,6 +348,8 @@ impl SandboxVm {
             stderr_pipes,
             vm_exit,
             vm_task,
+            _console: console,
+            log_max_bytes: opts.log_max_bytes,
             agent_spans_received,
             _ready: ready,
             fs_helper,
@@ -287,10 +360,13 @@ impl SandboxVm {
 
     /// Copies what QEMU and the helpers write on stderr to this process's stderr. A sandbox
     /// that lives long must do this: a pipe nobody reads fills up, and its writer then blocks.
+    /// Each process's part is capped like every log.
     pub fn drain_stderr(&mut self) {
-        for (what, mut pipe) in self.stderr_pipes.drain(..) {
+        let cap = self.log_max_bytes;
+        for (what, pipe) in self.stderr_pipes.drain(..) {
             tokio::spawn(async move {
-                let _ = tokio::io::copy(&mut pipe, &mut tokio::io::stderr()).await;
+                let mut out = tokio::io::stderr();
+                crate::capped_log::copy_capped_logged(pipe, &mut out, cap, what).await;
                 tracing::debug!(process = what, "stderr closed");
             });
         }
@@ -398,6 +474,54 @@ impl SandboxVm {
         fs_helper.stop().await;
         drop(sb);
         dropped
+    }
+}
+
+/// Listens on the console socket QEMU will connect to and copies what the guest writes on its
+/// serial port into `console.log` (0600, made once QEMU connects), at most `cap` bytes: a guest
+/// that writes to `/dev/ttyS0` in a loop must not fill the host's disk.
+fn capture_console(sb: &SandboxDir, cap: u64) -> Result<AbortOnDrop, RunError> {
+    let path = sb.console_log();
+    let sock = sb.console_socket();
+    let listener = tokio::net::UnixListener::bind(&sock).map_err(|source| {
+        crate::stdio::StdioError::Listen {
+            path: sock.display().to_string(),
+            source,
+        }
+    })?;
+    let task = tokio::spawn(async move {
+        let Ok((conn, _)) = listener.accept().await else {
+            return;
+        };
+        match crate::private_fs::private_file(&path) {
+            Ok(f) => {
+                let mut file = tokio::fs::File::from_std(f);
+                crate::capped_log::copy_capped_logged(conn, &mut file, cap, "console").await;
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot create the console log; dropping the console");
+                crate::capped_log::copy_capped(conn, &mut tokio::io::sink(), 0).await;
+            }
+        }
+    });
+    Ok(AbortOnDrop(Some(task)))
+}
+
+/// What an exited QEMU wrote on stderr (its reason for refusing to start, say), at most 4 KiB,
+/// as a section of an error message; empty if it said nothing.
+async fn qemu_stderr(pipes: &mut [(&'static str, tokio::process::ChildStderr)]) -> String {
+    use tokio::io::AsyncReadExt;
+    let Some((_, pipe)) = pipes.iter_mut().find(|(what, _)| *what == "qemu") else {
+        return String::new();
+    };
+    let mut buf = Vec::new();
+    let mut limited = pipe.take(4096);
+    let read = limited.read_to_end(&mut buf);
+    let _ = tokio::time::timeout(Duration::from_millis(500), read).await;
+    let text = String::from_utf8_lossy(&buf);
+    match text.trim() {
+        "" => String::new(),
+        t => format!("\n--- QEMU's error output ---\n{t}"),
     }
 }
 

@@ -222,25 +222,28 @@ async fn create(
     };
     st.write(&dir)?;
 
+    let opts = BootOptions::for_process(config, &req.process, req.agent_tracing(config))?;
     let bins = Binaries::locate(config)?;
     let (spec, rootfs) =
         info_span!("image.unpack", source = "runtime", subsystem = "image", sandbox_id = %id)
             .in_scope(|| prepare_rootfs(&req.source, &sb, &req.process))?;
+    let rootfs = sb.share_rootfs(&rootfs).map_err(RunError::from)?;
     let spec_json = serde_json::to_vec_pretty(&spec)
         .map_err(|e| RunError::Spec(SpecError::Build(e.to_string())))?;
     // The spec actually used: with an image or a rootfs, the state directory is the bundle.
     let config_json = dir.join("config.json");
-    std::fs::write(&config_json, &spec_json).map_err(|source| LifecycleError::Io {
-        what: "cannot write",
-        path: config_json,
-        source,
+    crate::private_fs::write_private(&config_json, &spec_json).map_err(|source| {
+        LifecycleError::Io {
+            what: "cannot write",
+            path: config_json,
+            source,
+        }
     })?;
     let base_process = spec
         .process()
         .clone()
         .ok_or(RunError::Spec(SpecError::NoCommand))?;
 
-    let opts = BootOptions::for_process(config, &req.process, req.agent_tracing(config));
     let mut vm = SandboxVm::boot(config, &bins, sb, &rootfs, &opts, hooks).await?;
     root_span.record("shoji.clock_offset_ns", vm.clock.offset_ns);
     vm.drain_stderr();
@@ -291,7 +294,7 @@ async fn create_container(
 ) -> Result<(u32, StdioRelay, UnixListener), LifecycleError> {
     let log = |name: &str| {
         let path = dir.join(name);
-        std::fs::File::create(&path).map_err(|source| LifecycleError::Io {
+        crate::private_fs::private_file(&path).map_err(|source| LifecycleError::Io {
             what: "cannot create",
             path,
             source,
@@ -302,6 +305,7 @@ async fn create_container(
         FIRST_STDIO_PORT,
         log(state::STDOUT_LOG)?,
         log(state::STDERR_LOG)?,
+        vm.log_max_bytes,
     )
     .map_err(RunError::from)?;
     let created = vm

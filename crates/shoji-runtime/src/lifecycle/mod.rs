@@ -69,6 +69,8 @@ pub enum LifecycleError {
     BadSignal { value: String },
     #[error(transparent)]
     Run(#[from] RunError),
+    #[error(transparent)]
+    Private(#[from] crate::private_fs::PrivateFsError),
 }
 
 /// `TERM`, `SIGTERM`, `term` or `15` to a signal number.

@@ -271,7 +271,7 @@ impl StateFile {
             path: path.clone(),
             message: e.to_string(),
         })?;
-        std::fs::write(&tmp, text).map_err(io)?;
+        crate::private_fs::write_private(&tmp, &text).map_err(io)?;
         std::fs::rename(&tmp, &path).map_err(io)
     }
 
@@ -311,24 +311,28 @@ pub fn claim_root_end(dir: &Path) -> bool {
 
 /// Checks a container id: it names a directory and a guest cgroup, so it must be a plain name.
 pub fn validate_id(id: &str) -> Result<(), LifecycleError> {
-    let bad = |reason: &'static str| LifecycleError::InvalidId {
+    id_problem(id).map_err(|reason| LifecycleError::InvalidId {
         id: id.to_string(),
         reason,
-    };
+    })
+}
+
+/// What is wrong with a container id (`shoji create ID`, `shoji run --name`), if anything.
+pub fn id_problem(id: &str) -> Result<(), &'static str> {
     if id.is_empty() {
-        return Err(bad("it is empty"));
+        return Err("it is empty");
     }
     if id.len() > MAX_ID_LEN {
-        return Err(bad("it is longer than 64 characters"));
+        return Err("it is longer than 64 characters");
     }
     if !id.as_bytes()[0].is_ascii_alphanumeric() {
-        return Err(bad("it must start with a letter or a digit"));
+        return Err("it must start with a letter or a digit");
     }
     if !id
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'+'))
     {
-        return Err(bad("only letters, digits and _ - . + are allowed"));
+        return Err("only letters, digits and _ - . + are allowed");
     }
     Ok(())
 }
