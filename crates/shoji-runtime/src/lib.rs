@@ -1,13 +1,15 @@
 //! Host runtime: configuration, sandbox lifecycle, hypervisor, helpers, agent client.
 //!
-//! How the parts compose: [`config`] loads the TOML; [`image`] turns an OCI image, bundle or
-//! rootfs into a root filesystem and a runtime spec; [`sandbox`] owns the per-sandbox directory
-//! (kept from other users by [`private_fs`], reclaimed after a killed run by [`reclaim`]);
-//! [`helpers`] starts vhost-device-vsock and virtiofsd; [`hypervisor`] launches QEMU; [`agent`]
-//! talks ttRPC to the guest over hybrid vsock; [`vm`] holds one booted sandbox; [`run`] strings
-//! them together for `shoji run`, and [`lifecycle`] keeps a sandbox alive in a sandbox process
-//! between `shoji create` and `shoji delete`. Everything started is owned by a guard that kills
-//! and removes it on drop.
+//! How the parts compose: [`config`] loads the TOML; [`image`] unpacks an OCI image and [`spec`]
+//! builds the runtime spec; [`helpers`] starts vhost-device-vsock and virtiofsd; [`hypervisor`]
+//! is the VMM seam (QEMU today); [`agent`] talks ttRPC to the guest over hybrid vsock;
+//! [`sandbox`] puts these together into one booted VM (its directory, binaries, root
+//! filesystem, hooks, boot errors, and [`sandbox::SandboxVm`]); [`run`] is `shoji run` (one
+//! sandbox, one container, to its exit), and [`lifecycle`] keeps a sandbox alive in a sandbox
+//! process between `shoji create` and `shoji delete`; [`reclaim`] removes what a killed
+//! `shoji run` left. Everything started is owned by a guard that kills and removes it on drop.
+//! What the host keeps from its other users: directories and files made by [`private_fs`]
+//! (0700/0600), every guest byte that reaches a host log capped by [`capped_log`].
 
 pub mod agent;
 pub mod capped_log;
@@ -17,12 +19,13 @@ pub mod helpers;
 pub mod hypervisor;
 pub mod image;
 pub mod lifecycle;
+pub mod network;
 pub mod private_fs;
 pub mod process;
 pub mod reclaim;
 pub mod run;
 pub mod sandbox;
+pub mod signals;
 pub mod spec;
 pub mod stdio;
-pub mod vm;
 pub mod vsock;

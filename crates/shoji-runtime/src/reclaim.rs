@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::lifecycle::state::{ProcessRecord, STATE_FILE};
 use crate::private_fs;
+use crate::sandbox::remove_sandbox_dir;
 
 /// The owner record in a `shoji run` sandbox directory.
 pub const OWNER_FILE: &str = "owner.json";
@@ -88,9 +89,7 @@ pub fn reclaim_abandoned(root: &Path) -> Vec<Reclaimed> {
             p.kill();
         }
         wait_gone(&killed, Duration::from_secs(5));
-        let error = private_fs::remove_sandbox_dir(&dir)
-            .err()
-            .map(|e| e.to_string());
+        let error = remove_sandbox_dir(&dir).err().map(|e| e.to_string());
         tracing::info!(dir = %dir.display(), killed = killed.len(), error = ?error, "reclaimed the sandbox directory of a run that is gone");
         done.push(Reclaimed { dir, killed, error });
     }

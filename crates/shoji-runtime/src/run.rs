@@ -4,35 +4,25 @@
 //! declared in an order such that dropping them in reverse tears everything down on any exit
 //! path: success, error, or a signal turned into an early return.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use shoji_protocols::agent;
-use tokio::signal::unix::{signal, SignalKind};
 use tracing::{info_span, Instrument};
 
 use crate::agent::{AgentClient, AgentError, ClockOffset};
 use crate::config::Config;
+use crate::image;
 use crate::lifecycle::state::ProcessRecord;
-use crate::private_fs;
-use crate::reclaim::OwnerRecord;
-use crate::sandbox::{SandboxDir, SandboxError};
+use crate::network::NetworkPlan;
+use crate::reclaim::{OwnerRecord, OWNER_FILE};
+use crate::sandbox::rootfs::{image_rootfs, unpack_image};
+use crate::sandbox::{
+    self, prepare_rootfs, remove_sandbox_dir, Binaries, BootError, BootOptions, RootSource,
+    RunHooks, SandboxDir, SandboxError, SandboxVm,
+};
+use crate::signals::{self, Signals};
 use crate::spec::{ProcessOptions, SpecError};
-use crate::stdio::{RawTerminal, StdioRelay, FIRST_STDIO_PORT};
-use crate::vm::{Binaries, BootOptions, SandboxVm};
-use crate::{helpers, image, process, sandbox};
-
-/// Where the container's root filesystem comes from.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RootSource {
-    /// OCI image layout directory, OCI archive or docker-save tarball.
-    Image(PathBuf),
-    /// runc-style bundle: config.json + rootfs.
-    Bundle(PathBuf),
-    /// A bare root filesystem directory.
-    Rootfs(PathBuf),
-}
+use crate::stdio::{RawTerminal, StdioError, StdioRelay, FIRST_STDIO_PORT};
 
 #[derive(Debug, Clone, Default)]
 pub struct RunRequest {
@@ -44,6 +34,8 @@ pub struct RunRequest {
     pub agent_tracing: bool,
     /// W3C traceparent for the agent's boot spans.
     pub traceparent: Option<String>,
+    /// `--network`, `-p`, `--hostname`, `--add-host`, `--dns`.
+    pub network: crate::network::NetworkOptions,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -63,121 +55,27 @@ pub enum RunError {
     #[error("no image, --bundle or --rootfs given")]
     NoSource,
     #[error(transparent)]
-    Config(#[from] crate::config::ConfigError),
+    Sandbox(#[from] BootError),
     #[error(transparent)]
-    Sandbox(#[from] SandboxError),
-    #[error(transparent)]
-    Image(#[from] image::ImageError),
-    #[error(transparent)]
-    Spec(#[from] SpecError),
-    #[error(transparent)]
-    Process(#[from] process::ProcessError),
-    #[error(transparent)]
-    Helper(#[from] helpers::HelperError),
-    #[error(transparent)]
-    Hypervisor(#[from] crate::hypervisor::HypervisorError),
-    #[error(transparent)]
-    Stdio(#[from] crate::stdio::StdioError),
-    #[error(
-        "{what} {path} does not exist; run `shoji image build`, or set [hypervisor.qemu] {key}"
-    )]
-    GuestImage {
-        what: &'static str,
-        key: &'static str,
-        path: PathBuf,
-    },
-    #[error(
-        "sandbox {sandbox}: {cause}{qemu_said}\n--- last lines of the guest console ---\n{console}"
-    )]
-    Boot {
-        sandbox: String,
-        cause: AgentError,
-        /// What QEMU wrote on stderr if it exited, with a heading; else empty.
-        qemu_said: String,
-        console: String,
-    },
-    #[error("invalid --memory {given}: {reason}")]
-    Memory { given: String, reason: String },
+    Network(#[from] crate::network::NetworkError),
     #[error("invalid --name {name:?}: {reason}")]
     InvalidName { name: String, reason: &'static str },
-    #[error("sandbox {sandbox}: the VM exited unexpectedly ({status}) while the container was running\n--- last lines of the guest console ---\n{console}")]
-    VmDied {
-        sandbox: String,
-        status: String,
-        console: String,
-    },
-    #[error("sandbox {sandbox}: {cause}")]
-    Agent { sandbox: String, cause: AgentError },
 }
 
-/// Points where the telemetry pipeline plugs in. Every method has a no-op default.
-pub trait RunHooks: Send {
-    /// The sandbox directory exists; the VM is not started yet. The built-in trace forwarder
-    /// listens on `sb.host_port_socket(10240)` from here.
-    fn sandbox_ready(&mut self, _sb: &SandboxDir) {}
-    /// The guest-host clock offset was measured.
-    fn clock_measured(&mut self, _sandbox_id: &str, _offset: ClockOffset) {}
-    /// Makes outgoing agent calls carry the trace context.
-    fn context_injector(&self) -> Option<crate::agent::ContextInjector> {
-        None
-    }
-    /// The current span as the root of its trace, when the runtime's spans are exported: the
-    /// lifecycle records it in the state (annotations `shoji.trace_id`, `shoji.root_span_id`,
-    /// and what `delete` needs to end the root if the sandbox process cannot).
-    fn trace_root(&self) -> Option<crate::lifecycle::state::TraceRoot> {
-        None
-    }
-    /// The count of agent spans the built-in forwarder has received; `None` without one. The VM
-    /// is stopped only once the spans the agent reports as sent have arrived.
-    fn agent_spans_received(&self) -> Option<SpanCount> {
-        None
+impl From<SandboxError> for RunError {
+    fn from(e: SandboxError) -> Self {
+        Self::Sandbox(e.into())
     }
 }
-
-/// Reads a running count (of spans received, for [`RunHooks::agent_spans_received`]).
-#[derive(Clone)]
-pub struct SpanCount(pub std::sync::Arc<dyn Fn() -> u64 + Send + Sync>);
-impl std::fmt::Debug for SpanCount {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "SpanCount({})", (self.0)())
+impl From<StdioError> for RunError {
+    fn from(e: StdioError) -> Self {
+        Self::Sandbox(e.into())
     }
 }
-
-/// No telemetry.
-#[derive(Debug, Default)]
-pub struct NoHooks;
-impl RunHooks for NoHooks {}
-
-/// Guest kernel and initrd: configured, else the image `shoji image build` made.
-pub fn guest_image(config: &Config) -> Result<(PathBuf, PathBuf), RunError> {
-    let q = &config.hypervisor.qemu;
-    let dir = shoji_image::guest_dir();
-    let kernel = q.kernel.clone().unwrap_or_else(|| dir.join("vmlinux"));
-    let initrd = q.initrd.clone().unwrap_or_else(|| dir.join("initrd.img"));
-    if !kernel.is_file() {
-        return Err(RunError::GuestImage {
-            what: "guest kernel",
-            key: "kernel",
-            path: kernel,
-        });
+impl From<SpecError> for RunError {
+    fn from(e: SpecError) -> Self {
+        Self::Sandbox(e.into())
     }
-    if !initrd.is_file() {
-        return Err(RunError::GuestImage {
-            what: "guest initrd",
-            key: "initrd",
-            path: initrd,
-        });
-    }
-    Ok((kernel, initrd))
-}
-
-/// Where sandbox directories go: `[runtime] sandbox_root`, else [`sandbox::default_root`].
-pub fn sandbox_root(config: &Config) -> PathBuf {
-    config
-        .runtime
-        .sandbox_root
-        .clone()
-        .unwrap_or_else(sandbox::default_root)
 }
 
 /// Runs one container in a fresh VM and returns its status.
@@ -187,26 +85,36 @@ pub async fn run(
     hooks: &mut dyn RunHooks,
 ) -> Result<RunOutcome, RunError> {
     let source = req.source.clone().ok_or(RunError::NoSource)?;
-
-    // Refuse what is wrong before anything is started, and resolve everything that can be
-    // missing.
+    // Bad options are refused before anything starts.
     if let Some(name) = &req.container_id {
         crate::lifecycle::state::id_problem(name).map_err(|reason| RunError::InvalidName {
             name: name.clone(),
             reason,
         })?;
     }
+    req.network.validate()?;
+    if let Some(name) = &req.container_id {
+        req.network.hostname_for(name)?;
+    }
     let mut opts = BootOptions::for_process(config, &req.process, req.agent_tracing)?;
     opts.traceparent = req.traceparent.clone();
+    // Dropped after the VM (declared before it): netns mode undoes its set-up then.
+    // The id is chosen here so that every span, network.prepare included, can carry it.
+    let sandbox_id = sandbox::new_sandbox_id();
+    let net_plan = info_span!("network.prepare", source = "runtime", subsystem = "network", sandbox_id = %sandbox_id, network.mode = %req.network.mode)
+        .in_scope(|| NetworkPlan::new(&req.network))?;
+
+    // Resolve everything that can be missing before anything is started.
     let bins = Binaries::locate(config)?;
 
-    let root = sandbox_root(config);
+    let root = sandbox::sandbox_root(config);
     crate::reclaim::reclaim_abandoned(&root);
-    let sb = SandboxDir::create(&root, &sandbox::new_sandbox_id())?;
+    let sb = SandboxDir::create(&root, &sandbox_id)?;
+    // Written first, so that a reclaimer can tell this directory's owner from the start.
     let mut owner = OwnerRecord::this_process();
     if let Some(o) = &owner {
         o.write(sb.path()).map_err(|source| SandboxError::Create {
-            path: sb.path().join(crate::reclaim::OWNER_FILE),
+            path: sb.path().join(OWNER_FILE),
             source,
         })?;
     }
@@ -217,21 +125,13 @@ pub async fn run(
 
     let unpack_span =
         info_span!("image.unpack", source = "runtime", subsystem = "image", sandbox_id = %sb.id);
+    opts.network = net_plan.vm.clone();
 
     // An image is unpacked while the guest boots: the rootfs is only looked at when the agent
     // mounts it in CreateContainer, and on a 2-core host the unpack (25-150 ms) and QEMU's
     // start overlap (issue #2). virtiofsd serves the directory as it fills.
     let (vm, spec) = if let RootSource::Image(path) = &source {
-        let rootfs = sb.rootfs();
-        std::fs::create_dir_all(&rootfs).map_err(|source| {
-            RunError::Image(image::ImageError::Io {
-                path: rootfs.clone(),
-                source,
-            })
-        })?;
-        // Mounted before anything is unpacked into it: no moment where a setuid file from the
-        // image is reachable without `nosuid`.
-        let rootfs = sb.share_rootfs(&rootfs)?;
+        let rootfs = image_rootfs(&sb)?;
         let (path, work, dest, process) = (
             path.clone(),
             sb.path().join("image"),
@@ -241,10 +141,10 @@ pub async fn run(
         let mut unpack = tokio::task::spawn_blocking(move || {
             unpack_span.in_scope(|| unpack_image(&path, &work, &dest, &process))
         });
-        let joined = |r: Result<Result<_, RunError>, tokio::task::JoinError>| {
+        let joined = |r: Result<Result<_, BootError>, tokio::task::JoinError>| {
             r.unwrap_or_else(|e| {
-                Err(RunError::Image(image::ImageError::Io {
-                    path: source_path(&source),
+                Err(BootError::Image(image::ImageError::Io {
+                    path: source.path().to_path_buf(),
                     source: std::io::Error::other(format!("the unpacking task failed: {e}")),
                 }))
             })
@@ -258,8 +158,8 @@ pub async fn run(
                 Ok(spec) => ((&mut boot).await, Ok(spec)),
                 Err(e) => {
                     drop(boot);
-                    let _ = private_fs::remove_sandbox_dir(&sb_path);
-                    return Err(e);
+                    let _ = remove_sandbox_dir(&sb_path);
+                    return Err(e.into());
                 }
             },
             b = &mut boot => (b, joined(unpack.await)),
@@ -268,18 +168,17 @@ pub async fn run(
             (Ok(vm), Ok(spec)) => (vm, spec),
             (Ok(vm), Err(e)) => {
                 vm.stop().await;
-                return Err(e);
+                return Err(e.into());
             }
             (Err(e), _) => {
                 // The sandbox directory went with the failed boot, possibly while the unpack
                 // was still writing into it.
-                let _ = private_fs::remove_sandbox_dir(&sb_path);
-                return Err(e);
+                let _ = remove_sandbox_dir(&sb_path);
+                return Err(e.into());
             }
         }
     } else {
         let (spec, rootfs) = unpack_span.in_scope(|| prepare_rootfs(&source, &sb, &req.process))?;
-        let rootfs = sb.share_rootfs(&rootfs)?;
         let vm = SandboxVm::boot(config, &bins, sb, &rootfs, &opts, hooks).await?;
         (vm, spec)
     };
@@ -294,8 +193,19 @@ pub async fn run(
             tracing::warn!(error = %e, "cannot update the sandbox's owner record");
         }
     }
+    let mut spec = spec;
+    let hostname = match (&req.network.hostname, &source, spec.hostname()) {
+        // A bundle's own hostname stands unless --hostname is given.
+        (None, RootSource::Bundle(_), Some(h)) if !h.is_empty() => h.clone(),
+        _ => req.network.hostname_for(&container_id)?,
+    };
+    crate::network::apply_hostname(&mut spec, &hostname, &req.process.env);
     let spec_json = serde_json::to_vec(&spec).map_err(|e| SpecError::Build(e.to_string()))?;
     let client = &vm.client;
+    let files = match setup_network(&vm, &req.network, &net_plan, &hostname).await {
+        Ok(f) => f,
+        Err(cause) => return Err(vm.explain(cause).await.into()),
+    };
 
     let mut outcome = RunOutcome {
         sandbox_id: vm.sb.id.clone(),
@@ -317,6 +227,7 @@ pub async fn run(
                 oci_spec_json: spec_json,
                 rootfs_tag: "rootfs".into(),
                 stdio: Some(ports).into(),
+                files,
                 ..Default::default()
             })
             .instrument(info_span!("container.create", source = "runtime", subsystem = "container", container_id = %container_id, container.id = %container_id))
@@ -336,11 +247,11 @@ pub async fn run(
     };
     let status = tokio::select! {
         r = container => r,
-        status = vm.exited() => return Err(vm.died(status).await),
+        status = vm.exited() => return Err(vm.died(status).await.into()),
     };
     let status = match status {
         Ok(s) => s,
-        Err(cause) => return Err(vm.explain(cause).await),
+        Err(cause) => return Err(vm.explain(cause).await.into()),
     };
     outcome.exit_code = status;
     relay
@@ -357,25 +268,45 @@ pub async fn run(
     Ok(outcome)
 }
 
+/// Configures the guest's network (when there is more than loopback) and returns the container's
+/// `/etc` files, in the `network.setup` span.
+async fn setup_network(
+    vm: &SandboxVm,
+    opts: &crate::network::NetworkOptions,
+    plan: &NetworkPlan,
+    hostname: &str,
+) -> Result<Vec<agent::ContainerFile>, AgentError> {
+    let span = info_span!(
+        "network.setup",
+        source = "runtime",
+        subsystem = "network",
+        sandbox_id = %vm.sb.id,
+        network.mode = %opts.mode,
+        network.ports = opts.ports.len(),
+        network.address = plan.address.map(|a| a.to_string()).unwrap_or_default(),
+        host.name = hostname,
+    );
+    async {
+        if let Some(guest) = &plan.guest {
+            vm.client.configure_network(guest).await?;
+        }
+        Ok(crate::network::files::container_files(
+            hostname,
+            &opts.extra_hosts,
+            plan.address,
+            &opts.dns,
+            plan.loopback_dns,
+        ))
+    }
+    .instrument(span)
+    .await
+}
+
 /// Waits for the container's init; SIGINT/SIGTERM/SIGHUP/SIGQUIT received meanwhile are
 /// forwarded to it. If it is still running 3 s after a forwarded signal (a PID 1 without a
 /// handler ignores most signals) it is killed, and the status reports the signal received.
 async fn wait_with_signals(client: &AgentClient, cid: &str) -> Result<i32, AgentError> {
-    let mk = |k| signal(k).ok();
-    let (mut int, mut term, mut hup, mut quit) = (
-        mk(SignalKind::interrupt()),
-        mk(SignalKind::terminate()),
-        mk(SignalKind::hangup()),
-        mk(SignalKind::quit()),
-    );
-    async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
-        match s {
-            Some(s) => {
-                s.recv().await;
-            }
-            None => std::future::pending().await,
-        }
-    }
+    let mut signals = Signals::new(signals::FORWARDED);
     let wait = client.wait_process(cid, "");
     tokio::pin!(wait);
     let mut received: Option<i32> = None;
@@ -391,10 +322,7 @@ async fn wait_with_signals(client: &AgentClient, cid: &str) -> Result<i32, Agent
                     None => r.exit_code,
                 });
             }
-            _ = recv(&mut int) => libc::SIGINT,
-            _ = recv(&mut term) => libc::SIGTERM,
-            _ = recv(&mut hup) => libc::SIGHUP,
-            _ = recv(&mut quit) => libc::SIGQUIT,
+            sig = signals.recv() => sig,
             _ = async { match kill_at { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => libc::SIGKILL,
         };
         if sig == libc::SIGKILL {
@@ -406,45 +334,4 @@ async fn wait_with_signals(client: &AgentClient, cid: &str) -> Result<i32, Agent
         tracing::info!(signal = sig, "forwarding signal to the container");
         let _ = client.signal_process(cid, "", sig as u32).await;
     }
-}
-
-fn source_path(source: &RootSource) -> PathBuf {
-    match source {
-        RootSource::Image(p) | RootSource::Bundle(p) | RootSource::Rootfs(p) => p.clone(),
-    }
-}
-
-/// Unpacks an image into `rootfs` (scratch space in `work`) and builds the runtime spec.
-fn unpack_image(
-    path: &std::path::Path,
-    work: &std::path::Path,
-    rootfs: &std::path::Path,
-    opts: &ProcessOptions,
-) -> Result<oci_spec::runtime::Spec, RunError> {
-    let cfg = image::unpack(path, work, rootfs)?;
-    let _ = std::fs::remove_dir_all(work);
-    Ok(crate::spec::from_image(&cfg, rootfs, opts)?)
-}
-
-pub(crate) fn prepare_rootfs(
-    source: &RootSource,
-    sb: &SandboxDir,
-    opts: &ProcessOptions,
-) -> Result<(oci_spec::runtime::Spec, PathBuf), RunError> {
-    Ok(match source {
-        RootSource::Image(path) => {
-            let rootfs = sb.rootfs();
-            let spec = unpack_image(path, &sb.path().join("image"), &rootfs, opts)?;
-            (spec, rootfs)
-        }
-        RootSource::Bundle(dir) => crate::spec::from_bundle(dir, opts)?,
-        RootSource::Rootfs(dir) => {
-            if !dir.is_dir() {
-                return Err(RunError::Image(image::ImageError::NotFound {
-                    path: dir.clone(),
-                }));
-            }
-            (crate::spec::for_rootfs(dir, opts)?, dir.clone())
-        }
-    })
 }

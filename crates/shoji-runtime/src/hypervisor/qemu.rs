@@ -98,6 +98,7 @@ impl Qemu {
             spec.kernel_cmdline.clone(),
             "-no-reboot".into(),
         ];
+        a.extend(crate::network::NetworkPlan::qemu_args(&spec.network));
         a.shrink_to_fit();
         a
     }
@@ -109,25 +110,26 @@ impl Hypervisor for Qemu {
     }
 
     fn launch(&self, spec: &VmSpec) -> Result<ChildGuard, HypervisorError> {
+        let _span = tracing::info_span!("qemu.launch", source = "hypervisor", subsystem = "hypervisor", qemu.path = %self.path.display()).entered();
         let mut cmd = Command::new(&self.path);
         cmd.args(Self::args(spec))
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped());
+        if let crate::network::VmNetwork::Tap { fd, .. } = &spec.network {
+            // QEMU is told the same number (`-netdev tap,fd=N`): only close-on-exec is cleared.
+            let raw = std::os::fd::AsRawFd::as_raw_fd(&**fd);
+            // SAFETY: runs in the forked child before exec; fcntl is async-signal-safe and
+            // touches only the fd number copied into the closure, which the parent keeps open
+            // (the Arc in the spec) until the child has exec'd.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::fcntl(raw, libc::F_SETFD, 0) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
         Ok(ChildGuard::spawn("QEMU", cmd)?)
     }
-}
-
-/// Host TSC frequency in kHz, for `tsc_early_khz=` (see ADR 005: without it about one TCG boot
-/// in six hung calibrating the TSC against the PIT on a busy 2-core host).
-pub fn host_tsc_khz() -> Option<u64> {
-    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
-    let mhz: f64 = info
-        .lines()
-        .find(|l| l.starts_with("cpu MHz"))?
-        .split(':')
-        .nth(1)?
-        .trim()
-        .parse()
-        .ok()?;
-    Some((mhz * 1000.0) as u64).filter(|k| *k > 0)
 }

@@ -5,44 +5,19 @@
 //! Field order is drop order: the agent connection, QEMU, the helpers, and the sandbox directory
 //! last, once nothing uses it any more.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use tokio::sync::watch;
 use tracing::{info_span, Instrument};
 
+use super::{Binaries, BootError, RunHooks, SandboxDir, SpanCount};
 use crate::agent::{AgentClient, AgentError, ClockOffset};
 use crate::config::Config;
 use crate::helpers;
-use crate::hypervisor::{accel, qemu::Qemu, Hypervisor, VmSpec};
+use crate::hypervisor::{accel, VmSpec};
 use crate::process::ChildGuard;
-use crate::run::{RunError, RunHooks};
-use crate::sandbox::SandboxDir;
 use crate::spec::ProcessOptions;
-
-/// Everything a boot needs from the host, resolved before anything is started.
-#[derive(Debug, Clone)]
-pub struct Binaries {
-    qemu: Qemu,
-    kernel: PathBuf,
-    initrd: PathBuf,
-    vsock: PathBuf,
-    virtiofsd: PathBuf,
-}
-
-impl Binaries {
-    pub fn locate(config: &Config) -> Result<Self, RunError> {
-        let qemu = Qemu::locate(&config.hypervisor.qemu.path)?;
-        let (kernel, initrd) = crate::run::guest_image(config)?;
-        Ok(Self {
-            qemu,
-            kernel,
-            initrd,
-            vsock: helpers::locate("vhost-device-vsock")?,
-            virtiofsd: helpers::locate("virtiofsd")?,
-        })
-    }
-}
 
 /// How a VM is sized and what the agent is told on its kernel command line.
 #[derive(Debug, Clone, Default)]
@@ -53,6 +28,8 @@ pub struct BootOptions {
     pub agent_tracing: bool,
     /// W3C traceparent for the agent's boot spans; filled from the hooks when tracing.
     pub traceparent: Option<String>,
+    /// The VM's network device, if any.
+    pub network: crate::network::VmNetwork,
     /// Cap of each log stream (`[runtime] log_max_size`).
     pub log_max_bytes: u64,
 }
@@ -63,13 +40,13 @@ pub const MIN_MEMORY_BYTES: u64 = 6 << 20;
 
 /// Refuses a `--memory` the container or the VM cannot have: below [`MIN_MEMORY_BYTES`], or more
 /// than the host's memory (`MemTotal` of `/proc/meminfo`).
-pub fn check_memory(bytes: u64) -> Result<(), RunError> {
+pub fn check_memory(bytes: u64) -> Result<(), BootError> {
     let given = if bytes >= 1 << 20 {
         format!("{} MiB", bytes >> 20)
     } else {
         format!("{bytes} bytes")
     };
-    let bad = |reason: String| RunError::Memory {
+    let bad = |reason: String| BootError::Memory {
         given: given.clone(),
         reason,
     };
@@ -106,13 +83,13 @@ fn host_memory_bytes() -> Option<u64> {
 
 impl BootOptions {
     /// `--cpus` rounded up and `--memory` (the VM gets at least 128 MiB), else the configured
-    /// defaults. A `--memory` outside what [`check_memory`] accepts is refused here, before
-    /// anything boots.
+    /// defaults. A `--memory` outside what [`check_memory`] accepts, or a bad `[runtime]
+    /// log_max_size`, is refused here, before anything boots.
     pub fn for_process(
         config: &Config,
         process: &ProcessOptions,
         agent_tracing: bool,
-    ) -> Result<Self, RunError> {
+    ) -> Result<Self, BootError> {
         if let Some(b) = process.memory_bytes {
             check_memory(b)?;
         }
@@ -128,6 +105,7 @@ impl BootOptions {
                 .unwrap_or(q.default_memory.max(128)),
             agent_tracing,
             traceparent: None,
+            network: Default::default(),
             log_max_bytes: config.runtime.log_max_bytes()?,
         })
     }
@@ -158,7 +136,7 @@ pub struct SandboxVm {
     /// Cap of each log stream, for [`SandboxVm::drain_stderr`] and the container's logs.
     pub log_max_bytes: u64,
     /// Agent spans the built-in forwarder has received, when there is one (see `stop`).
-    agent_spans_received: Option<crate::run::SpanCount>,
+    agent_spans_received: Option<SpanCount>,
     _ready: tokio::net::UnixListener,
     fs_helper: ChildGuard,
     vsock_helper: ChildGuard,
@@ -175,7 +153,7 @@ impl SandboxVm {
         rootfs: &Path,
         opts: &BootOptions,
         hooks: &mut dyn RunHooks,
-    ) -> Result<Self, RunError> {
+    ) -> Result<Self, BootError> {
         let q = &config.hypervisor.qemu;
         let root = sb
             .path()
@@ -206,7 +184,7 @@ impl SandboxVm {
                     helper = "virtiofsd"
                 ))
                 .await?;
-            Ok::<_, RunError>((v, f))
+            Ok::<_, BootError>((v, f))
         }
         .instrument(vm_span.clone())
         .await?;
@@ -237,8 +215,9 @@ impl SandboxVm {
             virtiofs_tag: "rootfs".into(),
             console_socket: sb.console_socket(),
             accel: choice.clone(),
+            network: opts.network.clone(),
         };
-        let console = capture_console(&sb, opts.log_max_bytes)?;
+        let console = AbortOnDrop(Some(super::console::capture(&sb, opts.log_max_bytes)?));
         let ready_path = sb.host_port_socket(shoji_protocols::READY_VSOCK_PORT);
         let ready = tokio::net::UnixListener::bind(&ready_path).map_err(|source| {
             crate::stdio::StdioError::Listen {
@@ -246,15 +225,11 @@ impl SandboxVm {
                 source,
             }
         })?;
-        let qemu = &bins.qemu;
-        let mut qemu_guard = vm_span.in_scope(|| {
-            info_span!("qemu.launch", source = "hypervisor", subsystem = "hypervisor", qemu.path = %qemu.path.display())
-                .in_scope(|| qemu.launch(&vm))
-        })?;
+        let mut qemu_guard = vm_span.in_scope(|| bins.hypervisor.launch(&vm))?;
         let processes = [
             ("vhost-device-vsock", vsock_helper.id()),
             ("virtiofsd", fs_helper.id()),
-            ("qemu", qemu_guard.id()),
+            (bins.hypervisor.name(), qemu_guard.id()),
         ]
         .into_iter()
         .filter_map(|(what, pid)| pid.map(|pid| StartedProcess { what, pid }))
@@ -262,7 +237,7 @@ impl SandboxVm {
         let stderr_pipes: Vec<_> = [
             ("vhost-device-vsock", vsock_helper.take_stderr()),
             ("virtiofsd", fs_helper.take_stderr()),
-            ("qemu", qemu_guard.take_stderr()),
+            (bins.hypervisor.name(), qemu_guard.take_stderr()),
         ]
         .into_iter()
         .filter_map(|(what, pipe)| pipe.map(|p| (what, p)))
@@ -302,10 +277,10 @@ impl SandboxVm {
                 let mut stderr_pipes = stderr_pipes;
                 let exited = vm_exit.borrow().is_some();
                 let qemu_said = match exited {
-                    true => qemu_stderr(&mut stderr_pipes).await,
+                    true => hypervisor_stderr(bins.hypervisor.name(), &mut stderr_pipes).await,
                     false => String::new(),
                 };
-                return Err(RunError::Boot {
+                return Err(BootError::Boot {
                     sandbox: sb.id.clone(),
                     cause: source,
                     qemu_said,
@@ -323,7 +298,7 @@ impl SandboxVm {
                 subsystem = "agent"
             ))
             .await
-            .map_err(|cause| RunError::Agent {
+            .map_err(|cause| BootError::Agent {
                 sandbox: sb.id.clone(),
                 cause,
             })?;
@@ -389,10 +364,10 @@ impl SandboxVm {
     }
 
     /// The error for a VM that exited while it should not have, with the console's tail.
-    pub async fn died(&self, status: String) -> RunError {
+    pub async fn died(&self, status: String) -> BootError {
         // Give QEMU's last console lines a moment to reach the file.
         tokio::time::sleep(Duration::from_millis(100)).await;
-        RunError::VmDied {
+        BootError::VmDied {
             sandbox: self.sb.id.clone(),
             status,
             console: self.sb.console_tail(20),
@@ -400,19 +375,19 @@ impl SandboxVm {
     }
 
     /// A dead VM shows up first as a broken agent connection: says which it was.
-    pub async fn explain(&self, cause: AgentError) -> RunError {
+    pub async fn explain(&self, cause: AgentError) -> BootError {
         let mut exit = self.vm_exit.clone();
         let died =
             tokio::time::timeout(Duration::from_secs(2), exit.wait_for(|s| s.is_some())).await;
         if let Ok(Ok(st)) = died {
             let status = st.clone().unwrap_or_default();
-            return RunError::VmDied {
+            return BootError::VmDied {
                 sandbox: self.sb.id.clone(),
                 status,
                 console: self.sb.console_tail(20),
             };
         }
-        RunError::Agent {
+        BootError::Agent {
             sandbox: self.sb.id.clone(),
             cause,
         }
@@ -461,6 +436,7 @@ impl SandboxVm {
         let Self {
             client,
             vm_task,
+            _console: console,
             mut fs_helper,
             mut vsock_helper,
             sb,
@@ -468,6 +444,7 @@ impl SandboxVm {
         } = self;
         info_span!("sandbox.cleanup", source = "runtime", subsystem = "sandbox").in_scope(|| {
             drop(vm_task);
+            drop(console);
             drop(client);
         });
         vsock_helper.stop().await;
@@ -477,51 +454,23 @@ impl SandboxVm {
     }
 }
 
-/// Listens on the console socket QEMU will connect to and copies what the guest writes on its
-/// serial port into `console.log` (0600, made once QEMU connects), at most `cap` bytes: a guest
-/// that writes to `/dev/ttyS0` in a loop must not fill the host's disk.
-fn capture_console(sb: &SandboxDir, cap: u64) -> Result<AbortOnDrop, RunError> {
-    let path = sb.console_log();
-    let sock = sb.console_socket();
-    let listener = tokio::net::UnixListener::bind(&sock).map_err(|source| {
-        crate::stdio::StdioError::Listen {
-            path: sock.display().to_string(),
-            source,
-        }
-    })?;
-    let task = tokio::spawn(async move {
-        let Ok((conn, _)) = listener.accept().await else {
-            return;
-        };
-        match crate::private_fs::private_file(&path) {
-            Ok(f) => {
-                let mut file = tokio::fs::File::from_std(f);
-                crate::capped_log::copy_capped_logged(conn, &mut file, cap, "console").await;
-            }
-            Err(e) => {
-                tracing::warn!(path = %path.display(), error = %e, "cannot create the console log; dropping the console");
-                crate::capped_log::copy_capped(conn, &mut tokio::io::sink(), 0).await;
-            }
-        }
-    });
-    Ok(AbortOnDrop(Some(task)))
-}
-
-/// What an exited QEMU wrote on stderr (its reason for refusing to start, say), at most 4 KiB,
-/// as a section of an error message; empty if it said nothing.
-async fn qemu_stderr(pipes: &mut [(&'static str, tokio::process::ChildStderr)]) -> String {
+/// What an exited hypervisor wrote on stderr (QEMU's reason for refusing to start, say), at
+/// most 4 KiB, as a section of an error message; empty if it said nothing.
+async fn hypervisor_stderr(
+    name: &str,
+    pipes: &mut [(&'static str, tokio::process::ChildStderr)],
+) -> String {
     use tokio::io::AsyncReadExt;
-    let Some((_, pipe)) = pipes.iter_mut().find(|(what, _)| *what == "qemu") else {
+    let Some((_, pipe)) = pipes.iter_mut().find(|(what, _)| *what == name) else {
         return String::new();
     };
     let mut buf = Vec::new();
     let mut limited = pipe.take(4096);
     let read = limited.read_to_end(&mut buf);
     let _ = tokio::time::timeout(Duration::from_millis(500), read).await;
-    let text = String::from_utf8_lossy(&buf);
-    match text.trim() {
+    match String::from_utf8_lossy(&buf).trim() {
         "" => String::new(),
-        t => format!("\n--- QEMU's error output ---\n{t}"),
+        t => format!("\n--- {name}'s error output ---\n{t}"),
     }
 }
 
@@ -547,7 +496,7 @@ impl Drop for AbortOnDrop {
 
 fn kernel_cmdline(config: &Config, opts: &BootOptions, sandbox_id: &str) -> String {
     let mut c = String::from("console=ttyS0 quiet panic=-1 reboot=t");
-    if let Some(khz) = crate::hypervisor::qemu::host_tsc_khz() {
+    if let Some(khz) = crate::hypervisor::host_tsc_khz() {
         // tsc=reliable: under TCG the guest's TSC is the host's, but the kernel's clocksource
         // watchdog judges it against jiffies, whose ticks TCG delivers late, marks it unstable
         // and falls back to refined-jiffies: a 4 ms clock that loses ticks under load, which

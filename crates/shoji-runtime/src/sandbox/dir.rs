@@ -1,11 +1,12 @@
 //! The sandbox directory: sockets, console log, root filesystem, spec. Mode 0700 under a 0700
 //! root ([`crate::private_fs`]); removed whole when the [`SandboxDir`] drops, on every exit
-//! path, its rootfs mount first.
+//! path, its rootfs mount ([`super::mounts`]) first.
 
 use std::path::{Path, PathBuf};
 
 use rand::Rng;
 
+use super::mounts::{self, MountError};
 use crate::private_fs::{self, PrivateFsError};
 
 #[derive(Debug, thiserror::Error)]
@@ -18,6 +19,8 @@ pub enum SandboxError {
     },
     #[error(transparent)]
     Private(#[from] PrivateFsError),
+    #[error(transparent)]
+    Mount(#[from] MountError),
     #[error("cannot create the rootfs mount point {path}")]
     MountPoint {
         path: PathBuf,
@@ -74,7 +77,7 @@ impl SandboxDir {
     /// a mount that disarms them. Without root no mount can be made: `src` is served as it is
     /// (the files are the user's own, so no other user gains from them; see ADR 009).
     pub fn share_rootfs(&self, src: &Path) -> Result<PathBuf, SandboxError> {
-        if !private_fs::can_mount() {
+        if !mounts::can_mount() {
             return Ok(src.to_path_buf());
         }
         let dst = self.rootfs();
@@ -87,7 +90,7 @@ impl SandboxDir {
             }
             _ => {}
         }
-        private_fs::bind_nosuid(src, &dst)?;
+        mounts::bind_nosuid(src, &dst)?;
         Ok(dst)
     }
 
@@ -146,15 +149,31 @@ pub fn console_tail(path: &Path, n: usize) -> String {
     lines[start..].join("\n")
 }
 
+/// Removes `dir` and everything in it, after detaching the mounts below it. If a mount cannot
+/// be detached nothing is removed: deleting through it would delete what it shows (a bundle's
+/// rootfs is the user's own directory).
+pub fn remove_sandbox_dir(dir: &Path) -> std::io::Result<()> {
+    if !mounts::unmount_all_under(dir) {
+        return Err(std::io::Error::other(format!(
+            "mounts are left below {}; not removing it",
+            dir.display()
+        )));
+    }
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        r => r,
+    }
+}
+
 impl Drop for SandboxDir {
     fn drop(&mut self) {
         if self.keep {
             // Kept for a look: not reclaimed, but no mount outlives its owner.
             let _ = std::fs::remove_file(self.path.join(crate::reclaim::OWNER_FILE));
-            private_fs::unmount_all_under(&self.path);
+            mounts::unmount_all_under(&self.path);
             return;
         }
-        if let Err(e) = private_fs::remove_sandbox_dir(&self.path) {
+        if let Err(e) = remove_sandbox_dir(&self.path) {
             tracing::warn!(path = %self.path.display(), error = %e, "cannot remove the sandbox directory");
         }
     }
