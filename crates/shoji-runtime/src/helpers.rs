@@ -52,7 +52,7 @@ pub async fn start_vsock(
         .arg(vhost_socket)
         .arg("--uds-path")
         .arg(uds);
-    start("vhost-device-vsock", cmd, vhost_socket).await
+    start("vhost-device-vsock", cmd, vhost_socket, ChildGuard::spawn).await
 }
 
 /// virtiofsd's own confinement (ADR 009). As root, `namespace`: it serves the guest from new
@@ -84,17 +84,19 @@ pub async fn start_virtiofsd(
         .arg("--cache")
         .arg("auto")
         .env("RUST_LOG", "error");
-    start("virtiofsd", cmd, socket).await
+    // Its own group: as root it serves from a forked child (`--sandbox namespace`).
+    start("virtiofsd", cmd, socket, ChildGuard::spawn_group).await
 }
 
 async fn start(
     what: &'static str,
     mut cmd: Command,
     socket: &Path,
+    spawn: fn(&'static str, Command) -> Result<ChildGuard, ProcessError>,
 ) -> Result<ChildGuard, HelperError> {
     cmd.stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped());
-    let mut child = ChildGuard::spawn(what, cmd)?;
+    let mut child = spawn(what, cmd)?;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         if socket.exists() {
