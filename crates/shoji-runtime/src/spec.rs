@@ -25,19 +25,18 @@ pub enum SpecError {
     },
     #[error("cannot build the runtime spec: {0}")]
     Build(String),
-    #[error("{path}: mount {destination} (type {kind}, from {from}) is not supported: the container gets only the standard {standard}; remove it from \"mounts\"")]
+    #[error("{path}: mount {destination} (type {kind}, from {from}) is not supported yet: the container gets only the standard {}; remove it from \"mounts\"", STANDARD_MOUNTS.join(", "))]
     UnsupportedMount {
         path: PathBuf,
         destination: String,
         kind: String,
         from: String,
-        standard: String,
     },
 }
 
 /// The mounts every container gets from the agent; a bundle may list them (runc's `spec`
 /// does) and they are honoured as they always are. Any other mount would be silently missing
-/// in the guest, so it is refused until volumes exist.
+/// in the guest, so it is refused until bundle mounts are honoured (volumes, issue 13).
 pub const STANDARD_MOUNTS: [&str; 7] = [
     "/proc",
     "/dev",
@@ -68,7 +67,6 @@ fn check_mounts(spec: &Spec, path: &Path) -> Result<(), SpecError> {
             .as_ref()
             .map(|s| s.display().to_string())
             .unwrap_or_else(|| "nothing".into()),
-        standard: STANDARD_MOUNTS.join(", "),
     })
 }
 

@@ -31,15 +31,13 @@ pub enum BootError {
         key: &'static str,
         path: PathBuf,
     },
-    #[error(
-        "sandbox {sandbox}: {cause}{qemu_said}\n--- last lines of the guest console ---\n{console}"
-    )]
+    #[error("sandbox {sandbox}: {cause}\n{output}")]
     Boot {
         sandbox: String,
         cause: AgentError,
-        /// What the hypervisor wrote on stderr if it exited, with a heading; else empty.
-        qemu_said: String,
-        console: String,
+        /// What the hypervisor wrote on stderr if it exited, then the console's last lines,
+        /// each under a heading.
+        output: String,
     },
     #[error("invalid --memory {given}: {reason}")]
     Memory { given: String, reason: String },

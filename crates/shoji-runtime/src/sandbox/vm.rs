@@ -283,8 +283,10 @@ impl SandboxVm {
                 return Err(BootError::Boot {
                     sandbox: sb.id.clone(),
                     cause: source,
-                    qemu_said,
-                    console: sb.console_tail(20),
+                    output: format!(
+                        "{qemu_said}--- last lines of the guest console ---\n{}",
+                        sb.console_tail(20)
+                    ),
                 });
             }
         };
@@ -470,7 +472,7 @@ async fn hypervisor_stderr(
     let _ = tokio::time::timeout(Duration::from_millis(500), read).await;
     match String::from_utf8_lossy(&buf).trim() {
         "" => String::new(),
-        t => format!("\n--- {name}'s error output ---\n{t}"),
+        t => format!("--- {name}'s error output ---\n{t}\n"),
     }
 }
 
