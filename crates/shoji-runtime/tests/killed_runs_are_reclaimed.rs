@@ -95,6 +95,8 @@ fn vm_shoji_gc_and_the_next_run_reclaim_a_killed_run() {
     );
     assert!(!dead.exists(), "gc left {}", dead.display());
     assert!(!is_mounted(&dead.join("rootfs")));
+    let left = processes_naming(&dead);
+    assert!(left.is_empty(), "processes left: {left:?}");
     assert!(
         live.join("owner.json").exists(),
         "gc removed a live sandbox"
@@ -106,6 +108,8 @@ fn vm_shoji_gc_and_the_next_run_reclaim_a_killed_run() {
     assert!(out.status.success());
     assert!(!dead.exists(), "the next run left {}", dead.display());
     assert!(!is_mounted(&dead.join("rootfs")));
+    let left = processes_naming(&dead);
+    assert!(left.is_empty(), "processes left: {left:?}");
     assert!(
         live.join("owner.json").exists(),
         "a run removed a live sandbox"
