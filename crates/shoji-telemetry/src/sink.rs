@@ -348,27 +348,35 @@ mod tests {
         assert!(e.contains("\"http/jsn\"") && e.contains("http/json"), "{e}");
     }
 
-    /// Both HTTP encodings reach a real OTLP receiver (`shoji trace serve`'s) and are stored
-    /// with their ids intact.
-    #[test]
-    fn http_protobuf_and_json_reach_a_real_receiver() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = shoji_trace::store::Store::open(dir.path()).unwrap();
+    /// `shoji trace serve`'s receivers on its own runtime: gRPC on `grpc_port` (0: any), the
+    /// other ports anywhere.
+    fn receiver(
+        store: shoji_trace::store::Store,
+        grpc_port: u16,
+    ) -> (tokio::runtime::Runtime, shoji_trace::server::RunningServer) {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build()
             .unwrap();
         let cfg = shoji_trace::server::ServeConfig {
-            grpc_port: 0,
+            grpc_port,
             http_port: 0,
             query_port: 0,
             zipkin_port: 0,
             ..Default::default()
         };
-        let server = rt
-            .block_on(shoji_trace::server::start(store.clone(), cfg))
-            .unwrap();
+        let server = rt.block_on(shoji_trace::server::start(store, cfg)).unwrap();
+        (rt, server)
+    }
+
+    /// Both HTTP encodings reach a real OTLP receiver (`shoji trace serve`'s) and are stored
+    /// with their ids intact.
+    #[test]
+    fn http_protobuf_and_json_reach_a_real_receiver() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = shoji_trace::store::Store::open(dir.path()).unwrap();
+        let (rt, server) = receiver(store.clone(), 0);
         let endpoint = format!("http://{}", server.http_addr);
         for (n, protocol) in [
             (1u8, OtlpProtocol::HttpProtobuf),
@@ -536,21 +544,7 @@ mod tests {
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
         let server = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(300));
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .enable_all()
-                .build()
-                .unwrap();
-            let cfg = shoji_trace::server::ServeConfig {
-                grpc_port: port,
-                http_port: 0,
-                query_port: 0,
-                zipkin_port: 0,
-                ..Default::default()
-            };
-            let server = rt
-                .block_on(shoji_trace::server::start(server_store, cfg))
-                .unwrap();
+            let (rt, server) = receiver(server_store, port);
             let _ = stopped.recv();
             rt.block_on(server.shutdown());
         });
