@@ -19,7 +19,17 @@ pub struct Copied {
 /// Copies `from` into `to` until EOF, writing at most `cap` bytes and dropping the rest. Each
 /// chunk is flushed as it comes, so a reader of the file (a boot failure's console tail) sees
 /// it at once. A write error stops the writing, not the reading.
-pub async fn copy_capped<R, W>(mut from: R, to: &mut W, cap: u64) -> Copied
+pub async fn copy_capped<R, W>(from: R, to: &mut W, cap: u64) -> Copied
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    copy_capped_noting(from, to, cap, None).await
+}
+
+/// [`copy_capped`]; once the cap is first reached, a warning naming `stream` (if given), so that
+/// a long-lived sandbox's log says so while it runs, not only when the stream ends.
+async fn copy_capped_noting<R, W>(mut from: R, to: &mut W, cap: u64, stream: Option<&str>) -> Copied
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -38,6 +48,13 @@ where
             writable = ok;
         }
         c.written += keep as u64;
+        if let (0, true, Some(stream)) = (c.dropped, keep < n, stream) {
+            tracing::warn!(
+                stream,
+                limit = cap,
+                "the log limit is reached; further output is dropped"
+            );
+        }
         c.dropped += (n - keep) as u64;
     }
     c
@@ -49,7 +66,7 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let c = copy_capped(from, to, cap).await;
+    let c = copy_capped_noting(from, to, cap, Some(stream)).await;
     if c.dropped > 0 {
         tracing::warn!(
             stream,

@@ -51,6 +51,13 @@ fn vm_a_guest_flooding_its_serial_console_is_capped() {
     );
     // The flood did reach the console (it is not capped by not arriving).
     assert!(xs > 1000, "only {xs} bytes of the flood in console.log");
+    // And the sandbox's log says so while it runs.
+    let log = std::fs::read_to_string(dir.join("sandbox.log")).unwrap();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("log limit is reached") && l.contains("console")),
+        "{log}"
+    );
     env.ok(&["delete", "--force", "flood"]);
     env.assert_nothing_left();
 }

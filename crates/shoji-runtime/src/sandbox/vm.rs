@@ -39,7 +39,7 @@ pub struct BootOptions {
 pub const MIN_MEMORY_BYTES: u64 = 6 << 20;
 
 /// Refuses a `--memory` the container or the VM cannot have: below [`MIN_MEMORY_BYTES`], or more
-/// than the host's memory (`MemTotal` of `/proc/meminfo`).
+/// than the host's memory.
 pub fn check_memory(bytes: u64) -> Result<(), BootError> {
     let given = if bytes >= 1 << 20 {
         format!("{} MiB", bytes >> 20)
@@ -67,18 +67,9 @@ pub fn check_memory(bytes: u64) -> Result<(), BootError> {
     Ok(())
 }
 
-/// `MemTotal` from `/proc/meminfo`.
+/// The host's memory in all (`sysinfo(2)`, as `MemTotal` in `/proc/meminfo`).
 fn host_memory_bytes() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let kib: u64 = text
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))?
-        .trim()
-        .strip_suffix("kB")?
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kib << 10)
+    nix::sys::sysinfo::sysinfo().ok().map(|i| i.ram_total())
 }
 
 impl BootOptions {
