@@ -100,6 +100,17 @@ ensure_test_deps() {
   fi
 }
 
+# install_shim PROFILE : builds containerd-shim-shoji-v2 and installs it where containerd finds
+# it: on containerd's PATH, /usr/local/bin unless SHOJI_SHIM_DIR names another directory
+# (docs/containerd.md).
+install_shim() {
+  local profile=$1 flag=() dir=${SHOJI_SHIM_DIR:-/usr/local/bin}
+  [ "$profile" = release ] && flag=(--release)
+  say "building containerd-shim-shoji-v2 ($profile), installing it in $dir"
+  cargo build "${flag[@]}" -p shoji-shim
+  as_root install -D -m 0755 "target/$profile/containerd-shim-shoji-v2" "$dir/containerd-shim-shoji-v2"
+}
+
 # build_shoji PROFILE : the shoji binary and the static guest agent next to it, then the guest image.
 build_shoji() {
   local profile=$1 flag=()
