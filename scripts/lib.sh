@@ -87,7 +87,10 @@ ensure_test_deps() {
   # The Rust test runner: not part of a fresh machine's toolchain.
   ensure_cargo_tool cargo-nextest cargo-nextest
   # containerd 2.x and ctr for the shim's VM tests.
-  ensure_containerd
+  ensure_containerd || return 1
+  # A real Jaeger for the interop test (built once with Go, cached outside the clone).
+  SHOJI_JAEGER=$(ensure_jaeger) || return 1
+  export SHOJI_JAEGER
   # The viewer's browser tests: Debian's Chromium, driven by playwright-core from npm (installed by
   # the test script from its lockfile). Node.js and npm are the machine's; Debian's npm package
   # is older than the one here, so it is only installed when there is no npm at all.

@@ -23,6 +23,8 @@ pub enum SpecError {
         value: String,
         expected: &'static str,
     },
+    #[error(transparent)]
+    Size(shoji_units::UnitError),
     #[error("cannot build the runtime spec: {0}")]
     Build(String),
 }
@@ -309,32 +311,9 @@ pub fn resolve_user(user: Option<&str>, rootfs: &Path) -> Result<(u32, u32), Spe
     Ok((uid, gid))
 }
 
-/// Parses `512M`, `1G`, `1.5g`, `1048576`, `256MiB` into bytes.
+/// Bytes in `512M`, `1G`, `1048576`: binary units, one meaning everywhere (see `shoji_units`).
 pub fn parse_size(s: &str) -> Result<u64, SpecError> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: f64 = num.parse().map_err(|_| SpecError::Invalid {
-        what: "size",
-        value: s.into(),
-        expected: "a number with an optional unit: 512M, 1G, 1048576",
-    })?;
-    let mult: u64 = match unit.to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        _ => {
-            return Err(SpecError::Invalid {
-                what: "size unit",
-                value: s.into(),
-                expected: "one of K, M, G",
-            })
-        }
-    };
-    Ok((n * mult as f64) as u64)
+    shoji_units::parse_size(s).map_err(SpecError::Size)
 }
 
 #[cfg(test)]
