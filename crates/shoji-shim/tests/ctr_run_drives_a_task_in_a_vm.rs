@@ -1,7 +1,7 @@
 //! containerd 2.x drives a Shoji microVM through the shim: `ctr run --runtime
 //! io.containerd.shoji.v2` runs the command in a VM with its output on ctr's stdout and its exit
-//! status as ctr's; a detached task is listed, killed and deleted; afterwards no shim, QEMU,
-//! helper, mount or sandbox directory is left.
+//! status as ctr's; a detached task is listed, runs an exec, is killed and deleted; afterwards
+//! no shim, QEMU, helper, mount or sandbox directory is left.
 
 mod containerd;
 use std::time::{Duration, Instant};
@@ -45,7 +45,7 @@ fn vm_ctr_run_prints_the_output_and_exits_with_the_status() {
 }
 
 #[test]
-fn vm_ctr_run_detached_then_kill_and_delete() {
+fn vm_ctr_run_detached_then_exec_kill_and_delete() {
     let mut c = Containerd::start(&[]);
     let image = c.import_busybox();
     c.ctr_ok(&[
