@@ -95,6 +95,12 @@ macro_rules! server_span {
     }};
 }
 
+/// The process `exec_id` names in `ctr` (`""`: its init).
+fn process(ctr: &Ctr, exec_id: &str) -> TtrpcResult<Arc<Proc>> {
+    ctr.proc(exec_id)
+        .ok_or_else(|| not_found(&format!("no exec {exec_id:?} in container {}", ctr.id)))
+}
+
 fn task_status(s: TaskStatus) -> Status {
     match s {
         TaskStatus::Created => Status::CREATED,
@@ -339,9 +345,7 @@ impl Task for TaskService {
                     )
                     .await;
             } else {
-                let p = ctr
-                    .proc(&req.exec_id)
-                    .ok_or_else(|| not_found(&format!("no exec {:?}", req.exec_id)))?;
+                let p = process(&ctr, &req.exec_id)?;
                 let pid = ctr
                     .client
                     .exec_process(&ctr.id, &p.exec_id, p.spec_json.clone(), p.ports())
@@ -377,9 +381,7 @@ impl Task for TaskService {
     async fn state(&self, _ctx: &TtrpcContext, req: StateRequest) -> TtrpcResult<StateResponse> {
         // Not traced: containerd polls it, and it touches neither the VM nor the agent.
         let ctr = self.0.container(&req.id).await?;
-        let p = ctr
-            .proc(&req.exec_id)
-            .ok_or_else(|| not_found(&format!("no exec {:?}", req.exec_id)))?;
+        let p = process(&ctr, &req.exec_id)?;
         let record = ctr.record();
         let task = if req.exec_id.is_empty() {
             Some(record.init)
@@ -409,9 +411,7 @@ impl Task for TaskService {
         let span = server_span!(ctx, "Wait", req.id, req.exec_id);
         async {
             let ctr = self.0.container(&req.id).await?;
-            let p = ctr
-                .proc(&req.exec_id)
-                .ok_or_else(|| not_found(&format!("no exec {:?}", req.exec_id)))?;
+            let p = process(&ctr, &req.exec_id)?;
             let exit = p.wait().await;
             Ok(WaitResponse {
                 exit_status: exit.status,
@@ -463,9 +463,7 @@ impl Task for TaskService {
         async {
             let ctr = self.0.container(&req.id).await?;
             if !req.exec_id.is_empty() {
-                let p = ctr
-                    .proc(&req.exec_id)
-                    .ok_or_else(|| not_found(&format!("no exec {:?}", req.exec_id)))?;
+                let p = process(&ctr, &req.exec_id)?;
                 let Some(exit) = p.exit() else {
                     return Err(failed(
                         ttrpc::Code::FAILED_PRECONDITION,
@@ -643,9 +641,7 @@ impl Task for TaskService {
         let span = server_span!(ctx, "CloseIO", req.id, req.exec_id);
         async {
             let ctr = self.0.container(&req.id).await?;
-            let p = ctr
-                .proc(&req.exec_id)
-                .ok_or_else(|| not_found(&format!("no exec {:?}", req.exec_id)))?;
+            let p = process(&ctr, &req.exec_id)?;
             if req.stdin {
                 p.close_stdin();
             }

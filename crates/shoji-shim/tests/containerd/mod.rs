@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 #[path = "../../../shoji-runtime/tests/common/mod.rs"]
 pub mod common;
 
-pub use common::{busybox_image, processes_naming, text, TestEnv};
+pub use common::{busybox_image, mounts_naming, processes_naming, text, TestEnv};
 
 /// containerd's namespace the tests use.
 pub const NAMESPACE: &str = "shoji-test";
@@ -180,7 +180,6 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.runtime",
     /// the sandbox root), no mount under the test dir, no sandbox directory.
     pub fn assert_nothing_left(&self) {
         self.env.assert_nothing_left();
-        let mine = self.env.dir.path().to_string_lossy().into_owned();
         let procs: Vec<String> = processes_naming(self.env.dir.path())
             .into_iter()
             .filter(|c| {
@@ -191,12 +190,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.runtime",
             })
             .collect();
         assert!(procs.is_empty(), "processes left behind: {procs:?}");
-        let mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| l.contains(&mine))
-            .map(String::from)
-            .collect();
+        let mounts = mounts_naming(self.env.dir.path());
         assert!(mounts.is_empty(), "mounts left behind: {mounts:?}");
     }
 }
@@ -216,10 +210,7 @@ impl Drop for Containerd {
         // Whatever containerd left mounted under the test dir would keep the temp dir from
         // being removed.
         let mine = self.env.dir.path().to_string_lossy().into_owned();
-        for l in std::fs::read_to_string("/proc/self/mountinfo")
-            .unwrap_or_default()
-            .lines()
-        {
+        for l in mounts_naming(self.env.dir.path()) {
             if let Some(mp) = l.split_whitespace().nth(4).filter(|m| m.starts_with(&mine)) {
                 let _ = nix::mount::umount2(mp, nix::mount::MntFlags::MNT_DETACH);
             }
