@@ -85,3 +85,57 @@ fn vm_ctr_run_detached_then_exec_kill_and_delete() {
     c.stop();
     c.assert_nothing_left();
 }
+
+/// A shim SIGKILLed under a running task: its VM and helpers die with it (parent-death signal),
+/// containerd runs the shim's `delete` action, which unmounts the rootfs and removes the
+/// sandbox directory, and the task is gone from containerd.
+#[test]
+fn vm_a_killed_shim_leaves_nothing_behind() {
+    let mut c = Containerd::start(&[]);
+    let image = c.import_busybox();
+    c.ctr_ok(&[
+        "run",
+        "-d",
+        "--runtime",
+        RUNTIME,
+        &image,
+        "dead-1",
+        "sleep",
+        "1000",
+    ]);
+    let ls = text(&c.ctr_ok(&["tasks", "ls"]).stdout);
+    // containerd is told the shim's pid.
+    let pid: i32 = ls
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.first() == Some(&"dead-1")).then(|| f.get(1).and_then(|p| p.parse().ok()))?
+        })
+        .unwrap_or_else(|| panic!("no pid for dead-1 in {ls}"));
+    let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    assert!(
+        cmdline.contains("containerd-shim-shoji-v2"),
+        "pid {pid} is {cmdline:?}"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("killing the shim");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while c.task_status("dead-1").is_some_and(|s| s != "STOPPED") {
+        assert!(
+            Instant::now() < deadline,
+            "dead-1 is still {:?}",
+            c.task_status("dead-1")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = c.ctr(&["tasks", "delete", "dead-1"]);
+    c.ctr_ok(&["containers", "delete", "dead-1"]);
+    // QEMU and the helpers go with the shim; give the kernel a moment to reap them.
+    c.wait_until_nothing_left(Duration::from_secs(10));
+    c.assert_nothing_left();
+    c.stop();
+    c.assert_nothing_left();
+}

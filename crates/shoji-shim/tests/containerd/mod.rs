@@ -176,11 +176,27 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.runtime",
         }
     }
 
-    /// Nothing of the tasks is left: no shim, QEMU or helper (they all name the test dir or
-    /// the sandbox root), no mount under the test dir, no sandbox directory.
-    pub fn assert_nothing_left(&self) {
-        self.env.assert_nothing_left();
-        let procs: Vec<String> = processes_naming(self.env.dir.path())
+    /// Waits (at most `max`) until no process or mount names the test dir and the sandbox
+    /// root is empty: processes killed by their parent's death take a moment to go.
+    pub fn wait_until_nothing_left(&self, max: Duration) {
+        let deadline = Instant::now() + max;
+        let root = self.env.sandbox_root();
+        let empty = || {
+            std::fs::read_dir(&root)
+                .map(|rd| rd.flatten().all(|e| e.file_name() == "accel-probe"))
+                .unwrap_or(true)
+        };
+        while Instant::now() < deadline
+            && !(self.leftover_processes().is_empty()
+                && mounts_naming(self.env.dir.path()).is_empty()
+                && empty())
+        {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn leftover_processes(&self) -> Vec<String> {
+        processes_naming(self.env.dir.path())
             .into_iter()
             .filter(|c| {
                 c.contains("containerd-shim")
@@ -188,7 +204,14 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.runtime",
                     || c.contains("virtiofsd")
                     || c.contains("vhost")
             })
-            .collect();
+            .collect()
+    }
+
+    /// Nothing of the tasks is left: no shim, QEMU or helper (they all name the test dir or
+    /// the sandbox root), no mount under the test dir, no sandbox directory.
+    pub fn assert_nothing_left(&self) {
+        self.env.assert_nothing_left();
+        let procs = self.leftover_processes();
         assert!(procs.is_empty(), "processes left behind: {procs:?}");
         let mounts = mounts_naming(self.env.dir.path());
         assert!(mounts.is_empty(), "mounts left behind: {mounts:?}");
