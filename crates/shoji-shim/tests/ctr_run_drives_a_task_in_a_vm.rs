@@ -139,3 +139,24 @@ fn vm_a_killed_shim_leaves_nothing_behind() {
     c.stop();
     c.assert_nothing_left();
 }
+
+/// `ctr run -t` (ctr on a terminal): the process gets a terminal in the guest, its output comes
+/// back through ctr's, and its exit status is ctr's.
+#[test]
+fn vm_ctr_run_t_gives_the_process_a_terminal() {
+    let mut c = Containerd::start(&[]);
+    let image = c.import_busybox();
+    let mut cmd = c.ctr_cmd();
+    cmd.args(["run", "-t", "--runtime", RUNTIME, "--rm", &image, "tty-1"]);
+    cmd.args(["sh", "-c", "[ -t 0 ] && [ -t 1 ] && echo tty-yes; exit 5"]);
+    let (out, code) = containerd::common::run_in_pty(cmd);
+    assert!(
+        out.contains("tty-yes"),
+        "{out}\ncontainerd log:\n{}",
+        c.log()
+    );
+    assert_eq!(code, Some(5), "{out}");
+    c.assert_nothing_left();
+    c.stop();
+    c.assert_nothing_left();
+}
