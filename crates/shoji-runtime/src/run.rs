@@ -217,7 +217,7 @@ pub async fn run(
                 let _ = client.resize_terminal(&container_id, rows, cols).await;
             }
         }
-        wait_with_signals(client, &container_id)
+        wait_with_signals(client, &container_id, terminal)
             .instrument(info_span!("container.wait", source = "runtime", subsystem = "container", container_id = %container_id, container.id = %container_id, process.exit_code = tracing::field::Empty))
             .await
     };
@@ -281,8 +281,14 @@ async fn setup_network(
 /// Waits for the container's init; SIGINT/SIGTERM/SIGHUP/SIGQUIT received meanwhile are
 /// forwarded to it. If it is still running 3 s after a forwarded signal (a PID 1 without a
 /// handler ignores most signals) it is killed, and the status reports the signal received.
-async fn wait_with_signals(client: &AgentClient, cid: &str) -> Result<i32, AgentError> {
+/// With a terminal, every SIGWINCH passes the host terminal's new size to the guest's.
+async fn wait_with_signals(
+    client: &AgentClient,
+    cid: &str,
+    terminal: bool,
+) -> Result<i32, AgentError> {
     let mut signals = Signals::new(signals::FORWARDED);
+    let mut resized = Signals::new(if terminal { signals::RESIZED } else { &[] });
     let wait = client.wait_process(cid, "");
     tokio::pin!(wait);
     let mut received: Option<i32> = None;
@@ -299,6 +305,12 @@ async fn wait_with_signals(client: &AgentClient, cid: &str) -> Result<i32, Agent
                 });
             }
             sig = signals.recv() => sig,
+            _ = resized.recv() => {
+                if let Some((rows, cols)) = crate::stdio::terminal_size() {
+                    let _ = client.resize_terminal(cid, rows, cols).await;
+                }
+                continue;
+            }
             _ = async { match kill_at { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => libc::SIGKILL,
         };
         if sig == libc::SIGKILL {

@@ -316,7 +316,9 @@ impl StateRoot {
             _ => return Err(control(unexpected_end())),
         }
         let raw = terminal.then(RawTerminal::enable);
-        let code = relay_until_exit(&mut rd, &mut wr).await.map_err(control);
+        let code = relay_until_exit(&mut rd, &mut wr, terminal)
+            .await
+            .map_err(control);
         relay.finish(Duration::from_secs(5)).await;
         drop(raw);
         code?.ok_or_else(|| control(unexpected_end()))
@@ -330,12 +332,15 @@ fn unexpected_end() -> ProtocolError {
     ))
 }
 
-/// Reads the exec's replies until `exited`, forwarding the signals this process receives.
+/// Reads the exec's replies until `exited`, forwarding the signals this process receives and,
+/// with a terminal, its size whenever it changes (SIGWINCH).
 async fn relay_until_exit(
     rd: &mut BufReader<OwnedReadHalf>,
     wr: &mut OwnedWriteHalf,
+    terminal: bool,
 ) -> Result<Option<i32>, ProtocolError> {
     let mut signals = Signals::new(signals::FORWARDED);
+    let mut resized = Signals::new(if terminal { signals::RESIZED } else { &[] });
     loop {
         let signal = tokio::select! {
             msg = protocol::read::<Reply, _>(rd) => match msg? {
@@ -347,6 +352,12 @@ async fn relay_until_exit(
                 None => return Ok(None),
             },
             signal = signals.recv() => signal,
+            _ = resized.recv() => {
+                if let Some((rows, cols)) = crate::stdio::terminal_size() {
+                    protocol::write(wr, &Request::Resize { rows, cols }).await?;
+                }
+                continue;
+            }
         };
         protocol::write(wr, &Request::Kill { signal }).await?;
     }

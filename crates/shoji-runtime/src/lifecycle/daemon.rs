@@ -537,6 +537,7 @@ impl Sandbox {
             Request::Delete { force } => {
                 info_span!("container.delete", source = "runtime", subsystem = "container", container_id = %id, container.id = %id, force = *force, otel.status_code = Empty, otel.status_message = Empty)
             }
+            Request::Resize { .. } => tracing::Span::none(),
             Request::Exec(x) => {
                 let command = x.process.args.first().map(String::as_str).unwrap_or("");
                 info_span!("container.exec", source = "runtime", subsystem = "container", container_id = %id, container.id = %id, exec_id = %x.exec_id, process.command = command, process.pid = Empty, process.exit_code = Empty, otel.status_code = Empty, otel.status_message = Empty)
@@ -595,6 +596,9 @@ impl Sandbox {
                 self.exec(x, rd, wr).await;
                 return;
             }
+            Request::Resize { .. } => Reply::Error {
+                message: "resize is only meaningful on an exec with a terminal".into(),
+            },
         };
         if let Reply::Error { message } = &reply {
             record_error(message);
@@ -714,6 +718,9 @@ impl Sandbox {
                 msg = protocol::read::<Request, _>(&mut rd) => match msg {
                     Ok(Some(Request::Kill { signal })) => {
                         let _ = self.client.signal_process(id, exec_id, signal as u32).await;
+                    }
+                    Ok(Some(Request::Resize { rows, cols })) if x.process.terminal => {
+                        let _ = self.client.resize_process(id, exec_id, rows, cols).await;
                     }
                     Ok(Some(_)) => {}
                     Ok(None) | Err(_) => {
