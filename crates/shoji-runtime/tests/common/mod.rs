@@ -119,15 +119,20 @@ impl TestEnv {
         );
         let procs = processes_naming(&root);
         assert!(procs.is_empty(), "processes left behind: {procs:?}");
-        let needle = root.to_string_lossy().into_owned();
-        let mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| l.contains(&needle))
-            .map(String::from)
-            .collect();
+        let mounts = mounts_naming(&root);
         assert!(mounts.is_empty(), "mounts left behind: {mounts:?}");
     }
+}
+
+/// The lines of this mount namespace's mountinfo that name `path`.
+pub fn mounts_naming(path: &Path) -> Vec<String> {
+    let needle = path.to_string_lossy().into_owned();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(&needle))
+        .map(String::from)
+        .collect()
 }
 
 /// The command lines of live processes that name `path` in their arguments (QEMU and the
