@@ -143,46 +143,22 @@ impl opentelemetry_sdk::trace::SpanExporter for PipelineExporter {
     }
 }
 
-/// Keeps telemetry alive; flushes everything when dropped.
-pub struct TelemetryGuard {
-    provider: Option<SdkTracerProvider>,
-    /// What the runtime's own spans go through (for [`TelemetryGuard::record_past_span`]).
-    exporter: Option<PipelineExporter>,
-    pub pipeline: Option<Pipeline>,
-    sandbox_id: Arc<Mutex<Option<String>>>,
-    /// Where the spans go and under which service name, with tracing on.
-    pub target: Option<(SinkTarget, String)>,
-}
+/// Records spans measured after the fact into the runtime's span pipeline; does nothing when
+/// the runtime's spans are not exported ([`TelemetryGuard::past_span_recorder`]).
+#[derive(Debug, Clone, Default)]
+pub struct PastSpanRecorder(Option<PipelineExporter>);
 
-impl std::fmt::Debug for TelemetryGuard {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("TelemetryGuard")
-    }
-}
-
-impl TelemetryGuard {
-    /// Stamps `sandbox_id` on runtime spans that do not carry one.
-    pub fn set_sandbox_id(&self, id: &str) {
-        if let Ok(mut g) = self.sandbox_id.lock() {
-            *g = Some(id.to_string());
-        }
-    }
-
-    /// Spans dropped or lost so far on the host side.
-    pub fn dropped(&self) -> u64 {
-        self.pipeline.as_ref().map_or(0, Pipeline::dropped)
-    }
-
+impl PastSpanRecorder {
     /// Records `span`, whose times were measured after the fact (QEMU's launch until the guest
     /// kernel's entry, known once the guest clock is), as a child of the span that the W3C
     /// `parent` traceparent names, the way the runtime's own spans go. Returns whether it was
     /// recorded: not when the runtime's spans are not exported, or `parent` is not a sampled
     /// span.
-    pub fn record_past_span(&self, parent: &str, span: PastSpan) -> bool {
+    pub fn record(&self, parent: &str, span: PastSpan) -> bool {
         use opentelemetry::propagation::TextMapPropagator;
         use opentelemetry::trace::{SpanKind, Status, TraceContextExt};
         use opentelemetry_sdk::trace::IdGenerator;
-        let Some(exporter) = self.exporter.as_ref().filter(|e| e.own_spans) else {
+        let Some(exporter) = self.0.as_ref().filter(|e| e.own_spans) else {
             return false;
         };
         let carrier =
@@ -217,6 +193,53 @@ impl TelemetryGuard {
         exporter.submit(vec![data]);
         true
     }
+}
+
+/// Keeps telemetry alive; flushes everything when dropped.
+pub struct TelemetryGuard {
+    provider: Option<SdkTracerProvider>,
+    /// What the runtime's own spans go through (for [`TelemetryGuard::record_past_span`]).
+    exporter: Option<PipelineExporter>,
+    pub pipeline: Option<Pipeline>,
+    sandbox_id: Arc<Mutex<Option<String>>>,
+    /// Where the spans go and under which service name, with tracing on.
+    pub target: Option<(SinkTarget, String)>,
+}
+
+impl std::fmt::Debug for TelemetryGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TelemetryGuard")
+    }
+}
+
+impl TelemetryGuard {
+    /// Stamps `sandbox_id` on runtime spans that do not carry one.
+    pub fn set_sandbox_id(&self, id: &str) {
+        self.sandbox_stamp().set(id);
+    }
+
+    /// A handle that sets the `sandbox_id` [`Self::set_sandbox_id`] sets, for whoever learns
+    /// the id later and does not hold the guard.
+    pub fn sandbox_stamp(&self) -> SandboxStamp {
+        SandboxStamp(self.sandbox_id.clone())
+    }
+
+    /// Spans dropped or lost so far on the host side.
+    pub fn dropped(&self) -> u64 {
+        self.pipeline.as_ref().map_or(0, Pipeline::dropped)
+    }
+
+    /// Records `span`, whose times were measured after the fact, as a child of the span that
+    /// the W3C `parent` traceparent names ([`PastSpanRecorder::record`]).
+    pub fn record_past_span(&self, parent: &str, span: PastSpan) -> bool {
+        self.past_span_recorder().record(parent, span)
+    }
+
+    /// A handle that records past spans the way [`TelemetryGuard::record_past_span`] does, for
+    /// whoever cannot hold the guard (the sandbox's hooks).
+    pub fn past_span_recorder(&self) -> PastSpanRecorder {
+        PastSpanRecorder(self.exporter.clone())
+    }
 
     /// Ends the SDK and waits (bounded) until the sink has everything.
     pub fn flush(&mut self) {
@@ -237,6 +260,18 @@ impl TelemetryGuard {
 impl Drop for TelemetryGuard {
     fn drop(&mut self) {
         self.flush();
+    }
+}
+
+/// Sets the `sandbox_id` stamped on runtime spans that do not carry one.
+#[derive(Debug, Clone, Default)]
+pub struct SandboxStamp(Arc<Mutex<Option<String>>>);
+
+impl SandboxStamp {
+    pub fn set(&self, id: &str) {
+        if let Ok(mut g) = self.0.lock() {
+            *g = Some(id.to_string());
+        }
     }
 }
 

@@ -33,6 +33,11 @@ pub enum Request {
         force: bool,
     },
     Exec(ExecRequest),
+    /// On an `exec` connection with a terminal: the caller's terminal changed size.
+    Resize {
+        rows: u32,
+        cols: u32,
+    },
 }
 
 /// An extra process in the running container.
