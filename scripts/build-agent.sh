@@ -8,7 +8,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target=x86_64-unknown-linux-gnu
-RUSTFLAGS="-C target-feature=+crt-static" cargo build --profile agent -p shoji-agent --target "$target"
+# libseccomp (seccomp filters, ADR 010) is linked statically too: Debian's libseccomp-dev ships
+# libseccomp.a.
+LIBSECCOMP_LINK_TYPE=static RUSTFLAGS="-C target-feature=+crt-static" \
+  cargo build --profile agent -p shoji-agent --target "$target"
 bin="target/$target/agent/shoji-agent"
 file "$bin" | grep -q "static" || { echo "error: $bin is not statically linked" >&2; exit 1; }
 dest="target/${PROFILE_DIR:-debug}"

@@ -7,9 +7,12 @@ mod boot;
 mod console;
 mod container;
 mod init;
+mod privileges;
 mod reaper;
+mod security;
 mod service;
 mod telemetry;
+mod user;
 
 use std::time::Duration;
 

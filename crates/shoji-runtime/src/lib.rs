@@ -18,6 +18,7 @@ pub mod lifecycle;
 pub mod process;
 pub mod run;
 pub mod sandbox;
+pub mod seccomp;
 pub mod spec;
 pub mod stdio;
 pub mod vm;

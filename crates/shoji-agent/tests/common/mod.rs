@@ -334,6 +334,44 @@ impl GuestVm {
     }
 }
 
+impl GuestVm {
+    /// Creates container `id` expecting `CreateContainer` to fail; returns its error message
+    /// and how long the call took.
+    pub async fn create_fails(
+        &self,
+        id: &str,
+        args: &[&str],
+        spec_extra: serde_json::Value,
+    ) -> (String, Duration) {
+        let _out = self.collect_port(20000 + port_base(id));
+        let _err = self.collect_port(20001 + port_base(id));
+        let mut spec = serde_json::json!({
+            "ociVersion": "1.0.2",
+            "root": {"path": "rootfs"},
+            "process": {"args": args, "env": ["PATH=/bin"], "cwd": "/", "user": {"uid": 0, "gid": 0}},
+        });
+        merge(&mut spec, spec_extra);
+        let req = agent::CreateContainerRequest {
+            container_id: id.into(),
+            oci_spec_json: serde_json::to_vec(&spec).expect("spec serialises"),
+            rootfs_tag: ROOTFS_TAG.into(),
+            stdio: protobuf::MessageField::some(agent::StdioPorts {
+                stdin_port: 0,
+                stdout_port: 20000 + port_base(id),
+                stderr_port: 20001 + port_base(id),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let started = Instant::now();
+        match self.client.create_container(ctx(60), &req).await {
+            Ok(r) => panic!("CreateContainer {id} should fail, made pid {}", r.pid),
+            Err(ttrpc::Error::RpcStatus(s)) => (s.message().to_string(), started.elapsed()),
+            Err(e) => (e.to_string(), started.elapsed()),
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Outcome {
     pub stdout: String,
