@@ -12,10 +12,13 @@ build_shoji debug
 set +e
 
 failed=()
-stage() { # name cmd...
-  local name=$1; shift
+timings=("$(printf '%5ds  %s' "$SECONDS" "set-up: dependencies, build, guest image")")
+stage() { # name cmd... : runs one stage, records its wall time and whether it failed
+  local name=$1 start=$SECONDS rc=0; shift
   say "$name"
-  "$@" || failed+=("$name")
+  "$@" || rc=$?
+  timings+=("$(printf '%5ds  %s%s' $((SECONDS - start)) "$name" "$([ $rc = 0 ] || echo '  FAILED')")")
+  [ $rc = 0 ] || failed+=("$name")
 }
 stage "cargo fmt --check" cargo fmt --all --check
 stage "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
@@ -25,6 +28,9 @@ if [ -x crates/shoji-viewer/tests/browser/run.sh ]; then
 else
   say "no viewer browser tests in this tree yet (issue: Trace viewer in the browser)"
 fi
+
+say "stage times (total ${SECONDS}s, set-up included)"
+printf '%s\n' "${timings[@]}" >&2
 
 if [ ${#failed[@]} -gt 0 ]; then
   say "FAILED: ${failed[*]}"

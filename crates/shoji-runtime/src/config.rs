@@ -83,9 +83,19 @@ impl Default for QemuConfig {
     }
 }
 
+/// Which VMM boots the sandboxes (`[hypervisor] kind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum HypervisorKind {
+    /// QEMU's `microvm` machine, configured by `[hypervisor.qemu]`.
+    #[default]
+    Qemu,
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HypervisorConfig {
+    pub kind: HypervisorKind,
     pub qemu: QemuConfig,
 }
 

@@ -4,7 +4,6 @@
 //! declared in an order such that dropping them in reverse tears everything down on any exit
 //! path: success, error, or a signal turned into an early return.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use shoji_protocols::agent;
@@ -13,23 +12,14 @@ use tracing::{info_span, Instrument};
 
 use crate::agent::{AgentClient, AgentError, ClockOffset};
 use crate::config::Config;
-use crate::sandbox::{SandboxDir, SandboxError};
+use crate::image;
+use crate::sandbox::rootfs::unpack_image;
+use crate::sandbox::{
+    self, prepare_rootfs, Binaries, BootError, BootOptions, RootSource, RunHooks, SandboxDir,
+    SandboxError, SandboxVm,
+};
 use crate::spec::{ProcessOptions, SpecError};
-use crate::stdio::{RawTerminal, StdioRelay, FIRST_STDIO_PORT};
-use crate::vm::{Binaries, BootOptions, SandboxVm};
-use crate::{helpers, image, process, sandbox};
-
-/// Where the container's root filesystem comes from.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RootSource {
-    /// OCI image layout directory, OCI archive or docker-save tarball.
-    Image(PathBuf),
-    /// runc-style bundle: config.json + rootfs.
-    Bundle(PathBuf),
-    /// A bare root filesystem directory.
-    Rootfs(PathBuf),
-}
+use crate::stdio::{RawTerminal, StdioError, StdioRelay, FIRST_STDIO_PORT};
 
 #[derive(Debug, Clone, Default)]
 pub struct RunRequest {
@@ -60,112 +50,23 @@ pub enum RunError {
     #[error("no image, --bundle or --rootfs given")]
     NoSource,
     #[error(transparent)]
-    Config(#[from] crate::config::ConfigError),
-    #[error(transparent)]
-    Sandbox(#[from] SandboxError),
-    #[error(transparent)]
-    Image(#[from] image::ImageError),
-    #[error(transparent)]
-    Spec(#[from] SpecError),
-    #[error(transparent)]
-    Process(#[from] process::ProcessError),
-    #[error(transparent)]
-    Helper(#[from] helpers::HelperError),
-    #[error(transparent)]
-    Hypervisor(#[from] crate::hypervisor::HypervisorError),
-    #[error(transparent)]
-    Stdio(#[from] crate::stdio::StdioError),
-    #[error(
-        "{what} {path} does not exist; run `shoji image build`, or set [hypervisor.qemu] {key}"
-    )]
-    GuestImage {
-        what: &'static str,
-        key: &'static str,
-        path: PathBuf,
-    },
-    #[error("sandbox {sandbox}: {cause}\n--- last lines of the guest console ---\n{console}")]
-    Boot {
-        sandbox: String,
-        cause: AgentError,
-        console: String,
-    },
-    #[error("sandbox {sandbox}: the VM exited unexpectedly ({status}) while the container was running\n--- last lines of the guest console ---\n{console}")]
-    VmDied {
-        sandbox: String,
-        status: String,
-        console: String,
-    },
-    #[error("sandbox {sandbox}: {cause}")]
-    Agent { sandbox: String, cause: AgentError },
+    Sandbox(#[from] BootError),
 }
 
-/// Points where the telemetry pipeline plugs in. Every method has a no-op default.
-pub trait RunHooks: Send {
-    /// The sandbox directory exists; the VM is not started yet. The built-in trace forwarder
-    /// listens on `sb.host_port_socket(10240)` from here.
-    fn sandbox_ready(&mut self, _sb: &SandboxDir) {}
-    /// The guest-host clock offset was measured.
-    fn clock_measured(&mut self, _sandbox_id: &str, _offset: ClockOffset) {}
-    /// Makes outgoing agent calls carry the trace context.
-    fn context_injector(&self) -> Option<crate::agent::ContextInjector> {
-        None
-    }
-    /// The current span as the root of its trace, when the runtime's spans are exported: the
-    /// lifecycle records it in the state (annotations `shoji.trace_id`, `shoji.root_span_id`,
-    /// and what `delete` needs to end the root if the sandbox process cannot).
-    fn trace_root(&self) -> Option<crate::lifecycle::state::TraceRoot> {
-        None
-    }
-    /// The count of agent spans the built-in forwarder has received; `None` without one. The VM
-    /// is stopped only once the spans the agent reports as sent have arrived.
-    fn agent_spans_received(&self) -> Option<SpanCount> {
-        None
+impl From<SandboxError> for RunError {
+    fn from(e: SandboxError) -> Self {
+        Self::Sandbox(e.into())
     }
 }
-
-/// Reads a running count (of spans received, for [`RunHooks::agent_spans_received`]).
-#[derive(Clone)]
-pub struct SpanCount(pub std::sync::Arc<dyn Fn() -> u64 + Send + Sync>);
-impl std::fmt::Debug for SpanCount {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "SpanCount({})", (self.0)())
+impl From<StdioError> for RunError {
+    fn from(e: StdioError) -> Self {
+        Self::Sandbox(e.into())
     }
 }
-
-/// No telemetry.
-#[derive(Debug, Default)]
-pub struct NoHooks;
-impl RunHooks for NoHooks {}
-
-/// Guest kernel and initrd: configured, else the image `shoji image build` made.
-pub fn guest_image(config: &Config) -> Result<(PathBuf, PathBuf), RunError> {
-    let q = &config.hypervisor.qemu;
-    let dir = shoji_image::guest_dir();
-    let kernel = q.kernel.clone().unwrap_or_else(|| dir.join("vmlinux"));
-    let initrd = q.initrd.clone().unwrap_or_else(|| dir.join("initrd.img"));
-    if !kernel.is_file() {
-        return Err(RunError::GuestImage {
-            what: "guest kernel",
-            key: "kernel",
-            path: kernel,
-        });
+impl From<SpecError> for RunError {
+    fn from(e: SpecError) -> Self {
+        Self::Sandbox(e.into())
     }
-    if !initrd.is_file() {
-        return Err(RunError::GuestImage {
-            what: "guest initrd",
-            key: "initrd",
-            path: initrd,
-        });
-    }
-    Ok((kernel, initrd))
-}
-
-pub(crate) fn sandbox_root(config: &Config) -> PathBuf {
-    config
-        .runtime
-        .sandbox_root
-        .clone()
-        .unwrap_or_else(sandbox::default_root)
 }
 
 /// Runs one container in a fresh VM and returns its status.
@@ -179,7 +80,7 @@ pub async fn run(
     // Resolve everything that can be missing before anything is started.
     let bins = Binaries::locate(config)?;
 
-    let root = sandbox_root(config);
+    let root = sandbox::sandbox_root(config);
     let sb = SandboxDir::create(&root, &sandbox::new_sandbox_id())?;
     let container_id = req.container_id.clone().unwrap_or_else(|| sb.id.clone());
     tracing::Span::current().record("sandbox_id", sb.id.as_str());
@@ -197,7 +98,7 @@ pub async fn run(
     let (vm, spec) = if let RootSource::Image(path) = &source {
         let rootfs = sb.rootfs();
         std::fs::create_dir_all(&rootfs).map_err(|source| {
-            RunError::Image(image::ImageError::Io {
+            BootError::Image(image::ImageError::Io {
                 path: rootfs.clone(),
                 source,
             })
@@ -211,10 +112,10 @@ pub async fn run(
         let mut unpack = tokio::task::spawn_blocking(move || {
             unpack_span.in_scope(|| unpack_image(&path, &work, &dest, &process))
         });
-        let joined = |r: Result<Result<_, RunError>, tokio::task::JoinError>| {
+        let joined = |r: Result<Result<_, BootError>, tokio::task::JoinError>| {
             r.unwrap_or_else(|e| {
-                Err(RunError::Image(image::ImageError::Io {
-                    path: source_path(&source),
+                Err(BootError::Image(image::ImageError::Io {
+                    path: source.path().to_path_buf(),
                     source: std::io::Error::other(format!("the unpacking task failed: {e}")),
                 }))
             })
@@ -229,7 +130,7 @@ pub async fn run(
                 Err(e) => {
                     drop(boot);
                     let _ = std::fs::remove_dir_all(&sb_path);
-                    return Err(e);
+                    return Err(e.into());
                 }
             },
             b = &mut boot => (b, joined(unpack.await)),
@@ -238,13 +139,13 @@ pub async fn run(
             (Ok(vm), Ok(spec)) => (vm, spec),
             (Ok(vm), Err(e)) => {
                 vm.stop().await;
-                return Err(e);
+                return Err(e.into());
             }
             (Err(e), _) => {
                 // The sandbox directory went with the failed boot, possibly while the unpack
                 // was still writing into it.
                 let _ = std::fs::remove_dir_all(&sb_path);
-                return Err(e);
+                return Err(e.into());
             }
         }
     } else {
@@ -294,11 +195,11 @@ pub async fn run(
     };
     let status = tokio::select! {
         r = container => r,
-        status = vm.exited() => return Err(vm.died(status).await),
+        status = vm.exited() => return Err(vm.died(status).await.into()),
     };
     let status = match status {
         Ok(s) => s,
-        Err(cause) => return Err(vm.explain(cause).await),
+        Err(cause) => return Err(vm.explain(cause).await.into()),
     };
     outcome.exit_code = status;
     relay
@@ -364,45 +265,4 @@ async fn wait_with_signals(client: &AgentClient, cid: &str) -> Result<i32, Agent
         tracing::info!(signal = sig, "forwarding signal to the container");
         let _ = client.signal_process(cid, "", sig as u32).await;
     }
-}
-
-fn source_path(source: &RootSource) -> PathBuf {
-    match source {
-        RootSource::Image(p) | RootSource::Bundle(p) | RootSource::Rootfs(p) => p.clone(),
-    }
-}
-
-/// Unpacks an image into `rootfs` (scratch space in `work`) and builds the runtime spec.
-fn unpack_image(
-    path: &std::path::Path,
-    work: &std::path::Path,
-    rootfs: &std::path::Path,
-    opts: &ProcessOptions,
-) -> Result<oci_spec::runtime::Spec, RunError> {
-    let cfg = image::unpack(path, work, rootfs)?;
-    let _ = std::fs::remove_dir_all(work);
-    Ok(crate::spec::from_image(&cfg, rootfs, opts)?)
-}
-
-pub(crate) fn prepare_rootfs(
-    source: &RootSource,
-    sb: &SandboxDir,
-    opts: &ProcessOptions,
-) -> Result<(oci_spec::runtime::Spec, PathBuf), RunError> {
-    Ok(match source {
-        RootSource::Image(path) => {
-            let rootfs = sb.rootfs();
-            let spec = unpack_image(path, &sb.path().join("image"), &rootfs, opts)?;
-            (spec, rootfs)
-        }
-        RootSource::Bundle(dir) => crate::spec::from_bundle(dir, opts)?,
-        RootSource::Rootfs(dir) => {
-            if !dir.is_dir() {
-                return Err(RunError::Image(image::ImageError::NotFound {
-                    path: dir.clone(),
-                }));
-            }
-            (crate::spec::for_rootfs(dir, opts)?, dir.clone())
-        }
-    })
 }

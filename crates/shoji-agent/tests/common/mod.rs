@@ -1,7 +1,7 @@
 //! A small host-side harness that boots the real guest image (kernel + initramfs with the static
-//! agent as `/init`) under QEMU TCG with `vhost-device-vsock` and `virtiofsd`, per the recipes in
-//! ENVIRONMENT.md, and talks to the agent with the generated ttRPC client. No mocks: a test that
-//! uses it boots a VM. Every process it starts is killed and every temp dir removed on drop, also
+//! agent as `/init`) under QEMU TCG with `vhost-device-vsock` and `virtiofsd`, as
+//! `docs/host-requirements.md` describes, and talks to the agent with the generated ttRPC
+//! client. No mocks: a test that uses it boots a VM. Every process it starts is killed and every temp dir removed on drop, also
 //! when the test fails.
 //!
 //! The image is looked up with `shoji_image::GuestImage::find(guest_dir())`; build it first with

@@ -12,7 +12,7 @@ use shoji_runtime::lifecycle::client::StateRoot;
 use shoji_runtime::lifecycle::daemon::{self, CreateRequest, SandboxExit};
 use shoji_runtime::lifecycle::parse_signal;
 use shoji_runtime::lifecycle::state;
-use shoji_runtime::run::RootSource;
+use shoji_runtime::sandbox::RootSource;
 use shoji_runtime::spec::{parse_size, ProcessOptions};
 
 use tracing::Instrument;

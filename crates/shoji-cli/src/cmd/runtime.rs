@@ -6,7 +6,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use shoji_runtime::config::Config;
-use shoji_runtime::run::{RootSource, RunRequest};
+use shoji_runtime::run::RunRequest;
+use shoji_runtime::sandbox::RootSource;
 use shoji_runtime::spec::{parse_size, ProcessOptions};
 use tracing::Instrument;
 

@@ -75,7 +75,7 @@ impl<'a> TraceHooks<'a> {
     }
 }
 
-impl shoji_runtime::run::RunHooks for TraceHooks<'_> {
+impl shoji_runtime::sandbox::RunHooks for TraceHooks<'_> {
     fn sandbox_ready(&mut self, sb: &shoji_runtime::sandbox::SandboxDir) {
         self.telemetry.set_sandbox_id(&sb.id);
         let Some(pipeline) = self.telemetry.pipeline.clone() else {
@@ -104,10 +104,10 @@ impl shoji_runtime::run::RunHooks for TraceHooks<'_> {
         }
     }
 
-    fn agent_spans_received(&self) -> Option<shoji_runtime::run::SpanCount> {
+    fn agent_spans_received(&self) -> Option<shoji_runtime::sandbox::SpanCount> {
         self.forwarder.as_ref().map(|f| {
             let stats = f.stats.clone();
-            shoji_runtime::run::SpanCount(std::sync::Arc::new(move || {
+            shoji_runtime::sandbox::SpanCount(std::sync::Arc::new(move || {
                 stats
                     .spans_forwarded
                     .load(std::sync::atomic::Ordering::Relaxed)

@@ -1,5 +1,7 @@
-//! The hypervisor behind a trait, so another VMM can follow without touching the lifecycle.
-//! [`qemu::Qemu`] is the one implementation: QEMU's `microvm` machine.
+//! The hypervisor behind a trait, so another VMM can follow without touching the lifecycle: the
+//! sandbox holds a `dyn` [`Hypervisor`] chosen by `[hypervisor] kind`
+//! ([`crate::sandbox::binaries::locate_hypervisor`]). [`qemu::Qemu`] is the one implementation:
+//! QEMU's `microvm` machine.
 
 pub mod accel;
 pub mod qemu;
@@ -36,9 +38,25 @@ pub struct VmSpec {
 }
 
 /// A VMM that can start a VM from a [`VmSpec`].
-pub trait Hypervisor {
+pub trait Hypervisor: std::fmt::Debug + Send + Sync {
     /// Human name, e.g. "qemu".
     fn name(&self) -> &'static str;
-    /// Starts the VM; the returned guard kills it on drop.
+    /// Starts the VM; the returned guard kills it on drop. Records its own span (e.g.
+    /// `qemu.launch`) under the current one.
     fn launch(&self, spec: &VmSpec) -> Result<crate::process::ChildGuard, HypervisorError>;
+}
+
+/// Host TSC frequency in kHz, for `tsc_early_khz=` (see ADR 005: without it about one TCG boot
+/// in six hung calibrating the TSC against the PIT on a busy 2-core host).
+pub fn host_tsc_khz() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    let mhz: f64 = info
+        .lines()
+        .find(|l| l.starts_with("cpu MHz"))?
+        .split(':')
+        .nth(1)?
+        .trim()
+        .parse()
+        .ok()?;
+    Some((mhz * 1000.0) as u64).filter(|k| *k > 0)
 }

@@ -107,25 +107,11 @@ impl Hypervisor for Qemu {
     }
 
     fn launch(&self, spec: &VmSpec) -> Result<ChildGuard, HypervisorError> {
+        let _span = tracing::info_span!("qemu.launch", source = "hypervisor", subsystem = "hypervisor", qemu.path = %self.path.display()).entered();
         let mut cmd = Command::new(&self.path);
         cmd.args(Self::args(spec))
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped());
         Ok(ChildGuard::spawn("QEMU", cmd)?)
     }
-}
-
-/// Host TSC frequency in kHz, for `tsc_early_khz=` (see ADR 005: without it about one TCG boot
-/// in six hung calibrating the TSC against the PIT on a busy 2-core host).
-pub fn host_tsc_khz() -> Option<u64> {
-    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
-    let mhz: f64 = info
-        .lines()
-        .find(|l| l.starts_with("cpu MHz"))?
-        .split(':')
-        .nth(1)?
-        .trim()
-        .parse()
-        .ok()?;
-    Some((mhz * 1000.0) as u64).filter(|k| *k > 0)
 }

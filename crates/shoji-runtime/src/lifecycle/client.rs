@@ -51,7 +51,7 @@ impl StateRoot {
     }
 
     pub fn from_config(config: &Config) -> Self {
-        Self::new(crate::run::sandbox_root(config))
+        Self::new(crate::sandbox::sandbox_root(config))
     }
 
     pub fn path(&self) -> &Path {
@@ -406,7 +406,7 @@ fn bind_exec_ports(
             {
                 port += 3;
             }
-            Err(e) => return Err(crate::run::RunError::from(e).into()),
+            Err(e) => return Err(crate::sandbox::BootError::from(e).into()),
         }
     }
 }

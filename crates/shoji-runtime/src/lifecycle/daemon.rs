@@ -35,11 +35,11 @@ use super::state::{
 use super::LifecycleError;
 use crate::agent::AgentClient;
 use crate::config::Config;
-use crate::run::{prepare_rootfs, RootSource, RunError, RunHooks};
-use crate::sandbox::SandboxDir;
+use crate::sandbox::{
+    prepare_rootfs, Binaries, BootError, BootOptions, RootSource, RunHooks, SandboxDir, SandboxVm,
+};
 use crate::spec::{ProcessOptions, SpecError};
 use crate::stdio::{StdioRelay, FIRST_STDIO_PORT};
-use crate::vm::{Binaries, BootOptions, SandboxVm};
 
 /// What `shoji create` hands the sandbox process on its stdin (one JSON document).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -227,7 +227,7 @@ async fn create(
         info_span!("image.unpack", source = "runtime", subsystem = "image", sandbox_id = %id)
             .in_scope(|| prepare_rootfs(&req.source, &sb, &req.process))?;
     let spec_json = serde_json::to_vec_pretty(&spec)
-        .map_err(|e| RunError::Spec(SpecError::Build(e.to_string())))?;
+        .map_err(|e| BootError::Spec(SpecError::Build(e.to_string())))?;
     // The spec actually used: with an image or a rootfs, the state directory is the bundle.
     let config_json = dir.join("config.json");
     std::fs::write(&config_json, &spec_json).map_err(|source| LifecycleError::Io {
@@ -238,7 +238,7 @@ async fn create(
     let base_process = spec
         .process()
         .clone()
-        .ok_or(RunError::Spec(SpecError::NoCommand))?;
+        .ok_or(BootError::Spec(SpecError::NoCommand))?;
 
     let opts = BootOptions::for_process(config, &req.process, req.agent_tracing(config));
     let mut vm = SandboxVm::boot(config, &bins, sb, &rootfs, &opts, hooks).await?;
@@ -303,7 +303,7 @@ async fn create_container(
         log(state::STDOUT_LOG)?,
         log(state::STDERR_LOG)?,
     )
-    .map_err(RunError::from)?;
+    .map_err(BootError::from)?;
     let created = vm
         .client
         .create_container(agent::CreateContainerRequest {

@@ -4,7 +4,7 @@
 //! container's state directory `<sandbox_root>/<id>` (atomically, so a second create of the same
 //! id fails) and starts the sandbox process ([`daemon`]: `shoji __sandbox`, in its own session)
 //! with a [`daemon::CreateRequest`] on its stdin. The sandbox process boots the VM
-//! ([`crate::vm::SandboxVm`]), creates the container, writes `state.json` ([`state`]), listens on
+//! ([`crate::sandbox::SandboxVm`]), creates the container, writes `state.json` ([`state`]), listens on
 //! `control.sock` and answers on its stdout; from then on it owns QEMU, the helpers and the
 //! container's output (`stdout.log`, `stderr.log`) until `delete`. Every other command is a
 //! client ([`client::StateRoot`]) that reads `state.json` and talks [`protocol`] to the sandbox
@@ -19,7 +19,7 @@ pub mod state;
 
 use std::path::PathBuf;
 
-use crate::run::RunError;
+use crate::sandbox::BootError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LifecycleError {
@@ -68,7 +68,7 @@ pub enum LifecycleError {
     #[error("invalid signal {value:?}: give a name (TERM, SIGKILL) or a number (1-31)")]
     BadSignal { value: String },
     #[error(transparent)]
-    Run(#[from] RunError),
+    Boot(#[from] BootError),
 }
 
 /// `TERM`, `SIGTERM`, `term` or `15` to a signal number.

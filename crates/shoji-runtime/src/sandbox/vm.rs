@@ -5,44 +5,19 @@
 //! Field order is drop order: the agent connection, QEMU, the helpers, and the sandbox directory
 //! last, once nothing uses it any more.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use tokio::sync::watch;
 use tracing::{info_span, Instrument};
 
+use super::{Binaries, BootError, RunHooks, SandboxDir, SpanCount};
 use crate::agent::{AgentClient, AgentError, ClockOffset};
 use crate::config::Config;
 use crate::helpers;
-use crate::hypervisor::{accel, qemu::Qemu, Hypervisor, VmSpec};
+use crate::hypervisor::{accel, VmSpec};
 use crate::process::ChildGuard;
-use crate::run::{RunError, RunHooks};
-use crate::sandbox::SandboxDir;
 use crate::spec::ProcessOptions;
-
-/// Everything a boot needs from the host, resolved before anything is started.
-#[derive(Debug, Clone)]
-pub struct Binaries {
-    qemu: Qemu,
-    kernel: PathBuf,
-    initrd: PathBuf,
-    vsock: PathBuf,
-    virtiofsd: PathBuf,
-}
-
-impl Binaries {
-    pub fn locate(config: &Config) -> Result<Self, RunError> {
-        let qemu = Qemu::locate(&config.hypervisor.qemu.path)?;
-        let (kernel, initrd) = crate::run::guest_image(config)?;
-        Ok(Self {
-            qemu,
-            kernel,
-            initrd,
-            vsock: helpers::locate("vhost-device-vsock")?,
-            virtiofsd: helpers::locate("virtiofsd")?,
-        })
-    }
-}
 
 /// How a VM is sized and what the agent is told on its kernel command line.
 #[derive(Debug, Clone, Default)]
@@ -95,7 +70,7 @@ pub struct SandboxVm {
     vm_exit: watch::Receiver<Option<String>>,
     vm_task: AbortOnDrop,
     /// Agent spans the built-in forwarder has received, when there is one (see `stop`).
-    agent_spans_received: Option<crate::run::SpanCount>,
+    agent_spans_received: Option<SpanCount>,
     _ready: tokio::net::UnixListener,
     fs_helper: ChildGuard,
     vsock_helper: ChildGuard,
@@ -112,7 +87,7 @@ impl SandboxVm {
         rootfs: &Path,
         opts: &BootOptions,
         hooks: &mut dyn RunHooks,
-    ) -> Result<Self, RunError> {
+    ) -> Result<Self, BootError> {
         let q = &config.hypervisor.qemu;
         let root = sb
             .path()
@@ -143,7 +118,7 @@ impl SandboxVm {
                     helper = "virtiofsd"
                 ))
                 .await?;
-            Ok::<_, RunError>((v, f))
+            Ok::<_, BootError>((v, f))
         }
         .instrument(vm_span.clone())
         .await?;
@@ -182,15 +157,11 @@ impl SandboxVm {
                 source,
             }
         })?;
-        let qemu = &bins.qemu;
-        let mut qemu_guard = vm_span.in_scope(|| {
-            info_span!("qemu.launch", source = "hypervisor", subsystem = "hypervisor", qemu.path = %qemu.path.display())
-                .in_scope(|| qemu.launch(&vm))
-        })?;
+        let mut qemu_guard = vm_span.in_scope(|| bins.hypervisor.launch(&vm))?;
         let processes = [
             ("vhost-device-vsock", vsock_helper.id()),
             ("virtiofsd", fs_helper.id()),
-            ("qemu", qemu_guard.id()),
+            (bins.hypervisor.name(), qemu_guard.id()),
         ]
         .into_iter()
         .filter_map(|(what, pid)| pid.map(|pid| StartedProcess { what, pid }))
@@ -198,7 +169,7 @@ impl SandboxVm {
         let stderr_pipes = [
             ("vhost-device-vsock", vsock_helper.take_stderr()),
             ("virtiofsd", fs_helper.take_stderr()),
-            ("qemu", qemu_guard.take_stderr()),
+            (bins.hypervisor.name(), qemu_guard.take_stderr()),
         ]
         .into_iter()
         .filter_map(|(what, pipe)| pipe.map(|p| (what, p)))
@@ -235,7 +206,7 @@ impl SandboxVm {
             Err(source) => {
                 // Give QEMU a moment to flush the console before reading its tail.
                 tokio::time::sleep(Duration::from_millis(100)).await;
-                return Err(RunError::Boot {
+                return Err(BootError::Boot {
                     sandbox: sb.id.clone(),
                     cause: source,
                     console: sb.console_tail(20),
@@ -252,7 +223,7 @@ impl SandboxVm {
                 subsystem = "agent"
             ))
             .await
-            .map_err(|cause| RunError::Agent {
+            .map_err(|cause| BootError::Agent {
                 sandbox: sb.id.clone(),
                 cause,
             })?;
@@ -313,10 +284,10 @@ impl SandboxVm {
     }
 
     /// The error for a VM that exited while it should not have, with the console's tail.
-    pub async fn died(&self, status: String) -> RunError {
+    pub async fn died(&self, status: String) -> BootError {
         // Give QEMU's last console lines a moment to reach the file.
         tokio::time::sleep(Duration::from_millis(100)).await;
-        RunError::VmDied {
+        BootError::VmDied {
             sandbox: self.sb.id.clone(),
             status,
             console: self.sb.console_tail(20),
@@ -324,19 +295,19 @@ impl SandboxVm {
     }
 
     /// A dead VM shows up first as a broken agent connection: says which it was.
-    pub async fn explain(&self, cause: AgentError) -> RunError {
+    pub async fn explain(&self, cause: AgentError) -> BootError {
         let mut exit = self.vm_exit.clone();
         let died =
             tokio::time::timeout(Duration::from_secs(2), exit.wait_for(|s| s.is_some())).await;
         if let Ok(Ok(st)) = died {
             let status = st.clone().unwrap_or_default();
-            return RunError::VmDied {
+            return BootError::VmDied {
                 sandbox: self.sb.id.clone(),
                 status,
                 console: self.sb.console_tail(20),
             };
         }
-        RunError::Agent {
+        BootError::Agent {
             sandbox: self.sb.id.clone(),
             cause,
         }
@@ -423,7 +394,7 @@ impl Drop for AbortOnDrop {
 
 fn kernel_cmdline(config: &Config, opts: &BootOptions, sandbox_id: &str) -> String {
     let mut c = String::from("console=ttyS0 quiet panic=-1 reboot=t");
-    if let Some(khz) = crate::hypervisor::qemu::host_tsc_khz() {
+    if let Some(khz) = crate::hypervisor::host_tsc_khz() {
         // tsc=reliable: under TCG the guest's TSC is the host's, but the kernel's clocksource
         // watchdog judges it against jiffies, whose ticks TCG delivers late, marks it unstable
         // and falls back to refined-jiffies: a 4 ms clock that loses ticks under load, which

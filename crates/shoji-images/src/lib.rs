@@ -1,0 +1,287 @@
+//! OCI images on the host: read layouts/archives, verify digests, unpack confined to the root.
+//!
+//! An image is an OCI image-layout directory, an OCI archive (a tar of one) or a `docker save`
+//! archive, plain or gzip-compressed. [`Image::open`] reads its manifests ([`layout`]; archive
+//! members in place, regular files only: [`archive`]), verifying each blob against its digest.
+//! [`Image::unpack`] streams every layer through two hashes (the blob's digest, then the
+//! uncompressed tar's `diff_id` from the configuration) into [`apply::apply_layer`], which
+//! resolves every path inside the root directory with `openat2(RESOLVE_IN_ROOT)` ([`root`]).
+//! A layer that does not match its digests is reported once it has been read: the caller must
+//! then discard the root (the runtime unpacks into a sandbox's own directory, removed on error).
+
+pub mod apply;
+pub mod archive;
+pub mod digest;
+pub mod layout;
+pub mod root;
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use oci_spec::image::ImageConfiguration;
+
+pub use apply::{ApplyError, ApplyOptions, LayerStats};
+pub use digest::{Digest, DigestError};
+pub use layout::{LayerBlob, LayoutError};
+pub use root::{RelPath, Root};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("image {path} does not exist")]
+    NotFound { path: PathBuf },
+    #[error("cannot read {path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot read image {path}")]
+    Layout {
+        path: PathBuf,
+        #[source]
+        source: LayoutError,
+    },
+    #[error("cannot open root directory {path}")]
+    Root {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot read layer {layer} of image {path}")]
+    LayerRead {
+        path: PathBuf,
+        layer: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "layer {layer} of image {path} is {compression}-compressed, which is not supported \
+         (gzip and uncompressed layers are)"
+    )]
+    Compression {
+        path: PathBuf,
+        layer: String,
+        compression: &'static str,
+    },
+    #[error("cannot apply layer {layer} of image {path}")]
+    Apply {
+        path: PathBuf,
+        layer: String,
+        #[source]
+        source: ApplyError,
+    },
+    #[error("refusing image {path}: layer {layer} was tampered with or corrupted")]
+    Verify {
+        path: PathBuf,
+        layer: String,
+        #[source]
+        source: Box<DigestError>,
+    },
+}
+
+/// Why [`open_regular`] refused a path.
+#[derive(Debug)]
+pub(crate) enum OpenRegularError {
+    NotRegular,
+    Io(io::Error),
+}
+
+/// Opens `path` for reading only if it is a regular file (a FIFO is not waited on).
+pub(crate) fn open_regular(path: &Path) -> Result<File, OpenRegularError> {
+    let fd = rustix::fs::open(
+        path,
+        rustix::fs::OFlags::RDONLY
+            | rustix::fs::OFlags::CLOEXEC
+            | rustix::fs::OFlags::NONBLOCK
+            | rustix::fs::OFlags::NOCTTY,
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(|e| OpenRegularError::Io(e.into()))?;
+    let st = rustix::fs::fstat(&fd).map_err(|e| OpenRegularError::Io(e.into()))?;
+    if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
+        return Err(OpenRegularError::NotRegular);
+    }
+    Ok(File::from(fd))
+}
+
+/// An opened image: its source, configuration and layers, manifests verified.
+pub struct Image {
+    path: PathBuf,
+    source: layout::Source,
+    config: ImageConfiguration,
+    config_digest: Digest,
+    layers: Vec<LayerBlob>,
+}
+
+impl Image {
+    /// Opens `path` (directory or archive); `scratch` holds a decompressed copy of a gzip
+    /// archive (an unnamed file, gone when the image is dropped).
+    pub fn open(path: &Path, scratch: &Path) -> Result<Self, ImageError> {
+        if std::fs::symlink_metadata(path).is_err() {
+            return Err(ImageError::NotFound {
+                path: path.to_path_buf(),
+            });
+        }
+        let layout_err = |source| ImageError::Layout {
+            path: path.to_path_buf(),
+            source,
+        };
+        let source = layout::Source::open(path, scratch).map_err(layout_err)?;
+        let r = source.resolve().map_err(layout_err)?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            source,
+            config: r.config,
+            config_digest: r.config_digest,
+            layers: r.layers,
+        })
+    }
+
+    pub fn config(&self) -> &ImageConfiguration {
+        &self.config
+    }
+
+    /// The configuration's digest: the image's identity.
+    pub fn config_digest(&self) -> &Digest {
+        &self.config_digest
+    }
+
+    pub fn layers(&self) -> &[LayerBlob] {
+        &self.layers
+    }
+
+    /// Applies every layer, in order, onto the directory `rootfs` (created if missing).
+    pub fn unpack(&self, rootfs: &Path) -> Result<LayerStats, ImageError> {
+        std::fs::create_dir_all(rootfs).map_err(|source| ImageError::Io {
+            path: rootfs.to_path_buf(),
+            source,
+        })?;
+        let root = Root::open(rootfs).map_err(|source| ImageError::Root {
+            path: rootfs.to_path_buf(),
+            source,
+        })?;
+        let mut total = LayerStats::default();
+        for layer in &self.layers {
+            let s = self.apply(layer, &root, ApplyOptions::default())?;
+            total.entries += s.entries;
+            total.bytes += s.bytes;
+            total.whiteouts += s.whiteouts;
+        }
+        Ok(total)
+    }
+
+    /// Applies one layer onto `root`, verifying its blob digest and its `diff_id`.
+    pub fn apply(
+        &self,
+        layer: &LayerBlob,
+        root: &Root,
+        opts: ApplyOptions,
+    ) -> Result<LayerStats, ImageError> {
+        let read_err = |source| ImageError::LayerRead {
+            path: self.path.clone(),
+            layer: layer.name.clone(),
+            source,
+        };
+        let (reader, _) =
+            self.source
+                .open_file(&layer.name)
+                .map_err(|source| ImageError::Layout {
+                    path: self.path.clone(),
+                    source,
+                })?;
+        let alg = layer
+            .digest
+            .as_ref()
+            .map(|d| d.algorithm())
+            .unwrap_or(digest::Algorithm::Sha256);
+        let mut blob = digest::DigestReader::new(reader, alg);
+        let (stats, diff) = {
+            let mut buffered = BufReader::with_capacity(256 * 1024, &mut blob);
+            let head = buffered.fill_buf().map_err(read_err)?;
+            let compression = if head.starts_with(&[0x1f, 0x8b]) {
+                Some("gzip")
+            } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+                Some("zstd")
+            } else {
+                None
+            };
+            let tar: Box<dyn Read> = match compression {
+                Some("gzip") => Box::new(flate2::bufread::MultiGzDecoder::new(buffered)),
+                Some(other) => {
+                    return Err(ImageError::Compression {
+                        path: self.path.clone(),
+                        layer: layer.name.clone(),
+                        compression: other,
+                    })
+                }
+                None => Box::new(buffered),
+            };
+            let mut tar = digest::DigestReader::new(tar, layer.diff_id.algorithm());
+            let applied = apply::apply_layer(root, &mut tar, opts);
+            // A digest mismatch explains a broken stream better than the tar error does.
+            let drained = tar.drain();
+            let diff = tar.finish();
+            match applied {
+                Ok(s) => {
+                    drained.map_err(read_err)?;
+                    (Ok(s), diff)
+                }
+                Err(e) => (Err(e), diff),
+            }
+        };
+        let verify = |what: &str, expected: &Digest, size, got: &Digest, count| {
+            digest::check(what, expected, size, got, count).map_err(|source| ImageError::Verify {
+                path: self.path.clone(),
+                layer: layer.name.clone(),
+                source: Box::new(source),
+            })
+        };
+        let blob_drained = blob.drain();
+        let (blob_digest, blob_len) = blob.finish();
+        if let Some(expected) = &layer.digest {
+            if blob_drained.is_ok() {
+                verify(
+                    &format!("blob {}", layer.name),
+                    expected,
+                    layer.size,
+                    &blob_digest,
+                    blob_len,
+                )?;
+            }
+        }
+        let stats = stats.map_err(|source| ImageError::Apply {
+            path: self.path.clone(),
+            layer: layer.name.clone(),
+            source,
+        })?;
+        blob_drained.map_err(read_err)?;
+        verify(
+            "uncompressed layer (rootfs.diff_ids)",
+            &layer.diff_id,
+            None,
+            &diff.0,
+            diff.1,
+        )?;
+        Ok(stats)
+    }
+}
+
+/// Unpacks `image` (directory or archive) into `rootfs`, using `scratch` for a compressed
+/// archive. Returns the image configuration.
+pub fn unpack(
+    image: &Path,
+    scratch: &Path,
+    rootfs: &Path,
+) -> Result<ImageConfiguration, ImageError> {
+    let img = Image::open(image, scratch)?;
+    let stats = img.unpack(rootfs)?;
+    tracing::debug!(
+        entries = stats.entries,
+        bytes = stats.bytes,
+        whiteouts = stats.whiteouts,
+        layers = img.layers().len(),
+        "image unpacked"
+    );
+    Ok(img.config)
+}

@@ -1,0 +1,65 @@
+//! The container's root filesystem and runtime spec, from an image, a bundle or a bare rootfs.
+
+use std::path::{Path, PathBuf};
+
+use super::{BootError, SandboxDir};
+use crate::image;
+use crate::spec::ProcessOptions;
+
+/// Where the container's root filesystem comes from.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RootSource {
+    /// OCI image layout directory, OCI archive or docker-save tarball.
+    Image(PathBuf),
+    /// runc-style bundle: config.json + rootfs.
+    Bundle(PathBuf),
+    /// A bare root filesystem directory.
+    Rootfs(PathBuf),
+}
+
+impl RootSource {
+    /// The path given, whatever its kind.
+    pub fn path(&self) -> &Path {
+        match self {
+            Self::Image(p) | Self::Bundle(p) | Self::Rootfs(p) => p,
+        }
+    }
+}
+
+/// Unpacks an image into `rootfs` (scratch space in `work`) and builds the runtime spec.
+pub fn unpack_image(
+    path: &Path,
+    work: &Path,
+    rootfs: &Path,
+    opts: &ProcessOptions,
+) -> Result<oci_spec::runtime::Spec, BootError> {
+    let cfg = image::unpack(path, work, rootfs)?;
+    let _ = std::fs::remove_dir_all(work);
+    Ok(crate::spec::from_image(&cfg, rootfs, opts)?)
+}
+
+/// The spec and the root filesystem directory for `source`; an image is unpacked into the
+/// sandbox directory's `rootfs/`.
+pub fn prepare_rootfs(
+    source: &RootSource,
+    sb: &SandboxDir,
+    opts: &ProcessOptions,
+) -> Result<(oci_spec::runtime::Spec, PathBuf), BootError> {
+    Ok(match source {
+        RootSource::Image(path) => {
+            let rootfs = sb.rootfs();
+            let spec = unpack_image(path, &sb.path().join("image"), &rootfs, opts)?;
+            (spec, rootfs)
+        }
+        RootSource::Bundle(dir) => crate::spec::from_bundle(dir, opts)?,
+        RootSource::Rootfs(dir) => {
+            if !dir.is_dir() {
+                return Err(BootError::Image(image::ImageError::NotFound {
+                    path: dir.clone(),
+                }));
+            }
+            (crate::spec::for_rootfs(dir, opts)?, dir.clone())
+        }
+    })
+}
