@@ -45,6 +45,30 @@ ensure_host_deps() {
   export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 }
 
+# ensure_go_tool NAME VERSION PACKAGE : prints the path of PACKAGE's binary, built once from the
+# tools module scripts/go-tools/NAME (its go.mod pins VERSION; go.sum is committed) into
+# ~/.cache/shoji/go-tools/NAME-VERSION, outside the clone. Modules with `replace` lines (Jaeger)
+# cannot be `go install`ed at a version, hence one small module per tool.
+ensure_go_tool() {
+  local name=$1 version=$2 pkg=$3 dir go
+  dir="${XDG_CACHE_HOME:-$HOME/.cache}/shoji/go-tools"
+  if [ -x "$dir/$name-$version" ]; then echo "$dir/$name-$version"; return 0; fi
+  go=$(command -v go || echo /usr/local/go/bin/go)
+  [ -x "$go" ] || { echo "error: building $name needs Go (https://go.dev/dl), not found" >&2; return 1; }
+  grep -q "$version" "scripts/go-tools/$name/go.mod" || {
+    echo "error: scripts/go-tools/$name/go.mod does not pin $version" >&2; return 1; }
+  say "building $name $version with Go (several minutes, once)"
+  mkdir -p "$dir"
+  (cd "scripts/go-tools/$name" && GOFLAGS=-mod=readonly "$go" build -trimpath -o "$dir/$name-$version.tmp" "$pkg") &&
+    mv "$dir/$name-$version.tmp" "$dir/$name-$version" && echo "$dir/$name-$version"
+}
+
+# The Jaeger all-in-one the tests compare Shoji's API with (version pinned in its tools module).
+JAEGER_VERSION=v1.76.0
+ensure_jaeger() {
+  ensure_go_tool jaeger "$JAEGER_VERSION" github.com/jaegertracing/jaeger/cmd/jaeger
+}
+
 ensure_test_deps() {
   # The Rust test runner: not part of a fresh machine's toolchain.
   ensure_cargo_tool cargo-nextest cargo-nextest

@@ -35,6 +35,54 @@ pub enum ContainerError {
     Security(#[from] crate::security::SecurityError),
     #[error("cgroup {path}: {err}")]
     Cgroup { path: PathBuf, err: std::io::Error },
+    #[error("container file {path:?}: {reason}")]
+    File { path: String, reason: String },
+}
+
+/// At most this many files, each at most this big, per container (the host sends three small
+/// ones today: `/etc/hosts`, `/etc/hostname`, `/etc/resolv.conf`).
+const MAX_FILES: usize = 16;
+const MAX_FILE_BYTES: usize = 1 << 20;
+
+/// Writes each `(path in the container, content)` into the agent's tmpfs under `dir` and returns
+/// `(where it was written, path in the container)` for the init to bind-mount.
+fn stage_files(
+    dir: &std::path::Path,
+    files: &[(String, Vec<u8>)],
+) -> Result<Vec<(PathBuf, String)>, ContainerError> {
+    let bad = |path: &str, reason: &str| ContainerError::File {
+        path: path.into(),
+        reason: reason.into(),
+    };
+    if files.len() > MAX_FILES {
+        return Err(bad("", &format!("more than {MAX_FILES} files")));
+    }
+    let mut out = Vec::new();
+    for (i, (path, content)) in files.iter().enumerate() {
+        let p = std::path::Path::new(path);
+        let normal = p
+            .components()
+            .skip(1)
+            .all(|c| matches!(c, std::path::Component::Normal(_)));
+        // `components()` drops `.` and repeated slashes, so also insist that the path is
+        // already in the form they give back (`/etc/./hosts` and `/etc//hosts` are refused).
+        let canonical = p.components().collect::<std::path::PathBuf>();
+        if !p.is_absolute()
+            || !normal
+            || p.components().count() < 2
+            || canonical.as_os_str() != p.as_os_str()
+        {
+            return Err(bad(path, "not an absolute path of plain components"));
+        }
+        if content.len() > MAX_FILE_BYTES {
+            return Err(bad(path, "larger than 1 MiB"));
+        }
+        std::fs::create_dir_all(dir).map_err(|e| bad(path, &e.to_string()))?;
+        let staged = dir.join(i.to_string());
+        std::fs::write(&staged, content).map_err(|e| bad(path, &e.to_string()))?;
+        out.push((staged, path.clone()));
+    }
+    Ok(out)
 }
 
 /// One process of a container.
@@ -267,6 +315,7 @@ impl Container {
         id: &str,
         spec: &Spec,
         rootfs_tag: &str,
+        files: &[(String, Vec<u8>)],
         ports: &StdioPorts,
         reaper: &Reaper,
     ) -> Result<Self, ContainerError> {
@@ -275,6 +324,10 @@ impl Container {
         }
         let rootfs = PathBuf::from(format!("/run/shoji/containers/{id}/rootfs"));
         let _ = std::fs::create_dir_all(&rootfs);
+        let files = stage_files(
+            std::path::Path::new(&format!("/run/shoji/containers/{id}/files")),
+            files,
+        )?;
         let process = spec
             .process()
             .as_ref()
@@ -301,6 +354,7 @@ impl Container {
             terminal: process.terminal().unwrap_or(false),
             rlimits: crate::init::rlimits_of(process),
             enter_pid: None,
+            files,
         };
         {
             let _s = tracing::info_span!(
@@ -412,6 +466,7 @@ impl Container {
             user: process.user().username().clone(),
             security: crate::security::process_plan(process, self.seccomp.as_ref())?,
             root_security: Default::default(),
+            files: Vec::new(),
         };
         let mut p = spawn_init(&cfg, ports, reaper)?;
         write_cgroup(&self.cgroup, "cgroup.procs", &p.pid.to_string())?;
@@ -445,4 +500,23 @@ fn write_cgroup(dir: &std::path::Path, file: &str, value: &str) -> Result<(), Co
         path: dir.join(file),
         err,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn container_files_must_be_plain_absolute_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = stage_files(dir.path(), &[("/etc/hosts".into(), b"x".to_vec())]).unwrap();
+        assert_eq!(std::fs::read(&ok[0].0).unwrap(), b"x");
+        assert_eq!(ok[0].1, "/etc/hosts");
+        for bad in ["etc/hosts", "/etc/../hosts", "/", "/etc/./hosts", ""] {
+            let r = stage_files(dir.path(), &[(bad.into(), Vec::new())]);
+            assert!(r.is_err(), "{bad:?} accepted");
+        }
+        let big = vec![0u8; MAX_FILE_BYTES + 1];
+        assert!(stage_files(dir.path(), &[("/etc/hosts".into(), big)]).is_err());
+    }
 }

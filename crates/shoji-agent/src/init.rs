@@ -50,6 +50,11 @@ pub struct InitConfig {
     /// Applied when the root is set up (the init only; an exec finds it done).
     #[serde(default)]
     pub root_security: RootSecurity,
+    /// Files staged in the agent's tmpfs, bind-mounted over these paths inside the container's
+    /// root once the process is chrooted into it (so the paths, symlinks included, resolve in
+    /// that root).
+    #[serde(default)]
+    pub files: Vec<(PathBuf, String)>,
 }
 
 /// Converts OCI rlimits into the names and values [`InitConfig`] carries.
@@ -173,8 +178,8 @@ fn container_init(
         {
             report_failure(&mut report, &format!("entering the container root: {e}"));
         }
-    } else if let Err(e) =
-        setup_root(&cfg.rootfs, cfg.terminal).and_then(|_| apply_root_security(&cfg.root_security))
+    } else if let Err(e) = setup_root(&cfg.rootfs, cfg.terminal, &cfg.files)
+        .and_then(|_| apply_root_security(&cfg.root_security))
     {
         report_failure(&mut report, &format!("setting up the container root: {e}"));
     }
@@ -283,7 +288,7 @@ fn container_init(
     fail(code, &format!("cannot run {program:?}: {err}"))
 }
 
-fn setup_root(rootfs: &Path, terminal: bool) -> Result<(), String> {
+fn setup_root(rootfs: &Path, terminal: bool, files: &[(PathBuf, String)]) -> Result<(), String> {
     fn e(what: &'static str) -> impl Fn(nix::Error) -> String {
         move |err| format!("{what}: {err}")
     }
@@ -390,6 +395,16 @@ fn setup_root(rootfs: &Path, terminal: bool) -> Result<(), String> {
     ] {
         let _ = std::os::unix::fs::symlink(target, at(link));
     }
+    // Opened before the chroot, mounted after it through /proc/self/fd, so that the target path
+    // resolves inside the container's root.
+    let staged = files
+        .iter()
+        .map(|(src, dst)| {
+            std::fs::File::open(src)
+                .map(|f| (f, dst.as_str()))
+                .map_err(|err| format!("open {}: {err}", src.display()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     // The VM's root is the initramfs, which pivot_root cannot leave; move the container root
     // over `/` in this private mount namespace and chroot into it, as runc's no-pivot mode does.
     std::env::set_current_dir(rootfs).map_err(|err| format!("chdir rootfs: {err}"))?;
@@ -397,6 +412,9 @@ fn setup_root(rootfs: &Path, terminal: bool) -> Result<(), String> {
         .map_err(e("move the root"))?;
     nix::unistd::chroot(".").map_err(e("chroot"))?;
     std::env::set_current_dir("/").map_err(|err| format!("chdir /: {err}"))?;
+    for (file, dst) in &staged {
+        mount_file_over(file, dst)?;
+    }
     Ok(())
 }
 
@@ -504,4 +522,35 @@ fn apply_root_security(sec: &RootSecurity) -> Result<(), String> {
         .map_err(|e| format!("root.readonly: remounting / read-only: {e}"))?;
     }
     Ok(())
+}
+
+/// Bind-mounts `file` over `dst` (in the current root), creating an empty `dst` first when the
+/// image has none. A `dst` that is a symlink is followed within the root, as runc does.
+fn mount_file_over(file: &std::fs::File, dst: &str) -> Result<(), String> {
+    use std::os::fd::AsRawFd;
+    let target = Path::new(dst);
+    if std::fs::metadata(target).is_err() {
+        // Dangling symlinks (`/etc/resolv.conf -> ../run/...`) get their target created.
+        let real = std::fs::read_link(target)
+            .map(|l| target.parent().unwrap_or(Path::new("/")).join(l))
+            .unwrap_or_else(|_| target.to_path_buf());
+        if let Some(parent) = real.parent() {
+            let _ = std::fs::create_dir_all(parent);
+        }
+        std::fs::File::options()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&real)
+            .map_err(|err| format!("create {dst}: {err}"))?;
+    }
+    let src = format!("/proc/self/fd/{}", file.as_raw_fd());
+    mount(
+        Some(src.as_str()),
+        target,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|err| format!("bind-mount over {dst}: {err}"))
 }

@@ -7,6 +7,7 @@ mod boot;
 mod console;
 mod container;
 mod init;
+mod network;
 mod privileges;
 mod reaper;
 mod security;
@@ -56,6 +57,11 @@ fn main() {
 async fn serve(params: boot::BootParams, mut phases: Vec<(String, u64)>) -> anyhow::Result<()> {
     use anyhow::Context;
     let reaper = reaper::Reaper::start().context("while installing the child reaper")?;
+    // Not fatal: a container without loopback is still better than no container, and the
+    // console says why.
+    if let Err(e) = network::loopback_up().await {
+        tracing::error!("cannot bring up loopback: {e}");
+    }
     let addr = format!("vsock://-1:{}", shoji_protocols::AGENT_VSOCK_PORT);
     phases.push(("agent.ready".into(), boot::now_unix_ns()));
     telemetry::boot_spans(&params, &phases);

@@ -109,8 +109,9 @@ impl AgentService for Agent {
             }
             let reaper = self.reaper.clone();
             let tag = req.rootfs_tag.clone();
+            let files: Vec<(String, Vec<u8>)> = req.files.iter().map(|f| (f.path.clone(), f.content.clone())).collect();
             let span = tracing::info_span!("container.create", source = "agent", subsystem = "container", container_id = %id, container.id = %id);
-            let c = tokio::task::spawn_blocking(move || span.in_scope(|| Container::create(&id, &spec, &tag, &ports, &reaper)))
+            let c = tokio::task::spawn_blocking(move || span.in_scope(|| Container::create(&id, &spec, &tag, &files, &ports, &reaper)))
                 .await
                 .map_err(|e| status(ttrpc::Code::INTERNAL, e.to_string()))?
                 .map_err(|e| status(ttrpc::Code::INTERNAL, e.to_string()))?;
@@ -291,6 +292,35 @@ impl AgentService for Agent {
             exported_spans: exported,
             ..Default::default()
         })
+    }
+
+    async fn configure_network(
+        &self,
+        ctx: &TtrpcContext,
+        req: agent::ConfigureNetworkRequest,
+    ) -> ttrpc::Result<agent::ConfigureNetworkResponse> {
+        let span = server_span!(self, ctx, "ConfigureNetwork", "");
+        let inner = tracing::info_span!(
+            parent: &span,
+            "network.configure",
+            source = "agent",
+            subsystem = "network",
+            network.interfaces = tracing::field::Empty,
+            network.addresses = tracing::field::Empty,
+            network.routes = req.routes.len(),
+        );
+        crate::network::configure(&req)
+            .instrument(inner)
+            .instrument(span)
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "network configuration failed");
+                status(
+                    ttrpc::Code::INVALID_ARGUMENT,
+                    format!("configuring the network: {e}"),
+                )
+            })?;
+        Ok(agent::ConfigureNetworkResponse::default())
     }
 
     async fn exec_process(

@@ -8,7 +8,8 @@ use std::process::{Command, Stdio};
 
 use crate::{io, ImageError};
 
-/// What the agent needs: virtio-mmio transport, vsock over virtio, virtio-fs. Nothing more:
+/// What the agent needs: virtio-mmio transport, vsock over virtio, virtio-fs, virtio-net (its
+/// dependencies `net_failover` and `failover` follow from its `.modinfo`). Nothing more:
 /// every module costs boot time (overlay, once listed but never mounted, was a quarter of the
 /// module bytes and about 40 ms of a TCG boot, issue #2).
 pub const AGENT_MODULES: &[&str] = &[
@@ -16,6 +17,7 @@ pub const AGENT_MODULES: &[&str] = &[
     "vmw_vsock_virtio_transport",
     "fuse",
     "virtiofs",
+    "virtio_net",
 ];
 
 fn index(dir: &Path, map: &mut HashMap<String, PathBuf>) {

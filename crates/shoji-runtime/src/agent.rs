@@ -302,6 +302,15 @@ impl AgentClient {
         call!(self, "ExecProcess", exec_process, &req, SHORT).map(|r| r.pid)
     }
 
+    /// Gives the agent the guest's network description (see `network::NetworkPlan`). The answer
+    /// carries nothing: the host reads nothing back about the guest's network.
+    pub async fn configure_network(
+        &self,
+        req: &agent::ConfigureNetworkRequest,
+    ) -> Result<(), AgentError> {
+        call!(self, "ConfigureNetwork", configure_network, req, SHORT).map(|_| ())
+    }
+
     pub async fn shutdown(&self) -> Result<agent::ShutdownResponse, AgentError> {
         let req = agent::ShutdownRequest::default();
         call!(

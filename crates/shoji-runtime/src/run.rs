@@ -7,17 +7,18 @@
 use std::time::Duration;
 
 use shoji_protocols::agent;
-use tokio::signal::unix::{signal, SignalKind};
 use tracing::{info_span, Instrument};
 
 use crate::agent::{AgentClient, AgentError, ClockOffset};
 use crate::config::Config;
 use crate::image;
+use crate::network::NetworkPlan;
 use crate::sandbox::rootfs::unpack_image;
 use crate::sandbox::{
     self, prepare_rootfs, Binaries, BootError, BootOptions, RootSource, RunHooks, SandboxDir,
     SandboxError, SandboxVm,
 };
+use crate::signals::{self, Signals};
 use crate::spec::{ProcessOptions, SpecError};
 use crate::stdio::{RawTerminal, StdioError, StdioRelay, FIRST_STDIO_PORT};
 
@@ -31,6 +32,8 @@ pub struct RunRequest {
     pub agent_tracing: bool,
     /// W3C traceparent for the agent's boot spans.
     pub traceparent: Option<String>,
+    /// `--network`, `-p`, `--hostname`, `--add-host`, `--dns`.
+    pub network: crate::network::NetworkOptions,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -51,6 +54,8 @@ pub enum RunError {
     NoSource,
     #[error(transparent)]
     Sandbox(#[from] BootError),
+    #[error(transparent)]
+    Network(#[from] crate::network::NetworkError),
 }
 
 impl From<SandboxError> for RunError {
@@ -76,12 +81,22 @@ pub async fn run(
     hooks: &mut dyn RunHooks,
 ) -> Result<RunOutcome, RunError> {
     let source = req.source.clone().ok_or(RunError::NoSource)?;
+    // Bad network options are refused before anything starts.
+    req.network.validate()?;
+    if let Some(name) = &req.container_id {
+        req.network.hostname_for(name)?;
+    }
+    // Dropped after the VM (declared before it): netns mode undoes its set-up then.
+    // The id is chosen here so that every span, network.prepare included, can carry it.
+    let sandbox_id = sandbox::new_sandbox_id();
+    let net_plan = info_span!("network.prepare", source = "runtime", subsystem = "network", sandbox_id = %sandbox_id, network.mode = %req.network.mode)
+        .in_scope(|| NetworkPlan::new(&req.network))?;
 
     // Resolve everything that can be missing before anything is started.
     let bins = Binaries::locate(config)?;
 
     let root = sandbox::sandbox_root(config);
-    let sb = SandboxDir::create(&root, &sandbox::new_sandbox_id())?;
+    let sb = SandboxDir::create(&root, &sandbox_id)?;
     let container_id = req.container_id.clone().unwrap_or_else(|| sb.id.clone());
     tracing::Span::current().record("sandbox_id", sb.id.as_str());
     tracing::Span::current().record("container_id", container_id.as_str());
@@ -91,6 +106,7 @@ pub async fn run(
         info_span!("image.unpack", source = "runtime", subsystem = "image", sandbox_id = %sb.id);
     let mut opts = BootOptions::for_process(config, &req.process, req.agent_tracing);
     opts.traceparent = req.traceparent.clone();
+    opts.network = net_plan.vm.clone();
 
     // An image is unpacked while the guest boots: the rootfs is only looked at when the agent
     // mounts it in CreateContainer, and on a 2-core host the unpack (25-150 ms) and QEMU's
@@ -153,8 +169,19 @@ pub async fn run(
         let vm = SandboxVm::boot(config, &bins, sb, &rootfs, &opts, hooks).await?;
         (vm, spec)
     };
+    let mut spec = spec;
+    let hostname = match (&req.network.hostname, &source, spec.hostname()) {
+        // A bundle's own hostname stands unless --hostname is given.
+        (None, RootSource::Bundle(_), Some(h)) if !h.is_empty() => h.clone(),
+        _ => req.network.hostname_for(&container_id)?,
+    };
+    crate::network::apply_hostname(&mut spec, &hostname, &req.process.env);
     let spec_json = serde_json::to_vec(&spec).map_err(|e| SpecError::Build(e.to_string()))?;
     let client = &vm.client;
+    let files = match setup_network(&vm, &req.network, &net_plan, &hostname).await {
+        Ok(f) => f,
+        Err(cause) => return Err(vm.explain(cause).await.into()),
+    };
 
     let mut outcome = RunOutcome {
         sandbox_id: vm.sb.id.clone(),
@@ -176,6 +203,7 @@ pub async fn run(
                 oci_spec_json: spec_json,
                 rootfs_tag: "rootfs".into(),
                 stdio: Some(ports).into(),
+                files,
                 ..Default::default()
             })
             .instrument(info_span!("container.create", source = "runtime", subsystem = "container", container_id = %container_id, container.id = %container_id))
@@ -216,25 +244,45 @@ pub async fn run(
     Ok(outcome)
 }
 
+/// Configures the guest's network (when there is more than loopback) and returns the container's
+/// `/etc` files, in the `network.setup` span.
+async fn setup_network(
+    vm: &SandboxVm,
+    opts: &crate::network::NetworkOptions,
+    plan: &NetworkPlan,
+    hostname: &str,
+) -> Result<Vec<agent::ContainerFile>, AgentError> {
+    let span = info_span!(
+        "network.setup",
+        source = "runtime",
+        subsystem = "network",
+        sandbox_id = %vm.sb.id,
+        network.mode = %opts.mode,
+        network.ports = opts.ports.len(),
+        network.address = plan.address.map(|a| a.to_string()).unwrap_or_default(),
+        host.name = hostname,
+    );
+    async {
+        if let Some(guest) = &plan.guest {
+            vm.client.configure_network(guest).await?;
+        }
+        Ok(crate::network::files::container_files(
+            hostname,
+            &opts.extra_hosts,
+            plan.address,
+            &opts.dns,
+            plan.loopback_dns,
+        ))
+    }
+    .instrument(span)
+    .await
+}
+
 /// Waits for the container's init; SIGINT/SIGTERM/SIGHUP/SIGQUIT received meanwhile are
 /// forwarded to it. If it is still running 3 s after a forwarded signal (a PID 1 without a
 /// handler ignores most signals) it is killed, and the status reports the signal received.
 async fn wait_with_signals(client: &AgentClient, cid: &str) -> Result<i32, AgentError> {
-    let mk = |k| signal(k).ok();
-    let (mut int, mut term, mut hup, mut quit) = (
-        mk(SignalKind::interrupt()),
-        mk(SignalKind::terminate()),
-        mk(SignalKind::hangup()),
-        mk(SignalKind::quit()),
-    );
-    async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
-        match s {
-            Some(s) => {
-                s.recv().await;
-            }
-            None => std::future::pending().await,
-        }
-    }
+    let mut signals = Signals::new(signals::FORWARDED);
     let wait = client.wait_process(cid, "");
     tokio::pin!(wait);
     let mut received: Option<i32> = None;
@@ -250,10 +298,7 @@ async fn wait_with_signals(client: &AgentClient, cid: &str) -> Result<i32, Agent
                     None => r.exit_code,
                 });
             }
-            _ = recv(&mut int) => libc::SIGINT,
-            _ = recv(&mut term) => libc::SIGTERM,
-            _ = recv(&mut hup) => libc::SIGHUP,
-            _ = recv(&mut quit) => libc::SIGQUIT,
+            sig = signals.recv() => sig,
             _ = async { match kill_at { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => libc::SIGKILL,
         };
         if sig == libc::SIGKILL {

@@ -20,6 +20,8 @@ fn serve(data: &std::path::Path) -> (std::process::Child, String, String) {
             "0",
             "--query-port",
             "0",
+            "--zipkin-port",
+            "0",
             "--data-dir",
         ])
         .arg(data)
@@ -33,7 +35,8 @@ fn serve(data: &std::path::Path) -> (std::process::Child, String, String) {
     let lines: Vec<String> = BufReader::new(out)
         .lines()
         .map_while(Result::ok)
-        .take(4)
+        // store, otlp-grpc, otlp-http, zipkin, query: all read, so none is written to a closed pipe.
+        .take(5)
         .collect();
     for l in &lines {
         if let Some(a) = l.strip_prefix("otlp-grpc ") {

@@ -247,6 +247,7 @@ mod tests {
             grpc_port: 0,
             http_port: 0,
             query_port: 0,
+            zipkin_port: 0,
             ..Default::default()
         };
         let server = rt

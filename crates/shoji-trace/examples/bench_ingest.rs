@@ -149,6 +149,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "0",
             "--query-port",
             "0",
+            "--zipkin-port",
+            "0",
         ])
         .arg("--data-dir")
         .arg(dir.path())

@@ -155,7 +155,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let t = Instant::now();
         let out = args.run(&dir)?;
         ls.push(t.elapsed());
-        assert_eq!(out.lines().count(), 21);
+        assert_eq!(out.text.lines().count(), 21);
     }
     report("trace ls --limit 20", ls);
 
@@ -166,6 +166,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             grpc_port: 0,
             http_port: 0,
             query_port: 0,
+            zipkin_port: 0,
             ..ServeConfig::default()
         },
     ))?;

@@ -1,4 +1,4 @@
-//! The `shoji trace` commands read the store with no server: ids by full hex, unique prefix or
+//! The `shoji trace` commands read the store with no server: ids by hex, unique prefix (`*`) or
 //! `latest`; `ls` filters; `show` draws the tree, colours only when asked, and escapes control
 //! characters from hostile span names.
 
@@ -19,7 +19,7 @@ fn ls(dir: &std::path::Path, f: impl FnOnce(&mut LsArgs)) -> String {
         json: false,
     };
     f(&mut a);
-    a.run(dir).expect("ls")
+    a.run(dir).expect("ls").text
 }
 
 fn fill(store: &Store) {
@@ -47,17 +47,25 @@ fn ids_resolve_by_full_hex_prefix_and_latest() {
     ));
     fill(&store);
     assert_eq!(store.resolve_id("latest").expect("latest"), [0xa2; 16]);
-    assert_eq!(store.resolve_id("A1A1").expect("prefix"), [0xa1; 16]);
+    assert_eq!(store.resolve_id("A1A1*").expect("prefix"), [0xa1; 16]);
+    assert_eq!(store.resolve_id("a1a1...").expect("prefix"), [0xa1; 16]);
+    assert!(
+        matches!(
+            store.resolve_id("A1A1"),
+            Err(StoreError::Id(IdError::NotFound(_)))
+        ),
+        "without '*' the digits are a whole (zero-extended) id, not a prefix"
+    );
     assert_eq!(
         store.resolve_id(&"a1".repeat(16)).expect("full"),
         [0xa1; 16]
     );
     assert!(matches!(
-        store.resolve_id("a"),
+        store.resolve_id("a*"),
         Err(StoreError::Id(IdError::Ambiguous { count: 2, .. }))
     ));
     assert!(matches!(
-        store.resolve_id("ff"),
+        store.resolve_id("ff*"),
         Err(StoreError::Id(IdError::NotFound(_)))
     ));
     assert!(matches!(
@@ -99,7 +107,7 @@ fn show_draws_the_tree_and_escapes_control_characters() {
     let dir = tempfile::tempdir().expect("tempdir");
     fill(&Store::open(dir.path()).expect("open"));
     let plain = ShowArgs {
-        id: "a1".into(),
+        id: "a1*".into(),
         verbose: true,
         color: ColorChoice::Never,
     }
@@ -146,4 +154,46 @@ fn export_then_import_into_another_data_dir() {
     assert!(msg.starts_with("imported 1 spans"), "{msg}");
     let store = Store::open(other.path()).expect("open");
     assert_eq!(store.resolve_id("latest").expect("latest"), [0xa2; 16]);
+}
+
+/// Issue 11: a 16-digit id is the 64-bit id zero-extended to 128 bits, as Jaeger reads it,
+/// not a prefix of some other trace.
+#[test]
+fn a_16_digit_id_is_the_zero_extended_64_bit_id() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    let mut short = [0u8; 16];
+    short[15] = 1;
+    let mut span = common::span(0, 1, None, "short-id", 10, 20);
+    span.trace_id = short.to_vec();
+    // A trace whose first 16 digits are 0000000000000001: the old prefix reading found it.
+    let mut other = common::span(0, 2, None, "long-id", 30, 40);
+    other.trace_id = hex::decode("0000000000000001ffffffffffffffff").expect("hex");
+    store
+        .ingest(&common::request("ids", vec![span, other]))
+        .expect("ingest");
+    assert_eq!(
+        store.resolve_id("0000000000000001").expect("64-bit id"),
+        short
+    );
+    assert_eq!(
+        store.resolve_id("1").expect("leading zeros optional"),
+        short
+    );
+    let shown = ShowArgs {
+        id: "0000000000000001".into(),
+        verbose: false,
+        color: ColorChoice::Never,
+    }
+    .run(dir.path())
+    .expect("show");
+    assert!(
+        shown.contains("short-id") && !shown.contains("long-id"),
+        "{shown}"
+    );
+    // The old reading (a prefix) is still there when asked for.
+    assert_eq!(
+        hex::encode(store.resolve_id("0000000000000001*").expect("prefix")),
+        "0000000000000001ffffffffffffffff"
+    );
 }

@@ -94,9 +94,9 @@ fn oversized_requests_get_413_and_resource_exhausted() {
 }
 
 #[test]
-fn default_limit_is_16_mib() {
+fn default_limit_is_64_mib() {
     let srv = common::TestServer::start();
-    let r = common::post_protobuf(&srv.http_url(), vec![0u8; 16 * 1024 * 1024 + 1]);
+    let r = common::post_protobuf(&srv.http_url(), vec![0u8; 64 * 1024 * 1024 + 1]);
     assert_eq!(r.status(), 413);
 }
 

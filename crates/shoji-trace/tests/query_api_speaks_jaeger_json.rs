@@ -91,8 +91,8 @@ fn query_api_speaks_jaeger_json() {
         .expect("msg")
         .contains("minDuration"));
 
-    let (code, v) = get(&format!("{q}/api/traces/0707070707070707"));
-    assert_eq!(code, 200, "a unique prefix works too");
+    let (code, v) = get(&format!("{q}/api/traces/0707070707070707*"));
+    assert_eq!(code, 200, "a unique prefix, asked for with '*', works too");
     assert_eq!(v["data"][0]["spans"].as_array().map(Vec::len), Some(2));
 
     let (code, v) = get(&format!("{q}/api/traces/{}", "ab".repeat(16)));
@@ -106,10 +106,10 @@ fn query_api_speaks_jaeger_json() {
     assert_eq!(code, 200);
     assert_eq!(v["data"][1]["name"], "vm.boot");
     assert_eq!(v["data"][1]["span_id"], "0000000000000002");
-    let (code, v) = get(&format!("{q}/api/analysis/summary/0707"));
+    let (code, v) = get(&format!("{q}/api/analysis/summary/0707*"));
     assert_eq!(code, 200);
     assert_eq!(v["data"][0]["span_count"], 2);
-    let (code, v) = get(&format!("{q}/api/analysis/diff/0707/0808"));
+    let (code, v) = get(&format!("{q}/api/analysis/diff/0707*/0808*"));
     assert_eq!(code, 200);
     assert_eq!(
         v["data"][0]["only_in_b"][0]["operation"],

@@ -1,6 +1,11 @@
 // The Jaeger-compatible query API and Shoji's analysis API, served by `shoji trace serve`.
 
-export class ApiError extends Error {}
+export class ApiError extends Error {
+  constructor(msg, status = 0) {
+    super(msg);
+    this.status = status;
+  }
+}
 
 async function get(path) {
   let res;
@@ -13,11 +18,11 @@ async function get(path) {
   try {
     body = await res.json();
   } catch {
-    throw new ApiError(`${path}: HTTP ${res.status}, not JSON`);
+    throw new ApiError(`${path}: HTTP ${res.status}, not JSON`, res.status);
   }
   if (!res.ok || (body.errors && body.errors.length)) {
     const msg = body.errors && body.errors.length ? body.errors[0].msg : `HTTP ${res.status}`;
-    throw new ApiError(msg);
+    throw new ApiError(msg, res.status);
   }
   return body.data;
 }
@@ -31,7 +36,12 @@ export const api = {
   search: (params) => get(`/api/traces?${params}`),
   /** The same search, one summary per trace (no spans): the result list. */
   searchSummaries: (params) => get(`/api/analysis/search?${params}`),
+  /** One trace in Jaeger's model: the exchange format (the page's "JSON" link). */
   trace: async (id) => (await get(`/api/traces/${enc(id)}`))[0],
+  /** One trace in the viewer's compact form, with self times (model.js buildTraceCompact). */
+  viewerTrace: async (id) => (await get(`/api/viewer/traces/${enc(id)}`))[0],
+  /** Jaeger's service call graph: [{parent, child, callCount}] over lookbackMs before endTs. */
+  dependencies: (endTs, lookbackMs) => get(`/api/dependencies?endTs=${endTs}&lookback=${lookbackMs}`),
   criticalPath: (id) => get(`/api/analysis/critical-path/${enc(id)}`),
   diff: async (a, b) => (await get(`/api/analysis/diff/${enc(a)}/${enc(b)}`))[0],
 };

@@ -5,6 +5,7 @@ import { h, clear, link } from './dom.js';
 import { searchPage } from './search.js';
 import { tracePage } from './trace.js';
 import { comparePage } from './compare.js';
+import { depsPage } from './deps.js';
 
 const root = document.getElementById('app');
 let current = null;
@@ -24,6 +25,8 @@ function route() {
     current = searchPage(root, searchParams, nav);
   } else if (parts[0] === 'trace' && parts.length === 2) {
     current = tracePage(root, parts[1], searchParams, nav);
+  } else if (parts[0] === 'dependencies' && parts.length === 1) {
+    current = depsPage(root, searchParams, nav);
   } else if (parts[0] === 'compare' && parts.length <= 3) {
     current = comparePage(root, parts[1], parts[2], nav);
   } else {
@@ -39,5 +42,6 @@ document.getElementById('nav').append(
   link('/search', { class: 'brand' }, 'Shoji'),
   link('/search', {}, 'Search'),
   link('/compare', {}, 'Compare'),
-  h('span', { class: 'keys', title: 'keyboard' }, 'keys: ↑↓ j k move · ←→ h l fold · c critical path · Esc close'));
+  link('/dependencies', {}, 'System architecture'),
+  h('span', { class: 'keys', title: 'keyboard' }, 'keys: ↑↓ j k move · ←→ h l fold · / find · n N next, previous match · c critical path · Esc close'));
 route();

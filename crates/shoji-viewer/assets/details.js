@@ -1,6 +1,6 @@
-// A span's details: ids, timing, status, attributes, events (log records) and its process.
+// A span's details: ids, timing, status, links, attributes, events (log records), its process.
 
-import { h, fmtDuration, fmtTime, sourceClass } from './dom.js';
+import { h, fmtDuration, fmtTime, sourceClass, SELF_TIME_HELP } from './dom.js';
 
 function valueText(v) {
   return typeof v === 'string' ? v : JSON.stringify(v);
@@ -12,7 +12,30 @@ function kvTable(rows, cls) {
     rows.map(([k, v]) => h('tr', {}, h('th', { scope: 'row' }, k), h('td', {}, valueText(v))))));
 }
 
-export function spanDetails(trace, sp, { onClose, onSelect }) {
+/**
+ * A span's links (Jaeger references other than its parent): one in this trace selects it, one
+ * in another trace opens that trace at the span.
+ */
+function linkList(trace, sp, onSelect, onOtherTrace) {
+  if (!sp.links.length) return h('p', { class: 'muted' }, 'none');
+  return h('ul', { class: 'links' }, sp.links.map((l) => {
+    const target = l.local ? trace.byId.get(l.spanId) : null;
+    const label = target ? `${target.name} (${l.spanId})` : `span ${l.spanId}`;
+    const go = (e) => {
+      e.preventDefault();
+      if (target) onSelect(target);
+      else onOtherTrace(l.traceId, l.spanId);
+    };
+    return h('li', { class: 'span-link', dataset: { refType: l.type } },
+      h('span', { class: 'ref-type' }, l.type), ' ',
+      l.local && !target
+        ? `${label}: not in this trace`
+        : h('a', { href: l.local ? '#' : `/trace/${l.traceId}?span=${l.spanId}`, onclick: go }, label),
+      l.local ? null : h('span', { class: 'muted' }, ` in trace ${l.traceId}`));
+  }));
+}
+
+export function spanDetails(trace, sp, { onClose, onSelect, onOtherTrace }) {
   const status = sp.attrs['otel.status_code'] || (sp.error ? 'ERROR' : 'UNSET');
   const parent = sp.parent;
   const tags = [...sp.tags].sort((a, b) => a.key.localeCompare(b.key)).map((t) => [t.key, t.value]);
@@ -25,8 +48,8 @@ export function spanDetails(trace, sp, { onClose, onSelect }) {
       ['service', sp.service],
       ['source', sp.source],
       ['duration', fmtDuration(sp.duration)],
-      ['self time', fmtDuration(sp.selfTime)],
-      ['start', `+${fmtDuration(sp.start - trace.start)}  (${fmtTime(sp.start)})`],
+      ['self time', sp.selfTime === null ? 'unknown' : fmtDuration(sp.selfTime)],
+      ['start', `+${fmtDuration(sp.start - trace.start)}  (${fmtTime(sp.start, { zone: true })})`],
       ['status', status + (sp.attrs['otel.status_description'] ? `: ${sp.attrs['otel.status_description']}` : '')],
       ['span id', sp.id],
       ['trace id', trace.id],
@@ -35,6 +58,9 @@ export function spanDetails(trace, sp, { onClose, onSelect }) {
       parent
         ? h('a', { href: '#', onclick: (e) => { e.preventDefault(); onSelect(parent); } }, `${parent.name} (${parent.id})`)
         : (sp.parentId ? `${sp.parentId} (not in this trace)` : 'none: a root span')),
+    h('p', { class: 'muted self-help', title: SELF_TIME_HELP }, 'ⓘ how self time is counted with concurrent children'),
+    h('h3', {}, `Links (${sp.links.length})`),
+    linkList(trace, sp, onSelect, onOtherTrace),
     h('h3', {}, `Attributes (${tags.length})`),
     kvTable(tags, 'attrs'),
     h('h3', {}, `Events (${sp.logs.length})`),

@@ -52,12 +52,24 @@ function trim(x) {
   return x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x.toFixed(2);
 }
 
-/** Unix microseconds as local date and time with milliseconds. */
-export function fmtTime(us) {
+/** The browser's UTC offset at a moment, as `UTC+09:00` (`UTC` when zero). */
+export function fmtZone(us) {
+  const off = -new Date(us / 1000).getTimezoneOffset();
+  if (off === 0) return 'UTC';
+  const a = Math.abs(off);
+  return `UTC${off < 0 ? '-' : '+'}${String(Math.floor(a / 60)).padStart(2, '0')}:${String(a % 60).padStart(2, '0')}`;
+}
+
+/**
+ * Unix microseconds as the browser's local date and time with milliseconds; with
+ * `{zone: true}`, followed by the UTC offset, so a shared screenshot says which clock it is.
+ */
+export function fmtTime(us, { zone = false } = {}) {
   const d = new Date(us / 1000);
   const p = (n, w = 2) => String(n).padStart(w, '0');
-  return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())} ` +
+  const t = `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())} ` +
     `${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}.${p(d.getMilliseconds(), 3)}`;
+  return zone ? `${t} ${fmtZone(us)}` : t;
 }
 
 /** The span sources Shoji stamps, their colours and legend labels. */
@@ -94,3 +106,11 @@ export function link(href, props, ...children) {
 export function errorBox(err) {
   return h('div', { class: 'error', role: 'alert' }, String(err && err.message ? err.message : err));
 }
+
+/** How self time is computed, for tooltips and the statistics legend. */
+export const SELF_TIME_HELP =
+  'Self time: the span\'s duration minus the time during which at least one child (or work a ' +
+  'child started, until its last descendant ends) was running. Children that overlap each ' +
+  'other are counted once, so concurrent work is not subtracted twice. Concurrent spans each ' +
+  'keep their own self time, so self times can add up to more than the trace\'s duration, and ' +
+  'the Self % column to more than 100%. Computed by the server, as `shoji trace summary` does.';

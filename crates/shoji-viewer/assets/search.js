@@ -1,7 +1,7 @@
 // The search page, / and /search: the form (its state is the URL), a duration-over-time scatter
 // plot and the list of traces; two ticked traces can be compared.
 
-import { h, s, clear, fmtDuration, fmtTime, link, errorBox } from './dom.js';
+import { h, s, clear, fmtDuration, fmtTime, fmtZone, link, errorBox } from './dom.js';
 import { api } from './api.js';
 import { resultFromSummary } from './model.js';
 
@@ -51,8 +51,8 @@ export function searchPage(root, params, nav) {
   const opSel = h('select', { name: 'operation', id: 'operation' }, h('option', { value: '' }, 'all operations'));
   const input = (name, props) => h('input', { name, id: name, value: form[name], ...props });
   const custom = h('div', { class: 'custom-range', hidden: form.lookback !== 'custom' },
-    h('label', {}, 'From', input('start', { type: 'datetime-local', step: 1 })),
-    h('label', {}, 'To', input('end', { type: 'datetime-local', step: 1 })));
+    h('label', {}, `From (${fmtZone(Date.now() * 1000)})`, input('start', { type: 'datetime-local', step: 1 })),
+    h('label', {}, `To (${fmtZone(Date.now() * 1000)})`, input('end', { type: 'datetime-local', step: 1 })));
   const lookSel = h('select', {
     name: 'lookback', id: 'lookback',
     onchange: (e) => { custom.hidden = e.target.value !== 'custom'; },
@@ -136,7 +136,7 @@ export function searchPage(root, params, nav) {
           h('span', { class: 'result-id' }, t.id.slice(0, 16)))),
       h('div', { class: 'result-side' },
         h('span', { class: 'result-duration' }, fmtDuration(t.duration)),
-        h('span', { class: 'result-time' }, fmtTime(t.start)))));
+        h('span', { class: 'result-time' }, fmtTime(t.start, { zone: true })))));
     clear(results).append(
       h('p', { class: 'result-count' }, `${list.length} trace${list.length === 1 ? '' : 's'}`),
       list.length ? scatter(list, nav) : null,
@@ -182,7 +182,7 @@ function scatter(list, nav) {
     s('line', { class: 'axis-line', x1: pad.l, y1: pad.t, x2: pad.l, y2: H - pad.b }),
     s('text', { class: 'axis-label', x: pad.l - 6, y: pad.t + 10, 'text-anchor': 'end' }, fmtDuration(dMax)),
     s('text', { class: 'axis-label', x: pad.l - 6, y: H - pad.b, 'text-anchor': 'end' }, '0'),
-    s('text', { class: 'axis-label', x: pad.l, y: H - 8 }, fmtTime(t0)),
-    s('text', { class: 'axis-label', x: W - pad.r, y: H - 8, 'text-anchor': 'end' }, fmtTime(t1)),
+    s('text', { class: 'axis-label', x: pad.l, y: H - 8 }, fmtTime(t0, { zone: true })),
+    s('text', { class: 'axis-label', x: W - pad.r, y: H - 8, 'text-anchor': 'end' }, fmtTime(t1, { zone: true })),
     ...dots);
 }

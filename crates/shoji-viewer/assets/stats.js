@@ -1,6 +1,6 @@
 // Statistics: spans grouped by operation, service or any attribute, with self time.
 
-import { h, fmtDuration } from './dom.js';
+import { h, fmtDuration, SELF_TIME_HELP } from './dom.js';
 import { attributeKeys, groupStats } from './model.js';
 
 const COLUMNS = [
@@ -27,11 +27,12 @@ export function statsView(trace, state, onChange) {
         scope: 'col',
         class: k === sortKey ? 'sorted' : '',
         onclick: () => onChange({ sort: k }),
-        title: 'sort',
-      }, label)))),
+        title: k === 'self' || k === 'selfPct' ? `${SELF_TIME_HELP} Click to sort.` : 'sort',
+      }, label, k === 'self' || k === 'selfPct' ? h('span', { class: 'help-mark' }, ' ⓘ') : null)))),
       h('tbody', {}, rows.map((r) => h('tr', {},
         COLUMNS.map(([k]) => h('td', {
           class: k === 'key' ? 'group-key' : `num col-${k}`,
           dataset: k === 'key' ? undefined : { value: String(r[k]) },
-        }, fmt(k, r[k]))))))));
+        }, fmt(k, r[k]))))))),
+    h('p', { class: 'muted self-legend' }, `Self % of trace: a group's self time over the trace's duration (${fmtDuration(trace.duration)}). ${SELF_TIME_HELP}`));
 }

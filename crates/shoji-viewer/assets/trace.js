@@ -1,18 +1,17 @@
-// The trace page, /trace/<id>: header, timeline with details, statistics, graph, critical path,
-// keyboard navigation, and live updates while spans are still arriving.
+// The trace page, /trace/<id>: header, timeline with details, statistics, graph, flame graph,
+// critical path, find, keyboard navigation, and live updates while the trace can still change.
 
 import { h, clear, fmtDuration, fmtTime, legend, link, errorBox } from './dom.js';
 import { api } from './api.js';
-import { buildTrace } from './model.js';
+import { buildTraceCompact, isLive } from './model.js';
 import { Timeline } from './timeline.js';
 import { spanDetails } from './details.js';
 import { statsView } from './stats.js';
 import { graphView } from './graph.js';
+import { flameView } from './flame.js';
+import { FindBar } from './findbar.js';
 
 const POLL_MS = 2000;
-// A trace whose newest span ended within this long is treated as possibly still receiving.
-// So is one whose root has not arrived yet.
-const LIVE_WINDOW_US = 5 * 60 * 1e6;
 
 export function tracePage(root, id, params, nav) {
   let trace = null;
@@ -28,12 +27,21 @@ export function tracePage(root, id, params, nav) {
     group: params.get('group') || 'operation',
     sort: params.get('sort') || 'self',
     crit: params.get('crit') === '1',
+    find: params.get('find') || '',
   };
+  const find = new FindBar(state.find, {
+    onChange: (text) => { state.find = text; syncUrl(); },
+    onGo: (sp) => {
+      if (state.view !== 'timeline') { state.view = 'timeline'; renderHead(); renderBody(); }
+      timeline.select(sp, { scroll: true });
+    },
+    onMatches: (set) => { if (timeline) timeline.setMatches(set); },
+  });
 
   const head = h('header', { class: 'trace-head' });
   const body = h('div', { class: 'trace-body' });
   const status = h('span', { class: 'live', role: 'status' });
-  clear(root).append(head, body);
+  clear(root).append(head, find.el, body);
   head.append(h('p', { class: 'muted' }, `loading trace ${id}…`));
 
   function syncUrl() {
@@ -42,6 +50,7 @@ export function tracePage(root, id, params, nav) {
     if (state.span) q.set('span', state.span);
     if (state.view === 'stats') { q.set('group', state.group); q.set('sort', state.sort); }
     if (state.crit) q.set('crit', '1');
+    if (state.find) q.set('find', state.find);
     const qs = q.toString();
     history.replaceState(null, '', `/trace/${encodeURIComponent(id)}${qs ? `?${qs}` : ''}`);
   }
@@ -57,12 +66,12 @@ export function tracePage(root, id, params, nav) {
     clear(head).append(
       h('h1', { class: 'trace-title' }, t.root ? `${t.root.service}: ${t.root.name}` : id),
       h('dl', { class: 'trace-meta' },
-        [['Trace ID', t.id], ['Started', fmtTime(t.start)], ['Duration', fmtDuration(t.duration)],
+        [['Trace ID', t.id], ['Started', fmtTime(t.start, { zone: true })], ['Duration', fmtDuration(t.duration)],
         ['Spans', String(t.spans.length)], ['Depth', String(t.maxDepth + 1)],
         ['Services', t.services.join(', ')], ['Errors', String(t.errors)]]
           .map(([k, v]) => h('div', {}, h('dt', {}, k), h('dd', { class: `meta-${k.toLowerCase().replace(' ', '-')}` }, v)))),
       h('div', { class: 'toolbar' },
-        tab('timeline', 'Timeline'), tab('stats', 'Statistics'), tab('graph', 'Graph'),
+        tab('timeline', 'Timeline'), tab('stats', 'Statistics'), tab('graph', 'Graph'), tab('flame', 'Flame graph'),
         h('button', {
           class: `crit-toggle ${state.crit ? 'active' : ''}`,
           'aria-pressed': String(state.crit),
@@ -96,11 +105,14 @@ export function tracePage(root, id, params, nav) {
     detailsEl = spanDetails(trace, sp, {
       onClose: () => timeline.select(null),
       onSelect: (p) => timeline.select(p, { scroll: true }),
+      // A link to another trace opens it at the linked span.
+      onOtherTrace: (traceId, spanId) => nav(`/trace/${encodeURIComponent(traceId)}?span=${encodeURIComponent(spanId)}`),
     });
     body.querySelector('.tl-wrap').append(detailsEl);
   }
 
   function renderBody() {
+    if (destroyed) return;
     if (timeline) { timeline.destroy(); timeline = null; }
     detailsEl = null;
     clear(body);
@@ -112,13 +124,18 @@ export function tracePage(root, id, params, nav) {
       }));
       return;
     }
+    const toTimeline = (spanId) => {
+      state.view = 'timeline';
+      state.span = spanId;
+      renderHead();
+      renderBody();
+    };
     if (state.view === 'graph') {
-      body.append(graphView(trace, (spanId) => {
-        state.view = 'timeline';
-        state.span = spanId;
-        renderHead();
-        renderBody();
-      }));
+      body.append(graphView(trace, toTimeline));
+      return;
+    }
+    if (state.view === 'flame') {
+      body.append(flameView(trace, toTimeline));
       return;
     }
     const wrap = h('div', { class: 'tl-wrap' });
@@ -126,6 +143,7 @@ export function tracePage(root, id, params, nav) {
     timeline = new Timeline(trace, { onSelect: showDetails });
     wrap.prepend(timeline.el);
     if (critSegments && state.crit) timeline.setCriticalPath(critSegments);
+    timeline.setMatches(find.matchSet());
     const sel = state.span && trace.byId.get(state.span);
     if (sel) timeline.select(sel, { scroll: true });
     performance.mark('shoji:first-render');
@@ -138,7 +156,9 @@ export function tracePage(root, id, params, nav) {
     if (state.crit && !critSegments) {
       try {
         critSegments = await api.criticalPath(id);
+        if (destroyed) return;
       } catch (e) {
+        if (destroyed) return;
         state.crit = false;
         body.prepend(errorBox(e));
         renderHead();
@@ -149,38 +169,52 @@ export function tracePage(root, id, params, nav) {
   }
 
   function onKey(e) {
+    if (e.key === '/' && !(e.target.closest && e.target.closest('input, select, textarea'))) { find.focus(); e.preventDefault(); return; }
     if (e.target.closest && e.target.closest('input, select, textarea')) return;
     // Enter and Space on a focused button or link belong to it, not to the tree.
     if ((e.key === 'Enter' || e.key === ' ') && e.target.closest && e.target.closest('button, a')) return;
     if (e.metaKey || e.ctrlKey || e.altKey) return;
     if (e.key === 'c') { toggleCrit(); e.preventDefault(); return; }
+    if (e.key === 'n' || e.key === 'N') { find.step(e.key === 'n' ? 1 : -1); e.preventDefault(); return; }
     if (e.key === 'Escape' && timeline) { timeline.select(null); e.preventDefault(); return; }
     if (timeline && timeline.key(e)) e.preventDefault();
   }
   document.addEventListener('keydown', onKey);
 
-  const signature = (raw) => {
-    let end = 0;
-    for (const sp of raw.spans) end = Math.max(end, sp.startTime + sp.duration);
-    return `${raw.spans.length}:${end}`;
-  };
+  const signature = (t) => `${t.spans.length}:${t.end}:${t.roots.length}`;
+
+  // Every await is followed by a check: a page left meanwhile must build nothing (a timeline
+  // built then would keep its window listeners and observers for the life of the tab).
+  async function load() {
+    const doc = await api.viewerTrace(id);
+    if (destroyed) return null;
+    const t = buildTraceCompact(doc);
+    let crit = null;
+    if (state.crit) {
+      crit = await api.criticalPath(id).catch(() => null);
+      if (destroyed) return null;
+    }
+    return [t, crit];
+  }
 
   async function poll() {
     timer = null;
     if (destroyed) return;
     try {
-      const raw = await api.trace(id);
-      if (destroyed) return;
-      const sig = signature(raw);
+      const got = await load();
+      if (!got) return;
+      const [t, crit] = got;
+      const sig = signature(t);
       if (sig !== lastSignature) {
         lastSignature = sig;
-        trace = buildTrace(raw);
-        critSegments = null;
-        if (state.crit) critSegments = await api.criticalPath(id).catch(() => null);
+        trace = t;
+        critSegments = crit;
+        find.setTrace(trace);
         renderHead();
         if (timeline) {
           timeline.setTrace(trace);
           if (critSegments && state.crit) timeline.setCriticalPath(critSegments);
+          timeline.setMatches(find.matchSet());
         } else {
           renderBody();
         }
@@ -192,29 +226,31 @@ export function tracePage(root, id, params, nav) {
   }
 
   function scheduleLive() {
-    // A root whose parent has not arrived means the trace is unfinished (a sandbox made by
-    // `shoji create` ends its root only at delete), however long it has been idle.
-    const unfinished = trace.roots.some((r) => r.parentId);
-    const live = unfinished || Date.now() * 1000 - trace.end < LIVE_WINDOW_US;
+    if (destroyed) return;
+    const live = isLive(trace, Date.now() * 1000);
     status.textContent = live ? `● live: updates every ${POLL_MS / 1000}s` : '';
+    status.title = live
+      ? 'still receiving: a span\'s parent has not arrived, or the newest span ended under 30 s ago'
+      : '';
     status.classList.toggle('on', live);
-    if (live && !destroyed) timer = setTimeout(poll, POLL_MS);
+    if (live) timer = setTimeout(poll, POLL_MS);
   }
 
   (async () => {
     try {
-      const raw = await api.trace(id);
-      if (destroyed) return;
-      lastSignature = signature(raw);
-      trace = buildTrace(raw);
+      const got = await load();
+      if (!got) return;
+      [trace, critSegments] = got;
+      lastSignature = signature(trace);
       document.title = `${trace.root ? trace.root.name : id} · Shoji`;
-      if (state.crit) critSegments = await api.criticalPath(id).catch(() => null);
+      find.setTrace(trace);
       renderHead();
       renderBody();
       // After the next frame has been painted: what the time-to-first-render benchmark reads.
       requestAnimationFrame(() => setTimeout(() => performance.mark('shoji:first-paint'), 0));
       scheduleLive();
     } catch (e) {
+      if (destroyed) return;
       clear(head).append(h('h1', {}, 'Trace not shown'), errorBox(e),
         h('p', {}, link('/search', {}, 'Search for traces')));
     }
@@ -224,6 +260,7 @@ export function tracePage(root, id, params, nav) {
     destroy() {
       destroyed = true;
       if (timer) clearTimeout(timer);
+      find.destroy();
       if (timeline) timeline.destroy();
       document.removeEventListener('keydown', onKey);
     },

@@ -1,8 +1,9 @@
 //! The browser trace viewer, embedded as static assets and served by `shoji trace serve`.
 //!
-//! [`router`] serves the pages (`/`, `/search`, `/trace/{id}`, `/compare/{a}/{b}`) and their
-//! assets; the data comes from the Jaeger-compatible `/api/...` routes of `shoji-trace`, which the
-//! server merges beside this router. The viewer is plain ES modules with no build step and no
+//! [`router`] serves the pages (`/`, `/search`, `/trace/{id}`, `/compare/{a}/{b}`,
+//! `/dependencies`) and their assets; the data comes from the `/api/...` routes of `shoji-trace`
+//! (Jaeger's query API, and `/api/viewer/traces/{id}`, a compact form of one trace with self
+//! times), which the server merges beside this router. The viewer is plain ES modules with no build step and no
 //! third-party code (ADR 004): what the binary embeds is exactly what is in `assets/`.
 //!
 //! Span names and attributes come from untrusted guests. The scripts only ever put text into the
@@ -20,8 +21,12 @@ const ASSETS: &[(&str, &str, &str)] = &[
     ("app.js", JS, include_str!("../assets/app.js")),
     ("api.js", JS, include_str!("../assets/api.js")),
     ("compare.js", JS, include_str!("../assets/compare.js")),
+    ("deps.js", JS, include_str!("../assets/deps.js")),
     ("details.js", JS, include_str!("../assets/details.js")),
     ("dom.js", JS, include_str!("../assets/dom.js")),
+    ("find.js", JS, include_str!("../assets/find.js")),
+    ("findbar.js", JS, include_str!("../assets/findbar.js")),
+    ("flame.js", JS, include_str!("../assets/flame.js")),
     ("graph.js", JS, include_str!("../assets/graph.js")),
     ("model.js", JS, include_str!("../assets/model.js")),
     ("search.js", JS, include_str!("../assets/search.js")),
@@ -47,6 +52,7 @@ pub fn router() -> Router {
         .route("/", get(index))
         .route("/search", get(index))
         .route("/compare", get(index))
+        .route("/dependencies", get(index))
         .route("/compare/{a}", get(index))
         .route("/compare/{a}/{b}", get(index))
         .route("/trace/{id}", get(index))
@@ -102,6 +108,7 @@ mod tests {
             "/search?service=x",
             "/trace/0af7651916cd43dd8448eb211c80319c",
             "/compare/a/b",
+            "/dependencies?lookback=1d",
         ] {
             let r = get(path).await;
             assert_eq!(r.status(), StatusCode::OK, "{path}");

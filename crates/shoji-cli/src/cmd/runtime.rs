@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use shoji_runtime::config::Config;
+use shoji_runtime::network::{parse_add_host, parse_dns, NetworkMode, NetworkOptions, PortMapping};
 use shoji_runtime::run::RunRequest;
 use shoji_runtime::sandbox::RootSource;
 use shoji_runtime::spec::{parse_size, ProcessOptions};
@@ -75,9 +76,26 @@ pub struct RunArgs {
     /// Memory for the VM and limit for the container, e.g. 256M, 1G
     #[arg(short, long, value_name = "SIZE")]
     pub memory: Option<String>,
-    /// Container id (default: the sandbox id)
+    /// Container id (default: the sandbox id); also the hostname unless --hostname is given
     #[arg(long)]
     pub name: Option<String>,
+    /// Network: user (QEMU's user-mode stack, no root needed), none (loopback only), or
+    /// netns:PATH (a TAP device in that network namespace; needs root)
+    #[arg(long, value_name = "MODE", default_value = "user", value_parser = clap::value_parser!(NetworkMode))]
+    pub network: NetworkMode,
+    /// Publish a container port on the host: [IP:]HOST_PORT:CONTAINER_PORT[/tcp|udp], on
+    /// 127.0.0.1 unless IP is given; repeatable (user-mode network only)
+    #[arg(short = 'p', long = "publish", value_name = "[IP:]HOST:CONTAINER[/PROTO]", value_parser = clap::value_parser!(PortMapping))]
+    pub publish: Vec<PortMapping>,
+    /// Hostname inside the container (default: the container's name)
+    #[arg(long, value_name = "NAME")]
+    pub hostname: Option<String>,
+    /// Add a line to the container's /etc/hosts: NAME:IP, repeatable
+    #[arg(long = "add-host", value_name = "NAME:IP", value_parser = parse_add_host)]
+    pub add_host: Vec<(String, std::net::IpAddr)>,
+    /// Nameserver for the container's /etc/resolv.conf (replaces the host's), repeatable
+    #[arg(long, value_name = "IP", value_parser = parse_dns)]
+    pub dns: Vec<std::net::IpAddr>,
     /// A runc-style bundle directory (config.json + rootfs)
     #[arg(long, value_name = "DIR", conflicts_with_all = ["rootfs", "image"])]
     pub bundle: Option<PathBuf>,
@@ -170,6 +188,13 @@ impl RunArgs {
             container_id: self.name,
             agent_tracing: self.trace || config.agent.shoji.enable_tracing,
             traceparent: None,
+            network: NetworkOptions {
+                mode: self.network,
+                ports: self.publish,
+                hostname: self.hostname,
+                extra_hosts: self.add_host,
+                dns: self.dns,
+            },
         };
         let runtime_tracing = self.trace || config.runtime.enable_tracing;
         let agent_tracing = req.agent_tracing;

@@ -43,7 +43,13 @@ impl TraceCommand {
             TraceCommand::Diff(a) => a
                 .run(&data_dir)
                 .with_context(|| format!("while comparing traces {} and {}", a.a, a.b))?,
-            TraceCommand::Ls(a) => a.run(&data_dir).context("while listing traces")?,
+            TraceCommand::Ls(a) => {
+                let listing = a.run(&data_dir).context("while listing traces")?;
+                for note in &listing.notes {
+                    eprintln!("note: {note}");
+                }
+                listing.text
+            }
             TraceCommand::Show(a) => a
                 .run(&data_dir)
                 .with_context(|| format!("while showing trace {}", a.id))?,

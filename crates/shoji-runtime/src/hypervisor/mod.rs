@@ -35,6 +35,7 @@ pub struct VmSpec {
     pub virtiofs_tag: String,
     pub console_log: PathBuf,
     pub accel: accel::AccelChoice,
+    pub network: crate::network::VmNetwork,
 }
 
 /// A VMM that can start a VM from a [`VmSpec`].

@@ -96,6 +96,7 @@ impl Qemu {
             spec.kernel_cmdline.clone(),
             "-no-reboot".into(),
         ];
+        a.extend(crate::network::NetworkPlan::qemu_args(&spec.network));
         a.shrink_to_fit();
         a
     }
@@ -112,6 +113,21 @@ impl Hypervisor for Qemu {
         cmd.args(Self::args(spec))
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped());
+        if let crate::network::VmNetwork::Tap { fd, .. } = &spec.network {
+            // QEMU is told the same number (`-netdev tap,fd=N`): only close-on-exec is cleared.
+            let raw = std::os::fd::AsRawFd::as_raw_fd(&**fd);
+            // SAFETY: runs in the forked child before exec; fcntl is async-signal-safe and
+            // touches only the fd number copied into the closure, which the parent keeps open
+            // (the Arc in the spec) until the child has exec'd.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::fcntl(raw, libc::F_SETFD, 0) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
         Ok(ChildGuard::spawn("QEMU", cmd)?)
     }
 }

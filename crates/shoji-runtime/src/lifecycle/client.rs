@@ -8,13 +8,13 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
-use tokio::signal::unix::{signal, SignalKind};
 
 use super::daemon::{CreateRequest, CreateResult};
 use super::protocol::{self, ExecRequest, ProtocolError, Reply, Request};
 use super::state::{self, OciState, ProcessRecord, StateFile, Status, TraceRoot};
 use super::LifecycleError;
 use crate::config::Config;
+use crate::signals::{self, Signals};
 use crate::stdio::{RawTerminal, StdioError, StdioListeners, StdioRelay};
 
 /// First host port tried for an exec's stdio; `create` uses 20000 upwards for the init's.
@@ -330,28 +330,12 @@ fn unexpected_end() -> ProtocolError {
     ))
 }
 
-/// Waits for a signal the handler was installed for; forever if it could not be installed.
-async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
-    match s {
-        Some(s) => {
-            s.recv().await;
-        }
-        None => std::future::pending().await,
-    }
-}
-
 /// Reads the exec's replies until `exited`, forwarding the signals this process receives.
 async fn relay_until_exit(
     rd: &mut BufReader<OwnedReadHalf>,
     wr: &mut OwnedWriteHalf,
 ) -> Result<Option<i32>, ProtocolError> {
-    let mk = |k| signal(k).ok();
-    let (mut int, mut term, mut hup, mut quit) = (
-        mk(SignalKind::interrupt()),
-        mk(SignalKind::terminate()),
-        mk(SignalKind::hangup()),
-        mk(SignalKind::quit()),
-    );
+    let mut signals = Signals::new(signals::FORWARDED);
     loop {
         let signal = tokio::select! {
             msg = protocol::read::<Reply, _>(rd) => match msg? {
@@ -362,10 +346,7 @@ async fn relay_until_exit(
                 Some(_) => continue,
                 None => return Ok(None),
             },
-            _ = recv(&mut int) => libc::SIGINT,
-            _ = recv(&mut term) => libc::SIGTERM,
-            _ = recv(&mut hup) => libc::SIGHUP,
-            _ = recv(&mut quit) => libc::SIGQUIT,
+            signal = signals.recv() => signal,
         };
         protocol::write(wr, &Request::Kill { signal }).await?;
     }
@@ -519,21 +500,14 @@ async fn spawn_and_wait(
     };
     // The sandbox process is in its own session: a Ctrl-C reaches only this process, which
     // then stops the half-made container rather than leave it behind.
-    let mk = |k| signal(k).ok();
-    let (mut int, mut term, mut hup) = (
-        mk(SignalKind::interrupt()),
-        mk(SignalKind::terminate()),
-        mk(SignalKind::hangup()),
-    );
+    let mut stop_signals = Signals::new(signals::STOPPING);
     let answer = tokio::select! {
         r = tokio::time::timeout(timeout, answer) => match r {
             Ok(Ok(line)) => Ok(line),
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err(format!("no answer within {} s", timeout.as_secs())),
         },
-        _ = recv(&mut int) => Err("interrupted (SIGINT)".to_string()),
-        _ = recv(&mut term) => Err("interrupted (SIGTERM)".to_string()),
-        _ = recv(&mut hup) => Err("interrupted (SIGHUP)".to_string()),
+        signal = stop_signals.recv() => Err(format!("interrupted ({})", signal_name(signal))),
     };
     let result = match &answer {
         Ok(line) => serde_json::from_str::<CreateResult>(line.trim()).ok(),
@@ -595,6 +569,13 @@ async fn spawn_and_wait(
             )))
         }
     }
+}
+
+/// `SIGINT` for 2: how a signal is named in messages.
+fn signal_name(signal: i32) -> String {
+    nix::sys::signal::Signal::try_from(signal)
+        .map(|s| s.as_str().to_string())
+        .unwrap_or_else(|_| format!("signal {signal}"))
 }
 
 #[cfg(test)]

@@ -23,7 +23,6 @@ use shoji_protocols::agent;
 use tokio::io::BufReader;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::{field::Empty, info_span, Instrument};
@@ -32,12 +31,14 @@ use super::protocol::{self, ExecRequest, Reply, Request};
 use super::state::{
     self, OciState, ProcessRecord, StateFile, Status, ROOT_SPAN_ID_ANNOTATION, TRACE_ID_ANNOTATION,
 };
+use super::status::Container;
 use super::LifecycleError;
 use crate::agent::AgentClient;
 use crate::config::Config;
 use crate::sandbox::{
     prepare_rootfs, Binaries, BootError, BootOptions, RootSource, RunHooks, SandboxDir, SandboxVm,
 };
+use crate::signals::{self, Signals};
 use crate::spec::{ProcessOptions, SpecError};
 use crate::stdio::{StdioRelay, FIRST_STDIO_PORT};
 
@@ -264,7 +265,8 @@ async fn create(
             if let Some(r) = &mut st.trace_root {
                 r.clock_offset_ns = Some(vm.clock.offset_ns);
             }
-            st.oci.status = Status::Created;
+            let container = Container::created(&id, guest_pid);
+            st.oci.status = container.status();
             st.write(&dir)?;
             let sandbox = Arc::new(Sandbox {
                 id,
@@ -272,7 +274,10 @@ async fn create(
                 client: vm.client.clone(),
                 base_process,
                 rootfs,
-                state: Mutex::new(st),
+                state: Mutex::new(Recorded {
+                    file: st,
+                    container,
+                }),
             });
             Ok((sandbox, vm, relay, listener))
         }
@@ -336,7 +341,15 @@ struct Sandbox {
     /// The container's process: what `exec` starts from.
     base_process: oci_spec::runtime::Process,
     rootfs: PathBuf,
-    state: Mutex<StateFile>,
+    state: Mutex<Recorded>,
+}
+
+/// The container's processes and their states (the rules are in [`super::status`]), and the
+/// `state.json` record written from them after every change.
+#[derive(Debug)]
+struct Recorded {
+    file: StateFile,
+    container: Container,
 }
 
 /// A `delete` accepted by a handler, carried out by the main loop that owns the VM, inside the
@@ -370,41 +383,46 @@ fn record_error(message: &str) {
 }
 
 impl Sandbox {
-    fn oci(&self) -> OciState {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Recorded> {
         match self.state.lock() {
-            Ok(st) => st.current(),
-            Err(p) => p.into_inner().current(),
-        }
-    }
-
-    fn status(&self) -> Status {
-        self.oci().status
-    }
-
-    /// Changes the state and writes it to `state.json`.
-    fn update(&self, f: impl FnOnce(&mut StateFile)) {
-        let mut st = match self.state.lock() {
             Ok(st) => st,
             Err(p) => p.into_inner(),
-        };
-        f(&mut st);
-        if st.oci.status == Status::Stopped {
-            st.oci.pid = None;
-        }
-        if let Err(e) = st.write(&self.dir) {
-            tracing::warn!(error = %error_chain(&e), "cannot record the container state");
         }
     }
 
+    fn oci(&self) -> OciState {
+        self.lock().file.current()
+    }
+
+    /// Changes the container's state (through its rules) and records it in `state.json`.
+    fn update<T>(&self, f: impl FnOnce(&mut Container, &mut StateFile) -> T) -> T {
+        let mut st = self.lock();
+        let Recorded { file, container } = &mut *st;
+        let before = file.oci.clone();
+        let out = f(container, file);
+        file.oci.status = container.status();
+        file.oci.exit_code = container.init.exit_code;
+        if file.oci.status == Status::Stopped {
+            file.oci.pid = None;
+        }
+        if file.oci == before {
+            return out;
+        }
+        if let Err(e) = file.write(&self.dir) {
+            tracing::warn!(error = %error_chain(&e), "cannot record the container state");
+        }
+        out
+    }
+
+    /// The init ended (`exit_code`), or the container stopped without one because of `why`.
     fn stopped(&self, exit_code: Option<i32>, why: Option<String>) {
-        self.update(|st| {
-            if st.oci.status == Status::Stopped {
+        self.update(|c, file| {
+            if c.status() == Status::Stopped {
                 return;
             }
-            st.oci.status = Status::Stopped;
-            st.oci.exit_code = exit_code;
+            c.exited("", exit_code);
             if let Some(why) = why {
-                st.oci.annotations.insert("shoji.error".into(), why);
+                file.oci.annotations.insert("shoji.error".into(), why);
             }
         });
     }
@@ -417,7 +435,7 @@ impl Sandbox {
     ) -> Result<SandboxExit, LifecycleError> {
         let root_span = tracing::Span::current();
         let (delete_tx, mut delete_rx) = mpsc::channel::<DeleteOrder>(1);
-        let mut waiter = {
+        let waiter = {
             let sb = self.clone();
             // The init is waited for from create on: it cannot exit before `start`, but a `kill`
             // of a created container ends it too.
@@ -436,20 +454,7 @@ impl Sandbox {
         // Every control connection's task, so that all of them (and their spans) have ended
         // before the sandbox's root span does.
         let mut handlers = JoinSet::new();
-        let mk = |k| signal(k).ok();
-        let (mut term, mut int, mut hup) = (
-            mk(SignalKind::terminate()),
-            mk(SignalKind::interrupt()),
-            mk(SignalKind::hangup()),
-        );
-        async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
-            match s {
-                Some(s) => {
-                    s.recv().await;
-                }
-                None => std::future::pending().await,
-            }
-        }
+        let mut stop_signals = Signals::new(signals::STOPPING);
         let mut vm_exit = vm.exit_watch();
         let mut vm_gone = false;
         let mut vm = vm;
@@ -466,14 +471,8 @@ impl Sandbox {
                     let force = order.force;
                     let dropped = async {
                         tracing::info!(force, "deleting the container");
-                        waiter.abort();
-                        let _ = (&mut waiter).await;
-                        drop(listener);
-                        drop(relay);
                         // The agent's Shutdown kills what is left in the guest.
-                        let dropped = vm.stop().await;
-                        finish(&mut handlers).await;
-                        dropped
+                        self.teardown(vm, waiter, listener, relay, &mut handlers).await
                     }
                     .instrument(order.span)
                     .await;
@@ -490,26 +489,37 @@ impl Sandbox {
                     tracing::warn!("{why}");
                     self.stopped(None, Some(why));
                 }
-                _ = async { tokio::select! {
-                    _ = recv(&mut term) => {}
-                    _ = recv(&mut int) => {}
-                    _ = recv(&mut hup) => {}
-                } } => {
-                    tracing::info!("told to stop: stopping the VM, keeping the state for delete");
-                    waiter.abort();
-                    let _ = (&mut waiter).await;
-                    drop(listener);
-                    let _ = std::fs::remove_file(self.dir.join(state::CONTROL_SOCKET));
-                    drop(relay);
+                signal = stop_signals.recv() => {
+                    tracing::info!(signal, "told to stop: stopping the VM, keeping the state for delete");
                     self.stopped(None, Some("the sandbox process was told to stop".into()));
                     vm.sb.keep();
-                    let dropped = vm.stop().await;
-                    finish(&mut handlers).await;
+                    let dropped = self.teardown(vm, waiter, listener, relay, &mut handlers).await;
                     root_span.record("shoji.agent_dropped_spans", dropped);
                     return Ok(SandboxExit::Stopped);
                 }
             }
         }
+    }
+
+    /// Stops everything the sandbox process runs, in order: the init's waiter, the control
+    /// socket, the stdio relays, the VM (and with it every process in the guest), then the
+    /// control requests still in progress. Returns the spans the agent says it dropped.
+    async fn teardown(
+        &self,
+        vm: SandboxVm,
+        mut waiter: tokio::task::JoinHandle<()>,
+        listener: UnixListener,
+        relay: StdioRelay,
+        handlers: &mut JoinSet<()>,
+    ) -> u64 {
+        waiter.abort();
+        let _ = (&mut waiter).await;
+        drop(listener);
+        let _ = std::fs::remove_file(self.dir.join(state::CONTROL_SOCKET));
+        drop(relay);
+        let dropped = vm.stop().await;
+        finish(handlers).await;
+        dropped
     }
 
     /// The span of one control request; none for `state`, which scripts and `shoji list`
@@ -562,11 +572,11 @@ impl Sandbox {
             Request::Start => self.start().await,
             Request::Kill { signal } => self.kill(signal).await,
             Request::Delete { force } => {
-                let status = self.status();
-                if status == Status::Running && !force {
+                let status = self.oci().status;
+                if !status.can_delete(force) {
                     Reply::Error {
                         message: format!(
-                            "container {} is running: stop it first (shoji kill {} KILL) or use delete --force",
+                            "container {} is {status}: stop it first (shoji kill {} KILL) or use delete --force",
                             self.id, self.id
                         ),
                     }
@@ -592,42 +602,17 @@ impl Sandbox {
         let _ = protocol::write(&mut wr, &reply).await;
     }
 
-    fn not(&self, status: Status, wanted: &str) -> Reply {
-        Reply::Error {
-            message: format!("container {} is {status}, not {wanted}", self.id),
-        }
-    }
-
     async fn start(&self) -> Reply {
-        // Claim the transition under the lock, so two starts cannot both proceed.
-        let claimed = {
-            let mut st = match self.state.lock() {
-                Ok(st) => st,
-                Err(p) => p.into_inner(),
+        // Claimed under the lock, so two starts cannot both proceed.
+        if let Err(refused) = self.update(|c, _| c.start()) {
+            return Reply::Error {
+                message: refused.to_string(),
             };
-            let status = st.current().status;
-            if status == Status::Created {
-                st.oci.status = Status::Running;
-                Ok(())
-            } else {
-                Err(status)
-            }
-        };
-        if let Err(status) = claimed {
-            return self.not(status, "created");
         }
         match self.client.start_container(&self.id).await {
-            Ok(()) => {
-                // The init may already have exited and been recorded: keep that.
-                self.update(|_| {});
-                Reply::Done
-            }
+            Ok(()) => Reply::Done,
             Err(e) => {
-                self.update(|st| {
-                    if st.oci.status == Status::Running {
-                        st.oci.status = Status::Created;
-                    }
-                });
+                self.update(|c, _| c.start_failed());
                 Reply::Error {
                     message: format!("container {}: {}", self.id, error_chain(&e)),
                 }
@@ -636,9 +621,10 @@ impl Sandbox {
     }
 
     async fn kill(&self, signal: i32) -> Reply {
-        let status = self.status();
-        if status == Status::Stopped {
-            return self.not(status, "created or running");
+        if let Err(refused) = self.lock().container.check_kill() {
+            return Reply::Error {
+                message: refused.to_string(),
+            };
         }
         match self
             .client
@@ -653,24 +639,22 @@ impl Sandbox {
     }
 
     async fn exec(&self, x: ExecRequest, mut rd: BufReader<OwnedReadHalf>, mut wr: OwnedWriteHalf) {
-        let status = self.status();
-        if status != Status::Running {
-            let reply = self.not(status, "running");
-            if let Reply::Error { message } = &reply {
-                record_error(message);
-            }
-            let _ = protocol::write(&mut wr, &reply).await;
+        if let Err(refused) = self.update(|c, _| c.exec(&x.exec_id)) {
+            let message = refused.to_string();
+            record_error(&message);
+            let _ = protocol::write(&mut wr, &Reply::Error { message }).await;
             return;
         }
+        // However this ends, the exec is stopped in the container's record.
+        let _stopped = ExecEnded {
+            sandbox: self,
+            exec_id: &x.exec_id,
+        };
         let fail = |message: String| {
             let message = format!("container {}: {message}", self.id);
             record_error(&message);
             Reply::Error { message }
         };
-        if x.exec_id.is_empty() {
-            let _ = protocol::write(&mut wr, &fail("empty exec id".into())).await;
-            return;
-        }
         let process = match crate::spec::exec_process(&self.base_process, &x.process, &self.rootfs)
             .and_then(|p| serde_json::to_vec(&p).map_err(|e| SpecError::Build(e.to_string())))
         {
@@ -695,6 +679,7 @@ impl Sandbox {
             }
         };
         tracing::Span::current().record("process.pid", pid);
+        self.update(|c, _| c.exec_started(exec_id, pid));
         if protocol::write(&mut wr, &Reply::Started { pid })
             .await
             .is_err()
@@ -718,6 +703,7 @@ impl Sandbox {
                     let reply = match r {
                         Ok(w) => {
                             tracing::Span::current().record("process.exit_code", w.exit_code);
+                            self.update(|c, _| c.exited(exec_id, Some(w.exit_code)));
                             Reply::Exited { exit_code: w.exit_code }
                         }
                         Err(e) => fail(error_chain(&e)),
@@ -739,5 +725,17 @@ impl Sandbox {
                 },
             }
         }
+    }
+}
+
+/// Marks an exec stopped when its handler ends, whichever way (answered, failed, cancelled).
+struct ExecEnded<'a> {
+    sandbox: &'a Sandbox,
+    exec_id: &'a str,
+}
+
+impl Drop for ExecEnded<'_> {
+    fn drop(&mut self) {
+        self.sandbox.update(|c, _| c.exited(self.exec_id, None));
     }
 }

@@ -16,6 +16,7 @@ pub mod client;
 pub mod daemon;
 pub mod protocol;
 pub mod state;
+pub mod status;
 
 use std::path::PathBuf;
 

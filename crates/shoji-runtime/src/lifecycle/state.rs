@@ -37,26 +37,7 @@ pub const ROOT_ENDED_MARKER: &str = "root-span.ended";
 /// kernel limits to 107 bytes.
 pub const MAX_ID_LEN: usize = 64;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    Creating,
-    Created,
-    Running,
-    Stopped,
-}
-
-impl std::fmt::Display for Status {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // `pad`, not `write_str`: table columns use width flags.
-        f.pad(match self {
-            Status::Creating => "creating",
-            Status::Created => "created",
-            Status::Running => "running",
-            Status::Stopped => "stopped",
-        })
-    }
-}
+pub use super::status::Status;
 
 /// The OCI runtime state of a container, as `shoji state` prints it.
 ///

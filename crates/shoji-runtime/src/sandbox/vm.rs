@@ -28,6 +28,8 @@ pub struct BootOptions {
     pub agent_tracing: bool,
     /// W3C traceparent for the agent's boot spans; filled from the hooks when tracing.
     pub traceparent: Option<String>,
+    /// The VM's network device, if any.
+    pub network: crate::network::VmNetwork,
 }
 
 impl BootOptions {
@@ -45,6 +47,7 @@ impl BootOptions {
                 .unwrap_or(q.default_memory.max(128)),
             agent_tracing,
             traceparent: None,
+            network: Default::default(),
         }
     }
 }
@@ -149,6 +152,7 @@ impl SandboxVm {
             virtiofs_tag: "rootfs".into(),
             console_log: sb.console_log(),
             accel: choice.clone(),
+            network: opts.network.clone(),
         };
         let ready_path = sb.host_port_socket(shoji_protocols::READY_VSOCK_PORT);
         let ready = tokio::net::UnixListener::bind(&ready_path).map_err(|source| {

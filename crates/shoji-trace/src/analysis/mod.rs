@@ -1,7 +1,9 @@
 //! Questions about one trace, or two: where the time went ([`summary`]), which chain of spans
-//! set the trace's duration ([`critical_path`]), what changed between two runs ([`diff`]).
+//! set the trace's duration ([`critical_path`]), what changed between two runs ([`diff`]);
+//! and one question about many: which services call which ([`dependencies`]).
 
 pub mod critical_path;
+pub mod dependencies;
 pub mod diff;
 pub mod summary;
 

@@ -92,7 +92,7 @@ pub struct LsArgs {
 /// Show a trace's span tree with durations and a timeline
 #[derive(Debug, Clone, clap::Args)]
 pub struct ShowArgs {
-    /// Trace id: full hex, a unique prefix, or `latest`
+    /// Trace id: hex (16 digits = a 64-bit id, zero-extended as Jaeger does), a unique prefix ending in `*` (e.g. 4bf9*), or `latest`
     pub id: String,
     /// Also print each span's ids, status, attributes and events
     #[arg(short, long)]
@@ -105,7 +105,7 @@ pub struct ShowArgs {
 /// Print a trace in a file format
 #[derive(Debug, Clone, clap::Args)]
 pub struct ExportArgs {
-    /// Trace id: full hex, a unique prefix, or `latest`
+    /// Trace id: hex (16 digits = a 64-bit id, zero-extended as Jaeger does), a unique prefix ending in `*` (e.g. 4bf9*), or `latest`
     pub id: String,
     /// otlp-json (OTLP JSON lines), jaeger-json (Jaeger UI upload) or chrome (Perfetto, speedscope)
     #[arg(long, default_value = "otlp-json")]
@@ -115,7 +115,9 @@ pub struct ExportArgs {
     pub output: Option<PathBuf>,
 }
 
-/// Import OTLP JSON lines or Jaeger JSON into the store
+/// Import a trace file into the store: OTLP JSON (one document or one per line), Jaeger JSON
+/// (`{"data": [...]}` as its UI downloads, one trace, or a list) or Zipkin v2 JSON (a list
+/// of spans); the format is detected
 #[derive(Debug, Clone, clap::Args)]
 pub struct ImportArgs {
     /// The file (`-` for standard input)
@@ -125,7 +127,7 @@ pub struct ImportArgs {
 /// Where the time went: self and total time by operation, subsystem and source
 #[derive(Debug, Clone, clap::Args)]
 pub struct SummaryArgs {
-    /// Trace id: full hex, a unique prefix, or `latest`
+    /// Trace id: hex (16 digits = a 64-bit id, zero-extended as Jaeger does), a unique prefix ending in `*` (e.g. 4bf9*), or `latest`
     pub id: String,
     /// Rows per table
     #[arg(long, default_value_t = 15)]
@@ -138,7 +140,7 @@ pub struct SummaryArgs {
 /// The chain of spans that determined the trace's duration
 #[derive(Debug, Clone, clap::Args)]
 pub struct CriticalPathArgs {
-    /// Trace id: full hex, a unique prefix, or `latest`
+    /// Trace id: hex (16 digits = a 64-bit id, zero-extended as Jaeger does), a unique prefix ending in `*` (e.g. 4bf9*), or `latest`
     pub id: String,
     /// JSON instead of a table
     #[arg(long)]
@@ -148,7 +150,7 @@ pub struct CriticalPathArgs {
 /// Which operations got slower or faster between two traces, and what is in only one
 #[derive(Debug, Clone, clap::Args)]
 pub struct DiffArgs {
-    /// The baseline trace (id, prefix or `latest`)
+    /// The baseline trace (hex id, prefix ending in `*`, or `latest`)
     pub a: String,
     /// The trace to compare with it
     pub b: String,
@@ -159,7 +161,7 @@ pub struct DiffArgs {
 
 impl SummaryArgs {
     pub fn run(&self, data_dir: &Path) -> Result<String, CliError> {
-        let trace = load(&Store::open(data_dir)?, &self.id)?;
+        let trace = load(&Store::open_read_only(data_dir)?, &self.id)?;
         let s = crate::analysis::summary::summarize(&trace);
         if self.json {
             return Ok(json(&s));
@@ -170,7 +172,7 @@ impl SummaryArgs {
 
 impl CriticalPathArgs {
     pub fn run(&self, data_dir: &Path) -> Result<String, CliError> {
-        let trace = load(&Store::open(data_dir)?, &self.id)?;
+        let trace = load(&Store::open_read_only(data_dir)?, &self.id)?;
         let path = crate::analysis::critical_path::critical_path(&trace);
         if self.json {
             return Ok(json(&path));
@@ -185,7 +187,7 @@ impl CriticalPathArgs {
 
 impl DiffArgs {
     pub fn run(&self, data_dir: &Path) -> Result<String, CliError> {
-        let store = Store::open(data_dir)?;
+        let store = Store::open_read_only(data_dir)?;
         let a = load(&store, &self.a)?;
         let b = load(&store, &self.b)?;
         let d = crate::analysis::diff::diff(&a, &b);
@@ -222,9 +224,17 @@ fn load(store: &Store, id: &str) -> Result<crate::model::Trace, CliError> {
         .ok_or_else(|| CliError::NoSpans(hex::encode(tid)))
 }
 
+/// What `shoji trace ls` prints: the listing on standard output, the notes (skipped corrupt
+/// traces, a tag search stopped at its bound) on standard error.
+#[derive(Debug)]
+pub struct Listing {
+    pub text: String,
+    pub notes: Vec<String>,
+}
+
 impl LsArgs {
-    pub fn run(&self, data_dir: &Path) -> Result<String, CliError> {
-        let store = Store::open(data_dir)?;
+    pub fn run(&self, data_dir: &Path) -> Result<Listing, CliError> {
+        let store = Store::open_read_only(data_dir)?;
         let tags = self
             .tags
             .iter()
@@ -246,22 +256,25 @@ impl LsArgs {
             limit: self.limit,
         };
         let found = query::search(&store, &q)?;
-        if self.json {
+        let notes = found.notes();
+        let text = if self.json {
             let mut out = String::new();
-            for s in &found {
+            for s in &found.traces {
                 // Serialising plain data into a String cannot fail.
                 out.push_str(&serde_json::to_string(s).unwrap_or_default());
                 out.push('\n');
             }
-            return Ok(out);
-        }
-        Ok(render::ls(&found))
+            out
+        } else {
+            render::ls(&found.traces)
+        };
+        Ok(Listing { text, notes })
     }
 }
 
 impl ShowArgs {
     pub fn run(&self, data_dir: &Path) -> Result<String, CliError> {
-        let store = Store::open(data_dir)?;
+        let store = Store::open_read_only(data_dir)?;
         let trace = load(&store, &self.id)?;
         Ok(render::show(
             &trace,
@@ -277,7 +290,7 @@ impl ShowArgs {
 impl ExportArgs {
     /// The exported text; the caller writes it to `output` or standard output.
     pub fn run(&self, data_dir: &Path) -> Result<String, CliError> {
-        let store = Store::open(data_dir)?;
+        let store = Store::open_read_only(data_dir)?;
         let trace = load(&store, &self.id)?;
         Ok(formats::export(&trace, self.format)?)
     }
@@ -294,17 +307,26 @@ impl ImportArgs {
         } else {
             std::fs::read_to_string(&self.file).map_err(read_err)?
         };
-        let rs = formats::import(&text)?;
+        let imported = formats::import(&text)?;
         let store = Store::open(data_dir)?;
-        let stats = store.ingest_resource_spans(&rs)?;
+        let stats = store.ingest_resource_spans(&imported.resource_spans)?;
+        let mut out = String::new();
+        for s in &imported.skipped {
+            out.push_str(&format!("skipped {s}\n"));
+        }
         if stats.stored + stats.duplicates == 0 {
             return Err(CliError::NothingToImport {
                 path: self.file.clone(),
             });
         }
-        Ok(format!(
-            "imported {} spans ({} already stored, {} rejected for invalid ids)\n",
-            stats.stored, stats.duplicates, stats.rejected
-        ))
+        out.push_str(&format!(
+            "imported {} spans from {} ({} already stored, {} rejected for invalid ids, {} skipped)\n",
+            stats.stored,
+            imported.format,
+            stats.duplicates,
+            stats.rejected,
+            imported.skipped.len()
+        ));
+        Ok(out)
     }
 }

@@ -8,10 +8,11 @@ use crate::retention::{self, RetentionError};
 use crate::server::{self, ServeConfig, ServerError};
 use crate::store::{Store, StoreError};
 
-/// Receive OTLP (gRPC 4317, HTTP 4318), store it, and serve the query API and viewer (16686)
+/// Receive OTLP (gRPC 4317, HTTP 4318) and Zipkin v2 JSON (9411), store it, and serve the query
+/// API and viewer (16686)
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServeArgs {
-    /// Address to listen on (all three ports); loopback unless you say otherwise
+    /// Address to listen on (every port); loopback unless you say otherwise
     #[arg(long, default_value = "127.0.0.1")]
     pub listen: IpAddr,
     /// OTLP/gRPC port (0: any free port)
@@ -23,8 +24,15 @@ pub struct ServeArgs {
     /// Query API and viewer port (0: any free port)
     #[arg(long, default_value_t = 16686)]
     pub query_port: u16,
-    /// Largest accepted OTLP request (e.g. 16MiB); larger ones get 413 / RESOURCE_EXHAUSTED
-    #[arg(long, default_value = "16MiB")]
+    /// Zipkin v2 receiver port, `POST /api/v2/spans` (0: any free port)
+    #[arg(long, default_value_t = 9411)]
+    pub zipkin_port: u16,
+    /// A host name browsers may use to reach the HTTP ports when listening beyond loopback
+    /// (repeatable); requests naming any other host get 403 (DNS rebinding defence)
+    #[arg(long = "allow-host", value_name = "NAME")]
+    pub allow_hosts: Vec<String>,
+    /// Largest accepted request (e.g. 64MiB); larger ones get 413 / RESOURCE_EXHAUSTED
+    #[arg(long, default_value = "64MiB")]
     pub max_request_size: String,
     /// Remove traces older than this (e.g. 7d); overrides `[trace_store] max_age`
     #[arg(long, value_name = "DURATION")]
@@ -73,6 +81,8 @@ impl ServeArgs {
             grpc_port: self.grpc_port,
             http_port: self.http_port,
             query_port: self.query_port,
+            zipkin_port: self.zipkin_port,
+            allowed_hosts: self.allow_hosts.clone(),
             max_request_bytes: usize::try_from(max).unwrap_or(usize::MAX),
             retention: policy,
             retention_interval: Duration::from_nanos(
@@ -95,6 +105,7 @@ impl ServeArgs {
             println!("store {}", store.path().display());
             println!("otlp-grpc {}", running.grpc_addr);
             println!("otlp-http http://{}/v1/traces", running.http_addr);
+            println!("zipkin http://{}/api/v2/spans", running.zipkin_addr);
             println!("query http://{}/", running.query_addr);
             if cfg.retention.is_enabled() {
                 println!(
@@ -152,7 +163,7 @@ mod tests {
         assert_eq!(cfg.retention.max_bytes, Some(1 << 30));
         assert_eq!(cfg.query_port, 0);
         assert_eq!(cfg.listen.to_string(), "127.0.0.1", "loopback by default");
-        assert_eq!(cfg.max_request_bytes, 16 << 20);
+        assert_eq!(cfg.max_request_bytes, 64 << 20);
         let none = cli
             .serve
             .config(Some(&dir.path().join("absent.toml")))

@@ -8,17 +8,10 @@ use std::collections::BTreeMap;
 use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
 use serde::{Deserialize, Serialize};
 
-use crate::model::{any_value_text, span_id_hex, trace_id_hex, Trace};
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
 
-#[derive(Debug, thiserror::Error)]
-pub enum JaegerError {
-    #[error("invalid JSON")]
-    Json(#[source] serde_json::Error),
-    #[error("trace id {0:?} is not 1 to 32 hex digits")]
-    TraceId(String),
-    #[error("span id {0:?} is not 1 to 16 hex digits")]
-    SpanId(String),
-}
+use crate::model::{any_value_text, span_id_hex, trace_id_hex, Trace};
 
 /// The query API's response wrapper: `{data, total, limit, offset, errors}`.
 #[derive(Debug, Serialize, Deserialize)]
@@ -82,7 +75,8 @@ pub struct JaegerTrace {
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct JaegerSpan {
-    #[serde(rename = "traceID")]
+    /// Empty in some files: the trace's id applies.
+    #[serde(rename = "traceID", default)]
     pub trace_id: String,
     #[serde(rename = "spanID")]
     pub span_id: String,
@@ -106,6 +100,12 @@ pub struct JaegerSpan {
     pub process_id: String,
     #[serde(default)]
     pub warnings: Option<Vec<String>>,
+    /// Older Jaeger JSON (one span with its process embedded) names the parent here instead
+    /// of in `references`; read, never written.
+    #[serde(rename = "parentSpanID", default, skip_serializing)]
+    pub parent_span_id: Option<String>,
+    #[serde(default, skip_serializing)]
+    pub process: Option<Process>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -142,6 +142,18 @@ pub struct Process {
     #[serde(default)]
     pub tags: Vec<Tag>,
 }
+
+/// Tags and attributes with a meaning in Jaeger's mapping to and from OTLP (the OpenTelemetry
+/// Collector's Jaeger translator, which Jaeger itself uses).
+pub(crate) const SCOPE_NAME: &str = "otel.scope.name";
+pub(crate) const SCOPE_VERSION: &str = "otel.scope.version";
+pub(crate) const STATUS_CODE: &str = "otel.status_code";
+pub(crate) const STATUS_DESCRIPTION: &str = "otel.status_description";
+pub(crate) const TRACE_STATE: &str = "w3c.tracestate";
+/// Link attribute carrying the Jaeger reference type (`child_of`, `follows_from`).
+pub(crate) const REF_TYPE: &str = "opentracing.ref_type";
+/// Span attribute (a list of strings) holding Jaeger's span `warnings`.
+pub(crate) const WARNINGS: &str = "@jaeger@warnings";
 
 /// Jaeger's names for OTLP span kinds (index = OTLP enum value).
 const KINDS: [&str; 6] = ["", "internal", "server", "client", "producer", "consumer"];
@@ -182,15 +194,37 @@ impl JaegerTrace {
                     pid
                 }
             };
-            let mut tags: Vec<Tag> = s.span.attributes.iter().map(tag).collect();
+            // Jaeger's order (the OpenTelemetry Collector's translator, which Jaeger uses):
+            // scope, attributes, kind, status, error, status message, trace state.
+            let mut tags: Vec<Tag> = Vec::with_capacity(s.span.attributes.len() + 4);
+            if let Some(scope) = s
+                .context
+                .scope_spans
+                .first()
+                .and_then(|ss| ss.scope.as_ref())
+                .filter(|sc| !sc.name.is_empty())
+            {
+                tags.push(str_tag(SCOPE_NAME, &scope.name));
+                if !scope.version.is_empty() {
+                    tags.push(str_tag(SCOPE_VERSION, &scope.version));
+                }
+            }
+            let mut warnings = None;
+            for kv in &s.span.attributes {
+                if kv.key == WARNINGS {
+                    warnings = Some(string_list(kv.value.as_ref()));
+                } else {
+                    tags.push(tag(kv));
+                }
+            }
             if let Some(kind) = KINDS.get(s.span.kind as usize).filter(|k| !k.is_empty()) {
                 tags.push(str_tag("span.kind", kind));
             }
             if let Some(st) = &s.span.status {
                 match st.code {
-                    1 => tags.push(str_tag("otel.status_code", "OK")),
+                    1 => tags.push(str_tag(STATUS_CODE, "OK")),
                     2 => {
-                        tags.push(str_tag("otel.status_code", "ERROR"));
+                        tags.push(str_tag(STATUS_CODE, "ERROR"));
                         tags.push(Tag {
                             key: "error".into(),
                             kind: "bool".into(),
@@ -200,25 +234,21 @@ impl JaegerTrace {
                     _ => {}
                 }
                 if !st.message.is_empty() {
-                    tags.push(str_tag("otel.status_description", &st.message));
+                    tags.push(str_tag(STATUS_DESCRIPTION, &st.message));
                 }
             }
-            if let Some(scope) = s
-                .context
-                .scope_spans
-                .first()
-                .and_then(|ss| ss.scope.as_ref())
-            {
-                if !scope.name.is_empty() {
-                    tags.push(str_tag("otel.scope.name", &scope.name));
-                }
+            if !s.span.trace_state.is_empty() {
+                tags.push(str_tag(TRACE_STATE, &s.span.trace_state));
             }
             let logs = s
                 .span
                 .events
                 .iter()
                 .map(|e| {
-                    let mut fields = vec![str_tag("event", &e.name)];
+                    let mut fields = Vec::with_capacity(e.attributes.len() + 1);
+                    if !e.name.is_empty() && !e.attributes.iter().any(|kv| kv.key == "event") {
+                        fields.push(str_tag("event", &e.name));
+                    }
                     fields.extend(e.attributes.iter().map(tag));
                     Log {
                         timestamp: e.time_unix_nano / 1000,
@@ -226,16 +256,7 @@ impl JaegerTrace {
                     }
                 })
                 .collect();
-            let references = s
-                .parent_id
-                .map(|p| {
-                    vec![Reference {
-                        ref_type: "CHILD_OF".into(),
-                        trace_id: trace_id.clone(),
-                        span_id: span_id_hex(&p),
-                    }]
-                })
-                .unwrap_or_default();
+            let references = references(s);
             spans.push(JaegerSpan {
                 trace_id: trace_id.clone(),
                 span_id: span_id_hex(&s.span_id),
@@ -247,7 +268,9 @@ impl JaegerTrace {
                 tags,
                 logs,
                 process_id: pid,
-                warnings: None,
+                warnings,
+                parent_span_id: None,
+                process: None,
             });
         }
         JaegerTrace {
@@ -256,6 +279,49 @@ impl JaegerTrace {
             processes,
             warnings: None,
         }
+    }
+}
+
+/// The parent as `CHILD_OF` first, then every link, typed by its `opentracing.ref_type`
+/// attribute (`FOLLOWS_FROM` unless it says `child_of`); a link to the parent itself only
+/// changes the parent reference's type. As Jaeger does.
+fn references(s: &crate::model::SpanRecord) -> Vec<Reference> {
+    let trace_id = trace_id_hex(&s.trace_id);
+    let mut refs = Vec::with_capacity(s.span.links.len() + 1);
+    if let Some(p) = s.parent_id {
+        refs.push(Reference {
+            ref_type: "CHILD_OF".into(),
+            trace_id: trace_id.clone(),
+            span_id: span_id_hex(&p),
+        });
+    }
+    for link in &s.span.links {
+        let child_of = link
+            .attributes
+            .iter()
+            .find(|kv| kv.key == REF_TYPE)
+            .is_some_and(|kv| any_value_text(kv.value.as_ref()) == "child_of");
+        let ref_type = if child_of { "CHILD_OF" } else { "FOLLOWS_FROM" };
+        let link_trace = hex::encode(&link.trace_id);
+        let link_span = hex::encode(&link.span_id);
+        if s.parent_id.is_some_and(|p| link.span_id == p) && link_trace == trace_id {
+            refs[0].ref_type = ref_type.into();
+            continue;
+        }
+        refs.push(Reference {
+            ref_type: ref_type.into(),
+            trace_id: link_trace,
+            span_id: link_span,
+        });
+    }
+    refs
+}
+
+/// The strings of a list attribute (or the one string of a string attribute).
+fn string_list(v: Option<&AnyValue>) -> Vec<String> {
+    match v.and_then(|v| v.value.as_ref()) {
+        Some(Value::ArrayValue(a)) => a.values.iter().map(|v| any_value_text(Some(v))).collect(),
+        _ => vec![any_value_text(v)],
     }
 }
 
@@ -272,7 +338,8 @@ fn tag(kv: &KeyValue) -> Tag {
         Some(Value::BoolValue(b)) => ("bool", serde_json::Value::from(*b)),
         Some(Value::IntValue(i)) => ("int64", serde_json::Value::from(*i)),
         Some(Value::DoubleValue(d)) => ("float64", serde_json::Value::from(*d)),
-        Some(Value::BytesValue(b)) => ("binary", serde_json::Value::from(hex::encode(b))),
+        // Jaeger's JSON carries binary values as base64 (Go's encoding of a byte slice).
+        Some(Value::BytesValue(b)) => ("binary", serde_json::Value::from(BASE64.encode(b))),
         Some(Value::StringValue(s)) => ("string", serde_json::Value::from(s.as_str())),
         _ => (
             "string",
@@ -290,6 +357,9 @@ fn tag(kv: &KeyValue) -> Tag {
 pub(crate) fn tag_to_kv(t: &Tag) -> KeyValue {
     let value = match (t.kind.as_str(), &t.value) {
         ("bool", serde_json::Value::Bool(b)) => Value::BoolValue(*b),
+        ("binary", serde_json::Value::String(s)) if BASE64.decode(s).is_ok() => {
+            Value::BytesValue(BASE64.decode(s).unwrap_or_default())
+        }
         ("int64", v) if v.as_i64().is_some() => Value::IntValue(v.as_i64().unwrap_or(0)),
         ("float64", v) if v.as_f64().is_some() => Value::DoubleValue(v.as_f64().unwrap_or(0.0)),
         (_, serde_json::Value::String(s)) => Value::StringValue(s.clone()),
@@ -303,11 +373,4 @@ pub(crate) fn tag_to_kv(t: &Tag) -> KeyValue {
         value: Some(AnyValue { value: Some(value) }),
         ..KeyValue::default()
     }
-}
-
-/// Cheap sniff: Jaeger documents are objects with a `data` array; OTLP JSON has
-/// `resourceSpans`.
-pub fn looks_like_jaeger(text: &str) -> bool {
-    let head: String = text.chars().take(4096).collect();
-    text.starts_with('{') && head.contains("\"data\"") && !head.contains("\"resourceSpans\"")
 }

@@ -25,6 +25,8 @@ pub(super) fn router(store: Store) -> Router {
         .route("/api/operations", get(operations))
         .route("/api/traces", get(search))
         .route("/api/traces/{id}", get(trace))
+        .route("/api/dependencies", get(dependencies))
+        .route("/api/viewer/traces/{id}", get(super::viewer_api::trace))
         // Shoji's own analysis, for the viewer: same answers as the CLI, as JSON.
         .route("/api/analysis/search", get(search_summaries))
         .route("/api/analysis/summary/{id}", get(summary))
@@ -33,7 +35,7 @@ pub(super) fn router(store: Store) -> Router {
         .with_state(store)
 }
 
-fn fail(code: StatusCode, msg: String) -> Response {
+pub(super) fn fail(code: StatusCode, msg: String) -> Response {
     let env: Envelope<Option<()>> = Envelope {
         data: None,
         total: 0,
@@ -59,7 +61,7 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {
@@ -178,24 +180,106 @@ async fn search(
         Err(msg) => return fail(StatusCode::BAD_REQUEST, msg),
     };
     let limit = q.limit;
-    let traces = blocking(move || {
+    let found = blocking(move || {
+        let mut found = query::search(&store, &q)?;
         let mut out = Vec::new();
-        for s in query::search(&store, &q)? {
-            if let Some(t) = store.trace(&s.trace_id)? {
+        for s in &found.traces {
+            if let Some(t) = query::load_for_search(&store, &s.trace_id, &mut found.skipped)? {
                 out.push(JaegerTrace::from_trace(&t));
             }
         }
-        Ok(out)
+        Ok((out, found))
     })
     .await;
-    match traces {
-        Ok(t) => {
+    match found {
+        Ok((t, found)) => {
             let mut env = Envelope::ok(t);
             env.limit = limit;
+            env.errors = search_errors(&found);
             Json(env).into_response()
         }
         Err(r) => r,
     }
+}
+
+/// Jaeger's `/api/dependencies?endTs=<Unix ms>&lookback=<ms>`: the service call graph of the
+/// traces that started in `[endTs - lookback, endTs]` (defaults: now, one day).
+async fn dependencies(
+    State(store): State<Store>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let ms = |k: &str, default: u64| -> Result<u64, String> {
+        match q.get(k).filter(|v| !v.is_empty()) {
+            None => Ok(default),
+            Some(v) => v
+                .parse::<u64>()
+                .map_err(|_| format!("parameter '{k}' must be milliseconds, got {v:?}")),
+        }
+    };
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let (end, lookback) = match (ms("endTs", now_ms), ms("lookback", 24 * 3600 * 1000)) {
+        (Ok(e), Ok(l)) => (e, l),
+        (Err(m), _) | (_, Err(m)) => return fail(StatusCode::BAD_REQUEST, m),
+    };
+    let end_ns = end.saturating_mul(1_000_000);
+    let start_ns = end.saturating_sub(lookback).saturating_mul(1_000_000);
+    let found = blocking(move || {
+        crate::analysis::dependencies::dependencies(
+            &store,
+            start_ns,
+            end_ns,
+            crate::analysis::dependencies::MAX_TRACES,
+        )
+    })
+    .await;
+    match found {
+        Ok(d) => {
+            let outcome = query::SearchOutcome {
+                traces: Vec::new(),
+                skipped: d.skipped,
+                stopped_at: None,
+            };
+            let mut errors = search_errors(&outcome).unwrap_or_default();
+            if let Some(n) = d.stopped_at {
+                errors.push(ApiError {
+                    code: StatusCode::PARTIAL_CONTENT.as_u16(),
+                    msg: format!(
+                        "the graph counts the newest {n} traces of the window only (its bound); shorten the lookback"
+                    ),
+                    trace_id: None,
+                });
+            }
+            let mut env = Envelope::ok(d.links);
+            env.errors = (!errors.is_empty()).then_some(errors);
+            Json(env).into_response()
+        }
+        Err(r) => r,
+    }
+}
+
+/// A search's skipped traces and bound, as Jaeger's `errors` entries beside the data: the
+/// answer is still given, and says what it is missing.
+fn search_errors(found: &query::SearchOutcome) -> Option<Vec<ApiError>> {
+    let mut errors: Vec<ApiError> = found
+        .skipped
+        .iter()
+        .map(|s| ApiError {
+            code: StatusCode::INTERNAL_SERVER_ERROR.as_u16(),
+            msg: format!("skipped: {}", s.reason),
+            trace_id: Some(hex::encode(s.trace_id)),
+        })
+        .collect();
+    if found.stopped_at.is_some() {
+        errors.extend(found.notes().into_iter().last().map(|msg| ApiError {
+            code: StatusCode::PARTIAL_CONTENT.as_u16(),
+            msg,
+            trace_id: None,
+        }));
+    }
+    (!errors.is_empty()).then_some(errors)
 }
 
 /// The same search as `/api/traces`, answered with one summary per trace (id, start, end, span
@@ -210,7 +294,12 @@ async fn search_summaries(
         Err(msg) => return fail(StatusCode::BAD_REQUEST, msg),
     };
     match blocking(move || query::search(&store, &q)).await {
-        Ok(found) => ok(found),
+        Ok(found) => {
+            let errors = search_errors(&found);
+            let mut env = Envelope::ok(found.traces);
+            env.errors = errors;
+            Json(env).into_response()
+        }
         Err(r) => r,
     }
 }

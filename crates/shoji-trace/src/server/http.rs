@@ -21,6 +21,7 @@ struct Ctx {
     max: usize,
 }
 
+/// The receiver's routes. The `Host` check is added by the caller, like on every listener.
 pub(super) fn router(store: Store, max_request_bytes: usize) -> Router {
     Router::new()
         .route("/v1/traces", post(export))
@@ -41,51 +42,22 @@ enum Encoding {
 async fn export(State(ctx): State<Ctx>, headers: HeaderMap, body: Bytes) -> Response {
     let ctype = headers
         .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("application/x-protobuf");
-    let enc = if ctype.starts_with("application/json") {
-        Encoding::Json
-    } else if ctype.starts_with("application/x-protobuf")
-        || ctype.starts_with("application/protobuf")
-    {
-        Encoding::Protobuf
-    } else {
+        .and_then(|v| v.to_str().ok());
+    let Some(enc) = ctype.and_then(encoding) else {
+        // No default: a web page can POST text/plain (or no type) cross-origin without a
+        // preflight, and must not be able to write spans (docs/threat-model.md).
         return error(
             Encoding::Json,
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            format!("unsupported content type {ctype:?}: use application/x-protobuf or application/json"),
+            format!(
+                "unsupported content type {}: use application/x-protobuf or application/json",
+                ctype.map_or_else(|| "(none)".to_string(), |c| format!("{c:?}"))
+            ),
         );
     };
-    let gzip = headers
-        .get(header::CONTENT_ENCODING)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("gzip"));
-    let body = if gzip {
-        // Bounded: a small gzip bomb must not expand past the request limit.
-        let mut out = Vec::new();
-        let d = flate2::read::GzDecoder::new(&body[..]);
-        match d.take(ctx.max as u64 + 1).read_to_end(&mut out) {
-            Ok(n) if n > ctx.max => {
-                return error(
-                    enc,
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!(
-                        "decompressed request exceeds the limit of {} bytes",
-                        ctx.max
-                    ),
-                );
-            }
-            Ok(_) => Bytes::from(out),
-            Err(e) => {
-                return error(
-                    enc,
-                    StatusCode::BAD_REQUEST,
-                    format!("invalid gzip body: {e}"),
-                )
-            }
-        }
-    } else {
-        body
+    let body = match gunzip_if_asked(&headers, body, ctx.max) {
+        Ok(b) => b,
+        Err((code, msg)) => return error(enc, code, msg),
     };
     let req = match enc {
         Encoding::Protobuf => ExportTraceServiceRequest::decode(body)
@@ -135,6 +107,52 @@ async fn export(State(ctx): State<Ctx>, headers: HeaderMap, body: Bytes) -> Resp
     }
 }
 
+/// The body, decompressed when `Content-Encoding: gzip` says so. Bounded: a small gzip bomb
+/// must not expand past the request limit.
+pub(super) fn gunzip_if_asked(
+    headers: &HeaderMap,
+    body: Bytes,
+    max: usize,
+) -> Result<Bytes, (StatusCode, String)> {
+    let gzip = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("gzip"));
+    if !gzip {
+        return Ok(body);
+    }
+    let mut out = Vec::new();
+    let d = flate2::read::GzDecoder::new(&body[..]);
+    match d.take(max as u64 + 1).read_to_end(&mut out) {
+        Ok(n) if n > max => Err((
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("decompressed request exceeds the limit of {max} bytes"),
+        )),
+        Ok(_) => Ok(Bytes::from(out)),
+        Err(e) => Err((StatusCode::BAD_REQUEST, format!("invalid gzip body: {e}"))),
+    }
+}
+
+/// The media type of a `Content-Type`, without parameters, lowercase.
+pub(super) fn media_type(ctype: &str) -> String {
+    ctype
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase()
+}
+
+/// The encoding a `Content-Type` names: its media type (parameters such as `charset` ignored,
+/// case-insensitive) must be one OTLP/HTTP defines.
+fn encoding(ctype: &str) -> Option<Encoding> {
+    match media_type(ctype).as_str() {
+        "application/json" => Some(Encoding::Json),
+        "application/x-protobuf" | "application/protobuf" => Some(Encoding::Protobuf),
+        _ => None,
+    }
+}
+
 /// OTLP/HTTP error body: a `google.rpc.Status` in the request's encoding.
 fn error(enc: Encoding, code: StatusCode, message: String) -> Response {
     let status = RpcStatus {
@@ -168,4 +186,30 @@ struct RpcStatus {
     code: i32,
     #[prost(string, tag = "2")]
     message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_otlp_media_types_are_accepted_with_or_without_parameters() {
+        for (t, want) in [
+            ("application/json", Some(Encoding::Json)),
+            ("Application/JSON; charset=utf-8", Some(Encoding::Json)),
+            ("application/x-protobuf", Some(Encoding::Protobuf)),
+            ("application/protobuf ; foo=bar", Some(Encoding::Protobuf)),
+        ] {
+            assert!(encoding(t) == want, "{t}");
+        }
+        for t in [
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data; boundary=x",
+            "application/jsonx",
+            "",
+        ] {
+            assert!(encoding(t).is_none(), "{t} must be refused");
+        }
+    }
 }

@@ -50,7 +50,7 @@ impl Store {
         }
         if report.traces > 0 {
             // Give freed pages back to the file system (auto_vacuum=INCREMENTAL).
-            let mut w = self.writer();
+            let mut w = self.writer("retention")?;
             w.conn()
                 .execute_batch("PRAGMA incremental_vacuum;")
                 .doing("vacuuming after retention")?;
@@ -94,7 +94,7 @@ impl Store {
 
     /// Deletes traces (spans and summary) in one transaction: a trace goes whole or not at all.
     pub fn delete_traces(&self, ids: &[Vec<u8>]) -> Result<RetentionReport, StoreError> {
-        let mut w = self.writer();
+        let mut w = self.writer("deleting traces")?;
         let tx = w
             .conn()
             .transaction_with_behavior(TransactionBehavior::Immediate)

@@ -110,7 +110,7 @@ impl Store {
         &self,
         resource_spans: impl Iterator<Item = &'a ResourceSpans> + Clone,
     ) -> Result<IngestStats, StoreError> {
-        let mut writer = self.writer();
+        let mut writer = self.writer("storing spans")?;
         let Writer {
             conn,
             contexts,

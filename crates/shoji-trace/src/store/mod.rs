@@ -69,6 +69,14 @@ pub enum StoreError {
     },
     #[error(transparent)]
     Id(#[from] IdError),
+    #[error("the trace store {path} was opened read-only (its directory or file is not writable); {doing} needs write access")]
+    ReadOnly { path: PathBuf, doing: &'static str },
+    #[error("the trace store {path} has schema version {found} and must be upgraded to {known} first, which needs write access: run any shoji trace command as a user who can write it")]
+    NeedsUpgrade {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
 }
 
 pub(crate) trait SqlContext<T> {
@@ -90,7 +98,8 @@ pub struct Store {
 
 struct Inner {
     path: PathBuf,
-    writer: Mutex<ingest::Writer>,
+    /// `None` when the store was opened read-only.
+    writer: Option<Mutex<ingest::Writer>>,
     reader: Mutex<Connection>,
 }
 
@@ -116,7 +125,50 @@ impl Store {
         Ok(Store {
             inner: Arc::new(Inner {
                 path,
-                writer: Mutex::new(ingest::Writer::new(writer)),
+                writer: Some(Mutex::new(ingest::Writer::new(writer))),
+                reader: Mutex::new(reader),
+            }),
+        })
+    }
+
+    /// Opens the store for reading only: what `shoji trace ls/show/export` need, so that a
+    /// data directory the user may read but not write (another user's, a read-only mount)
+    /// still works. No file is created or written, the WAL's shared-memory file included: when
+    /// that file cannot be created (a read-only directory and no writer running), the database
+    /// is opened as immutable, which is what it is for this reader. A store that does not exist
+    /// yet is created (as [`Store::open`] does), so a first `ls` shows an empty store rather
+    /// than an error; one that needs a schema upgrade is upgraded when writable.
+    pub fn open_read_only(data_dir: &Path) -> Result<Store, StoreError> {
+        let path = data_dir.join(DB_FILE);
+        if !path.exists() {
+            return Store::open(data_dir);
+        }
+        let reader = open_reader(&path)?;
+        let found: i64 = reader
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|source| StoreError::Open {
+                path: path.clone(),
+                source,
+            })?;
+        if found != schema::VERSION {
+            drop(reader);
+            return match Store::open(data_dir) {
+                Err(StoreError::Open { .. } | StoreError::Migrate { .. })
+                    if found < schema::VERSION =>
+                {
+                    Err(StoreError::NeedsUpgrade {
+                        path,
+                        found,
+                        known: schema::VERSION,
+                    })
+                }
+                other => other,
+            };
+        }
+        Ok(Store {
+            inner: Arc::new(Inner {
+                path,
+                writer: None,
                 reader: Mutex::new(reader),
             }),
         })
@@ -127,13 +179,16 @@ impl Store {
         &self.inner.path
     }
 
-    fn writer(&self) -> MutexGuard<'_, ingest::Writer> {
+    fn writer(&self, doing: &'static str) -> Result<MutexGuard<'_, ingest::Writer>, StoreError> {
+        let Some(writer) = &self.inner.writer else {
+            return Err(StoreError::ReadOnly {
+                path: self.inner.path.clone(),
+                doing,
+            });
+        };
         // A panic while holding the lock cannot leave a half-written transaction behind
         // (SQLite rolls it back when the statement is dropped), so a poisoned lock is safe.
-        self.inner
-            .writer
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
+        Ok(writer.lock().unwrap_or_else(|poison| poison.into_inner()))
     }
 
     fn reader(&self) -> MutexGuard<'_, Connection> {
@@ -142,6 +197,54 @@ impl Store {
             .lock()
             .unwrap_or_else(|poison| poison.into_inner())
     }
+}
+
+/// A read-only connection. In WAL mode a reader needs the `-shm` file; where it cannot be
+/// created the database is opened `immutable` (no locks, no shared memory), see
+/// [`Store::open_read_only`].
+fn open_reader(path: &Path) -> Result<Connection, StoreError> {
+    use rusqlite::OpenFlags;
+    let open_err = |source| StoreError::Open {
+        path: path.to_path_buf(),
+        source,
+    };
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_URI;
+    let conn = Connection::open_with_flags(path, flags).map_err(open_err)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
+    // The first read is what needs the -shm file.
+    if conn
+        .query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .is_ok()
+    {
+        return Ok(conn);
+    }
+    drop(conn);
+    let uri = format!("file:{}?immutable=1", uri_path(path));
+    let conn = Connection::open_with_flags(uri, flags).map_err(open_err)?;
+    conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+        r.get::<_, i64>(0)
+    })
+    .map_err(open_err)?;
+    Ok(conn)
+}
+
+/// `path` for an SQLite `file:` URI: the characters a URI gives meaning to, percent-encoded.
+fn uri_path(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let mut out = String::new();
+    for &b in path.as_os_str().as_bytes() {
+        match b {
+            b'%' | b'?' | b'#' | b' ' | 0x80..=0xff | 0..=0x1f => {
+                out.push_str(&format!("%{b:02X}"))
+            }
+            _ => out.push(b as char),
+        }
+    }
+    out
 }
 
 fn open_connection(path: &Path) -> Result<Connection, StoreError> {

@@ -44,7 +44,7 @@ pub enum IdError {
     NotFound(String),
     #[error("{prefix:?} matches several traces ({count}); give more hex digits")]
     Ambiguous { prefix: String, count: usize },
-    #[error("{0:?} is not a trace id: expected hex digits (a full id or a prefix) or \"latest\"")]
+    #[error("{0:?} is not a trace id: expected 1 to 32 hex digits (a shorter id is zero-extended, as Jaeger does: 16 digits are a 64-bit id), a prefix ending in '*' (e.g. 4bf9*), or \"latest\"")]
     Malformed(String),
     #[error("the trace store is empty")]
     Empty,
@@ -234,7 +234,8 @@ impl Store {
         Ok(Some(Trace::new(*id, spans)))
     }
 
-    /// Resolves `latest`, a full hex id or a unique hex prefix to a stored trace id.
+    /// Resolves `latest`, a hex id (1 to 32 digits, zero-extended: Jaeger's reading of a 64-bit
+    /// id) or a unique hex prefix ending in `*` (or `...`/`…`) to a stored trace id.
     pub fn resolve_id(&self, text: &str) -> Result<TraceId, StoreError> {
         let text = text.trim();
         if text == "latest" {
@@ -251,9 +252,35 @@ impl Store {
                 .and_then(|id| id.as_slice().try_into().ok())
                 .ok_or(StoreError::Id(IdError::Empty));
         }
-        let lower = text.to_ascii_lowercase();
+        // A prefix only when asked for: Jaeger reads 16 digits as the 64-bit id, and so do we.
+        let (digits, prefix) = match text
+            .strip_suffix('*')
+            .or_else(|| text.strip_suffix('\u{2026}'))
+            .or_else(|| text.strip_suffix("..."))
+        {
+            Some(d) => (d, true),
+            None => (text, false),
+        };
+        let lower = digits.to_ascii_lowercase();
         if lower.is_empty() || lower.len() > 32 || !lower.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(IdError::Malformed(text.to_string()).into());
+        }
+        if !prefix {
+            let id: TraceId = hex::decode(format!("{lower:0>32}"))
+                .ok()
+                .and_then(|v| v.try_into().ok())
+                .ok_or_else(|| IdError::Malformed(text.into()))?;
+            let conn = self.reader();
+            let found: Option<i64> = conn
+                .query_row("SELECT 1 FROM traces WHERE trace_id = ?1", [&id[..]], |r| {
+                    r.get(0)
+                })
+                .optional()
+                .doing("looking up a trace id")?;
+            return match found {
+                Some(_) => Ok(id),
+                None => Err(IdError::NotFound(text.to_string()).into()),
+            };
         }
         // Range scan on the primary key: [prefix padded with 0, prefix padded with f].
         let lo =

@@ -6,7 +6,7 @@ use rusqlite::Connection;
 
 use super::StoreError;
 
-const VERSION: i64 = 2;
+pub(super) const VERSION: i64 = 2;
 
 /// `chunks` holds spans: one row per trace, resource/scope and ingest, whose body is the
 /// protobuf of a `ScopeSpans` carrying only those spans (resource and scope are stored once per

@@ -38,6 +38,7 @@ impl TestServer {
             grpc_port: 0,
             http_port: 0,
             query_port: 0,
+            zipkin_port: 0,
             ..ServeConfig::default()
         };
         f(&mut cfg);
@@ -158,6 +159,7 @@ pub fn child_main() {
                 grpc_port: 0,
                 http_port: 0,
                 query_port: 0,
+                zipkin_port: 0,
                 ..ServeConfig::default()
             },
         )

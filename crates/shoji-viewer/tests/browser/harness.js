@@ -34,7 +34,7 @@ export function shoji(dataDir, args, opts = {}) {
 
 /** Starts `shoji trace serve` on free ports; resolves when it has printed its addresses. */
 export async function startServer(dataDir) {
-  const child = spawn(shojiBin(), ['trace', 'serve', '--grpc-port', '0', '--http-port', '0', '--query-port', '0'], {
+  const child = spawn(shojiBin(), ['trace', 'serve', '--grpc-port', '0', '--http-port', '0', '--query-port', '0', '--zipkin-port', '0'], {
     env: { ...process.env, SHOJI_DATA_DIR: dataDir },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -81,6 +81,20 @@ export function cleanup(dir) {
   rmSync(dir, { recursive: true, force: true });
 }
 
+/** A page of the size the screenshots use, recording uncaught script errors in `errors`. */
+export async function newPage(browser, errors) {
+  const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
+  page.on('pageerror', (e) => errors.push(String(e)));
+  return page;
+}
+
+/** Stops whatever a test file's set-up got as far as starting. */
+export async function shutdown({ browser, server, dataDir }) {
+  if (browser) await browser.close();
+  if (server) await server.stop();
+  if (dataDir) cleanup(dataDir);
+}
+
 const hex = (n, len) => n.toString(16).padStart(len, '0');
 export const traceIdHex = (n) => hex(n, 32);
 export const spanIdHex = (n) => hex(n, 16);
@@ -89,7 +103,7 @@ const attr = (key, value) => ({ key, value: typeof value === 'number' ? { intVal
 
 /**
  * An OTLP/JSON ExportTraceServiceRequest. spans: [{id, parent, name, startNs, endNs, attrs,
- * events}] with numeric ids; service: resource service.name.
+ * events, links: [{trace, span}]}] with numeric ids; service: resource service.name.
  */
 export function otlpRequest(traceNum, service, spans) {
   return {
@@ -108,6 +122,7 @@ export function otlpRequest(traceNum, service, spans) {
           attributes: Object.entries(sp.attrs || {}).map(([k, v]) => attr(k, v)),
           events: (sp.events || []).map((e) => ({ timeUnixNano: String(e.timeNs), name: e.name, attributes: Object.entries(e.attrs || {}).map(([k, v]) => attr(k, v)) })),
           status: sp.error ? { code: 2, message: 'failed' } : {},
+          links: (sp.links || []).map((l) => ({ traceId: traceIdHex(l.trace), spanId: spanIdHex(l.span), attributes: [] })),
         })),
       }],
     }],

@@ -8,4 +8,4 @@ if [ ! -d node_modules/playwright-core ] || [ package-lock.json -nt node_modules
   npm ci --no-audit --no-fund --loglevel=error
 fi
 mkdir -p screenshots
-exec node --test --test-concurrency=1 --test-reporter=spec viewer.test.js
+exec node --test --test-concurrency=1 --test-reporter=spec viewer.test.js trace-tools.test.js
