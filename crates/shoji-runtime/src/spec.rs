@@ -262,6 +262,10 @@ fn build(
                 .bounding(cap_set(&caps)?)
                 .effective(cap_set(&caps)?)
                 .permitted(cap_set(&caps)?)
+                // The builder's defaults would put three capabilities in these two sets
+                // (ambient ones survive an exec even as a non-root user); Docker's are empty.
+                .inheritable(HashSet::new())
+                .ambient(HashSet::new())
                 .build()
                 .map_err(build_err)?,
         )
@@ -272,6 +276,10 @@ fn build(
     let mut spec = Spec::default();
     spec.set_process(Some(process));
     spec.set_hostname(Some("shoji".into()));
+    // `Spec::default()` makes the root read-only; Docker's is writable unless asked otherwise.
+    if let Some(root) = spec.root_mut() {
+        root.set_readonly(Some(false));
+    }
     let mut linux = spec
         .linux()
         .clone()
@@ -489,7 +497,10 @@ mod tests {
         assert!(!bounding.contains(&Capability::Mknod) && !bounding.contains(&Capability::NetRaw));
         assert_eq!(bounding.len(), 13);
         assert_eq!(caps.effective(), caps.bounding());
+        assert_eq!(caps.inheritable().as_ref().map(|s| s.len()), Some(0));
+        assert_eq!(caps.ambient().as_ref().map(|s| s.len()), Some(0));
         assert_eq!(p.no_new_privileges(), Some(false));
+        assert_eq!(spec.root().as_ref().unwrap().readonly(), Some(false));
         let seccomp = spec.linux().as_ref().unwrap().seccomp().as_ref().unwrap();
         // CAP_SYS_ADMIN was added: mount is allowed.
         assert!(seccomp

@@ -15,7 +15,8 @@ const CAP_NET_RAW: u64 = 1 << 13;
 fn vm_image_containers_get_dockers_capabilities_and_seccomp_policy() {
     let env = TestEnv::new();
     let image = busybox_image().0.display().to_string();
-    let script = "grep -E '^(CapBnd|CapEff|NoNewPrivs|Seccomp):' /proc/self/status; \
+    let script = "grep -E '^(CapInh|CapEff|CapBnd|CapAmb|NoNewPrivs|Seccomp):' /proc/self/status; \
+        touch /new && echo root=rw; \
         mknod /dev/shm/null c 1 3 && echo mknod=ok; \
         mount -t tmpfs none /tmp 2>/dev/null && echo mount=ok || echo mount=refused; \
         unshare -U true 2>&1 | grep -q 'Operation not permitted' && echo unshare=EPERM; \
@@ -33,11 +34,12 @@ fn vm_image_containers_get_dockers_capabilities_and_seccomp_policy() {
         script,
     ]);
     let caps = format!("{:016x}", DOCKER_CAPS & !CAP_NET_RAW);
+    let none = format!("{:016x}", 0);
     assert_eq!(
         text(&out.stdout),
         format!(
-            "CapEff:\t{caps}\nCapBnd:\t{caps}\nNoNewPrivs:\t0\nSeccomp:\t2\n\
-             mknod=ok\nmount=refused\nunshare=EPERM\nkcore=0\nprocsys=ro\n"
+            "CapInh:\t{none}\nCapEff:\t{caps}\nCapBnd:\t{caps}\nCapAmb:\t{none}\n\
+             NoNewPrivs:\t0\nSeccomp:\t2\nroot=rw\nmknod=ok\nmount=refused\nunshare=EPERM\nkcore=0\nprocsys=ro\n"
         ),
         "{}",
         text(&out.stderr)
