@@ -592,7 +592,7 @@ impl Sandbox {
                 }
             }
             Request::Exec(x) => {
-                self.exec(x, rd, wr).await;
+                self.exec(*x, rd, wr).await;
                 return;
             }
         };

@@ -32,7 +32,8 @@ pub enum Request {
     Delete {
         force: bool,
     },
-    Exec(ExecRequest),
+    /// Boxed: the process options are far larger than the other requests.
+    Exec(Box<ExecRequest>),
 }
 
 /// An extra process in the running container.
@@ -119,7 +120,7 @@ mod tests {
             Request::State,
             Request::Kill { signal: 15 },
             Request::Delete { force: true },
-            Request::Exec(ExecRequest {
+            Request::Exec(Box::new(ExecRequest {
                 exec_id: "e1".into(),
                 process: ProcessOptions {
                     args: vec!["echo".into(), "a b".into()],
@@ -129,7 +130,7 @@ mod tests {
                 stdout_port: 30001,
                 stderr_port: 30002,
                 terminal_size: Some((24, 80)),
-            }),
+            })),
         ];
         let mut buf = Vec::new();
         for m in &msgs {
