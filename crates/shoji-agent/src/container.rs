@@ -309,6 +309,18 @@ pub fn spawn_init(
     })
 }
 
+/// Checking the spec's security fields, the seccomp profile compiled once to prove it loads (the
+/// parent span names the container or exec).
+fn security_span(seccomp: Option<&oci_spec::runtime::LinuxSeccomp>) -> tracing::Span {
+    let rules = seccomp.map_or(0, |s| s.syscalls().as_ref().map_or(0, Vec::len));
+    tracing::info_span!(
+        "security.check",
+        source = "agent",
+        subsystem = "container",
+        seccomp.rules = rules
+    )
+}
+
 impl Container {
     /// Mounts the rootfs, makes the cgroup, spawns the (held) init process.
     pub fn create(
@@ -337,8 +349,13 @@ impl Container {
             return Err(ContainerError::Spec("process.args is empty".into()));
         }
         let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().clone());
-        let security = crate::security::process_plan(process, seccomp.as_ref())?;
-        let root_security = crate::security::root_plan(spec)?;
+        let (security, root_security) = {
+            let _s = security_span(seccomp.as_ref()).entered();
+            (
+                crate::security::process_plan(process, seccomp.as_ref())?,
+                crate::security::root_plan(spec)?,
+            )
+        };
         let cfg = InitConfig {
             user: process.user().username().clone(),
             security,
@@ -451,6 +468,10 @@ impl Container {
         if args.is_empty() {
             return Err(ContainerError::Spec("process.args is empty".into()));
         }
+        let security = {
+            let _s = security_span(self.seccomp.as_ref()).entered();
+            crate::security::process_plan(process, self.seccomp.as_ref())?
+        };
         let cfg = InitConfig {
             rootfs: self.rootfs.clone(),
             args,
@@ -464,7 +485,7 @@ impl Container {
             rlimits: crate::init::rlimits_of(process),
             enter_pid: Some(self.init.pid),
             user: process.user().username().clone(),
-            security: crate::security::process_plan(process, self.seccomp.as_ref())?,
+            security,
             root_security: Default::default(),
             files: Vec::new(),
         };
