@@ -290,9 +290,10 @@ pub fn spawn_init(
         }
     }
     let (Some(pid), true) = (pid, ok) else {
-        return Err(spawn_err(
-            "the container init failed before reporting its set-up (see stderr)".into(),
-        ));
+        return Err(spawn_err(format!(
+            "the container init failed before reporting its set-up (report {:?}; see stderr)",
+            text.trim()
+        )));
     };
     let (tx, rx) = watch::channel(None);
     let waiter = reaper.wait(pid);

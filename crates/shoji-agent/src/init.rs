@@ -117,7 +117,7 @@ pub fn stage1() -> ! {
         .and_then(|_| serde_json::from_str(&text).map_err(|e| e.to_string()))
     {
         Ok(c) => c,
-        Err(e) => fail(1, &format!("bad init config: {e}")),
+        Err(e) => report_failure(&mut pid_file, &format!("bad init config: {e}")),
     };
     drop(cfg_file);
     let entered_root = match cfg.enter_pid.map(enter) {
@@ -128,7 +128,7 @@ pub fn stage1() -> ! {
     // SAFETY: this process is single-threaded (freshly exec'd), so the child may run any code.
     match unsafe { fork() } {
         Ok(ForkResult::Parent { child }) => {
-            let _ = writeln!(pid_file, "pid {}", child.as_raw());
+            report_line(&mut pid_file, &format!("pid {}", child.as_raw()));
             std::process::exit(0);
         }
         Ok(ForkResult::Child) => container_init(cfg, entered_root, pid_file),
@@ -141,9 +141,22 @@ fn fail(code: i32, msg: &str) -> ! {
     std::process::exit(code)
 }
 
+/// Writes one line of the report in a single `write` of at most `PIPE_BUF` bytes, so that it
+/// stays whole: this process and its parent (`pid N`) write to the same pipe at the same time,
+/// and `writeln!` would issue one `write` per piece, interleaving them (`error pid 97`).
+fn report_line(report: &mut std::fs::File, line: &str) {
+    let mut end = line.len().min(libc::PIPE_BUF - 1);
+    while !line.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut bytes = line.as_bytes()[..end].to_vec();
+    bytes.push(b'\n');
+    let _ = report.write_all(&bytes);
+}
+
 /// Reports a set-up failure to the agent (which fails the RPC with it) and exits.
 fn report_failure(report: &mut std::fs::File, msg: &str) -> ! {
-    let _ = writeln!(report, "error {}", msg.replace('\n', " "));
+    report_line(report, &format!("error {}", msg.replace('\n', " ")));
     std::process::exit(1)
 }
 
@@ -186,7 +199,7 @@ fn container_init(
     if let Err(e) = resolve_user(&mut cfg) {
         report_failure(&mut report, &e);
     }
-    let _ = writeln!(report, "ok");
+    report_line(&mut report, "ok");
     drop(report);
     // Wait for StartContainer.
     // SAFETY: fd 4 is the start pipe's read end, owned by this process.
