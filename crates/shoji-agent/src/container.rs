@@ -140,8 +140,8 @@ pub struct Container {
     pub execs: std::collections::HashMap<String, Process>,
     rootfs: PathBuf,
     cgroup: PathBuf,
-    /// `linux.seccomp`, applied to exec'd processes too.
-    seccomp: Option<oci_spec::runtime::LinuxSeccomp>,
+    /// `linux.seccomp` as BPF ([`crate::security::seccomp_bpf`]), loaded by exec'd processes too.
+    seccomp: Option<Vec<u8>>,
 }
 
 fn vsock_connect(port: u32) -> Result<OwnedFd, ContainerError> {
@@ -310,15 +310,14 @@ pub fn spawn_init(
     })
 }
 
-/// Checking the spec's security fields, the seccomp profile compiled once to prove it loads (the
-/// parent span names the container or exec).
-fn security_span(seccomp: Option<&oci_spec::runtime::LinuxSeccomp>) -> tracing::Span {
-    let rules = seccomp.map_or(0, |s| s.syscalls().as_ref().map_or(0, Vec::len));
+/// Checking the spec's security fields; on create, compiling its seccomp profile (the parent span
+/// names the container or exec).
+fn security_span() -> tracing::Span {
     tracing::info_span!(
         "security.check",
         source = "agent",
         subsystem = "container",
-        seccomp.rules = rules
+        seccomp.instructions = tracing::field::Empty
     )
 }
 
@@ -349,13 +348,23 @@ impl Container {
         if args.is_empty() {
             return Err(ContainerError::Spec("process.args is empty".into()));
         }
-        let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().clone());
-        let (security, root_security) = {
-            let _s = security_span(seccomp.as_ref()).entered();
-            (
-                crate::security::process_plan(process, seccomp.as_ref())?,
-                crate::security::root_plan(spec)?,
-            )
+        let (seccomp, security, root_security) = {
+            let span = security_span();
+            let _s = span.enter();
+            let seccomp = spec
+                .linux()
+                .as_ref()
+                .and_then(|l| l.seccomp().as_ref())
+                .map(crate::security::seccomp_bpf)
+                .transpose()?;
+            if let Some(bpf) = &seccomp {
+                span.record(
+                    "seccomp.instructions",
+                    bpf.len() / crate::security::BPF_INSTRUCTION_BYTES,
+                );
+            }
+            let security = crate::security::process_plan(process, seccomp.as_deref())?;
+            (seccomp, security, crate::security::root_plan(spec)?)
         };
         let cfg = InitConfig {
             user: process.user().username().clone(),
@@ -470,8 +479,8 @@ impl Container {
             return Err(ContainerError::Spec("process.args is empty".into()));
         }
         let security = {
-            let _s = security_span(self.seccomp.as_ref()).entered();
-            crate::security::process_plan(process, self.seccomp.as_ref())?
+            let _s = security_span().entered();
+            crate::security::process_plan(process, self.seccomp.as_deref())?
         };
         let cfg = InitConfig {
             rootfs: self.rootfs.clone(),

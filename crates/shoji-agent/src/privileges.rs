@@ -63,10 +63,42 @@ pub fn set_sets(sec: &ProcessSecurity) -> Result<(), String> {
     Ok(())
 }
 
-/// Loads the container's seccomp filter into this process, if it has one.
+/// Loads the container's seccomp filter (the BPF the agent generated) into this process, if it
+/// has one. `no_new_privs` is the caller's business, as is having `CAP_SYS_ADMIN` without it.
 pub fn load_seccomp(sec: &ProcessSecurity) -> Result<(), String> {
-    let Some(s) = &sec.seccomp else { return Ok(()) };
-    let ctx = crate::security::compile(s).map_err(|e| e.to_string())?;
-    ctx.load()
-        .map_err(|e| format!("linux.seccomp: loading the filter: {e}"))
+    let Some(bpf) = &sec.seccomp else {
+        return Ok(());
+    };
+    let mut filter: Vec<libc::sock_filter> = bpf
+        .chunks_exact(crate::security::BPF_INSTRUCTION_BYTES)
+        .map(|c| libc::sock_filter {
+            code: u16::from_ne_bytes([c[0], c[1]]),
+            jt: c[2],
+            jf: c[3],
+            k: u32::from_ne_bytes([c[4], c[5], c[6], c[7]]),
+        })
+        .collect();
+    let len = u16::try_from(filter.len())
+        .map_err(|_| format!("linux.seccomp: {} BPF instructions", filter.len()))?;
+    let prog = libc::sock_fprog {
+        len,
+        filter: filter.as_mut_ptr(),
+    };
+    // SAFETY: `prog` points at `len` initialised instructions in `filter`, which outlives the
+    // call; the kernel copies the program and checks it before installing it.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            0,
+            &prog as *const libc::sock_fprog,
+        )
+    };
+    if r != 0 {
+        return Err(format!(
+            "linux.seccomp: loading the filter: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
 }
