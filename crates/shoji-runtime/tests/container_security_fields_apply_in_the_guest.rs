@@ -5,7 +5,7 @@
 //! boots one VM and runs its checks in one container. `vm_*`: serial.
 
 mod common;
-use common::{busybox_image, text, TestEnv};
+use common::{busybox_image, text, DeleteOnDrop, TestEnv};
 
 /// Docker's default capability set as a /proc mask (bits 0,1,3-8,10,13,18,27,29,31).
 const DOCKER_CAPS: u64 = 0xa80425fb;
@@ -45,6 +45,45 @@ fn vm_image_containers_get_dockers_capabilities_and_seccomp_policy() {
         text(&out.stderr)
     );
     assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn vm_exec_processes_get_the_containers_capabilities_and_seccomp_filter() {
+    let env = TestEnv::new();
+    let image = busybox_image().0.display().to_string();
+    let id = "sec-exec";
+    let _cleanup = DeleteOnDrop(&env, id);
+    env.ok(&[
+        "create",
+        "--cap-drop",
+        "CHOWN",
+        &image,
+        id,
+        "--",
+        "sleep",
+        "1000",
+    ]);
+    env.ok(&["start", id]);
+    let status = "grep -E '^(CapEff|CapBnd|Seccomp):' /proc/self/status; \
+        unshare -U true 2>&1 | grep -q 'Operation not permitted' && echo unshare=EPERM";
+    let caps = format!("{:016x}", DOCKER_CAPS & !1);
+    // Root in the container: Docker's set less CAP_CHOWN, the filter loaded from the agent's BPF.
+    let out = env.ok(&["exec", id, "sh", "-c", status]);
+    assert_eq!(
+        text(&out.stdout),
+        format!("CapEff:\t{caps}\nCapBnd:\t{caps}\nSeccomp:\t2\nunshare=EPERM\n")
+    );
+    // Another user: the same bounding set and filter, no effective capabilities.
+    let out = env.ok(&["exec", "-u", "1000:1000", id, "sh", "-c", status]);
+    assert_eq!(
+        text(&out.stdout),
+        format!(
+            "CapEff:\t{:016x}\nCapBnd:\t{caps}\nSeccomp:\t2\nunshare=EPERM\n",
+            0
+        )
+    );
+    env.ok(&["delete", "--force", id]);
+    env.assert_nothing_left();
 }
 
 #[test]

@@ -7,18 +7,10 @@
 mod common;
 use std::time::{Duration, Instant};
 
-use common::{busybox_image, text, TestEnv};
+use common::{busybox_image, text, DeleteOnDrop, TestEnv};
 
 fn image() -> String {
     busybox_image().0.display().to_string()
-}
-
-/// Deletes `id` even if the test failed half-way, so that no VM outlives the test.
-struct Cleanup<'a>(&'a TestEnv, &'a str);
-impl Drop for Cleanup<'_> {
-    fn drop(&mut self) {
-        let _ = self.0.cmd().args(["delete", "--force", self.1]).output();
-    }
 }
 
 /// `shoji exec ARGS` fails within a bound, saying `needle`.
@@ -47,7 +39,7 @@ fn exec_fails_fast(env: &TestEnv, args: &[&str], needle: &str) {
 fn vm_named_users_work_for_create_and_exec_and_a_hostile_passwd_fails_exec_fast() {
     let env = TestEnv::new();
     let id = "users-1";
-    let _cleanup = Cleanup(&env, id);
+    let _cleanup = DeleteOnDrop(&env, id);
     env.ok(&["create", "-u", "user", &image(), id, "--", "sleep", "1000"]);
     env.ok(&["start", id]);
     // exec inherits the init's user (a name, resolved again in the guest) and gets its HOME.
