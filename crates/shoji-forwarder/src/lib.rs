@@ -10,6 +10,8 @@
 //! requests are delivered ([`Deliver`]): a slow sink pushes back into the guest rather than
 //! filling the host's memory or losing spans (ADR 006).
 
+pub mod hooks;
+
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;

@@ -135,6 +135,24 @@ pub struct RuntimeConfig {
     pub sampler: Option<String>,
     /// Where sandbox directories are made (default `$XDG_RUNTIME_DIR/shoji` or `/run/shoji`).
     pub sandbox_root: Option<PathBuf>,
+    /// Most bytes each log stream of a sandbox keeps (`console.log`, `stdout.log`,
+    /// `stderr.log`, each process's part of `sandbox.log`), e.g. "64M"; the rest is dropped.
+    pub log_max_size: Option<String>,
+}
+
+impl RuntimeConfig {
+    /// `log_max_size` in bytes, else [`crate::capped_log::DEFAULT_LOG_MAX_BYTES`].
+    pub fn log_max_bytes(&self) -> Result<u64, ConfigError> {
+        let Some(text) = &self.log_max_size else {
+            return Ok(crate::capped_log::DEFAULT_LOG_MAX_BYTES);
+        };
+        crate::spec::parse_size(text).map_err(|_| ConfigError::Value {
+            key: "runtime.log_max_size",
+            value: text.clone(),
+            origin: "the configuration file".into(),
+            expected: "a size such as 64M or 1G",
+        })
+    }
 }
 
 /// Trace-store settings read by `shoji trace serve` and the embedded store.

@@ -52,7 +52,20 @@ pub async fn start_vsock(
         .arg(vhost_socket)
         .arg("--uds-path")
         .arg(uds);
-    start("vhost-device-vsock", cmd, vhost_socket).await
+    start("vhost-device-vsock", cmd, vhost_socket, ChildGuard::spawn).await
+}
+
+/// virtiofsd's own confinement (ADR 009). As root, `namespace`: it serves the guest from new
+/// mount, PID and network namespaces whose root is the shared directory (pivot_root), so a
+/// path the guest makes up cannot name a host file even if virtiofsd's checks were wrong.
+/// Without root, `none`: `namespace` would need a user namespace with an ID mapping, and
+/// `chroot` needs root; the files served are then the user's own.
+pub fn virtiofsd_sandbox() -> &'static str {
+    if nix::unistd::geteuid().is_root() {
+        "namespace"
+    } else {
+        "none"
+    }
 }
 
 /// Starts virtiofsd sharing `dir`.
@@ -67,32 +80,41 @@ pub async fn start_virtiofsd(
         .arg("--shared-dir")
         .arg(dir)
         .arg("--sandbox")
-        .arg("none")
+        .arg(virtiofsd_sandbox())
         .arg("--cache")
         .arg("auto")
         .env("RUST_LOG", "error");
-    start("virtiofsd", cmd, socket).await
+    // Its own group: as root it serves from a forked child (`--sandbox namespace`).
+    start("virtiofsd", cmd, socket, ChildGuard::spawn_group).await
 }
 
 async fn start(
     what: &'static str,
     mut cmd: Command,
     socket: &Path,
+    spawn: fn(&'static str, Command) -> Result<ChildGuard, ProcessError>,
 ) -> Result<ChildGuard, HelperError> {
     cmd.stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped());
-    let mut child = ChildGuard::spawn(what, cmd)?;
+    let mut child = spawn(what, cmd)?;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         if socket.exists() {
             return Ok(child);
         }
         if let Some(status) = child.try_wait() {
+            let mut stderr = Vec::new();
+            if let Some(pipe) = child.take_stderr() {
+                use tokio::io::AsyncReadExt;
+                let mut limited = pipe.take(4096);
+                let read = limited.read_to_end(&mut stderr);
+                let _ = tokio::time::timeout(Duration::from_millis(500), read).await;
+            }
             return Err(HelperError::Exited {
                 what,
                 status: status.to_string(),
                 socket: socket.to_path_buf(),
-                stderr: String::new(),
+                stderr: String::from_utf8_lossy(&stderr).trim().to_string(),
             });
         }
         if Instant::now() > deadline {

@@ -6,10 +6,13 @@
 //! [`sandbox`] puts these together into one booted VM (its directory, binaries, root
 //! filesystem, hooks, boot errors, and [`sandbox::SandboxVm`]); [`run`] is `shoji run` (one
 //! sandbox, one container, to its exit), and [`lifecycle`] keeps a sandbox alive in a sandbox
-//! process between `shoji create` and `shoji delete`. Everything started is owned by a guard that kills
-//! and removes it on drop.
+//! process between `shoji create` and `shoji delete`; [`reclaim`] removes what a killed
+//! `shoji run` left. Everything started is owned by a guard that kills and removes it on drop.
+//! What the host keeps from its other users: directories and files made by [`private_fs`]
+//! (0700/0600), every guest byte that reaches a host log capped by [`capped_log`].
 
 pub mod agent;
+pub mod capped_log;
 pub mod config;
 pub mod env;
 pub mod helpers;
@@ -17,7 +20,9 @@ pub mod hypervisor;
 pub mod image;
 pub mod lifecycle;
 pub mod network;
+pub mod private_fs;
 pub mod process;
+pub mod reclaim;
 pub mod run;
 pub mod sandbox;
 pub mod seccomp;

@@ -48,11 +48,17 @@ pub fn find_binary(name: &str) -> Option<PathBuf> {
     dirs.into_iter().map(|d| d.join(name)).find(|c| c.is_file())
 }
 
+/// How long a stopped process group is given to be gone: SIGKILL is quick, but its forked
+/// members are reaped by whoever inherits them.
+const GROUP_EXIT_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// A running child that is killed (SIGKILL) and reaped when dropped.
 #[derive(Debug)]
 pub struct ChildGuard {
     pub what: &'static str,
     child: Option<Child>,
+    /// The child leads its own process group, whose every member is killed with it.
+    group: bool,
 }
 
 impl ChildGuard {
@@ -89,7 +95,33 @@ impl ChildGuard {
         Ok(Self {
             what,
             child: Some(child),
+            group: false,
         })
+    }
+
+    /// [`ChildGuard::spawn`] in a process group of its own, for a child that forks helpers of
+    /// its own (virtiofsd's `--sandbox namespace` serves from a forked child in a new PID
+    /// namespace): stopping it kills the whole group and waits until it is gone, so nothing it
+    /// forked outlives the guard.
+    pub fn spawn_group(what: &'static str, mut cmd: Command) -> Result<Self, ProcessError> {
+        cmd.process_group(0);
+        let mut g = Self::spawn(what, cmd)?;
+        g.group = true;
+        Ok(g)
+    }
+
+    /// With [`ChildGuard::spawn_group`]: SIGKILL to every process of the group led by `pid`.
+    fn kill_group(pid: u32) {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+
+    /// Whether no process of the group led by `pid` is left (the forked ones are reaped by
+    /// whoever inherits them).
+    fn group_gone(pid: u32) -> bool {
+        nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid as i32), None).is_err()
     }
 
     pub fn id(&self) -> Option<u32> {
@@ -120,7 +152,15 @@ impl ChildGuard {
     pub async fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.start_kill();
+            let pid = c.id();
             let _ = c.wait().await;
+            if let (true, Some(pid)) = (self.group, pid) {
+                Self::kill_group(pid);
+                let deadline = tokio::time::Instant::now() + GROUP_EXIT_WAIT;
+                while !Self::group_gone(pid) && tokio::time::Instant::now() < deadline {
+                    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+                }
+            }
         }
     }
 }
@@ -132,6 +172,13 @@ impl Drop for ChildGuard {
             // Reap synchronously so no zombie or live helper survives the guard.
             if let Some(pid) = c.id() {
                 let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid as i32), None);
+                if self.group {
+                    Self::kill_group(pid);
+                    let deadline = std::time::Instant::now() + GROUP_EXIT_WAIT;
+                    while !Self::group_gone(pid) && std::time::Instant::now() < deadline {
+                        std::thread::sleep(std::time::Duration::from_millis(2));
+                    }
+                }
             }
         }
     }

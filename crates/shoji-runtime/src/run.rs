@@ -12,11 +12,13 @@ use tracing::{info_span, Instrument};
 use crate::agent::{AgentClient, AgentError, ClockOffset};
 use crate::config::Config;
 use crate::image;
+use crate::lifecycle::state::ProcessRecord;
 use crate::network::NetworkPlan;
-use crate::sandbox::rootfs::unpack_image;
+use crate::reclaim::{OwnerRecord, OWNER_FILE};
+use crate::sandbox::rootfs::{image_rootfs, unpack_image};
 use crate::sandbox::{
-    self, prepare_rootfs, Binaries, BootError, BootOptions, RootSource, RunHooks, SandboxDir,
-    SandboxError, SandboxVm,
+    self, prepare_rootfs, remove_sandbox_dir, Binaries, BootError, BootOptions, RootSource,
+    RunHooks, SandboxDir, SandboxError, SandboxVm,
 };
 use crate::signals::{self, Signals};
 use crate::spec::{ProcessOptions, SpecError};
@@ -56,6 +58,8 @@ pub enum RunError {
     Sandbox(#[from] BootError),
     #[error(transparent)]
     Network(#[from] crate::network::NetworkError),
+    #[error("invalid --name {name:?}: {reason}")]
+    InvalidName { name: String, reason: &'static str },
 }
 
 impl From<SandboxError> for RunError {
@@ -81,11 +85,19 @@ pub async fn run(
     hooks: &mut dyn RunHooks,
 ) -> Result<RunOutcome, RunError> {
     let source = req.source.clone().ok_or(RunError::NoSource)?;
-    // Bad network options are refused before anything starts.
+    // Bad options are refused before anything starts.
+    if let Some(name) = &req.container_id {
+        crate::lifecycle::state::id_problem(name).map_err(|reason| RunError::InvalidName {
+            name: name.clone(),
+            reason,
+        })?;
+    }
     req.network.validate()?;
     if let Some(name) = &req.container_id {
         req.network.hostname_for(name)?;
     }
+    let mut opts = BootOptions::for_process(config, &req.process, req.agent_tracing)?;
+    opts.traceparent = req.traceparent.clone();
     // Dropped after the VM (declared before it): netns mode undoes its set-up then.
     // The id is chosen here so that every span, network.prepare included, can carry it.
     let sandbox_id = sandbox::new_sandbox_id();
@@ -96,7 +108,16 @@ pub async fn run(
     let bins = Binaries::locate(config)?;
 
     let root = sandbox::sandbox_root(config);
+    crate::reclaim::reclaim_abandoned(&root);
     let sb = SandboxDir::create(&root, &sandbox_id)?;
+    // Written first, so that a reclaimer can tell this directory's owner from the start.
+    let mut owner = OwnerRecord::this_process();
+    if let Some(o) = &owner {
+        o.write(sb.path()).map_err(|source| SandboxError::Create {
+            path: sb.path().join(OWNER_FILE),
+            source,
+        })?;
+    }
     let container_id = req.container_id.clone().unwrap_or_else(|| sb.id.clone());
     tracing::Span::current().record("sandbox_id", sb.id.as_str());
     tracing::Span::current().record("container_id", container_id.as_str());
@@ -104,21 +125,13 @@ pub async fn run(
 
     let unpack_span =
         info_span!("image.unpack", source = "runtime", subsystem = "image", sandbox_id = %sb.id);
-    let mut opts = BootOptions::for_process(config, &req.process, req.agent_tracing);
-    opts.traceparent = req.traceparent.clone();
     opts.network = net_plan.vm.clone();
 
     // An image is unpacked while the guest boots: the rootfs is only looked at when the agent
     // mounts it in CreateContainer, and on a 2-core host the unpack (25-150 ms) and QEMU's
     // start overlap (issue #2). virtiofsd serves the directory as it fills.
     let (vm, spec) = if let RootSource::Image(path) = &source {
-        let rootfs = sb.rootfs();
-        std::fs::create_dir_all(&rootfs).map_err(|source| {
-            BootError::Image(image::ImageError::Io {
-                path: rootfs.clone(),
-                source,
-            })
-        })?;
+        let rootfs = image_rootfs(&sb)?;
         let (path, work, dest, process) = (
             path.clone(),
             sb.path().join("image"),
@@ -145,7 +158,7 @@ pub async fn run(
                 Ok(spec) => ((&mut boot).await, Ok(spec)),
                 Err(e) => {
                     drop(boot);
-                    let _ = std::fs::remove_dir_all(&sb_path);
+                    let _ = remove_sandbox_dir(&sb_path);
                     return Err(e.into());
                 }
             },
@@ -160,7 +173,7 @@ pub async fn run(
             (Err(e), _) => {
                 // The sandbox directory went with the failed boot, possibly while the unpack
                 // was still writing into it.
-                let _ = std::fs::remove_dir_all(&sb_path);
+                let _ = remove_sandbox_dir(&sb_path);
                 return Err(e.into());
             }
         }
@@ -169,6 +182,17 @@ pub async fn run(
         let vm = SandboxVm::boot(config, &bins, sb, &rootfs, &opts, hooks).await?;
         (vm, spec)
     };
+    // What a reclaimer must kill if this process is SIGKILLed (they should die with it).
+    if let Some(o) = &mut owner {
+        o.processes = vm
+            .processes
+            .iter()
+            .filter_map(|p| ProcessRecord::capture(p.what, p.pid))
+            .collect();
+        if let Err(e) = o.write(vm.sb.path()) {
+            tracing::warn!(error = %e, "cannot update the sandbox's owner record");
+        }
+    }
     let mut spec = spec;
     let hostname = match (&req.network.hostname, &source, spec.hostname()) {
         // A bundle's own hostname stands unless --hostname is given.
@@ -217,7 +241,7 @@ pub async fn run(
                 let _ = client.resize_terminal(&container_id, rows, cols).await;
             }
         }
-        wait_with_signals(client, &container_id)
+        wait_with_signals(client, &container_id, terminal)
             .instrument(info_span!("container.wait", source = "runtime", subsystem = "container", container_id = %container_id, container.id = %container_id, process.exit_code = tracing::field::Empty))
             .await
     };
@@ -281,8 +305,14 @@ async fn setup_network(
 /// Waits for the container's init; SIGINT/SIGTERM/SIGHUP/SIGQUIT received meanwhile are
 /// forwarded to it. If it is still running 3 s after a forwarded signal (a PID 1 without a
 /// handler ignores most signals) it is killed, and the status reports the signal received.
-async fn wait_with_signals(client: &AgentClient, cid: &str) -> Result<i32, AgentError> {
+/// With a terminal, every SIGWINCH passes the host terminal's new size to the guest's.
+async fn wait_with_signals(
+    client: &AgentClient,
+    cid: &str,
+    terminal: bool,
+) -> Result<i32, AgentError> {
     let mut signals = Signals::new(signals::FORWARDED);
+    let mut resized = Signals::new(if terminal { signals::RESIZED } else { &[] });
     let wait = client.wait_process(cid, "");
     tokio::pin!(wait);
     let mut received: Option<i32> = None;
@@ -299,6 +329,12 @@ async fn wait_with_signals(client: &AgentClient, cid: &str) -> Result<i32, Agent
                 });
             }
             sig = signals.recv() => sig,
+            _ = resized.recv() => {
+                if let Some((rows, cols)) = crate::stdio::terminal_size() {
+                    let _ = client.resize_terminal(cid, rows, cols).await;
+                }
+                continue;
+            }
             _ = async { match kill_at { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => libc::SIGKILL,
         };
         if sig == libc::SIGKILL {

@@ -8,6 +8,9 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 /// What an interactive command passes on to its process: Ctrl-C, Ctrl-\, `kill`, a hangup.
 pub const FORWARDED: &[i32] = &[libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT];
 
+/// The terminal changed size: passed on as a resize, with a terminal.
+pub const RESIZED: &[i32] = &[libc::SIGWINCH];
+
 /// What makes a background process stop cleanly.
 pub const STOPPING: &[i32] = &[libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
 

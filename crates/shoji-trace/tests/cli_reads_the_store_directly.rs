@@ -23,7 +23,7 @@ fn ls(dir: &std::path::Path, f: impl FnOnce(&mut LsArgs)) -> String {
 }
 
 fn fill(store: &Store) {
-    let t0 = shoji_trace::cli::time::now_ns() - 10_000_000_000;
+    let t0 = shoji_trace::units::now_ns() - 10_000_000_000;
     let mut root = common::span(0xa1, 1, None, "run", t0, t0 + 2_000_000_000);
     root.attributes.push(common::kv("source", "runtime"));
     let mut evil = common::span(0xa1, 2, Some(1), "boot\x1b[2J\x1b[31m", t0 + 1, t0 + 100);

@@ -8,7 +8,7 @@ use shoji_trace::retention::RetentionPolicy;
 use shoji_trace::store::Store;
 
 fn now() -> u64 {
-    shoji_trace::cli::time::now_ns()
+    shoji_trace::units::now_ns()
 }
 
 #[test]

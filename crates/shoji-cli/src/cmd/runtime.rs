@@ -35,6 +35,8 @@ pub enum RuntimeCommand {
     Exec(lifecycle::ExecArgs),
     /// List the containers made with `shoji create`
     List(lifecycle::ListArgs),
+    /// Remove what killed `shoji run`s left: sandbox directories, rootfs mounts, helper processes
+    Gc,
     /// The sandbox process of one container (started by `shoji create`)
     #[command(name = "__sandbox", hide = true)]
     Sandbox(lifecycle::SandboxArgs),
@@ -138,9 +140,35 @@ impl RuntimeCommand {
             RuntimeCommand::Delete(a) => lifecycle::delete(a, global),
             RuntimeCommand::Exec(a) => lifecycle::exec(a, global),
             RuntimeCommand::List(a) => lifecycle::list(a, global),
+            RuntimeCommand::Gc => gc(global),
             RuntimeCommand::Sandbox(a) => lifecycle::sandbox(a, global),
         }
     }
+}
+
+/// `shoji gc`: one line per reclaimed sandbox directory.
+fn gc(global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+    let config = load_config(global)?;
+    let root = shoji_runtime::sandbox::sandbox_root(&config);
+    let mut failed = false;
+    for r in shoji_runtime::reclaim::reclaim_abandoned(&root) {
+        match r.error {
+            None => println!(
+                "removed {} (killed {} leftover processes)",
+                r.dir.display(),
+                r.killed.len()
+            ),
+            Some(e) => {
+                failed = true;
+                eprintln!("cannot remove {}: {e}", r.dir.display());
+            }
+        }
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn load_config(global: &GlobalArgs) -> anyhow::Result<Config> {

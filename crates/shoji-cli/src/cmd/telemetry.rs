@@ -1,13 +1,15 @@
 //! The telemetry wiring that `shoji run` and the lifecycle's sandbox process share: the
-//! configuration of the span pipeline, and the hooks that plug it into a sandbox (the built-in
-//! trace forwarder, the clock offset, trace context on agent calls).
+//! configuration of the span pipeline, and the hooks that plug it into a sandbox
+//! ([`TraceHooks`], shared with the containerd shim: the built-in trace forwarder, the clock
+//! offset, trace context on agent calls).
 
 use std::time::SystemTime;
 
+pub use shoji_forwarder::hooks::TraceHooks;
 use shoji_runtime::config::Config;
 use shoji_runtime::lifecycle::client::LostRoot;
-use shoji_runtime::lifecycle::state::{TraceExport, TraceRoot};
-use shoji_telemetry::host::{DetachedSpan, SinkTarget, TelemetryConfig, TelemetryGuard};
+use shoji_runtime::lifecycle::state::TraceExport;
+use shoji_telemetry::host::{DetachedSpan, SinkTarget, TelemetryConfig};
 use shoji_telemetry::KeyValue;
 
 use super::GlobalArgs;
@@ -30,130 +32,6 @@ pub fn config(
         sampler: config.runtime.sampler.clone(),
         span_event_level: config.agent.shoji.trace_log_level.clone(),
     }
-}
-
-/// Plugs the span pipeline into a sandbox: the built-in forwarder for the agent's spans, the
-/// clock offset, and trace context on every agent call.
-pub struct TraceHooks<'a> {
-    telemetry: &'a TelemetryGuard,
-    agent_tracing: bool,
-    runtime_tracing: bool,
-    forwarder: Option<shoji_forwarder::Forwarder>,
-    root_start: Option<SystemTime>,
-}
-
-impl<'a> TraceHooks<'a> {
-    pub fn new(telemetry: &'a TelemetryGuard, runtime_tracing: bool, agent_tracing: bool) -> Self {
-        Self {
-            telemetry,
-            agent_tracing,
-            runtime_tracing,
-            forwarder: None,
-            root_start: None,
-        }
-    }
-
-    /// When the root span began (taken just before it was made): recorded with the root, for
-    /// whoever has to end it if this process cannot.
-    pub fn rooted_at(mut self, start: SystemTime) -> Self {
-        self.root_start = Some(start);
-        self
-    }
-
-    /// Stops the forwarder once the agent has flushed (it has, when `Shutdown` answered):
-    /// open connections get `grace` to deliver what they hold. Returns the frames and spans
-    /// it rejected or dropped.
-    pub async fn finish(&mut self, grace: std::time::Duration) -> u64 {
-        match self.forwarder.take() {
-            Some(f) => {
-                let stats = f.stats.clone();
-                f.shutdown(grace).await;
-                stats.rejected()
-            }
-            None => 0,
-        }
-    }
-}
-
-impl shoji_runtime::sandbox::RunHooks for TraceHooks<'_> {
-    fn sandbox_ready(&mut self, sb: &shoji_runtime::sandbox::SandboxDir) {
-        self.telemetry.set_sandbox_id(&sb.id);
-        let Some(pipeline) = self.telemetry.pipeline.clone() else {
-            return;
-        };
-        if !self.agent_tracing {
-            return;
-        }
-        let identity = shoji_forwarder::Identity {
-            sandbox_id: sb.id.clone(),
-            service_name: "shoji-agent".into(),
-        };
-        let path = sb.host_port_socket(shoji_protocols::TRACE_VSOCK_PORT);
-        // Agent spans wait for room in the pipeline: a slow sink slows the guest's span
-        // writer instead of losing spans (the runtime's own spans never wait).
-        let deliver = shoji_forwarder::to_pipeline(pipeline);
-        match shoji_forwarder::Forwarder::start(&path, identity, deliver) {
-            Ok(f) => self.forwarder = Some(f),
-            Err(e) => tracing::warn!(error = %e, "agent spans will be lost"),
-        }
-    }
-
-    fn clock_measured(&mut self, _sandbox_id: &str, offset: shoji_runtime::agent::ClockOffset) {
-        if let Some(f) = &self.forwarder {
-            f.set_clock_offset(offset.offset_ns);
-        }
-    }
-
-    fn agent_spans_received(&self) -> Option<shoji_runtime::sandbox::SpanCount> {
-        self.forwarder.as_ref().map(|f| {
-            let stats = f.stats.clone();
-            shoji_runtime::sandbox::SpanCount(std::sync::Arc::new(move || {
-                stats
-                    .spans_forwarded
-                    .load(std::sync::atomic::Ordering::Relaxed)
-            }))
-        })
-    }
-
-    fn context_injector(&self) -> Option<shoji_runtime::agent::ContextInjector> {
-        // Without runtime spans there is no parent to name: the agent roots its own trace.
-        self.runtime_spans().then_some(
-            shoji_telemetry::current_trace_context as shoji_runtime::agent::ContextInjector,
-        )
-    }
-
-    fn trace_root(&self) -> Option<TraceRoot> {
-        if !self.runtime_spans() {
-            return None;
-        }
-        let (trace_id, span_id) = shoji_telemetry::current_sampled_ids()?;
-        let (target, service_name) = self.telemetry.target.clone()?;
-        let start = self.root_start.unwrap_or_else(SystemTime::now);
-        Some(TraceRoot {
-            trace_id,
-            span_id,
-            start_unix_nano: unix_nanos(start),
-            service_name,
-            export: match target {
-                SinkTarget::Store(data_dir) => TraceExport::Store { data_dir },
-                SinkTarget::Grpc(endpoint) => TraceExport::Grpc { endpoint },
-                SinkTarget::Http(endpoint) => TraceExport::Http { endpoint },
-                SinkTarget::HttpJson(endpoint) => TraceExport::HttpJson { endpoint },
-            },
-            clock_offset_ns: None,
-        })
-    }
-}
-
-impl TraceHooks<'_> {
-    fn runtime_spans(&self) -> bool {
-        self.runtime_tracing && self.telemetry.pipeline.is_some()
-    }
-}
-
-fn unix_nanos(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// The root `sandbox` that stands for one a sandbox process died without ending (ADR 007):
@@ -245,6 +123,7 @@ pub(crate) use root_span;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shoji_runtime::lifecycle::state::TraceRoot;
 
     /// The root that stands for a lost one carries only what the real root can carry (and who
     /// ended it), under the same names.

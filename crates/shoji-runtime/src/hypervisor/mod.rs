@@ -33,7 +33,9 @@ pub struct VmSpec {
     pub vhost_vsock_socket: PathBuf,
     pub virtiofs_socket: PathBuf,
     pub virtiofs_tag: String,
-    pub console_log: PathBuf,
+    /// The guest's serial console: a Unix socket the runtime listens on and QEMU connects to,
+    /// so that the runtime caps what reaches `console.log`.
+    pub console_socket: PathBuf,
     pub accel: accel::AccelChoice,
     pub network: crate::network::VmNetwork,
 }

@@ -149,6 +149,7 @@ impl StateRoot {
 
     /// Every container in the state root, by id.
     pub async fn list(&self) -> Vec<OciState> {
+        crate::reclaim::reclaim_abandoned(&self.root);
         let mut ids: Vec<String> = std::fs::read_dir(&self.root)
             .into_iter()
             .flatten()
@@ -217,15 +218,11 @@ impl StateRoot {
             )
         });
         end_lost_root(&dir, why, noticed, end_root);
-        match std::fs::remove_dir_all(&dir) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(source) => Err(LifecycleError::Io {
-                what: "cannot remove",
-                path: dir,
-                source,
-            }),
-        }
+        crate::sandbox::remove_sandbox_dir(&dir).map_err(|source| LifecycleError::Io {
+            what: "cannot remove",
+            path: dir,
+            source,
+        })
     }
 
     /// Starts the sandbox process `exe args...` for `req` and waits until it says the container
@@ -253,8 +250,9 @@ impl StateRoot {
             let path = path.to_path_buf();
             move |source| LifecycleError::Io { what, path, source }
         };
-        std::fs::create_dir_all(&self.root).map_err(io("cannot create", &self.root))?;
-        match std::fs::create_dir(&dir) {
+        crate::private_fs::private_dir(&self.root)?;
+        crate::reclaim::reclaim_abandoned(&self.root);
+        match crate::private_fs::create_private_dir(&dir) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 return Err(LifecycleError::Exists {
@@ -266,7 +264,7 @@ impl StateRoot {
         }
         let result = spawn_and_wait(&dir, req, exe, args, timeout, end_root).await;
         if result.is_err() {
-            let _ = std::fs::remove_dir_all(&dir);
+            let _ = crate::sandbox::remove_sandbox_dir(&dir);
         }
         result
     }
@@ -316,7 +314,9 @@ impl StateRoot {
             _ => return Err(control(unexpected_end())),
         }
         let raw = terminal.then(RawTerminal::enable);
-        let code = relay_until_exit(&mut rd, &mut wr).await.map_err(control);
+        let code = relay_until_exit(&mut rd, &mut wr, terminal)
+            .await
+            .map_err(control);
         relay.finish(Duration::from_secs(5)).await;
         drop(raw);
         code?.ok_or_else(|| control(unexpected_end()))
@@ -330,12 +330,15 @@ fn unexpected_end() -> ProtocolError {
     ))
 }
 
-/// Reads the exec's replies until `exited`, forwarding the signals this process receives.
+/// Reads the exec's replies until `exited`, forwarding the signals this process receives and,
+/// with a terminal, its size whenever it changes (SIGWINCH).
 async fn relay_until_exit(
     rd: &mut BufReader<OwnedReadHalf>,
     wr: &mut OwnedWriteHalf,
+    terminal: bool,
 ) -> Result<Option<i32>, ProtocolError> {
     let mut signals = Signals::new(signals::FORWARDED);
+    let mut resized = Signals::new(if terminal { signals::RESIZED } else { &[] });
     loop {
         let signal = tokio::select! {
             msg = protocol::read::<Reply, _>(rd) => match msg? {
@@ -347,6 +350,12 @@ async fn relay_until_exit(
                 None => return Ok(None),
             },
             signal = signals.recv() => signal,
+            _ = resized.recv() => {
+                if let Some((rows, cols)) = crate::stdio::terminal_size() {
+                    protocol::write(wr, &Request::Resize { rows, cols }).await?;
+                }
+                continue;
+            }
         };
         protocol::write(wr, &Request::Kill { signal }).await?;
     }
@@ -457,7 +466,7 @@ async fn spawn_and_wait(
 ) -> Result<OciState, LifecycleError> {
     let id = req.id.as_str();
     let log_path = dir.join(state::SANDBOX_LOG);
-    let log = std::fs::File::create(&log_path).map_err(|source| LifecycleError::Io {
+    let log = crate::private_fs::private_file(&log_path).map_err(|source| LifecycleError::Io {
         what: "cannot create",
         path: log_path.clone(),
         source,

@@ -35,6 +35,7 @@ use super::status::Container;
 use super::LifecycleError;
 use crate::agent::AgentClient;
 use crate::config::Config;
+use crate::private_fs;
 use crate::sandbox::{
     prepare_rootfs, Binaries, BootError, BootOptions, RootSource, RunHooks, SandboxDir, SandboxVm,
 };
@@ -223,6 +224,7 @@ async fn create(
     };
     st.write(&dir)?;
 
+    let opts = BootOptions::for_process(config, &req.process, req.agent_tracing(config))?;
     let bins = Binaries::locate(config)?;
     let (spec, rootfs) =
         info_span!("image.unpack", source = "runtime", subsystem = "image", sandbox_id = %id)
@@ -231,7 +233,7 @@ async fn create(
         .map_err(|e| BootError::Spec(SpecError::Build(e.to_string())))?;
     // The spec actually used: with an image or a rootfs, the state directory is the bundle.
     let config_json = dir.join("config.json");
-    std::fs::write(&config_json, &spec_json).map_err(|source| LifecycleError::Io {
+    private_fs::write_private(&config_json, &spec_json).map_err(|source| LifecycleError::Io {
         what: "cannot write",
         path: config_json,
         source,
@@ -241,7 +243,6 @@ async fn create(
         .clone()
         .ok_or(BootError::Spec(SpecError::NoCommand))?;
 
-    let opts = BootOptions::for_process(config, &req.process, req.agent_tracing(config));
     let mut vm = SandboxVm::boot(config, &bins, sb, &rootfs, &opts, hooks).await?;
     root_span.record("shoji.clock_offset_ns", vm.clock.offset_ns);
     vm.drain_stderr();
@@ -296,7 +297,7 @@ async fn create_container(
 ) -> Result<(u32, StdioRelay, UnixListener), LifecycleError> {
     let log = |name: &str| {
         let path = dir.join(name);
-        std::fs::File::create(&path).map_err(|source| LifecycleError::Io {
+        private_fs::private_file(&path).map_err(|source| LifecycleError::Io {
             what: "cannot create",
             path,
             source,
@@ -307,6 +308,7 @@ async fn create_container(
         FIRST_STDIO_PORT,
         log(state::STDOUT_LOG)?,
         log(state::STDERR_LOG)?,
+        vm.log_max_bytes,
     )
     .map_err(BootError::from)?;
     let created = vm
@@ -537,6 +539,7 @@ impl Sandbox {
             Request::Delete { force } => {
                 info_span!("container.delete", source = "runtime", subsystem = "container", container_id = %id, container.id = %id, force = *force, otel.status_code = Empty, otel.status_message = Empty)
             }
+            Request::Resize { .. } => tracing::Span::none(),
             Request::Exec(x) => {
                 let command = x.process.args.first().map(String::as_str).unwrap_or("");
                 info_span!("container.exec", source = "runtime", subsystem = "container", container_id = %id, container.id = %id, exec_id = %x.exec_id, process.command = command, process.pid = Empty, process.exit_code = Empty, otel.status_code = Empty, otel.status_message = Empty)
@@ -595,6 +598,9 @@ impl Sandbox {
                 self.exec(*x, rd, wr).await;
                 return;
             }
+            Request::Resize { .. } => Reply::Error {
+                message: "resize is only meaningful on an exec with a terminal".into(),
+            },
         };
         if let Reply::Error { message } = &reply {
             record_error(message);
@@ -714,6 +720,9 @@ impl Sandbox {
                 msg = protocol::read::<Request, _>(&mut rd) => match msg {
                     Ok(Some(Request::Kill { signal })) => {
                         let _ = self.client.signal_process(id, exec_id, signal as u32).await;
+                    }
+                    Ok(Some(Request::Resize { rows, cols })) if x.process.terminal => {
+                        let _ = self.client.resize_process(id, exec_id, rows, cols).await;
                     }
                     Ok(Some(_)) => {}
                     Ok(None) | Err(_) => {

@@ -70,6 +70,8 @@ pub enum LifecycleError {
     BadSignal { value: String },
     #[error(transparent)]
     Boot(#[from] BootError),
+    #[error(transparent)]
+    Private(#[from] crate::private_fs::PrivateFsError),
 }
 
 /// `TERM`, `SIGTERM`, `term` or `15` to a signal number.

@@ -34,6 +34,11 @@ pub enum Request {
     },
     /// Boxed: the process options are far larger than the other requests.
     Exec(Box<ExecRequest>),
+    /// On an `exec` connection with a terminal: the caller's terminal changed size.
+    Resize {
+        rows: u32,
+        cols: u32,
+    },
 }
 
 /// An extra process in the running container.

@@ -252,7 +252,7 @@ impl StateFile {
             path: path.clone(),
             message: e.to_string(),
         })?;
-        std::fs::write(&tmp, text).map_err(io)?;
+        crate::private_fs::write_private(&tmp, &text).map_err(io)?;
         std::fs::rename(&tmp, &path).map_err(io)
     }
 
@@ -292,56 +292,33 @@ pub fn claim_root_end(dir: &Path) -> bool {
 
 /// Checks a container id: it names a directory and a guest cgroup, so it must be a plain name.
 pub fn validate_id(id: &str) -> Result<(), LifecycleError> {
-    let bad = |reason: &'static str| LifecycleError::InvalidId {
+    id_problem(id).map_err(|reason| LifecycleError::InvalidId {
         id: id.to_string(),
         reason,
-    };
+    })
+}
+
+/// What is wrong with a container id (`shoji create ID`, `shoji run --name`), if anything.
+pub fn id_problem(id: &str) -> Result<(), &'static str> {
     if id.is_empty() {
-        return Err(bad("it is empty"));
+        return Err("it is empty");
     }
     if id.len() > MAX_ID_LEN {
-        return Err(bad("it is longer than 64 characters"));
+        return Err("it is longer than 64 characters");
     }
     if !id.as_bytes()[0].is_ascii_alphanumeric() {
-        return Err(bad("it must start with a letter or a digit"));
+        return Err("it must start with a letter or a digit");
     }
     if !id
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'+'))
     {
-        return Err(bad("only letters, digits and _ - . + are allowed"));
+        return Err("only letters, digits and _ - . + are allowed");
     }
     Ok(())
 }
 
-/// Now as RFC 3339 UTC with nanoseconds, e.g. `2026-11-03T10:04:05.123456789Z`.
-pub fn now_rfc3339() -> String {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    rfc3339(d.as_secs() as i64, d.subsec_nanos())
-}
-
-fn rfc3339(secs: i64, nanos: u32) -> String {
-    let days = secs.div_euclid(86_400);
-    let sod = secs.rem_euclid(86_400);
-    // Howard Hinnant's days-to-civil (proleptic Gregorian).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
-        sod / 3600,
-        sod % 3600 / 60,
-        sod % 60
-    )
-}
+pub use shoji_units::now_rfc3339;
 
 #[cfg(test)]
 impl StateFile {
@@ -355,7 +332,7 @@ impl StateFile {
                 pid: Some(7),
                 bundle: "/b".into(),
                 annotations: BTreeMap::new(),
-                created: rfc3339(0, 0),
+                created: "1970-01-01T00:00:00.000000000Z".into(),
                 exit_code: None,
             },
             sandbox_process: ProcessRecord {
@@ -457,12 +434,6 @@ mod tests {
     fn this_process_is_in_its_session() {
         let sid = nix::unistd::getsid(None).unwrap().as_raw() as u32;
         assert!(session_members(sid).contains(&std::process::id()));
-    }
-
-    #[test]
-    fn timestamps() {
-        assert_eq!(rfc3339(0, 0), "1970-01-01T00:00:00.000000000Z");
-        assert_eq!(rfc3339(1_709_210_096, 5), "2024-02-29T12:34:56.000000005Z");
     }
 
     #[test]

@@ -1,14 +1,28 @@
-//! The sandbox directory: sockets, console log, root filesystem, spec. Removed whole when the
-//! [`SandboxDir`] drops, on every exit path.
+//! The sandbox directory: sockets, console log, root filesystem, spec. Mode 0700 under a 0700
+//! root ([`crate::private_fs`]); removed whole when the [`SandboxDir`] drops, on every exit
+//! path, its rootfs mount ([`super::mounts`]) first.
 
 use std::path::{Path, PathBuf};
 
 use rand::Rng;
 
+use super::mounts::{self, MountError};
+use crate::private_fs::{self, PrivateFsError};
+
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
     #[error("cannot create sandbox directory {path}")]
     Create {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Private(#[from] PrivateFsError),
+    #[error(transparent)]
+    Mount(#[from] MountError),
+    #[error("cannot create the rootfs mount point {path}")]
+    MountPoint {
         path: PathBuf,
         #[source]
         source: std::io::Error,
@@ -21,7 +35,7 @@ pub fn new_sandbox_id() -> String {
     format!("{n:016x}")
 }
 
-/// Default parent of sandbox directories.
+/// Default parent of sandbox directories (made 0700 when first used).
 pub fn default_root() -> PathBuf {
     if let Some(d) = std::env::var_os("XDG_RUNTIME_DIR") {
         return PathBuf::from(d).join("shoji");
@@ -41,9 +55,12 @@ pub struct SandboxDir {
 }
 
 impl SandboxDir {
+    /// Makes `root` (0700) and `root/id` (0700, new). The caller records who owns it
+    /// ([`crate::reclaim::OwnerRecord`]) so that a killed owner's directory can be reclaimed.
     pub fn create(root: &Path, id: &str) -> Result<Self, SandboxError> {
+        private_fs::private_dir(root)?;
         let path = root.join(id);
-        std::fs::create_dir_all(&path).map_err(|source| SandboxError::Create {
+        private_fs::create_private_dir(&path).map_err(|source| SandboxError::Create {
             path: path.clone(),
             source,
         })?;
@@ -52,6 +69,29 @@ impl SandboxDir {
             path,
             keep: std::env::var_os("SHOJI_KEEP_SANDBOX").is_some(),
         })
+    }
+
+    /// The path the guest's root filesystem is served from: as root, `<sandbox>/rootfs` bind-
+    /// mounted `nosuid,nodev` from `src` (which may be that same directory), so the host never
+    /// reaches a setuid file or device node of the container but through a 0700 directory and
+    /// a mount that disarms them. Without root no mount can be made: `src` is served as it is
+    /// (the files are the user's own, so no other user gains from them; see ADR 009).
+    pub fn share_rootfs(&self, src: &Path) -> Result<PathBuf, SandboxError> {
+        if !mounts::can_mount() {
+            return Ok(src.to_path_buf());
+        }
+        let dst = self.rootfs();
+        match std::fs::create_dir(&dst) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                return Err(SandboxError::MountPoint {
+                    path: dst,
+                    source: e,
+                })
+            }
+            _ => {}
+        }
+        mounts::bind_nosuid(src, &dst)?;
+        Ok(dst)
     }
 
     /// Takes over `root/id`, made by someone else (`shoji create` makes it, so that a second
@@ -84,6 +124,9 @@ impl SandboxDir {
     pub fn console_log(&self) -> PathBuf {
         self.path.join("console.log")
     }
+    pub fn console_socket(&self) -> PathBuf {
+        self.path.join("console.sock")
+    }
     pub fn rootfs(&self) -> PathBuf {
         self.path.join("rootfs")
     }
@@ -106,10 +149,32 @@ pub fn console_tail(path: &Path, n: usize) -> String {
     lines[start..].join("\n")
 }
 
+/// Removes `dir` and everything in it, after detaching the mounts below it. If a mount cannot
+/// be detached nothing is removed: deleting through it would delete what it shows (a bundle's
+/// rootfs is the user's own directory).
+pub fn remove_sandbox_dir(dir: &Path) -> std::io::Result<()> {
+    if !mounts::unmount_all_under(dir) {
+        return Err(std::io::Error::other(format!(
+            "mounts are left below {}; not removing it",
+            dir.display()
+        )));
+    }
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        r => r,
+    }
+}
+
 impl Drop for SandboxDir {
     fn drop(&mut self) {
-        if !self.keep {
-            let _ = std::fs::remove_dir_all(&self.path);
+        if self.keep {
+            // Kept for a look: not reclaimed, but no mount outlives its owner.
+            let _ = std::fs::remove_file(self.path.join(crate::reclaim::OWNER_FILE));
+            mounts::unmount_all_under(&self.path);
+            return;
+        }
+        if let Err(e) = remove_sandbox_dir(&self.path) {
+            tracing::warn!(path = %self.path.display(), error = %e, "cannot remove the sandbox directory");
         }
     }
 }

@@ -31,12 +31,16 @@ pub enum BootError {
         key: &'static str,
         path: PathBuf,
     },
-    #[error("sandbox {sandbox}: {cause}\n--- last lines of the guest console ---\n{console}")]
+    #[error("sandbox {sandbox}: {cause}\n{output}")]
     Boot {
         sandbox: String,
         cause: AgentError,
-        console: String,
+        /// What the hypervisor wrote on stderr if it exited, then the console's last lines,
+        /// each under a heading.
+        output: String,
     },
+    #[error("invalid --memory {given}: {reason}")]
+    Memory { given: String, reason: String },
     #[error("sandbox {sandbox}: the VM exited unexpectedly ({status}) while the container was running\n--- last lines of the guest console ---\n{console}")]
     VmDied {
         sandbox: String,

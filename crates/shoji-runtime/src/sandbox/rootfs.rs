@@ -39,8 +39,23 @@ pub fn unpack_image(
     Ok(crate::spec::from_image(&cfg, rootfs, opts)?)
 }
 
-/// The spec and the root filesystem directory for `source`; an image is unpacked into the
-/// sandbox directory's `rootfs/`.
+/// Makes the sandbox directory's `rootfs/` for an image to be unpacked into, already served
+/// through its `nosuid,nodev` mount ([`SandboxDir::share_rootfs`]): no moment where a setuid
+/// file from the image is reachable without it. Returns the path to unpack into and serve.
+pub fn image_rootfs(sb: &SandboxDir) -> Result<PathBuf, BootError> {
+    let rootfs = sb.rootfs();
+    std::fs::create_dir_all(&rootfs).map_err(|source| {
+        BootError::Image(image::ImageError::Io {
+            path: rootfs.clone(),
+            source,
+        })
+    })?;
+    Ok(sb.share_rootfs(&rootfs)?)
+}
+
+/// The spec and the root filesystem directory to serve for `source`: an image is unpacked into
+/// the sandbox directory's `rootfs/`; a bundle's or a bare rootfs is bind-mounted there. Either
+/// way the host reaches it only through a `nosuid,nodev` mount (when Shoji runs as root).
 pub fn prepare_rootfs(
     source: &RootSource,
     sb: &SandboxDir,
@@ -48,18 +63,21 @@ pub fn prepare_rootfs(
 ) -> Result<(oci_spec::runtime::Spec, PathBuf), BootError> {
     Ok(match source {
         RootSource::Image(path) => {
-            let rootfs = sb.rootfs();
+            let rootfs = image_rootfs(sb)?;
             let spec = unpack_image(path, &sb.path().join("image"), &rootfs, opts)?;
             (spec, rootfs)
         }
-        RootSource::Bundle(dir) => crate::spec::from_bundle(dir, opts)?,
+        RootSource::Bundle(dir) => {
+            let (spec, rootfs) = crate::spec::from_bundle(dir, opts)?;
+            (spec, sb.share_rootfs(&rootfs)?)
+        }
         RootSource::Rootfs(dir) => {
             if !dir.is_dir() {
                 return Err(BootError::Image(image::ImageError::NotFound {
                     path: dir.clone(),
                 }));
             }
-            (crate::spec::for_rootfs(dir, opts)?, dir.clone())
+            (crate::spec::for_rootfs(dir, opts)?, sb.share_rootfs(dir)?)
         }
     })
 }

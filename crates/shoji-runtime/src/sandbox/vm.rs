@@ -30,13 +30,62 @@ pub struct BootOptions {
     pub traceparent: Option<String>,
     /// The VM's network device, if any.
     pub network: crate::network::VmNetwork,
+    /// Cap of each log stream (`[runtime] log_max_size`).
+    pub log_max_bytes: u64,
+}
+
+/// The smallest `--memory` accepted: Docker's minimum for a container's memory limit. Below it
+/// the container cannot even start (0 and 1 byte used to give a 128 MiB VM silently).
+pub const MIN_MEMORY_BYTES: u64 = 6 << 20;
+
+/// Refuses a `--memory` the container or the VM cannot have: below [`MIN_MEMORY_BYTES`], or more
+/// than the host's memory.
+pub fn check_memory(bytes: u64) -> Result<(), BootError> {
+    let given = if bytes >= 1 << 20 {
+        format!("{} MiB", bytes >> 20)
+    } else {
+        format!("{bytes} bytes")
+    };
+    let bad = |reason: String| BootError::Memory {
+        given: given.clone(),
+        reason,
+    };
+    if bytes < MIN_MEMORY_BYTES {
+        return Err(bad(format!(
+            "a container needs at least {} MiB; give e.g. 256M",
+            MIN_MEMORY_BYTES >> 20
+        )));
+    }
+    if let Some(total) = host_memory_bytes() {
+        if bytes > total {
+            return Err(bad(format!(
+                "this host has {} MiB of memory in all; give less",
+                total >> 20
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The host's memory in all (`sysinfo(2)`, as `MemTotal` in `/proc/meminfo`).
+fn host_memory_bytes() -> Option<u64> {
+    nix::sys::sysinfo::sysinfo().ok().map(|i| i.ram_total())
 }
 
 impl BootOptions {
-    /// `--cpus` rounded up and `--memory` (at least 128 MiB), else the configured defaults.
-    pub fn for_process(config: &Config, process: &ProcessOptions, agent_tracing: bool) -> Self {
+    /// `--cpus` rounded up and `--memory` (the VM gets at least 128 MiB), else the configured
+    /// defaults. A `--memory` outside what [`check_memory`] accepts, or a bad `[runtime]
+    /// log_max_size`, is refused here, before anything boots.
+    pub fn for_process(
+        config: &Config,
+        process: &ProcessOptions,
+        agent_tracing: bool,
+    ) -> Result<Self, BootError> {
+        if let Some(b) = process.memory_bytes {
+            check_memory(b)?;
+        }
         let q = &config.hypervisor.qemu;
-        Self {
+        Ok(Self {
             vcpus: process
                 .cpus
                 .map(|c| c.ceil().max(1.0) as u32)
@@ -48,7 +97,8 @@ impl BootOptions {
             agent_tracing,
             traceparent: None,
             network: Default::default(),
-        }
+            log_max_bytes: config.runtime.log_max_bytes()?,
+        })
     }
 }
 
@@ -72,6 +122,10 @@ pub struct SandboxVm {
     stderr_pipes: Vec<(&'static str, tokio::process::ChildStderr)>,
     vm_exit: watch::Receiver<Option<String>>,
     vm_task: AbortOnDrop,
+    /// Copies the serial console into `console.log`; after QEMU, so that its last lines land.
+    _console: AbortOnDrop,
+    /// Cap of each log stream, for [`SandboxVm::drain_stderr`] and the container's logs.
+    pub log_max_bytes: u64,
     /// Agent spans the built-in forwarder has received, when there is one (see `stop`).
     agent_spans_received: Option<SpanCount>,
     _ready: tokio::net::UnixListener,
@@ -150,10 +204,11 @@ impl SandboxVm {
             vhost_vsock_socket: sb.vhost_socket(),
             virtiofs_socket: sb.virtiofs_socket(),
             virtiofs_tag: "rootfs".into(),
-            console_log: sb.console_log(),
+            console_socket: sb.console_socket(),
             accel: choice.clone(),
             network: opts.network.clone(),
         };
+        let console = AbortOnDrop(Some(super::console::capture(&sb, opts.log_max_bytes)?));
         let ready_path = sb.host_port_socket(shoji_protocols::READY_VSOCK_PORT);
         let ready = tokio::net::UnixListener::bind(&ready_path).map_err(|source| {
             crate::stdio::StdioError::Listen {
@@ -170,7 +225,7 @@ impl SandboxVm {
         .into_iter()
         .filter_map(|(what, pid)| pid.map(|pid| StartedProcess { what, pid }))
         .collect();
-        let stderr_pipes = [
+        let stderr_pipes: Vec<_> = [
             ("vhost-device-vsock", vsock_helper.take_stderr()),
             ("virtiofsd", fs_helper.take_stderr()),
             (bins.hypervisor.name(), qemu_guard.take_stderr()),
@@ -210,10 +265,19 @@ impl SandboxVm {
             Err(source) => {
                 // Give QEMU a moment to flush the console before reading its tail.
                 tokio::time::sleep(Duration::from_millis(100)).await;
+                let mut stderr_pipes = stderr_pipes;
+                let exited = vm_exit.borrow().is_some();
+                let qemu_said = match exited {
+                    true => hypervisor_stderr(bins.hypervisor.name(), &mut stderr_pipes).await,
+                    false => String::new(),
+                };
                 return Err(BootError::Boot {
                     sandbox: sb.id.clone(),
                     cause: source,
-                    console: sb.console_tail(20),
+                    output: format!(
+                        "{qemu_said}--- last lines of the guest console ---\n{}",
+                        sb.console_tail(20)
+                    ),
                 });
             }
         };
@@ -252,6 +316,8 @@ impl SandboxVm {
             stderr_pipes,
             vm_exit,
             vm_task,
+            _console: console,
+            log_max_bytes: opts.log_max_bytes,
             agent_spans_received,
             _ready: ready,
             fs_helper,
@@ -262,10 +328,13 @@ impl SandboxVm {
 
     /// Copies what QEMU and the helpers write on stderr to this process's stderr. A sandbox
     /// that lives long must do this: a pipe nobody reads fills up, and its writer then blocks.
+    /// Each process's part is capped like every log.
     pub fn drain_stderr(&mut self) {
-        for (what, mut pipe) in self.stderr_pipes.drain(..) {
+        let cap = self.log_max_bytes;
+        for (what, pipe) in self.stderr_pipes.drain(..) {
             tokio::spawn(async move {
-                let _ = tokio::io::copy(&mut pipe, &mut tokio::io::stderr()).await;
+                let mut out = tokio::io::stderr();
+                crate::capped_log::copy_capped_logged(pipe, &mut out, cap, what).await;
                 tracing::debug!(process = what, "stderr closed");
             });
         }
@@ -360,6 +429,7 @@ impl SandboxVm {
         let Self {
             client,
             vm_task,
+            _console: console,
             mut fs_helper,
             mut vsock_helper,
             sb,
@@ -367,12 +437,33 @@ impl SandboxVm {
         } = self;
         info_span!("sandbox.cleanup", source = "runtime", subsystem = "sandbox").in_scope(|| {
             drop(vm_task);
+            drop(console);
             drop(client);
         });
         vsock_helper.stop().await;
         fs_helper.stop().await;
         drop(sb);
         dropped
+    }
+}
+
+/// What an exited hypervisor wrote on stderr (QEMU's reason for refusing to start, say), at
+/// most 4 KiB, as a section of an error message; empty if it said nothing.
+async fn hypervisor_stderr(
+    name: &str,
+    pipes: &mut [(&'static str, tokio::process::ChildStderr)],
+) -> String {
+    use tokio::io::AsyncReadExt;
+    let Some((_, pipe)) = pipes.iter_mut().find(|(what, _)| *what == name) else {
+        return String::new();
+    };
+    let mut buf = Vec::new();
+    let mut limited = pipe.take(4096);
+    let read = limited.read_to_end(&mut buf);
+    let _ = tokio::time::timeout(Duration::from_millis(500), read).await;
+    match String::from_utf8_lossy(&buf).trim() {
+        "" => String::new(),
+        t => format!("--- {name}'s error output ---\n{t}\n"),
     }
 }
 

@@ -119,15 +119,20 @@ impl TestEnv {
         );
         let procs = processes_naming(&root);
         assert!(procs.is_empty(), "processes left behind: {procs:?}");
-        let needle = root.to_string_lossy().into_owned();
-        let mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| l.contains(&needle))
-            .map(String::from)
-            .collect();
+        let mounts = mounts_naming(&root);
         assert!(mounts.is_empty(), "mounts left behind: {mounts:?}");
     }
+}
+
+/// The lines of this mount namespace's mountinfo that name `path`.
+pub fn mounts_naming(path: &Path) -> Vec<String> {
+    let needle = path.to_string_lossy().into_owned();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(&needle))
+        .map(String::from)
+        .collect()
 }
 
 /// The command lines of live processes that name `path` in their arguments (QEMU and the
@@ -151,35 +156,116 @@ pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// Runs `cmd` with a new pseudo-terminal as its stdin, stdout and stderr, as an interactive
-/// shell would; returns what it wrote to the terminal and its exit code.
-pub fn run_in_pty(mut cmd: Command) -> (String, Option<i32>) {
-    use std::io::Read;
-    use std::process::Stdio;
-    let pty = nix::pty::openpty(None, None).expect("openpty");
-    let slave = pty.slave;
-    cmd.stdin(Stdio::from(slave.try_clone().expect("dup")))
-        .stdout(Stdio::from(slave.try_clone().expect("dup")))
-        .stderr(Stdio::from(slave));
-    let mut child = cmd.spawn().expect("spawning shoji");
-    // The command keeps copies of the slave: drop them, or the master never sees the end.
-    drop(cmd);
-    let mut master = std::fs::File::from(pty.master);
-    let reader = std::thread::spawn(move || {
-        let mut out = Vec::new();
-        let mut buf = [0u8; 4096];
-        // EIO once the last slave fd closes: that is the end of the output.
-        while let Ok(n) = master.read(&mut buf) {
-            if n == 0 {
-                break;
+/// Runs `cmd` with a pseudo-terminal as its stdin, stdout and stderr, as an interactive shell
+/// would; returns everything written to the terminal and the exit code.
+pub fn run_in_pty(cmd: Command) -> (String, Option<i32>) {
+    PtyRun::start(cmd, (24, 80)).finish()
+}
+
+/// A shell script that shows it has a terminal of the host terminal's size (24x80), says
+/// `ready`, then waits (30 s at most) for the size to become 40x132.
+pub const FOLLOWS_RESIZE: &str = "test -t 0 && test -t 1 && echo is-a-tty; \
+     until [ \"$(stty size)\" = '24 80' ]; do sleep 0.1; done; echo ready; i=0; \
+     until [ \"$(stty size)\" = '40 132' ]; do i=$((i+1)); \
+     [ $i -gt 300 ] && { echo \"size still $(stty size)\"; exit 9; }; sleep 0.1; done; \
+     echo resized-to-40x132; exit 4";
+
+/// A command running on a pseudo-terminal of a given size, whose output can be awaited and
+/// whose terminal can be resized while it runs.
+pub struct PtyRun {
+    child: std::process::Child,
+    master: std::fs::File,
+    output: std::sync::mpsc::Receiver<Vec<u8>>,
+    seen: Vec<u8>,
+}
+
+impl PtyRun {
+    pub fn start(mut cmd: Command, (rows, cols): (u16, u16)) -> Self {
+        use std::io::Read;
+        use std::process::Stdio;
+        let size = nix::pty::Winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        let pty = nix::pty::openpty(Some(&size), None).expect("openpty");
+        let slave = pty.slave;
+        cmd.stdin(Stdio::from(slave.try_clone().expect("dup")))
+            .stdout(Stdio::from(slave.try_clone().expect("dup")))
+            .stderr(Stdio::from(slave));
+        let child = cmd.spawn().expect("spawning shoji");
+        // The command keeps copies of the slave: drop them, or the master never sees the end.
+        drop(cmd);
+        let master = std::fs::File::from(pty.master);
+        let mut reader = master.try_clone().expect("dup the pty master");
+        let (tx, output) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            // EIO once the last slave fd closes: that is the end of the output.
+            while let Ok(n) = reader.read(&mut buf) {
+                if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                    break;
+                }
             }
-            out.extend_from_slice(&buf[..n]);
+        });
+        Self {
+            child,
+            master,
+            output,
+            seen: Vec::new(),
         }
-        out
-    });
-    let status = child.wait().expect("waiting for shoji");
-    let out = reader.join().expect("pty reader");
-    (text(&out), status.code())
+    }
+
+    /// Waits until the terminal has shown `text`; panics with what it showed after 60 s.
+    pub fn wait_for(&mut self, text: &str) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !String::from_utf8_lossy(&self.seen).contains(text) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.output.recv_timeout(left) {
+                Ok(chunk) => self.seen.extend(chunk),
+                Err(_) => panic!(
+                    "the terminal never showed {text:?}; it showed {:?}",
+                    String::from_utf8_lossy(&self.seen)
+                ),
+            }
+        }
+    }
+
+    /// Resizes the terminal and tells the command, as a terminal emulator does (the kernel
+    /// signals only a terminal's foreground process group; the command is not in one here).
+    pub fn resize(&self, rows: u16, cols: u16) {
+        let size = nix::pty::Winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCSWINSZ reads one winsize from a valid pointer; the master fd is open.
+        let rc = unsafe {
+            libc::ioctl(
+                std::os::fd::AsRawFd::as_raw_fd(&self.master),
+                libc::TIOCSWINSZ,
+                &size,
+            )
+        };
+        assert_eq!(rc, 0, "TIOCSWINSZ");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGWINCH,
+        )
+        .expect("SIGWINCH to the command");
+    }
+
+    /// Waits for the command to exit; everything the terminal showed, and the exit code.
+    pub fn finish(mut self) -> (String, Option<i32>) {
+        let status = self.child.wait().expect("waiting for shoji");
+        drop(self.master);
+        while let Ok(chunk) = self.output.recv() {
+            self.seen.extend(chunk);
+        }
+        (text(&self.seen), status.code())
+    }
 }
 
 /// An initramfs whose /init prints `no-agent-in-this-image` and sleeps: the VM boots, the agent

@@ -2,7 +2,6 @@
 //! arguments (clap) and what they print. The binary only dispatches to these.
 
 mod serve;
-pub mod time;
 
 pub use serve::{ServeArgs, ServeError, DEFAULT_CONFIG};
 
@@ -22,7 +21,7 @@ pub enum CliError {
     #[error(transparent)]
     Format(#[from] FormatError),
     #[error(transparent)]
-    Time(#[from] time::TimeError),
+    Unit(#[from] crate::units::UnitError),
     #[error("{0:?} is not a tag: expected key=value")]
     Tag(String),
     #[error("trace {0} has no spans in the store")]
@@ -247,9 +246,13 @@ impl LsArgs {
                 min_duration_ns: self
                     .min_duration
                     .as_deref()
-                    .map(time::parse_duration)
+                    .map(crate::units::parse_duration)
                     .transpose()?,
-                start_min_ns: self.since.as_deref().map(time::parse_time).transpose()?,
+                start_min_ns: self
+                    .since
+                    .as_deref()
+                    .map(crate::units::parse_time)
+                    .transpose()?,
                 ..SummaryFilter::default()
             },
             tags,

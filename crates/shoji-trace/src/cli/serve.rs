@@ -54,7 +54,7 @@ pub enum ServeError {
     #[error(transparent)]
     Server(#[from] ServerError),
     #[error(transparent)]
-    Time(#[from] super::time::TimeError),
+    Unit(#[from] crate::units::UnitError),
     #[error("cannot start the async runtime")]
     Runtime(#[source] std::io::Error),
 }
@@ -86,7 +86,7 @@ impl ServeArgs {
             max_request_bytes: usize::try_from(max).unwrap_or(usize::MAX),
             retention: policy,
             retention_interval: Duration::from_nanos(
-                super::time::parse_duration(&self.retention_interval)?.max(1_000_000),
+                crate::units::parse_duration(&self.retention_interval)?.max(1_000_000),
             ),
         })
     }

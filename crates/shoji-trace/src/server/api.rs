@@ -10,10 +10,10 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
 
-use crate::cli::time::parse_duration;
 use crate::jaeger::{ApiError, Envelope, JaegerTrace};
 use crate::query::{self, TraceQuery};
 use crate::store::{Store, StoreError, SummaryFilter};
+use crate::units::parse_duration;
 
 pub(super) fn router(store: Store) -> Router {
     Router::new()

@@ -4,8 +4,8 @@ use rusqlite::{params, TransactionBehavior};
 
 use super::ingest::clamp_i64;
 use super::{SqlContext, Store, StoreError};
-use crate::cli::time::now_ns;
 use crate::retention::{RetentionPolicy, RetentionReport};
+use crate::units::now_ns;
 
 /// Traces deleted per transaction: keeps each write lock short so ingest (ours or another
 /// process's) is never held up for long.

@@ -1,0 +1,108 @@
+//! The host's mounts in a sandbox directory: the container's root filesystem is reached on the
+//! host only through a `nosuid,nodev` bind mount (a setuid-root binary from an image, or one the
+//! guest made through virtio-fs, must not be a way to root for a local user), and these mounts
+//! are found and detached before anything is removed (a bundle's rootfs is the user's own
+//! directory, bind-mounted, not ours to delete). Decisions in `docs/adr/009-host-side-sandbox.md`.
+
+use std::path::{Path, PathBuf};
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    #[error("cannot bind-mount {src} onto {dst} nosuid,nodev")]
+    Bind {
+        src: PathBuf,
+        dst: PathBuf,
+        #[source]
+        source: nix::Error,
+    },
+}
+
+/// Whether bind mounts can be made: only root (in the initial user namespace) can.
+pub fn can_mount() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Bind-mounts `src` onto `dst` (an existing directory; the same path is fine) and makes that
+/// mount `nosuid,nodev`. Modes, owners and xattrs are untouched, so the guest sees the image as
+/// it is; only the host's exec of a setuid file and open of a device node through this path
+/// are refused. Not recursive: mounts below `src` are not reachable through `dst`.
+pub fn bind_nosuid(src: &Path, dst: &Path) -> Result<(), MountError> {
+    let err = |source| MountError::Bind {
+        src: src.to_path_buf(),
+        dst: dst.to_path_buf(),
+        source,
+    };
+    mount(Some(src), dst, None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(err)?;
+    // A bind mount takes its flags from a remount; MS_BIND keeps the other flags as they are.
+    let flags = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    if let Err(e) = mount(None::<&str>, dst, None::<&str>, flags, None::<&str>) {
+        let _ = umount2(dst, MntFlags::MNT_DETACH);
+        return Err(err(e));
+    }
+    Ok(())
+}
+
+/// Mount points at or below `dir`, deepest first, from `/proc/self/mountinfo`.
+pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
+    let Ok(text) = std::fs::read("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    let mut found: Vec<PathBuf> = text
+        .split(|c| *c == b'\n')
+        // The fifth field is the mount point.
+        .filter_map(|l| l.split(|c| *c == b' ').nth(4))
+        .map(unescape_mountinfo)
+        .filter(|p| p.starts_with(dir))
+        .collect();
+    found.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    found.dedup();
+    found
+}
+
+/// mountinfo writes space, tab, newline and backslash as `\ooo` octal escapes.
+fn unescape_mountinfo(b: &[u8]) -> PathBuf {
+    use std::os::unix::ffi::OsStringExt;
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let octal = b
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        if let (b'\\', Some(d)) = (b[i], octal) {
+            let n = d.iter().fold(0u32, |n, c| n * 8 + u32::from(c - b'0'));
+            if let Ok(n) = u8::try_from(n) {
+                out.push(n);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    PathBuf::from(std::ffi::OsString::from_vec(out))
+}
+
+/// Detaches every mount at or below `dir`; true if none is left.
+pub fn unmount_all_under(dir: &Path) -> bool {
+    for m in mounts_under(dir) {
+        if let Err(e) = umount2(&m, MntFlags::MNT_DETACH) {
+            tracing::warn!(mount = %m.display(), error = %e, "cannot unmount");
+        }
+    }
+    mounts_under(dir).is_empty()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_escapes() {
+        let p = |s: &str| unescape_mountinfo(s.as_bytes());
+        assert_eq!(p(r"/a\040b\134c"), Path::new(r"/a b\c"));
+        assert_eq!(p("/plain"), Path::new("/plain"));
+        assert_eq!(p(r"/end\04"), Path::new(r"/end\04"));
+    }
+}

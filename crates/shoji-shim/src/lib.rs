@@ -1,0 +1,59 @@
+//! containerd's runtime v2 shim for Shoji: one shim process is one sandbox, one VM; containerd
+//! drives it over ttRPC with the task API (`containerd.task.v3.Task`).
+//!
+//! How the parts compose (decisions in `docs/adr/016-containerd-shim.md`): containerd's own
+//! `containerd-shim` crate does the shim protocol (the `start`/`delete` actions, the ttRPC
+//! server, the event publisher, the stdio FIFOs); [`shim`] answers its `Shim` trait (spawning
+//! the server, cleaning up after a dead one, `-info` from [`info`]); [`service`] is the task
+//! API on a [`pod::Pod`]: one [`shoji_runtime::sandbox::SandboxVm`] holding containers, each
+//! with its init and execs ([`process`]) in the lifecycle's status model
+//! ([`shoji_runtime::lifecycle::status`]), and each with its root filesystem mounted on the
+//! host from containerd's snapshot ([`rootfs`]) and shared with the guest over virtio-fs.
+//!
+//! Tracing: every task request is a server span `containerd.task.v3.Task/<Method>` whose parent
+//! is the W3C `traceparent` containerd sends in the ttRPC metadata, when it sends one; the boot
+//! and the agent's spans are its children, as in `shoji run`.
+
+pub mod info;
+pub mod pod;
+pub mod process;
+pub mod rootfs;
+pub mod service;
+pub mod shim;
+
+/// The runtime type containerd names this shim by.
+pub const RUNTIME_ID: &str = "io.containerd.shoji.v2";
+
+/// Runs the shim for whatever action containerd asked for (`-info`, `start`, `delete`, or
+/// serving the task API).
+pub fn main() -> std::process::ExitCode {
+    // One thread: QEMU and the helpers get PR_SET_PDEATHSIG from the thread that forks them,
+    // so that must be the thread that lives as long as the shim (as for the lifecycle's
+    // sandbox process, ADR 007).
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("{RUNTIME_ID}: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let config = containerd_shim::Config {
+        // QEMU and the helpers are tokio children, reaped by tokio: the crate's SIGCHLD reaper
+        // (waitpid(-1)) would take their exit statuses, and the shim runs no process of the
+        // container on the host to reap.
+        no_reaper: true,
+        no_sub_reaper: true,
+        // The shim logs through `tracing` (which also takes the crate's `log` records) to its
+        // stderr, which the server points at containerd's log FIFO.
+        no_setup_logger: true,
+        ..Default::default()
+    };
+    rt.block_on(containerd_shim::asynchronous::run::<shim::ShojiShim>(
+        RUNTIME_ID,
+        Some(config),
+    ));
+    std::process::ExitCode::SUCCESS
+}

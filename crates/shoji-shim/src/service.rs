@@ -1,0 +1,686 @@
+//! The task API (`containerd.task.v3.Task`) on the shim's [`Pod`].
+//!
+//! Each request runs in a server span `containerd.task.v3.Task/<Method>` continuing the trace
+//! context containerd sends in the ttRPC metadata (without one it is a root). `Create` boots the
+//! VM inside its span, so `vm.start`, `guest.boot` and the agent's spans join containerd's
+//! trace; `container.wait` (from create to the init's exit) is a child of `Create` too.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use containerd_shim::api::{
+    CloseIORequest, ConnectRequest, ConnectResponse, CreateTaskRequest, CreateTaskResponse,
+    DeleteRequest, Empty, ExecProcessRequest, KillRequest, PidsRequest, PidsResponse,
+    ResizePtyRequest, ShutdownRequest, StartRequest, StartResponse, StateRequest, StateResponse,
+    Status, WaitRequest, WaitResponse,
+};
+use containerd_shim::asynchronous::io::Stdio;
+use containerd_shim::asynchronous::publisher::RemotePublisher;
+use containerd_shim::asynchronous::ExitSignal;
+use containerd_shim::protos::events::task::{
+    TaskCreate, TaskDelete, TaskExecStarted, TaskExit, TaskIO, TaskStart,
+};
+use containerd_shim::protos::protobuf::{MessageDyn, MessageField};
+use containerd_shim::protos::topics;
+use containerd_shim::protos::ttrpc;
+use containerd_shim::protos::types::task::ProcessInfo;
+use containerd_shim::{Task, TtrpcContext, TtrpcResult};
+use shoji_forwarder::hooks::TraceHooks;
+use shoji_protocols::agent;
+use shoji_runtime::config::Config;
+use shoji_runtime::lifecycle::daemon::error_chain;
+use shoji_runtime::lifecycle::status::{Container, TaskStatus};
+use shoji_runtime::sandbox::{sandbox_root, Binaries, BootOptions, SandboxDir, SandboxVm};
+use shoji_runtime::spec::ProcessOptions;
+use tokio::sync::Mutex;
+use tracing::{info_span, Instrument};
+
+use crate::pod::{Ctr, Pod};
+use crate::process::{Exit, Proc, UNKNOWN_EXIT};
+use crate::rootfs;
+
+/// What the shim needs to serve: its configuration, containerd's event service, the sandbox.
+pub struct Inner {
+    pub id: String,
+    pub namespace: String,
+    pub config: Config,
+    pub agent_tracing: bool,
+    pub publisher: RemotePublisher,
+    pub exit: Arc<ExitSignal>,
+    pub hooks: Mutex<TraceHooks>,
+    pub pod: Mutex<Pod>,
+}
+
+/// The task service containerd talks to.
+#[derive(Clone)]
+pub struct TaskService(pub Arc<Inner>);
+
+fn status(code: ttrpc::Code, msg: impl Into<String>) -> ttrpc::Error {
+    ttrpc::Error::RpcStatus(ttrpc::get_status(code, msg.into()))
+}
+
+fn not_found(what: &str) -> ttrpc::Error {
+    status(ttrpc::Code::NOT_FOUND, what)
+}
+
+/// Marks the current span failed and turns `message` into the ttRPC error containerd sees.
+fn failed(code: ttrpc::Code, message: String) -> ttrpc::Error {
+    let span = tracing::Span::current();
+    span.record("otel.status_code", "ERROR");
+    span.record("otel.status_message", message.as_str());
+    status(code, message)
+}
+
+macro_rules! server_span {
+    ($ctx:ident, $method:literal, $id:expr, $exec:expr) => {{
+        let span = info_span!(
+            concat!("containerd.task.v3.Task/", $method),
+            otel.kind = "server",
+            rpc.system = "ttrpc",
+            rpc.service = "containerd.task.v3.Task",
+            rpc.method = $method,
+            source = "runtime",
+            package = "shoji_shim::service",
+            subsystem = "shim",
+            container_id = %$id,
+            exec_id = %$exec,
+            otel.status_code = tracing::field::Empty,
+            otel.status_message = tracing::field::Empty,
+        );
+        shoji_telemetry::set_parent_from_w3c(&span, |k| {
+            $ctx.metadata.get(k).and_then(|v| v.first().cloned())
+        });
+        span
+    }};
+}
+
+/// The process `exec_id` names in `ctr` (`""`: its init).
+fn process(ctr: &Ctr, exec_id: &str) -> TtrpcResult<Arc<Proc>> {
+    ctr.proc(exec_id)
+        .ok_or_else(|| not_found(&format!("no exec {exec_id:?} in container {}", ctr.id)))
+}
+
+fn task_status(s: TaskStatus) -> Status {
+    match s {
+        TaskStatus::Created => Status::CREATED,
+        TaskStatus::Running => Status::RUNNING,
+        TaskStatus::Paused => Status::PAUSED,
+        TaskStatus::Stopped => Status::STOPPED,
+    }
+}
+
+/// The pid containerd is told for every process: the shim's own. The container's processes
+/// run in the guest; their guest PIDs are in `Pids`.
+fn host_pid() -> u32 {
+    std::process::id()
+}
+
+impl Inner {
+    async fn publish(&self, topic: &str, event: Box<dyn MessageDyn>) {
+        let ctx = ttrpc::context::Context::default();
+        if let Err(e) = self
+            .publisher
+            .publish(ctx, topic, &self.namespace, event)
+            .await
+        {
+            tracing::warn!(topic, error = %e, "cannot publish the event to containerd");
+        }
+    }
+
+    async fn container(&self, id: &str) -> TtrpcResult<Arc<Ctr>> {
+        self.pod
+            .lock()
+            .await
+            .get(id)
+            .ok_or_else(|| not_found(&format!("no container {id:?} in sandbox {}", self.id)))
+    }
+
+    /// Boots the sandbox's VM sharing `rootfs`.
+    async fn boot(&self, rootfs: &Path) -> Result<SandboxVm, String> {
+        let config = &self.config;
+        let bins = Binaries::locate(config).map_err(|e| error_chain(&e))?;
+        let root = sandbox_root(config);
+        let sb = SandboxDir::create(&root, &self.id).map_err(|e| error_chain(&e))?;
+        let opts = BootOptions::for_process(config, &ProcessOptions::default(), self.agent_tracing);
+        let mut hooks = self.hooks.lock().await;
+        let mut vm = SandboxVm::boot(config, &bins, sb, rootfs, &opts, &mut *hooks)
+            .await
+            .map_err(|e| error_chain(&e))?;
+        vm.drain_stderr();
+        Ok(vm)
+    }
+
+    async fn create(&self, req: CreateTaskRequest) -> TtrpcResult<CreateTaskResponse> {
+        shoji_runtime::lifecycle::state::validate_id(&req.id)
+            .map_err(|e| failed(ttrpc::Code::INVALID_ARGUMENT, e.to_string()))?;
+        let bundle = PathBuf::from(&req.bundle);
+        let spec_json = std::fs::read(bundle.join("config.json")).map_err(|e| {
+            failed(
+                ttrpc::Code::INVALID_ARGUMENT,
+                format!("cannot read {}/config.json: {e}", bundle.display()),
+            )
+        })?;
+        let mut pod = self.pod.lock().await;
+        if pod.containers.contains_key(&req.id) {
+            return Err(failed(
+                ttrpc::Code::ALREADY_EXISTS,
+                format!("container {} exists", req.id),
+            ));
+        }
+        if pod.vm.is_some() {
+            // One container per VM for now: the VM's virtio-fs share is its first
+            // container's rootfs (docs/containerd.md).
+            return Err(failed(
+                ttrpc::Code::UNIMPLEMENTED,
+                format!(
+                    "sandbox {} already runs a container; several containers in one VM are not supported yet",
+                    self.id
+                ),
+            ));
+        }
+        let mounted = rootfs::mount(&bundle, &req.rootfs)
+            .instrument(info_span!("rootfs.mount", source = "runtime", subsystem = "storage", container_id = %req.id, mounts = req.rootfs.len()))
+            .await
+            .map_err(|e| failed(ttrpc::Code::INTERNAL, error_chain(&e)))?;
+        let unmount = |bundle: &Path| {
+            if mounted {
+                let _ = rootfs::unmount(bundle);
+            }
+        };
+        let vm = match self.boot(&rootfs::rootfs_of(&bundle)).await {
+            Ok(vm) => vm,
+            Err(message) => {
+                unmount(&bundle);
+                return Err(failed(ttrpc::Code::INTERNAL, message));
+            }
+        };
+        let stdio = Stdio::new(&req.stdin, &req.stdout, &req.stderr, req.terminal);
+        let port = pod.stdio_ports();
+        let created = async {
+            let init = Proc::new("", stdio, Vec::new(), &vm.sb.vsock_uds(), port)
+                .map_err(|e| error_chain(&e))?;
+            let r = vm
+                .client
+                .create_container(agent::CreateContainerRequest {
+                    container_id: req.id.clone(),
+                    oci_spec_json: spec_json,
+                    rootfs_tag: "rootfs".into(),
+                    stdio: Some(init.ports()).into(),
+                    ..Default::default()
+                })
+                .await;
+            match r {
+                Ok(r) => Ok((init, r.pid)),
+                Err(cause) => Err(error_chain(&vm.explain(cause).await)),
+            }
+        }
+        .instrument(info_span!("container.create", source = "runtime", subsystem = "container", container_id = %req.id, container.id = %req.id))
+        .await;
+        let (init, guest_pid) = match created {
+            Ok(c) => c,
+            Err(message) => {
+                vm.stop().await;
+                unmount(&bundle);
+                return Err(failed(ttrpc::Code::INTERNAL, message));
+            }
+        };
+        init.relay();
+        let ctr = Arc::new(Ctr {
+            id: req.id.clone(),
+            bundle: bundle.clone(),
+            mounts: req.rootfs.clone(),
+            mounted,
+            client: vm.client.clone(),
+            init: Arc::new(init),
+            execs: Default::default(),
+            record: std::sync::Mutex::new(Container::created(&req.id, guest_pid)),
+        });
+        pod.vm = Some(vm);
+        pod.containers.insert(req.id.clone(), ctr.clone());
+        drop(pod);
+        self.publish(
+            topics::TASK_CREATE_EVENT_TOPIC,
+            Box::new(TaskCreate {
+                container_id: req.id.clone(),
+                bundle: req.bundle.clone(),
+                rootfs: req.rootfs.clone(),
+                io: MessageField::some(TaskIO {
+                    stdin: req.stdin.clone(),
+                    stdout: req.stdout.clone(),
+                    stderr: req.stderr.clone(),
+                    terminal: req.terminal,
+                    ..Default::default()
+                }),
+                pid: host_pid(),
+                ..Default::default()
+            }),
+        )
+        .await;
+        Ok(CreateTaskResponse {
+            pid: host_pid(),
+            ..Default::default()
+        })
+    }
+}
+
+/// Waits in the guest for process `p` of `ctr`, then records its exit and tells containerd.
+/// The init is waited for from create on: a `kill` of a created container ends it too.
+fn watch_exit(inner: Arc<Inner>, ctr: Arc<Ctr>, p: Arc<Proc>) {
+    let span = info_span!("container.wait", source = "runtime", subsystem = "container", container_id = %ctr.id, container.id = %ctr.id, exec_id = %p.exec_id, process.exit_code = tracing::field::Empty);
+    tokio::spawn(
+        async move {
+            // Also ends when the VM dies: the agent connection breaks.
+            let code = match ctr.client.wait_process(&ctr.id, &p.exec_id).await {
+                Ok(r) => r.exit_code as u32,
+                Err(e) => {
+                    tracing::warn!(error = %error_chain(&e), "the process's end was not seen");
+                    UNKNOWN_EXIT
+                }
+            };
+            tracing::Span::current().record("process.exit_code", code);
+            let Exit { status, at } = p.exited(code).await;
+            ctr.record().exited(&p.exec_id, Some(status as i32));
+            inner
+                .publish(
+                    topics::TASK_EXIT_EVENT_TOPIC,
+                    Box::new(TaskExit {
+                        container_id: ctr.id.clone(),
+                        id: if p.exec_id.is_empty() {
+                            ctr.id.clone()
+                        } else {
+                            p.exec_id.clone()
+                        },
+                        pid: host_pid(),
+                        exit_status: status,
+                        exited_at: MessageField::some(at),
+                        ..Default::default()
+                    }),
+                )
+                .await;
+        }
+        .instrument(span),
+    );
+}
+
+#[async_trait]
+impl Task for TaskService {
+    async fn create(
+        &self,
+        ctx: &TtrpcContext,
+        req: CreateTaskRequest,
+    ) -> TtrpcResult<CreateTaskResponse> {
+        let span = server_span!(ctx, "Create", req.id, "");
+        let id = req.id.clone();
+        async {
+            let resp = self.0.create(req).await?;
+            let ctr = self.0.container(&id).await?;
+            watch_exit(self.0.clone(), ctr.clone(), ctr.init.clone());
+            Ok(resp)
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn start(&self, ctx: &TtrpcContext, req: StartRequest) -> TtrpcResult<StartResponse> {
+        let span = server_span!(ctx, "Start", req.id, req.exec_id);
+        async {
+            let ctr = self.0.container(&req.id).await?;
+            if req.exec_id.is_empty() {
+                ctr.record()
+                    .start()
+                    .map_err(|r| failed(ttrpc::Code::FAILED_PRECONDITION, r.to_string()))?;
+                if let Err(e) = ctr.client.start_container(&ctr.id).await {
+                    ctr.record().start_failed();
+                    return Err(failed(ttrpc::Code::INTERNAL, error_chain(&e)));
+                }
+                self.0
+                    .publish(
+                        topics::TASK_START_EVENT_TOPIC,
+                        Box::new(TaskStart {
+                            container_id: ctr.id.clone(),
+                            pid: host_pid(),
+                            ..Default::default()
+                        }),
+                    )
+                    .await;
+            } else {
+                let p = process(&ctr, &req.exec_id)?;
+                let pid = ctr
+                    .client
+                    .exec_process(&ctr.id, &p.exec_id, p.spec_json.clone(), p.ports())
+                    .await
+                    .map_err(|e| {
+                        ctr.record().exited(&p.exec_id, None);
+                        failed(ttrpc::Code::INTERNAL, error_chain(&e))
+                    })?;
+                p.relay();
+                ctr.record().exec_started(&p.exec_id, pid);
+                watch_exit(self.0.clone(), ctr.clone(), p.clone());
+                self.0
+                    .publish(
+                        topics::TASK_EXEC_STARTED_EVENT_TOPIC,
+                        Box::new(TaskExecStarted {
+                            container_id: ctr.id.clone(),
+                            exec_id: p.exec_id.clone(),
+                            pid: host_pid(),
+                            ..Default::default()
+                        }),
+                    )
+                    .await;
+            }
+            Ok(StartResponse {
+                pid: host_pid(),
+                ..Default::default()
+            })
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn state(&self, _ctx: &TtrpcContext, req: StateRequest) -> TtrpcResult<StateResponse> {
+        // Not traced: containerd polls it, and it touches neither the VM nor the agent.
+        let ctr = self.0.container(&req.id).await?;
+        let p = process(&ctr, &req.exec_id)?;
+        let record = ctr.record();
+        let task = if req.exec_id.is_empty() {
+            Some(record.init)
+        } else {
+            record.execs.get(&req.exec_id).copied()
+        };
+        let exit = p.exit();
+        Ok(StateResponse {
+            id: req.id.clone(),
+            bundle: ctr.bundle.display().to_string(),
+            pid: host_pid(),
+            status: task
+                .map_or(Status::UNKNOWN, |t| task_status(t.status))
+                .into(),
+            stdin: p.stdio.stdin.clone(),
+            stdout: p.stdio.stdout.clone(),
+            stderr: p.stdio.stderr.clone(),
+            terminal: p.stdio.terminal,
+            exit_status: exit.as_ref().map_or(0, |e| e.status),
+            exited_at: exit.map(|e| e.at).into(),
+            exec_id: req.exec_id.clone(),
+            ..Default::default()
+        })
+    }
+
+    async fn wait(&self, ctx: &TtrpcContext, req: WaitRequest) -> TtrpcResult<WaitResponse> {
+        let span = server_span!(ctx, "Wait", req.id, req.exec_id);
+        async {
+            let ctr = self.0.container(&req.id).await?;
+            let p = process(&ctr, &req.exec_id)?;
+            let exit = p.wait().await;
+            Ok(WaitResponse {
+                exit_status: exit.status,
+                exited_at: MessageField::some(exit.at),
+                ..Default::default()
+            })
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn kill(&self, ctx: &TtrpcContext, req: KillRequest) -> TtrpcResult<Empty> {
+        let span = server_span!(ctx, "Kill", req.id, req.exec_id);
+        async {
+            let ctr = self.0.container(&req.id).await?;
+            let live = {
+                let record = ctr.record();
+                if req.exec_id.is_empty() {
+                    record.check_kill().is_ok()
+                } else {
+                    record
+                        .execs
+                        .get(&req.exec_id)
+                        .is_some_and(|t| t.status != TaskStatus::Stopped)
+                }
+            };
+            if !live {
+                return Err(failed(
+                    ttrpc::Code::NOT_FOUND,
+                    format!("process {:?} of {} already finished", req.exec_id, req.id),
+                ));
+            }
+            ctr.client
+                .signal_process(&ctr.id, &req.exec_id, req.signal)
+                .await
+                .map_err(|e| failed(ttrpc::Code::INTERNAL, error_chain(&e)))?;
+            Ok(Empty::new())
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn delete(
+        &self,
+        ctx: &TtrpcContext,
+        req: DeleteRequest,
+    ) -> TtrpcResult<containerd_shim::api::DeleteResponse> {
+        let span = server_span!(ctx, "Delete", req.id, req.exec_id);
+        async {
+            let ctr = self.0.container(&req.id).await?;
+            if !req.exec_id.is_empty() {
+                let p = process(&ctr, &req.exec_id)?;
+                let Some(exit) = p.exit() else {
+                    return Err(failed(
+                        ttrpc::Code::FAILED_PRECONDITION,
+                        format!("exec {} of {} is running", req.exec_id, req.id),
+                    ));
+                };
+                ctr.execs().remove(&req.exec_id);
+                ctr.record().execs.remove(&req.exec_id);
+                return Ok(containerd_shim::api::DeleteResponse {
+                    pid: host_pid(),
+                    exit_status: exit.status,
+                    exited_at: MessageField::some(exit.at),
+                    ..Default::default()
+                });
+            }
+            let state = ctr.record().status();
+            if !state.can_delete(false) {
+                return Err(failed(
+                    ttrpc::Code::FAILED_PRECONDITION,
+                    format!("container {} is {state}: kill it first", req.id),
+                ));
+            }
+            let exit = match ctr.init.exit() {
+                Some(e) => e,
+                // Created and never started: the held init is killed.
+                None => {
+                    let _ = ctr
+                        .client
+                        .signal_process(&ctr.id, "", libc::SIGKILL as u32)
+                        .await;
+                    match tokio::time::timeout(std::time::Duration::from_secs(5), ctr.init.wait())
+                        .await
+                    {
+                        Ok(e) => e,
+                        Err(_) => ctr.init.exited(UNKNOWN_EXIT).await,
+                    }
+                }
+            };
+            let vm = {
+                let mut pod = self.0.pod.lock().await;
+                pod.containers.remove(&req.id);
+                // The VM shares this container's rootfs: it goes with its last container.
+                if pod.containers.is_empty() {
+                    pod.vm.take()
+                } else {
+                    None
+                }
+            };
+            ctr.init.abort().await;
+            let execs: Vec<_> = ctr.execs().drain().map(|(_, p)| p).collect();
+            for p in execs {
+                p.abort().await;
+            }
+            if let Some(vm) = vm {
+                vm.stop().await;
+            }
+            if ctr.mounted {
+                if let Err(e) = rootfs::unmount(&ctr.bundle) {
+                    return Err(failed(ttrpc::Code::INTERNAL, error_chain(&e)));
+                }
+            }
+            self.0
+                .publish(
+                    topics::TASK_DELETE_EVENT_TOPIC,
+                    Box::new(TaskDelete {
+                        container_id: req.id.clone(),
+                        pid: host_pid(),
+                        exit_status: exit.status,
+                        exited_at: MessageField::some(exit.at.clone()),
+                        id: req.id.clone(),
+                        ..Default::default()
+                    }),
+                )
+                .await;
+            Ok(containerd_shim::api::DeleteResponse {
+                pid: host_pid(),
+                exit_status: exit.status,
+                exited_at: MessageField::some(exit.at),
+                ..Default::default()
+            })
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn pids(&self, ctx: &TtrpcContext, req: PidsRequest) -> TtrpcResult<PidsResponse> {
+        let span = server_span!(ctx, "Pids", req.id, "");
+        async {
+            let ctr = self.0.container(&req.id).await?;
+            let record = ctr.record();
+            let live = |t: &shoji_runtime::lifecycle::status::Task| t.status != TaskStatus::Stopped;
+            let processes = std::iter::once(&record.init)
+                .chain(record.execs.values())
+                .filter(|t| live(t))
+                .filter_map(|t| t.pid)
+                .map(|pid| ProcessInfo {
+                    pid,
+                    ..Default::default()
+                })
+                .collect();
+            Ok(PidsResponse {
+                processes,
+                ..Default::default()
+            })
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn exec(&self, ctx: &TtrpcContext, req: ExecProcessRequest) -> TtrpcResult<Empty> {
+        let span = server_span!(ctx, "Exec", req.id, req.exec_id);
+        async {
+            let ctr = self.0.container(&req.id).await?;
+            ctr.record()
+                .exec(&req.exec_id)
+                .map_err(|r| failed(ttrpc::Code::FAILED_PRECONDITION, r.to_string()))?;
+            // containerd sends the exec's OCI `process` as JSON in the Any; the agent takes
+            // exactly that.
+            let spec_json = req
+                .spec
+                .as_ref()
+                .map(|a| a.value.clone())
+                .unwrap_or_default();
+            if serde_json::from_slice::<oci_spec::runtime::Process>(&spec_json).is_err() {
+                ctr.record().exited(&req.exec_id, None);
+                return Err(failed(
+                    ttrpc::Code::INVALID_ARGUMENT,
+                    format!(
+                        "exec {}: the process spec is not an OCI process",
+                        req.exec_id
+                    ),
+                ));
+            }
+            let stdio = Stdio::new(&req.stdin, &req.stdout, &req.stderr, req.terminal);
+            let made = {
+                let mut pod = self.0.pod.lock().await;
+                let port = pod.stdio_ports();
+                let uds = pod.vm.as_ref().map(|vm| vm.sb.vsock_uds());
+                uds.ok_or_else(|| "the sandbox has no VM".to_string())
+                    .and_then(|uds| {
+                        Proc::new(&req.exec_id, stdio, spec_json, &uds, port)
+                            .map_err(|e| error_chain(&e))
+                    })
+            };
+            match made {
+                Ok(p) => {
+                    ctr.execs().insert(req.exec_id.clone(), Arc::new(p));
+                    Ok(Empty::new())
+                }
+                Err(message) => {
+                    ctr.record().exited(&req.exec_id, None);
+                    Err(failed(ttrpc::Code::INTERNAL, message))
+                }
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn resize_pty(&self, ctx: &TtrpcContext, req: ResizePtyRequest) -> TtrpcResult<Empty> {
+        let span = server_span!(ctx, "ResizePty", req.id, req.exec_id);
+        async {
+            let ctr = self.0.container(&req.id).await?;
+            ctr.client
+                .resize_process(&ctr.id, &req.exec_id, req.height, req.width)
+                .await
+                .map_err(|e| failed(ttrpc::Code::INTERNAL, error_chain(&e)))?;
+            Ok(Empty::new())
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn close_io(&self, ctx: &TtrpcContext, req: CloseIORequest) -> TtrpcResult<Empty> {
+        let span = server_span!(ctx, "CloseIO", req.id, req.exec_id);
+        async {
+            let ctr = self.0.container(&req.id).await?;
+            let p = process(&ctr, &req.exec_id)?;
+            if req.stdin {
+                p.close_stdin();
+            }
+            Ok(Empty::new())
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn connect(
+        &self,
+        _ctx: &TtrpcContext,
+        _req: ConnectRequest,
+    ) -> TtrpcResult<ConnectResponse> {
+        Ok(ConnectResponse {
+            shim_pid: host_pid(),
+            task_pid: host_pid(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            ..Default::default()
+        })
+    }
+
+    async fn shutdown(&self, ctx: &TtrpcContext, req: ShutdownRequest) -> TtrpcResult<Empty> {
+        let span = server_span!(ctx, "Shutdown", req.id, "");
+        async {
+            let vm = {
+                let mut pod = self.0.pod.lock().await;
+                if !pod.containers.is_empty() && !req.now {
+                    return Ok(Empty::new());
+                }
+                pod.vm.take()
+            };
+            if let Some(vm) = vm {
+                vm.stop().await;
+            }
+            self.0.exit.signal();
+            Ok(Empty::new())
+        }
+        .instrument(span)
+        .await
+    }
+}

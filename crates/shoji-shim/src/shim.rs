@@ -1,0 +1,223 @@
+//! The `Shim` side of containerd's protocol: `start` (spawn the server that serves the task
+//! API, one per sandbox), `delete` (clean up after a server that died), `-info`, and the
+//! server's telemetry.
+
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use containerd_shim::api::DeleteResponse;
+use containerd_shim::asynchronous::publisher::RemotePublisher;
+use containerd_shim::asynchronous::ExitSignal;
+use containerd_shim::protos::protobuf::well_known_types::any::Any;
+use containerd_shim::protos::protobuf::MessageField;
+use containerd_shim::protos::types::introspection::RuntimeInfo;
+use containerd_shim::{Flags, StartOpts};
+use shoji_forwarder::hooks::TraceHooks;
+use shoji_runtime::config::Config;
+use shoji_runtime::sandbox::sandbox_root;
+use shoji_telemetry::host::{TelemetryConfig, TelemetryGuard};
+use tokio::sync::Mutex;
+
+use crate::pod::Pod;
+use crate::rootfs;
+use crate::service::{Inner, TaskService};
+
+/// The exit status containerd is told for a task whose shim died (as runc's shim: SIGKILL).
+const KILLED: u32 = 128 + libc::SIGKILL as u32;
+
+pub struct ShojiShim {
+    id: String,
+    namespace: String,
+    bundle: PathBuf,
+    /// The configuration, or why it could not be loaded (told on the first request).
+    config: Result<Config, String>,
+    tracing: Tracing,
+    telemetry: Option<TelemetryGuard>,
+    exit: Arc<ExitSignal>,
+    inner: OnceLock<Arc<Inner>>,
+}
+
+/// What the shim traces: its own spans, and the agent's.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Tracing {
+    pub runtime: bool,
+    pub agent: bool,
+}
+
+impl Tracing {
+    /// On with `[runtime] enable_tracing` / `[agent.shoji] enable_tracing`, and both on when
+    /// containerd's own tracing is (an OTLP endpoint in the environment it passes on): then
+    /// containerd's requests carry trace context the shim continues.
+    pub fn from(config: &Config, env: impl Fn(&str) -> Option<String>) -> Self {
+        let set = |k: &str| env(k).is_some_and(|v| !v.is_empty());
+        let otlp = set("OTEL_EXPORTER_OTLP_ENDPOINT") || set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
+        let disabled = env("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        let runtime = !disabled && (config.runtime.enable_tracing || otlp);
+        let agent = !disabled && (config.agent.shoji.enable_tracing || otlp);
+        Self { runtime, agent }
+    }
+}
+
+/// The configuration the shim runs with: `$SHOJI_CONFIG` if set (it must exist), else
+/// `/etc/shoji/configuration.toml` if it exists, else the defaults; containerd passes its own
+/// environment on to the shim.
+fn load_config() -> Result<Config, String> {
+    let explicit = std::env::var_os("SHOJI_CONFIG").map(PathBuf::from);
+    Config::load(explicit.as_deref()).map_err(|e| shoji_runtime::lifecycle::daemon::error_chain(&e))
+}
+
+/// Sends the server's log (its stderr: `SHOJI_LOG` lines, QEMU's and the helpers' stderr) to
+/// containerd's log FIFO for this shim, `log` in the bundle directory, which containerd reads
+/// into its own log.
+fn log_to_containerd() {
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Ok(f) = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open("log")
+    {
+        let _ = nix::unistd::dup2_stderr(&f);
+    }
+}
+
+#[async_trait]
+impl containerd_shim::Shim for ShojiShim {
+    type T = TaskService;
+
+    async fn new(_runtime_id: &str, args: &Flags, _config: &mut containerd_shim::Config) -> Self {
+        let config = load_config();
+        let tracing = config
+            .as_ref()
+            .map(|c| Tracing::from(c, |k| std::env::var(k).ok()))
+            .unwrap_or_default();
+        let bundle = if args.bundle.is_empty() {
+            std::env::current_dir().unwrap_or_default()
+        } else {
+            PathBuf::from(&args.bundle)
+        };
+        // Only the server traces: `start` and `delete` are short-lived helpers.
+        let telemetry = if args.action.is_empty() {
+            log_to_containerd();
+            config.as_ref().ok().and_then(|c| {
+                let tcfg = TelemetryConfig {
+                    tracing: tracing.runtime || tracing.agent,
+                    runtime_spans: tracing.runtime,
+                    data_dir: shoji_trace::data_dir::resolve(None),
+                    otlp_endpoint: c.runtime.otlp_endpoint.clone(),
+                    otlp_protocol: c.runtime.otlp_protocol.clone(),
+                    service_name: Some(
+                        c.runtime
+                            .service_name
+                            .clone()
+                            .unwrap_or_else(|| "shoji-shim".into()),
+                    ),
+                    sampler: c.runtime.sampler.clone(),
+                    span_event_level: c.agent.shoji.trace_log_level.clone(),
+                };
+                match shoji_telemetry::host::init(&tcfg) {
+                    Ok(t) => Some(t),
+                    Err(e) => {
+                        eprintln!("shoji-shim: tracing is off: {e}");
+                        None
+                    }
+                }
+            })
+        } else {
+            None
+        };
+        Self {
+            id: args.id.clone(),
+            namespace: args.namespace.clone(),
+            bundle,
+            config,
+            tracing,
+            telemetry,
+            exit: Arc::new(ExitSignal::default()),
+            inner: OnceLock::new(),
+        }
+    }
+
+    async fn start_shim(&mut self, opts: StartOpts) -> containerd_shim::Result<String> {
+        // One server per sandbox; for now a sandbox is one container (the grouping key is its
+        // id; the CRI sandbox annotation will group a pod's containers).
+        let grouping = opts.id.clone();
+        let address = containerd_shim::spawn(opts, &grouping, Vec::new()).await?;
+        containerd_shim::asynchronous::util::write_str_to_file("address", &address).await?;
+        Ok(address)
+    }
+
+    async fn delete_shim(&mut self) -> containerd_shim::Result<DeleteResponse> {
+        // The server is gone (killed, or it crashed): its QEMU and helpers died with it
+        // (PR_SET_PDEATHSIG); what is left is the rootfs mount and the sandbox directory.
+        if let Err(e) = rootfs::unmount(&self.bundle) {
+            eprintln!(
+                "shoji-shim: {}",
+                shoji_runtime::lifecycle::daemon::error_chain(&e)
+            );
+        }
+        if let Ok(config) = &self.config {
+            if shoji_runtime::lifecycle::state::validate_id(&self.id).is_ok() {
+                let _ = std::fs::remove_dir_all(sandbox_root(config).join(&self.id));
+            }
+        }
+        Ok(DeleteResponse {
+            exit_status: KILLED,
+            exited_at: MessageField::some(containerd_shim::util::timestamp()?),
+            ..Default::default()
+        })
+    }
+
+    async fn wait(&mut self) {
+        self.exit.wait().await;
+        if let Some(inner) = self.inner.get() {
+            // The agent flushed its spans before its VM stopped; what is in transit gets a
+            // moment to arrive.
+            inner
+                .hooks
+                .lock()
+                .await
+                .finish(Duration::from_secs(2))
+                .await;
+        }
+        if let Some(t) = &mut self.telemetry {
+            t.flush();
+        }
+    }
+
+    async fn create_task_service(&self, publisher: RemotePublisher) -> TaskService {
+        let config = match &self.config {
+            Ok(c) => c.clone(),
+            Err(e) => {
+                // containerd shows the shim's log; the first Create fails on the defaults'
+                // missing pieces if they matter.
+                eprintln!("shoji-shim: cannot load the configuration ({e}); using the defaults");
+                Config::default()
+            }
+        };
+        let hooks = match &self.telemetry {
+            Some(t) => TraceHooks::new(t, self.tracing.runtime, self.tracing.agent),
+            None => TraceHooks::off(),
+        };
+        let inner = Arc::new(Inner {
+            id: self.id.clone(),
+            namespace: self.namespace.clone(),
+            config,
+            agent_tracing: self.tracing.agent,
+            publisher,
+            exit: self.exit.clone(),
+            hooks: Mutex::new(hooks),
+            pod: Mutex::new(Pod::default()),
+        });
+        let _ = self.inner.set(inner.clone());
+        TaskService(inner)
+    }
+
+    fn runtime_info(
+        runtime_id: &str,
+        _options: Option<&Any>,
+    ) -> containerd_shim::Result<RuntimeInfo> {
+        Ok(crate::info::runtime_info(runtime_id))
+    }
+}

@@ -1,0 +1,162 @@
+//! containerd 2.x drives a Shoji microVM through the shim: `ctr run --runtime
+//! io.containerd.shoji.v2` runs the command in a VM with its output on ctr's stdout and its exit
+//! status as ctr's; a detached task is listed, runs an exec, is killed and deleted; afterwards
+//! no shim, QEMU, helper, mount or sandbox directory is left.
+
+mod containerd;
+use std::time::{Duration, Instant};
+
+use containerd::{text, Containerd, RUNTIME};
+
+#[test]
+fn vm_ctr_run_prints_the_output_and_exits_with_the_status() {
+    let mut c = Containerd::start(&[]);
+    let image = c.import_busybox();
+    let started = Instant::now();
+    let out = c.ctr(&[
+        "run",
+        "--runtime",
+        RUNTIME,
+        "--rm",
+        &image,
+        "run-1",
+        "sh",
+        "-c",
+        "echo hi; echo oops >&2; exit 3",
+    ]);
+    let took = started.elapsed();
+    assert_eq!(
+        (text(&out.stdout).as_str(), out.status.code()),
+        ("hi\n", Some(3)),
+        "stderr: {}\ncontainerd log:\n{}",
+        text(&out.stderr),
+        c.log()
+    );
+    assert!(
+        text(&out.stderr).contains("oops"),
+        "stderr: {}",
+        text(&out.stderr)
+    );
+    eprintln!("ctr run --rm to exit: {took:?}");
+    assert_eq!(c.task_status("run-1"), None, "--rm leaves no task");
+    c.assert_nothing_left();
+    c.stop();
+    c.assert_nothing_left();
+}
+
+#[test]
+fn vm_ctr_run_detached_then_exec_kill_and_delete() {
+    let mut c = Containerd::start(&[]);
+    let image = c.import_busybox();
+    c.ctr_ok(&[
+        "run",
+        "-d",
+        "--runtime",
+        RUNTIME,
+        &image,
+        "det-1",
+        "sleep",
+        "1000",
+    ]);
+    assert_eq!(c.task_status("det-1").as_deref(), Some("RUNNING"));
+    let ps = text(&c.ctr_ok(&["tasks", "ps", "det-1"]).stdout);
+    assert_eq!(
+        ps.lines().count(),
+        2,
+        "one process (the init) in the VM: {ps}"
+    );
+    // `sleep` is PID 1 of its namespace: only SIGKILL ends it.
+    c.ctr_ok(&["tasks", "kill", "-s", "SIGKILL", "det-1"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while c.task_status("det-1").as_deref() != Some("STOPPED") {
+        assert!(
+            Instant::now() < deadline,
+            "det-1 did not stop: {:?}",
+            c.task_status("det-1")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // ctr warns with the deleted task's exit status, which the shim's Delete answered.
+    let deleted = text(&c.ctr_ok(&["tasks", "delete", "det-1"]).stderr);
+    assert!(deleted.contains("exit code 137"), "{deleted}");
+    c.ctr_ok(&["containers", "delete", "det-1"]);
+    assert_eq!(c.task_status("det-1"), None);
+    c.assert_nothing_left();
+    c.stop();
+    c.assert_nothing_left();
+}
+
+/// A shim SIGKILLed under a running task: its VM and helpers die with it (parent-death signal),
+/// containerd runs the shim's `delete` action, which unmounts the rootfs and removes the
+/// sandbox directory, and the task is gone from containerd.
+#[test]
+fn vm_a_killed_shim_leaves_nothing_behind() {
+    let mut c = Containerd::start(&[]);
+    let image = c.import_busybox();
+    c.ctr_ok(&[
+        "run",
+        "-d",
+        "--runtime",
+        RUNTIME,
+        &image,
+        "dead-1",
+        "sleep",
+        "1000",
+    ]);
+    let ls = text(&c.ctr_ok(&["tasks", "ls"]).stdout);
+    // containerd is told the shim's pid.
+    let pid: i32 = ls
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.first() == Some(&"dead-1")).then(|| f.get(1).and_then(|p| p.parse().ok()))?
+        })
+        .unwrap_or_else(|| panic!("no pid for dead-1 in {ls}"));
+    let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    assert!(
+        cmdline.contains("containerd-shim-shoji-v2"),
+        "pid {pid} is {cmdline:?}"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("killing the shim");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while c.task_status("dead-1").is_some_and(|s| s != "STOPPED") {
+        assert!(
+            Instant::now() < deadline,
+            "dead-1 is still {:?}",
+            c.task_status("dead-1")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = c.ctr(&["tasks", "delete", "dead-1"]);
+    c.ctr_ok(&["containers", "delete", "dead-1"]);
+    // QEMU and the helpers go with the shim; give the kernel a moment to reap them.
+    c.wait_until_nothing_left(Duration::from_secs(10));
+    c.assert_nothing_left();
+    c.stop();
+    c.assert_nothing_left();
+}
+
+/// `ctr run -t` (ctr on a terminal): the process gets a terminal in the guest, its output comes
+/// back through ctr's, and its exit status is ctr's.
+#[test]
+fn vm_ctr_run_t_gives_the_process_a_terminal() {
+    let mut c = Containerd::start(&[]);
+    let image = c.import_busybox();
+    let mut cmd = c.ctr_cmd();
+    cmd.args(["run", "-t", "--runtime", RUNTIME, "--rm", &image, "tty-1"]);
+    cmd.args(["sh", "-c", "[ -t 0 ] && [ -t 1 ] && echo tty-yes; exit 5"]);
+    let (out, code) = containerd::common::run_in_pty(cmd);
+    assert!(
+        out.contains("tty-yes"),
+        "{out}\ncontainerd log:\n{}",
+        c.log()
+    );
+    assert_eq!(code, Some(5), "{out}");
+    c.assert_nothing_left();
+    c.stop();
+    c.assert_nothing_left();
+}
