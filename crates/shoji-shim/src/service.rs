@@ -142,7 +142,8 @@ impl Inner {
         let bins = Binaries::locate(config).map_err(|e| error_chain(&e))?;
         let root = sandbox_root(config);
         let sb = SandboxDir::create(&root, &self.id).map_err(|e| error_chain(&e))?;
-        let opts = BootOptions::for_process(config, &ProcessOptions::default(), self.agent_tracing);
+        let opts = BootOptions::for_process(config, &ProcessOptions::default(), self.agent_tracing)
+            .map_err(|e| error_chain(&e))?;
         let mut hooks = self.hooks.lock().await;
         let mut vm = SandboxVm::boot(config, &bins, sb, rootfs, &opts, &mut *hooks)
             .await
