@@ -8,7 +8,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target=x86_64-unknown-linux-gnu
-RUSTFLAGS="-C target-feature=+crt-static" cargo build --profile agent -p shoji-agent --target "$target"
+# libseccomp (seccomp filters, ADR 010) is linked statically too: Debian's libseccomp-dev
+# (scripts/lib.sh installs it) ships libseccomp.a. rustc looks for a static native library only
+# in the -L paths it is given, so libseccomp-sys is told where the archive is.
+seccomp_dir=$(pkg-config --variable=libdir libseccomp 2>/dev/null || true)
+[ -f "$seccomp_dir/libseccomp.a" ] || {
+  echo "error: libseccomp.a not found (install Debian's libseccomp-dev: scripts/setup.sh)" >&2
+  exit 1
+}
+LIBSECCOMP_LINK_TYPE=static LIBSECCOMP_LIB_PATH="$seccomp_dir" \
+  RUSTFLAGS="-C target-feature=+crt-static" \
+  cargo build --profile agent -p shoji-agent --target "$target"
 bin="target/$target/agent/shoji-agent"
 file "$bin" | grep -q "static" || { echo "error: $bin is not statically linked" >&2; exit 1; }
 dest="target/${PROFILE_DIR:-debug}"

@@ -29,6 +29,10 @@ pub enum ContainerError {
     Stdio { port: u32, err: std::io::Error },
     #[error("cannot start the container init: {0}")]
     Spawn(String),
+    #[error("container set-up failed: {0}")]
+    Setup(String),
+    #[error(transparent)]
+    Security(#[from] crate::security::SecurityError),
     #[error("cgroup {path}: {err}")]
     Cgroup { path: PathBuf, err: std::io::Error },
     #[error("container file {path:?}: {reason}")]
@@ -136,6 +140,8 @@ pub struct Container {
     pub execs: std::collections::HashMap<String, Process>,
     rootfs: PathBuf,
     cgroup: PathBuf,
+    /// `linux.seccomp` as BPF ([`crate::security::seccomp_bpf`]), loaded by exec'd processes too.
+    seccomp: Option<Vec<u8>>,
 }
 
 fn vsock_connect(port: u32) -> Result<OwnedFd, ContainerError> {
@@ -265,13 +271,30 @@ pub fn spawn_init(
     w.write_all(&serde_json::to_vec(cfg).map_err(|e| spawn_err(e.to_string()))?)
         .map_err(|e| spawn_err(format!("writing init config: {e}")))?;
     drop(w);
+    // The report: `pid N` and `ok`/`error MESSAGE` (see init.rs), bounded: the container init
+    // writes it before any of the container's code runs.
     let mut text = String::new();
     std::fs::File::from(pid_r)
+        .take(64 * 1024)
         .read_to_string(&mut text)
-        .map_err(|e| spawn_err(format!("reading init pid: {e}")))?;
-    let pid: i32 = text.trim().parse().map_err(|_| {
-        spawn_err("the container init failed before reporting its pid (see stderr)".into())
-    })?;
+        .map_err(|e| spawn_err(format!("reading the init's report: {e}")))?;
+    let mut pid = None;
+    let mut ok = false;
+    for line in text.lines() {
+        if let Some(n) = line.strip_prefix("pid ") {
+            pid = n.trim().parse::<i32>().ok();
+        } else if let Some(msg) = line.strip_prefix("error ") {
+            return Err(ContainerError::Setup(msg.to_string()));
+        } else if line == "ok" {
+            ok = true;
+        }
+    }
+    let (Some(pid), true) = (pid, ok) else {
+        return Err(spawn_err(format!(
+            "the container init failed before reporting its set-up (report {:?}; see stderr)",
+            text.trim()
+        )));
+    };
     let (tx, rx) = watch::channel(None);
     let waiter = reaper.wait(pid);
     tokio::spawn(async move {
@@ -285,6 +308,17 @@ pub fn spawn_init(
         start: Some(start_w),
         io_done,
     })
+}
+
+/// Checking the spec's security fields; on create, compiling its seccomp profile (the parent span
+/// names the container or exec).
+fn security_span() -> tracing::Span {
+    tracing::info_span!(
+        "security.check",
+        source = "agent",
+        subsystem = "container",
+        seccomp.instructions = tracing::field::Empty
+    )
 }
 
 impl Container {
@@ -306,6 +340,49 @@ impl Container {
             std::path::Path::new(&format!("/run/shoji/containers/{id}/files")),
             files,
         )?;
+        let process = spec
+            .process()
+            .as_ref()
+            .ok_or_else(|| ContainerError::Spec("no process".into()))?;
+        let args = process.args().clone().unwrap_or_default();
+        if args.is_empty() {
+            return Err(ContainerError::Spec("process.args is empty".into()));
+        }
+        let (seccomp, security, root_security) = {
+            let span = security_span();
+            let _s = span.enter();
+            let seccomp = spec
+                .linux()
+                .as_ref()
+                .and_then(|l| l.seccomp().as_ref())
+                .map(crate::security::seccomp_bpf)
+                .transpose()?;
+            if let Some(bpf) = &seccomp {
+                span.record(
+                    "seccomp.instructions",
+                    bpf.len() / crate::security::BPF_INSTRUCTION_BYTES,
+                );
+            }
+            let security = crate::security::process_plan(process, seccomp.as_deref())?;
+            (seccomp, security, crate::security::root_plan(spec)?)
+        };
+        let cfg = InitConfig {
+            user: process.user().username().clone(),
+            security,
+            root_security,
+            rootfs: rootfs.clone(),
+            args,
+            env: process.env().clone().unwrap_or_default(),
+            cwd: process.cwd().display().to_string(),
+            uid: process.user().uid(),
+            gid: process.user().gid(),
+            additional_gids: process.user().additional_gids().clone().unwrap_or_default(),
+            hostname: spec.hostname().clone().unwrap_or_else(|| "shoji".into()),
+            terminal: process.terminal().unwrap_or(false),
+            rlimits: crate::init::rlimits_of(process),
+            enter_pid: None,
+            files,
+        };
         {
             let _s = tracing::info_span!(
                 "rootfs.mount",
@@ -327,28 +404,6 @@ impl Container {
                 err,
             })?;
         }
-        let process = spec
-            .process()
-            .as_ref()
-            .ok_or_else(|| ContainerError::Spec("no process".into()))?;
-        let args = process.args().clone().unwrap_or_default();
-        if args.is_empty() {
-            return Err(ContainerError::Spec("process.args is empty".into()));
-        }
-        let cfg = InitConfig {
-            rootfs: rootfs.clone(),
-            args,
-            env: process.env().clone().unwrap_or_default(),
-            cwd: process.cwd().display().to_string(),
-            uid: process.user().uid(),
-            gid: process.user().gid(),
-            additional_gids: process.user().additional_gids().clone().unwrap_or_default(),
-            hostname: spec.hostname().clone().unwrap_or_else(|| "shoji".into()),
-            terminal: process.terminal().unwrap_or(false),
-            rlimits: crate::init::rlimits_of(process),
-            enter_pid: None,
-            files,
-        };
         let cgroup = PathBuf::from(format!("/sys/fs/cgroup/{id}"));
         std::fs::create_dir_all(&cgroup).map_err(|err| ContainerError::Cgroup {
             path: cgroup.clone(),
@@ -376,7 +431,16 @@ impl Container {
                 container_id = id
             )
             .entered();
-            spawn_init(&cfg, ports, reaper)?
+            spawn_init(&cfg, ports, reaper)
+        };
+        let init = match init {
+            Ok(p) => p,
+            Err(e) => {
+                // Nothing of this container may stay: its init has exited.
+                let _ = umount2(&rootfs, MntFlags::MNT_DETACH);
+                let _ = std::fs::remove_dir(&cgroup);
+                return Err(e);
+            }
         };
         write_cgroup(&cgroup, "cgroup.procs", &init.pid.to_string())?;
         Ok(Self {
@@ -384,6 +448,7 @@ impl Container {
             execs: std::collections::HashMap::new(),
             rootfs,
             cgroup,
+            seccomp,
         })
     }
 
@@ -413,6 +478,10 @@ impl Container {
         if args.is_empty() {
             return Err(ContainerError::Spec("process.args is empty".into()));
         }
+        let security = {
+            let _s = security_span().entered();
+            crate::security::process_plan(process, self.seccomp.as_deref())?
+        };
         let cfg = InitConfig {
             rootfs: self.rootfs.clone(),
             args,
@@ -425,6 +494,9 @@ impl Container {
             terminal: process.terminal().unwrap_or(false),
             rlimits: crate::init::rlimits_of(process),
             enter_pid: Some(self.init.pid),
+            user: process.user().username().clone(),
+            security,
+            root_security: Default::default(),
             files: Vec::new(),
         };
         let mut p = spawn_init(&cfg, ports, reaper)?;

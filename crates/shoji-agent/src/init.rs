@@ -4,7 +4,9 @@
 //! forks anything but an immediate exec.
 //!
 //! File descriptors on entry: 0-2 the process's stdio, 3 the [`InitConfig`] as JSON, 4 the start
-//! pipe (one byte = go), 5 where to write the container init's PID.
+//! pipe (one byte = go), 5 the report pipe: the line `pid N` (the container init's PID, from
+//! this process) and then `ok` or `error MESSAGE` (from the container init, once its root is set
+//! up and its user resolved), in either order, so that set-up errors fail the RPC.
 
 use std::io::{Read, Write};
 use std::os::fd::FromRawFd;
@@ -14,6 +16,8 @@ use std::path::{Path, PathBuf};
 use nix::mount::{mount, MsFlags};
 use nix::unistd::{fork, ForkResult, Gid, Uid};
 use serde::{Deserialize, Serialize};
+
+use crate::security::{ProcessSecurity, RootSecurity};
 
 pub const CONFIG_FD: i32 = 3;
 pub const START_FD: i32 = 4;
@@ -37,6 +41,15 @@ pub struct InitConfig {
     /// OCI `process.rlimits`: (type name such as `RLIMIT_NOFILE`, soft, hard).
     #[serde(default)]
     pub rlimits: Vec<(String, u64, u64)>,
+    /// A `--user` string (`process.user.username`) to resolve inside the container's root; it
+    /// replaces `uid`, `gid` and adds the user's groups to `additional_gids`.
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub security: ProcessSecurity,
+    /// Applied when the root is set up (the init only; an exec finds it done).
+    #[serde(default)]
+    pub root_security: RootSecurity,
     /// Files staged in the agent's tmpfs, bind-mounted over these paths inside the container's
     /// root once the process is chrooted into it (so the paths, symlinks included, resolve in
     /// that root).
@@ -104,31 +117,47 @@ pub fn stage1() -> ! {
         .and_then(|_| serde_json::from_str(&text).map_err(|e| e.to_string()))
     {
         Ok(c) => c,
-        Err(e) => fail(1, &format!("bad init config: {e}")),
+        Err(e) => report_failure(&mut pid_file, &format!("bad init config: {e}")),
     };
     drop(cfg_file);
     let entered_root = match cfg.enter_pid.map(enter) {
         Some(Ok(root)) => Some(root),
-        Some(Err(e)) => fail(1, &format!("entering the container: {e}")),
+        Some(Err(e)) => report_failure(&mut pid_file, &format!("entering the container: {e}")),
         None => None,
     };
     // SAFETY: this process is single-threaded (freshly exec'd), so the child may run any code.
     match unsafe { fork() } {
         Ok(ForkResult::Parent { child }) => {
-            let _ = write!(pid_file, "{}", child.as_raw());
+            report_line(&mut pid_file, &format!("pid {}", child.as_raw()));
             std::process::exit(0);
         }
-        Ok(ForkResult::Child) => {
-            drop(pid_file);
-            container_init(cfg, entered_root)
-        }
-        Err(e) => fail(1, &format!("fork: {e}")),
+        Ok(ForkResult::Child) => container_init(cfg, entered_root, pid_file),
+        Err(e) => report_failure(&mut pid_file, &format!("fork: {e}")),
     }
 }
 
 fn fail(code: i32, msg: &str) -> ! {
     eprintln!("shoji: {msg}");
     std::process::exit(code)
+}
+
+/// Writes one line of the report in a single `write` of at most `PIPE_BUF` bytes, so that it
+/// stays whole: this process and its parent (`pid N`) write to the same pipe at the same time,
+/// and `writeln!` would issue one `write` per piece, interleaving them (`error pid 97`).
+fn report_line(report: &mut std::fs::File, line: &str) {
+    let mut end = line.len().min(libc::PIPE_BUF - 1);
+    while !line.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut bytes = line.as_bytes()[..end].to_vec();
+    bytes.push(b'\n');
+    let _ = report.write_all(&bytes);
+}
+
+/// Reports a set-up failure to the agent (which fails the RPC with it) and exits.
+fn report_failure(report: &mut std::fs::File, msg: &str) -> ! {
+    report_line(report, &format!("error {}", msg.replace('\n', " ")));
+    std::process::exit(1)
 }
 
 /// Joins the IPC, UTS, cgroup, PID (for children) and mount namespaces of `pid`; returns its
@@ -149,18 +178,29 @@ fn enter(pid: i32) -> Result<std::fs::File, String> {
     Ok(root)
 }
 
-fn container_init(cfg: InitConfig, entered_root: Option<std::fs::File>) -> ! {
+fn container_init(
+    mut cfg: InitConfig,
+    entered_root: Option<std::fs::File>,
+    mut report: std::fs::File,
+) -> ! {
     let exec = entered_root.is_some();
     if let Some(root) = entered_root {
         if let Err(e) = nix::unistd::fchdir(&root)
             .and_then(|_| nix::unistd::chroot("."))
             .and_then(|_| nix::unistd::chdir("/"))
         {
-            fail(1, &format!("entering the container root: {e}"));
+            report_failure(&mut report, &format!("entering the container root: {e}"));
         }
-    } else if let Err(e) = setup_root(&cfg.rootfs, cfg.terminal, &cfg.files) {
-        fail(1, &format!("setting up the container root: {e}"));
+    } else if let Err(e) = setup_root(&cfg.rootfs, cfg.terminal, &cfg.files)
+        .and_then(|_| apply_root_security(&cfg.root_security))
+    {
+        report_failure(&mut report, &format!("setting up the container root: {e}"));
     }
+    if let Err(e) = resolve_user(&mut cfg) {
+        report_failure(&mut report, &e);
+    }
+    report_line(&mut report, "ok");
+    drop(report);
     // Wait for StartContainer.
     // SAFETY: fd 4 is the start pipe's read end, owned by this process.
     let mut start = unsafe { std::fs::File::from_raw_fd(START_FD) };
@@ -187,10 +227,26 @@ fn container_init(cfg: InitConfig, entered_root: Option<std::fs::File>) -> ! {
         // SAFETY: TIOCSCTTY on fd 0 (the pty slave) with arg 0 has no memory effects.
         unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) };
     }
+    let sec = &cfg.security;
+    if let Some(adj) = sec.oom_score_adj {
+        if let Err(e) = std::fs::write("/proc/self/oom_score_adj", adj.to_string()) {
+            fail(1, &format!("process.oomScoreAdj {adj}: {e}"));
+        }
+    }
     // Before dropping privileges: raising a hard limit needs root.
     if let Err(e) = set_rlimits(&cfg.rlimits) {
         fail(1, &e);
     }
+    if let Err(e) = crate::privileges::drop_bounding(sec) {
+        fail(1, &e);
+    }
+    // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it while we have it.
+    if !sec.no_new_privileges {
+        if let Err(e) = crate::privileges::load_seccomp(sec) {
+            fail(1, &e);
+        }
+    }
+    crate::privileges::keep_caps(sec.caps.is_some());
     let gids: Vec<Gid> = cfg
         .additional_gids
         .iter()
@@ -201,6 +257,24 @@ fn container_init(cfg: InitConfig, entered_root: Option<std::fs::File>) -> ! {
         .and_then(|_| nix::unistd::setuid(Uid::from_raw(cfg.uid)))
     {
         fail(1, &format!("setting user {}:{}: {e}", cfg.uid, cfg.gid));
+    }
+    if let Err(e) = crate::privileges::set_sets(sec) {
+        fail(1, &e);
+    }
+    if sec.no_new_privileges {
+        // SAFETY: PR_SET_NO_NEW_PRIVS takes integer arguments only.
+        if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+            fail(
+                1,
+                &format!(
+                    "process.noNewPrivileges: {}",
+                    std::io::Error::last_os_error()
+                ),
+            );
+        }
+        if let Err(e) = crate::privileges::load_seccomp(sec) {
+            fail(1, &e);
+        }
     }
     if let Err(e) = std::env::set_current_dir(&cfg.cwd) {
         fail(
@@ -353,6 +427,112 @@ fn setup_root(rootfs: &Path, terminal: bool, files: &[(PathBuf, String)]) -> Res
     std::env::set_current_dir("/").map_err(|err| format!("chdir /: {err}"))?;
     for (file, dst) in &staged {
         mount_file_over(file, dst)?;
+    }
+    Ok(())
+}
+
+/// Resolves `cfg.user` inside the current root (the container's) into uid, gid and groups, and
+/// sets `HOME` when the spec has none.
+fn resolve_user(cfg: &mut InitConfig) -> Result<(), String> {
+    let has_home = |cfg: &InitConfig| cfg.env.iter().any(|kv| kv.starts_with("HOME="));
+    let Some(user) = cfg.user.clone().filter(|u| !u.is_empty()) else {
+        if !has_home(cfg) {
+            // runc and Docker: HOME from the UID's passwd entry, else `/`. A passwd that cannot
+            // be read (not a regular file, too large) gives `/`: a UID needs no passwd entry.
+            let home = crate::user::read_db("/etc/passwd")
+                .ok()
+                .flatten()
+                .and_then(|p| crate::user::home_of(cfg.uid, &p))
+                .unwrap_or_else(|| "/".into());
+            cfg.env.push(format!("HOME={home}"));
+        }
+        return Ok(());
+    };
+    let err = |e: crate::user::UserError| format!("resolving user {user:?}: {e}");
+    let passwd = crate::user::read_db("/etc/passwd").map_err(err)?;
+    let group = crate::user::read_db("/etc/group").map_err(err)?;
+    let r = crate::user::resolve(&user, passwd.as_deref(), group.as_deref()).map_err(err)?;
+    cfg.uid = r.uid;
+    cfg.gid = r.gid;
+    for g in r.supplementary {
+        if !cfg.additional_gids.contains(&g) {
+            cfg.additional_gids.push(g);
+        }
+    }
+    if !has_home(cfg) {
+        cfg.env
+            .push(format!("HOME={}", r.home.as_deref().unwrap_or("/")));
+    }
+    Ok(())
+}
+
+/// `linux.sysctl`, `readonlyPaths`, `maskedPaths` and `root.readonly`, inside the container's
+/// root (we are chrooted there, in its mount, IPC and UTS namespaces), in runc's order.
+fn apply_root_security(sec: &RootSecurity) -> Result<(), String> {
+    for (name, value) in &sec.sysctl {
+        let path = crate::security::sysctl_path(name).map_err(|e| e.to_string())?;
+        std::fs::write(&path, value)
+            .map_err(|e| format!("linux.sysctl[{name:?}]: writing {value:?}: {e}"))?;
+    }
+    for p in &sec.readonly_paths {
+        let r = mount(
+            Some(p.as_str()),
+            p.as_str(),
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .and_then(|_| {
+            mount(
+                None::<&str>,
+                p.as_str(),
+                None::<&str>,
+                MsFlags::MS_BIND
+                    | MsFlags::MS_REMOUNT
+                    | MsFlags::MS_RDONLY
+                    | MsFlags::MS_NOSUID
+                    | MsFlags::MS_NODEV
+                    | MsFlags::MS_NOEXEC,
+                None::<&str>,
+            )
+        });
+        match r {
+            Ok(()) | Err(nix::Error::ENOENT) => {}
+            Err(e) => return Err(format!("linux.readonlyPaths {p:?}: {e}")),
+        }
+    }
+    for p in &sec.masked_paths {
+        let r = match std::fs::metadata(p) {
+            Err(_) => Ok(()),
+            Ok(m) if m.is_dir() => mount(
+                Some("tmpfs"),
+                p.as_str(),
+                Some("tmpfs"),
+                MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+                None::<&str>,
+            ),
+            Ok(_) => mount(
+                Some("/dev/null"),
+                p.as_str(),
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            ),
+        };
+        match r {
+            Ok(()) | Err(nix::Error::ENOENT) => {}
+            Err(e) => return Err(format!("linux.maskedPaths {p:?}: {e}")),
+        }
+    }
+    if sec.readonly_rootfs {
+        mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+            None::<&str>,
+        )
+        .map_err(|e| format!("root.readonly: remounting / read-only: {e}"))?;
     }
     Ok(())
 }

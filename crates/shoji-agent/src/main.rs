@@ -8,9 +8,12 @@ mod console;
 mod container;
 mod init;
 mod network;
+mod privileges;
 mod reaper;
+mod security;
 mod service;
 mod telemetry;
+mod user;
 
 use std::time::Duration;
 

@@ -100,8 +100,8 @@ impl AgentService for Agent {
     ) -> ttrpc::Result<agent::CreateContainerResponse> {
         let span = server_span!(self, ctx, "CreateContainer", req.container_id);
         async {
-            let spec: oci_spec::runtime::Spec = serde_json::from_slice(&req.oci_spec_json)
-                .map_err(|e| status(ttrpc::Code::INVALID_ARGUMENT, format!("invalid OCI spec: {e}")))?;
+            let spec: oci_spec::runtime::Spec = serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(&req.oci_spec_json))
+                .map_err(|e| status(ttrpc::Code::INVALID_ARGUMENT, format!("invalid OCI spec at {}: {}", e.path(), e.inner())))?;
             let ports = req.stdio.clone().unwrap_or_default();
             let id = req.container_id.clone();
             if self.containers.lock().map(|c| c.contains_key(&id)).unwrap_or(true) {
@@ -330,13 +330,15 @@ impl AgentService for Agent {
     ) -> ttrpc::Result<agent::ExecProcessResponse> {
         let span = server_span!(self, ctx, "ExecProcess", req.container_id);
         let _e = span.enter();
-        let process: oci_spec::runtime::Process = serde_json::from_slice(&req.process_json)
-            .map_err(|e| {
-                status(
-                    ttrpc::Code::INVALID_ARGUMENT,
-                    format!("bad process_json: {e}"),
-                )
-            })?;
+        let process: oci_spec::runtime::Process = serde_path_to_error::deserialize(
+            &mut serde_json::Deserializer::from_slice(&req.process_json),
+        )
+        .map_err(|e| {
+            status(
+                ttrpc::Code::INVALID_ARGUMENT,
+                format!("invalid process at process.{}: {}", e.path(), e.inner()),
+            )
+        })?;
         let ports = req.stdio.clone().unwrap_or_default();
         let mut m = self
             .containers

@@ -25,6 +25,7 @@ pub mod process;
 pub mod reclaim;
 pub mod run;
 pub mod sandbox;
+pub mod seccomp;
 pub mod signals;
 pub mod spec;
 pub mod stdio;

@@ -4,9 +4,11 @@
 use std::path::{Path, PathBuf};
 
 use oci_spec::image::ImageConfiguration;
+use std::collections::HashSet;
+
 use oci_spec::runtime::{
-    LinuxBuilder, LinuxCpuBuilder, LinuxMemoryBuilder, LinuxResourcesBuilder, ProcessBuilder, Spec,
-    UserBuilder,
+    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxMemoryBuilder,
+    LinuxResourcesBuilder, Process, ProcessBuilder, Spec, User, UserBuilder,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +29,8 @@ pub enum SpecError {
     Size(shoji_units::UnitError),
     #[error("cannot build the runtime spec: {0}")]
     Build(String),
+    #[error(transparent)]
+    Seccomp(#[from] crate::seccomp::SeccompError),
     #[error("{path}: mount {destination} (type {kind}, from {from}) is not supported yet: the container gets only the standard {}; remove it from \"mounts\"", STANDARD_MOUNTS.join(", "))]
     UnsupportedMount {
         path: PathBuf,
@@ -72,6 +76,24 @@ fn check_mounts(spec: &Spec, path: &Path) -> Result<(), SpecError> {
     })
 }
 
+/// Docker's default capability set, which containers from images and root filesystems get.
+pub const DEFAULT_CAPABILITIES: [&str; 14] = [
+    "CAP_AUDIT_WRITE",
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_MKNOD",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_RAW",
+    "CAP_SETFCAP",
+    "CAP_SETGID",
+    "CAP_SETPCAP",
+    "CAP_SETUID",
+    "CAP_SYS_CHROOT",
+];
+
 /// What `shoji run` lets the user override.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ProcessOptions {
@@ -80,11 +102,17 @@ pub struct ProcessOptions {
     /// `K=V` pairs added after (and overriding) the image's Env.
     pub env: Vec<String>,
     pub cwd: Option<String>,
-    /// `UID[:GID]` or a user name from the rootfs's /etc/passwd.
+    /// `UID[:GID]`, or a user (and group) name that the guest agent resolves in the
+    /// container's /etc/passwd (and /etc/group).
     pub user: Option<String>,
     pub terminal: bool,
     pub memory_bytes: Option<u64>,
     pub cpus: Option<f64>,
+    /// Capabilities added to / dropped from Docker's default set (`CAP_X`, `X` or `ALL`).
+    #[serde(default)]
+    pub cap_add: Vec<String>,
+    #[serde(default)]
+    pub cap_drop: Vec<String>,
 }
 
 fn build_err(e: impl std::fmt::Display) -> SpecError {
@@ -146,9 +174,12 @@ pub fn from_bundle(dir: &Path, opts: &ProcessOptions) -> Result<(Spec, PathBuf),
         path: path.clone(),
         message: e.to_string(),
     })?;
-    let mut spec: Spec = serde_json::from_str(&text).map_err(|e| SpecError::BadConfig {
+    let mut spec: Spec = serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(
+        &text,
+    ))
+    .map_err(|e| SpecError::BadConfig {
         path: path.clone(),
-        message: e.to_string(),
+        message: format!("at {}: {}", e.path(), e.inner()),
     })?;
     check_mounts(&spec, &path)?;
     let root = spec
@@ -167,28 +198,33 @@ pub fn from_bundle(dir: &Path, opts: &ProcessOptions) -> Result<(Spec, PathBuf),
             rootfs,
         });
     }
-    let process = spec.process().clone().ok_or_else(|| SpecError::BadConfig {
+    let mut process = spec.process().clone().ok_or_else(|| SpecError::BadConfig {
         path: path.clone(),
         message: "no process".into(),
     })?;
-    let args = if opts.args.is_empty() {
-        process.args().clone().unwrap_or_default()
-    } else {
-        opts.args.clone()
-    };
-    let cwd = opts
-        .cwd
-        .clone()
-        .unwrap_or_else(|| process.cwd().display().to_string());
-    let user = opts
-        .user
-        .clone()
-        .or_else(|| Some(format!("{}:{}", process.user().uid(), process.user().gid())));
-    let env = process.env().clone().unwrap_or_default();
-    let built = build(args, env, cwd, user, &rootfs, opts)?;
-    spec.set_process(built.process().clone());
+    // The bundle's process stays as it is (capabilities, rlimits, ...) but for what the
+    // command line gives.
+    if !opts.args.is_empty() {
+        process.set_args(Some(opts.args.clone()));
+    }
+    if process.args().as_ref().is_none_or(|a| a.is_empty()) {
+        return Err(SpecError::NoCommand);
+    }
+    if let Some(cwd) = &opts.cwd {
+        process.set_cwd(PathBuf::from(cwd));
+    }
+    if opts.user.is_some() {
+        process.set_user(user_of(opts.user.as_deref())?);
+    }
+    let mut env = process.env().clone().unwrap_or_default();
+    merge_env(&mut env, opts)?;
+    process.set_env(Some(env));
+    process.set_terminal(Some(opts.terminal));
+    spec.set_process(Some(process));
     if opts.memory_bytes.is_some() || opts.cpus.is_some() {
-        spec.set_linux(built.linux().clone());
+        let mut linux = spec.linux().clone().unwrap_or_default();
+        linux.set_resources(Some(resources(opts)?));
+        spec.set_linux(Some(linux));
     }
     Ok((spec, rootfs))
 }
@@ -224,7 +260,7 @@ fn merge_env(env: &mut Vec<String>, opts: &ProcessOptions) -> Result<(), SpecErr
 pub fn exec_process(
     base: &oci_spec::runtime::Process,
     opts: &ProcessOptions,
-    rootfs: &Path,
+    _rootfs: &Path,
 ) -> Result<oci_spec::runtime::Process, SpecError> {
     if opts.args.is_empty() {
         return Err(SpecError::NoCommand);
@@ -238,14 +274,7 @@ pub fn exec_process(
         p.set_cwd(PathBuf::from(cwd));
     }
     if opts.user.is_some() {
-        let (uid, gid) = resolve_user(opts.user.as_deref(), rootfs)?;
-        p.set_user(
-            UserBuilder::default()
-                .uid(uid)
-                .gid(gid)
-                .build()
-                .map_err(build_err)?,
-        );
+        p.set_user(user_of(opts.user.as_deref())?);
     }
     p.set_terminal(Some(opts.terminal));
     Ok(p)
@@ -256,31 +285,59 @@ fn build(
     mut env: Vec<String>,
     cwd: String,
     user: Option<String>,
-    rootfs: &Path,
+    _rootfs: &Path,
     opts: &ProcessOptions,
 ) -> Result<Spec, SpecError> {
     if args.is_empty() {
         return Err(SpecError::NoCommand);
     }
     merge_env(&mut env, opts)?;
-    let (uid, gid) = resolve_user(user.as_deref(), rootfs)?;
+    let caps = capabilities(opts)?;
+    let cap_set = |names: &HashSet<String>| -> Result<HashSet<Capability>, SpecError> {
+        names.iter().map(|n| parse_capability(n)).collect()
+    };
     let process = ProcessBuilder::default()
         .args(args)
         .env(env)
         .cwd(cwd)
         .terminal(opts.terminal)
-        .user(
-            UserBuilder::default()
-                .uid(uid)
-                .gid(gid)
+        .user(user_of(user.as_deref())?)
+        // Docker's defaults: its capability set, setuid binaries keep working.
+        .capabilities(
+            LinuxCapabilitiesBuilder::default()
+                .bounding(cap_set(&caps)?)
+                .effective(cap_set(&caps)?)
+                .permitted(cap_set(&caps)?)
+                // The builder's defaults would put three capabilities in these two sets
+                // (ambient ones survive an exec even as a non-root user); Docker's are empty.
+                .inheritable(HashSet::new())
+                .ambient(HashSet::new())
                 .build()
                 .map_err(build_err)?,
         )
+        .no_new_privileges(false)
+        .rlimits(Process::default().rlimits().clone().unwrap_or_default())
         .build()
         .map_err(build_err)?;
     let mut spec = Spec::default();
     spec.set_process(Some(process));
     spec.set_hostname(Some("shoji".into()));
+    // `Spec::default()` makes the root read-only; Docker's is writable unless asked otherwise.
+    if let Some(root) = spec.root_mut() {
+        root.set_readonly(Some(false));
+    }
+    let mut linux = spec
+        .linux()
+        .clone()
+        .unwrap_or_else(|| LinuxBuilder::default().build().unwrap_or_default());
+    linux.set_resources(Some(resources(opts)?));
+    linux.set_seccomp(Some(crate::seccomp::default_profile(&caps)?));
+    spec.set_linux(Some(linux));
+    Ok(spec)
+}
+
+/// `linux.resources` from `--memory` and `--cpus`.
+fn resources(opts: &ProcessOptions) -> Result<oci_spec::runtime::LinuxResources, SpecError> {
     let mut resources = LinuxResourcesBuilder::default();
     if let Some(m) = opts.memory_bytes {
         resources = resources.memory(
@@ -300,59 +357,118 @@ fn build(
                 .map_err(build_err)?,
         );
     }
-    let mut linux = spec
-        .linux()
-        .clone()
-        .unwrap_or_else(|| LinuxBuilder::default().build().unwrap_or_default());
-    linux.set_resources(Some(resources.build().map_err(build_err)?));
-    spec.set_linux(Some(linux));
-    Ok(spec)
+    resources.build().map_err(build_err)
 }
 
-/// `UID[:GID]`, or names looked up in the rootfs's /etc/passwd and /etc/group.
-pub fn resolve_user(user: Option<&str>, rootfs: &Path) -> Result<(u32, u32), SpecError> {
-    let Some(user) = user else { return Ok((0, 0)) };
-    let (u, g) = match user.split_once(':') {
-        Some((u, g)) => (u, Some(g)),
-        None => (user, None),
-    };
-    let invalid = |v: &str| SpecError::Invalid {
-        what: "user",
-        value: v.to_string(),
-        expected: "UID[:GID] or a user name in the image's /etc/passwd",
-    };
-    let passwd = std::fs::read_to_string(rootfs.join("etc/passwd")).unwrap_or_default();
-    let (uid, primary_gid) = match u.parse::<u32>() {
-        Ok(n) => (
-            n,
-            passwd
-                .lines()
-                .map(|l| l.split(':').collect::<Vec<_>>())
-                .find(|f| f.len() > 3 && f[2] == u)
-                .and_then(|f| f[3].parse().ok())
-                .unwrap_or(n),
-        ),
-        Err(_) => passwd
-            .lines()
-            .map(|l| l.split(':').collect::<Vec<_>>())
-            .find(|f| f.len() > 3 && f[0] == u)
-            .and_then(|f| Some((f[2].parse().ok()?, f[3].parse().ok()?)))
-            .ok_or_else(|| invalid(user))?,
-    };
-    let gid = match g {
-        None => primary_gid,
-        Some(g) => match g.parse::<u32>() {
-            Ok(n) => n,
-            Err(_) => std::fs::read_to_string(rootfs.join("etc/group"))
-                .unwrap_or_default()
-                .lines()
-                .map(|l| l.split(':').collect::<Vec<_>>())
-                .find(|f| f.len() > 2 && f[0] == g)
-                .and_then(|f| f[2].parse().ok())
-                .ok_or_else(|| invalid(user))?,
-        },
-    };
-    Ok((uid, gid))
+/// `CAP_X` or `X`, in any case, as Docker takes them.
+fn parse_capability(name: &str) -> Result<Capability, SpecError> {
+    serde_json::from_value(serde_json::Value::String(name.to_string())).map_err(|_| {
+        SpecError::Invalid {
+            what: "capability",
+            value: name.to_string(),
+            expected: "a Linux capability such as CAP_NET_ADMIN or NET_ADMIN, or ALL",
+        }
+    })
+}
+
+fn cap_name(c: &Capability) -> String {
+    serde_json::to_value(c)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// Docker's default set with `--cap-drop` then `--cap-add` applied (`ALL` in either).
+pub fn capabilities(opts: &ProcessOptions) -> Result<HashSet<String>, SpecError> {
+    let is_all = |n: &String| n.eq_ignore_ascii_case("ALL");
+    let mut set: HashSet<String> = DEFAULT_CAPABILITIES.iter().map(|s| s.to_string()).collect();
+    if opts.cap_drop.iter().any(is_all) {
+        set.clear();
+    }
+    for n in opts.cap_drop.iter().filter(|n| !is_all(n)) {
+        set.remove(&cap_name(&parse_capability(n)?));
+    }
+    if opts.cap_add.iter().any(is_all) {
+        set.extend(ALL_CAPABILITIES.iter().map(|s| s.to_string()));
+    }
+    for n in opts.cap_add.iter().filter(|n| !is_all(n)) {
+        set.insert(cap_name(&parse_capability(n)?));
+    }
+    Ok(set)
+}
+
+/// Every capability `--cap-add ALL` gives (those of Linux 6.1, the guest's kernel).
+const ALL_CAPABILITIES: [&str; 41] = [
+    "CAP_AUDIT_CONTROL",
+    "CAP_AUDIT_READ",
+    "CAP_AUDIT_WRITE",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_KILL",
+    "CAP_LEASE",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_MAC_ADMIN",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MKNOD",
+    "CAP_NET_ADMIN",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_RAW",
+    "CAP_PERFMON",
+    "CAP_SETFCAP",
+    "CAP_SETGID",
+    "CAP_SETPCAP",
+    "CAP_SETUID",
+    "CAP_SYSLOG",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_NICE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_WAKE_ALARM",
+];
+
+/// The OCI user of a `--user` string. `UID:GID` is complete; anything else (a name, or a UID
+/// whose group comes from its passwd entry) goes as `username`, which the guest agent resolves
+/// inside the container's root: the host never opens the image's /etc/passwd or /etc/group.
+pub fn user_of(user: Option<&str>) -> Result<User, SpecError> {
+    let mut b = UserBuilder::default().uid(0u32).gid(0u32);
+    if let Some(user) = user {
+        let invalid = || SpecError::Invalid {
+            what: "user",
+            value: user.to_string(),
+            expected: "UID[:GID] or NAME[:GROUP] from the image's /etc/passwd and /etc/group",
+        };
+        let (u, g) = match user.split_once(':') {
+            Some((u, g)) => (u, Some(g)),
+            None => (user, None),
+        };
+        let part_ok = |p: &str| {
+            !p.is_empty() && p.len() <= 256 && p.chars().all(|c| c.is_ascii_graphic() && c != ':')
+        };
+        if !part_ok(u) || g.is_some_and(|g| !part_ok(g)) {
+            return Err(invalid());
+        }
+        match (u.parse::<u32>(), g.map(|g| g.parse::<u32>())) {
+            (Ok(uid), Some(Ok(gid))) => b = b.uid(uid).gid(gid),
+            _ => b = b.username(user),
+        }
+    }
+    b.build().map_err(build_err)
 }
 
 /// Bytes in `512M`, `1G`, `1048576`: binary units, one meaning everywhere (see `shoji_units`).
@@ -373,18 +489,65 @@ mod tests {
     }
 
     #[test]
-    fn users() {
-        let t = tempfile::tempdir().unwrap();
-        std::fs::create_dir(t.path().join("etc")).unwrap();
-        std::fs::write(t.path().join("etc/passwd"), "user:x:1000:1001::/:/bin/sh\n").unwrap();
-        std::fs::write(t.path().join("etc/group"), "staff:x:50:\n").unwrap();
-        assert_eq!(resolve_user(Some("1000"), t.path()).unwrap(), (1000, 1001));
+    fn names_are_left_to_the_guest_and_numbers_are_not() {
+        let u = user_of(Some("5:6")).unwrap();
+        assert_eq!((u.uid(), u.gid(), u.username().as_deref()), (5, 6, None));
+        for name in ["someone", "1000", "user:staff", "1000:staff"] {
+            let u = user_of(Some(name)).unwrap();
+            assert_eq!(u.username().as_deref(), Some(name));
+        }
+        assert_eq!(user_of(None).unwrap().uid(), 0);
+        for bad in ["", ":5", "a:", "a b", "a:b:c"] {
+            let e = user_of(Some(bad)).unwrap_err().to_string();
+            assert!(e.contains("invalid user"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn image_specs_get_dockers_capabilities_seccomp_and_no_nnp() {
+        let opts = ProcessOptions {
+            args: vec!["true".into()],
+            cap_add: vec!["sys_admin".into()],
+            cap_drop: vec!["CAP_MKNOD".into(), "NET_RAW".into()],
+            ..Default::default()
+        };
+        let spec = for_rootfs(Path::new("/nonexistent"), &opts).unwrap();
+        let p = spec.process().as_ref().unwrap();
+        let caps = p.capabilities().as_ref().unwrap();
+        let bounding = caps.bounding().as_ref().unwrap();
+        assert!(bounding.contains(&Capability::SysAdmin));
+        assert!(bounding.contains(&Capability::Chown));
+        assert!(!bounding.contains(&Capability::Mknod) && !bounding.contains(&Capability::NetRaw));
+        assert_eq!(bounding.len(), 13);
+        assert_eq!(caps.effective(), caps.bounding());
+        assert_eq!(caps.inheritable().as_ref().map(|s| s.len()), Some(0));
+        assert_eq!(caps.ambient().as_ref().map(|s| s.len()), Some(0));
+        assert_eq!(p.no_new_privileges(), Some(false));
+        assert_eq!(spec.root().as_ref().unwrap().readonly(), Some(false));
+        let seccomp = spec.linux().as_ref().unwrap().seccomp().as_ref().unwrap();
+        // CAP_SYS_ADMIN was added: mount is allowed.
+        assert!(seccomp
+            .syscalls()
+            .iter()
+            .flatten()
+            .any(|r| r.names().contains(&"mount".to_string())));
+
+        let none = ProcessOptions {
+            args: vec!["true".into()],
+            cap_drop: vec!["all".into()],
+            cap_add: vec!["CAP_KILL".into()],
+            ..Default::default()
+        };
         assert_eq!(
-            resolve_user(Some("user:staff"), t.path()).unwrap(),
-            (1000, 50)
+            capabilities(&none).unwrap(),
+            HashSet::from(["CAP_KILL".to_string()])
         );
-        assert_eq!(resolve_user(Some("5:6"), t.path()).unwrap(), (5, 6));
-        assert!(resolve_user(Some("nobody"), t.path()).is_err());
+        let bad = ProcessOptions {
+            cap_add: vec!["CAP_FLY".into()],
+            ..none
+        };
+        let e = capabilities(&bad).unwrap_err().to_string();
+        assert!(e.contains("invalid capability \"CAP_FLY\""), "{e}");
     }
 
     #[test]

@@ -173,8 +173,9 @@ fn vm_tarball_bundle_and_rootfs_sources_work() {
 
 #[test]
 fn vm_sigterm_to_shoji_run_reaches_the_container() {
+    use std::io::BufRead;
     let env = TestEnv::new();
-    let child = env
+    let mut child = env
         .cmd()
         .args([
             "run",
@@ -183,24 +184,26 @@ fn vm_sigterm_to_shoji_run_reaches_the_container() {
             "--",
             "sh",
             "-c",
-            "trap 'echo got-term; exit 7' TERM; while :; do sleep 0.1; done",
+            "trap 'echo got-term; exit 7' TERM; echo ready; while :; do sleep 0.1; done",
         ])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // Give it time to boot and start the container.
-    std::thread::sleep(std::time::Duration::from_secs(6));
+    // Signal once the container's trap is set (a fixed sleep was too short on a loaded host);
+    // a boot that never gets there ends the read with EOF.
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line, "ready\n");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
     )
     .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(text(&out.stdout), "got-term\n");
-    assert_eq!(
-        out.status.code(),
-        Some(143),
-        "shoji run must exit 128+SIGTERM"
-    );
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(rest, "got-term\n");
+    assert_eq!(status.code(), Some(143), "shoji run must exit 128+SIGTERM");
     env.assert_nothing_left();
 }

@@ -269,30 +269,7 @@ impl GuestVm {
     pub async fn run(&self, id: &str, args: &[&str], spec_extra: serde_json::Value) -> Outcome {
         let out = self.collect_port(20000 + port_base(id));
         let err = self.collect_port(20001 + port_base(id));
-        let mut spec = serde_json::json!({
-            "ociVersion": "1.0.2",
-            "root": {"path": "rootfs"},
-            "process": {
-                "args": args,
-                "env": ["PATH=/bin"],
-                "cwd": "/",
-                "user": {"uid": 0, "gid": 0}
-            },
-            "linux": {"namespaces": [{"type": "pid"}, {"type": "mount"}]}
-        });
-        merge(&mut spec, spec_extra);
-        let req = agent::CreateContainerRequest {
-            container_id: id.into(),
-            oci_spec_json: serde_json::to_vec(&spec).expect("spec serialises"),
-            rootfs_tag: ROOTFS_TAG.into(),
-            stdio: protobuf::MessageField::some(agent::StdioPorts {
-                stdin_port: 0,
-                stdout_port: 20000 + port_base(id),
-                stderr_port: 20001 + port_base(id),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
+        let req = create_request(id, args, spec_extra);
         let created = self.client.create_container(ctx(30), &req).await;
         let created =
             created.unwrap_or_else(|e| panic!("CreateContainer: {e}\n{}", self.console_tail()));
@@ -342,12 +319,66 @@ impl GuestVm {
     }
 }
 
+impl GuestVm {
+    /// Creates container `id` expecting `CreateContainer` to fail; returns its error message
+    /// and how long the call took.
+    pub async fn create_fails(
+        &self,
+        id: &str,
+        args: &[&str],
+        spec_extra: serde_json::Value,
+    ) -> (String, Duration) {
+        let _out = self.collect_port(20000 + port_base(id));
+        let _err = self.collect_port(20001 + port_base(id));
+        let req = create_request(id, args, spec_extra);
+        let started = Instant::now();
+        match self.client.create_container(ctx(60), &req).await {
+            Ok(r) => panic!("CreateContainer {id} should fail, made pid {}", r.pid),
+            Err(ttrpc::Error::RpcStatus(s)) => (s.message().to_string(), started.elapsed()),
+            Err(e) => (e.to_string(), started.elapsed()),
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Outcome {
     pub stdout: String,
     pub stderr: String,
     pub exit_code: i32,
     pub signal: i32,
+}
+
+/// `CreateContainer` for `args` as root in the test rootfs, `spec_extra` merged into the spec,
+/// stdout and stderr to the container's ports.
+fn create_request(
+    id: &str,
+    args: &[&str],
+    spec_extra: serde_json::Value,
+) -> agent::CreateContainerRequest {
+    let mut spec = serde_json::json!({
+        "ociVersion": "1.0.2",
+        "root": {"path": "rootfs"},
+        "process": {
+            "args": args,
+            "env": ["PATH=/bin"],
+            "cwd": "/",
+            "user": {"uid": 0, "gid": 0}
+        },
+        "linux": {"namespaces": [{"type": "pid"}, {"type": "mount"}]}
+    });
+    merge(&mut spec, spec_extra);
+    agent::CreateContainerRequest {
+        container_id: id.into(),
+        oci_spec_json: serde_json::to_vec(&spec).expect("spec serialises"),
+        rootfs_tag: ROOTFS_TAG.into(),
+        stdio: protobuf::MessageField::some(agent::StdioPorts {
+            stdin_port: 0,
+            stdout_port: 20000 + port_base(id),
+            stderr_port: 20001 + port_base(id),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
 }
 
 fn port_base(id: &str) -> u32 {

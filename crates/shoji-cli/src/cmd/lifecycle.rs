@@ -29,7 +29,7 @@ pub struct ProcessArgs {
     /// Working directory inside the container
     #[arg(short, long = "workdir", value_name = "DIR")]
     pub workdir: Option<String>,
-    /// User inside the container: UID[:GID] or a name from the image's /etc/passwd
+    /// User inside the container: UID[:GID] or NAME[:GROUP] from the image's /etc/passwd (resolved in the guest)
     #[arg(short, long, value_name = "UID[:GID]")]
     pub user: Option<String>,
 }
@@ -44,6 +44,12 @@ pub struct CreateArgs {
     /// Memory for the VM and limit for the container, e.g. 256M, 1G
     #[arg(short, long, value_name = "SIZE")]
     pub memory: Option<String>,
+    /// Add a Linux capability to Docker's default set (CAP_X, X or ALL), repeatable
+    #[arg(long = "cap-add", value_name = "CAP")]
+    pub cap_add: Vec<String>,
+    /// Drop a Linux capability from Docker's default set (CAP_X, X or ALL), repeatable
+    #[arg(long = "cap-drop", value_name = "CAP")]
+    pub cap_drop: Vec<String>,
     /// Trace the container's whole life, create to delete, as one trace: runtime, hypervisor
     /// and agent (overrides enable_tracing in the config); its id is the state's
     /// `shoji.trace_id` annotation
@@ -180,6 +186,8 @@ impl CreateArgs {
                 terminal: false,
                 memory_bytes,
                 cpus: self.cpus,
+                cap_add: self.cap_add,
+                cap_drop: self.cap_drop,
             },
             trace: self.trace,
         };

@@ -63,9 +63,15 @@ pub struct RunArgs {
     /// Working directory inside the container
     #[arg(short, long = "workdir", value_name = "DIR")]
     pub workdir: Option<String>,
-    /// User inside the container: UID[:GID] or a name from the image's /etc/passwd
+    /// User inside the container: UID[:GID] or NAME[:GROUP] from the image's /etc/passwd (resolved in the guest)
     #[arg(short, long, value_name = "UID[:GID]")]
     pub user: Option<String>,
+    /// Add a Linux capability to Docker's default set (CAP_X, X or ALL), repeatable
+    #[arg(long = "cap-add", value_name = "CAP")]
+    pub cap_add: Vec<String>,
+    /// Drop a Linux capability from Docker's default set (CAP_X, X or ALL), repeatable
+    #[arg(long = "cap-drop", value_name = "CAP")]
+    pub cap_drop: Vec<String>,
     /// vCPUs for the VM and CPU limit for the container
     #[arg(long, value_name = "N")]
     pub cpus: Option<f64>,
@@ -203,6 +209,8 @@ impl RunArgs {
                 terminal: self.tty,
                 memory_bytes,
                 cpus: self.cpus,
+                cap_add: self.cap_add,
+                cap_drop: self.cap_drop,
             },
             interactive: self.interactive,
             container_id: self.name,

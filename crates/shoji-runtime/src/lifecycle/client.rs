@@ -292,14 +292,14 @@ impl StateRoot {
             path: path.clone(),
             source,
         };
-        let req = Request::Exec(ExecRequest {
+        let req = Request::Exec(Box::new(ExecRequest {
             exec_id: format!("exec-{}", crate::sandbox::new_sandbox_id()),
             process,
             stdin_port: ports.stdin_port,
             stdout_port: ports.stdout_port,
             stderr_port: ports.stderr_port,
             terminal_size: terminal.then(crate::stdio::terminal_size).flatten(),
-        });
+        }));
         protocol::write(&mut wr, &req).await.map_err(control)?;
         let started = tokio::time::timeout(Duration::from_secs(60), protocol::read(&mut rd))
             .await

@@ -595,7 +595,7 @@ impl Sandbox {
                 }
             }
             Request::Exec(x) => {
-                self.exec(x, rd, wr).await;
+                self.exec(*x, rd, wr).await;
                 return;
             }
             Request::Resize { .. } => Reply::Error {

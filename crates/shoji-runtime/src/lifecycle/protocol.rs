@@ -32,7 +32,8 @@ pub enum Request {
     Delete {
         force: bool,
     },
-    Exec(ExecRequest),
+    /// Boxed: the process options are far larger than the other requests.
+    Exec(Box<ExecRequest>),
     /// On an `exec` connection with a terminal: the caller's terminal changed size.
     Resize {
         rows: u32,
@@ -124,7 +125,7 @@ mod tests {
             Request::State,
             Request::Kill { signal: 15 },
             Request::Delete { force: true },
-            Request::Exec(ExecRequest {
+            Request::Exec(Box::new(ExecRequest {
                 exec_id: "e1".into(),
                 process: ProcessOptions {
                     args: vec!["echo".into(), "a b".into()],
@@ -134,7 +135,7 @@ mod tests {
                 stdout_port: 30001,
                 stderr_port: 30002,
                 terminal_size: Some((24, 80)),
-            }),
+            })),
         ];
         let mut buf = Vec::new();
         for m in &msgs {

@@ -373,3 +373,12 @@ pub fn otlp_json_spans(export: &str) -> Vec<(String, serde_json::Value)> {
     }
     out
 }
+
+/// Deletes the container `id` (`shoji delete --force`) when dropped, so that no VM outlives a test
+/// that failed half-way.
+pub struct DeleteOnDrop<'a>(pub &'a TestEnv, pub &'a str);
+impl Drop for DeleteOnDrop<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.cmd().args(["delete", "--force", self.1]).output();
+    }
+}

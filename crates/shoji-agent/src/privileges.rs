@@ -1,0 +1,104 @@
+//! Capabilities and seccomp for a container process, in the forked container init (single
+//! threaded, just before exec). Each function returns the message the init prints on failure.
+
+use std::str::FromStr;
+
+use caps::{CapSet, Capability, CapsHashSet};
+
+use crate::security::ProcessSecurity;
+
+fn set_of(names: &[String]) -> Result<CapsHashSet, String> {
+    let supported = caps::runtime::thread_all_supported();
+    let mut set = CapsHashSet::new();
+    for n in names {
+        let cap = Capability::from_str(n).map_err(|e| format!("capability {n}: {e}"))?;
+        // A capability newer than the guest kernel is left out, as runc does.
+        if supported.contains(&cap) {
+            set.insert(cap);
+        }
+    }
+    Ok(set)
+}
+
+/// Drops from the bounding set every capability `process.capabilities.bounding` lacks.
+pub fn drop_bounding(sec: &ProcessSecurity) -> Result<(), String> {
+    let Some(c) = &sec.caps else { return Ok(()) };
+    let keep = set_of(&c.bounding)?;
+    for cap in caps::runtime::thread_all_supported() {
+        if !keep.contains(&cap) {
+            caps::drop(None, CapSet::Bounding, cap)
+                .map_err(|e| format!("process.capabilities.bounding: dropping {cap}: {e}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Keeps the permitted set across the switch to a non-root user, so that [`set_sets`] can give
+/// the spec's sets to that user.
+pub fn keep_caps(on: bool) {
+    if on {
+        // SAFETY: PR_SET_KEEPCAPS takes integer arguments only.
+        unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) };
+    }
+}
+
+/// Sets the effective, permitted, inheritable and ambient sets (after the user switch).
+pub fn set_sets(sec: &ProcessSecurity) -> Result<(), String> {
+    let Some(c) = &sec.caps else { return Ok(()) };
+    // SAFETY: PR_SET_KEEPCAPS takes integer arguments only.
+    unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0) };
+    // Effective first: it must stay within the permitted set at every step.
+    for (set, names, field) in [
+        (CapSet::Effective, &c.effective, "effective"),
+        (CapSet::Permitted, &c.permitted, "permitted"),
+        (CapSet::Inheritable, &c.inheritable, "inheritable"),
+    ] {
+        caps::set(None, set, &set_of(names)?)
+            .map_err(|e| format!("process.capabilities.{field}: {e}"))?;
+    }
+    for cap in set_of(&c.ambient)? {
+        caps::raise(None, CapSet::Ambient, cap)
+            .map_err(|e| format!("process.capabilities.ambient: raising {cap}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Loads the container's seccomp filter (the BPF the agent generated) into this process, if it
+/// has one. `no_new_privs` is the caller's business, as is having `CAP_SYS_ADMIN` without it.
+pub fn load_seccomp(sec: &ProcessSecurity) -> Result<(), String> {
+    let Some(bpf) = &sec.seccomp else {
+        return Ok(());
+    };
+    let mut filter: Vec<libc::sock_filter> = bpf
+        .chunks_exact(crate::security::BPF_INSTRUCTION_BYTES)
+        .map(|c| libc::sock_filter {
+            code: u16::from_ne_bytes([c[0], c[1]]),
+            jt: c[2],
+            jf: c[3],
+            k: u32::from_ne_bytes([c[4], c[5], c[6], c[7]]),
+        })
+        .collect();
+    let len = u16::try_from(filter.len())
+        .map_err(|_| format!("linux.seccomp: {} BPF instructions", filter.len()))?;
+    let prog = libc::sock_fprog {
+        len,
+        filter: filter.as_mut_ptr(),
+    };
+    // SAFETY: `prog` points at `len` initialised instructions in `filter`, which outlives the
+    // call; the kernel copies the program and checks it before installing it.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            0,
+            &prog as *const libc::sock_fprog,
+        )
+    };
+    if r != 0 {
+        return Err(format!(
+            "linux.seccomp: loading the filter: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}
