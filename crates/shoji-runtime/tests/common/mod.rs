@@ -25,11 +25,23 @@ pub fn shoji_bin() -> PathBuf {
     p
 }
 
-/// An OCI image layout (and its tarball) made once per test process.
+/// An OCI image layout (and its tarball) made once per test process, in the build's own
+/// temporary directory (`target/tmp`); those of test processes that have ended are removed
+/// first, so runs do not pile images up.
 pub fn busybox_image() -> &'static (PathBuf, PathBuf) {
     static IMG: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
     IMG.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("shoji-test-image-{}", std::process::id()));
+        let base = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        for entry in std::fs::read_dir(base).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let ended = name
+                .strip_prefix("shoji-test-image-")
+                .is_some_and(|pid| !Path::new("/proc").join(pid).exists());
+            if ended {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+        let dir = base.join(format!("shoji-test-image-{}", std::process::id()));
         let layout = dir.join("busybox");
         let tar = dir.join("busybox.tar");
         let st = Command::new(repo_root().join("scripts/make-busybox-image.sh"))
