@@ -14,7 +14,13 @@ use crate::vsock;
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
     #[error("the agent did not get ready (vsock port {port}) within {secs} s")]
-    BootTimeout { port: u32, secs: u64 },
+    BootTimeout {
+        port: u32,
+        secs: u64,
+        /// Why the last attempt to reach the agent failed, if one was made.
+        #[source]
+        last_attempt: Option<ConnectAttempt>,
+    },
     #[error("the VM exited ({status}) before the agent answered")]
     VmExited { status: String },
     #[error("agent call {method} failed: {message}")]
@@ -22,6 +28,21 @@ pub enum AgentError {
         method: &'static str,
         message: String,
     },
+}
+
+/// Why one attempt to reach the agent failed (kept for the boot timeout's cause).
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectAttempt {
+    #[error("the vsock socket {path} does not exist yet")]
+    NoSocket { path: String },
+    #[error("vsock CONNECT failed")]
+    Connect(#[source] crate::vsock::VsockError),
+    #[error("vsock CONNECT got no answer within 1 s")]
+    ConnectTimedOut,
+    #[error("the agent did not answer Ping within 2 s")]
+    PingTimedOut,
+    #[error("Ping failed")]
+    Ping(#[source] Box<AgentError>),
 }
 
 /// Produces the trace-context metadata for an outgoing call (W3C `traceparent`, `tracestate`).
@@ -130,6 +151,7 @@ impl AgentClient {
                     return Err(AgentError::BootTimeout {
                         port: shoji_protocols::READY_VSOCK_PORT,
                         secs: boot_timeout.as_secs(),
+                        last_attempt: None,
                     });
                 }
                 if let Ok(Ok(_)) =
@@ -139,40 +161,57 @@ impl AgentClient {
                 }
             }
         }
+        let mut last_attempt;
         loop {
             if let Some(status) = vm_exited() {
                 return Err(AgentError::VmExited { status });
             }
-            if uds.exists() {
-                // Bounded: before the guest's vsock driver is up, the device may hold a CONNECT
-                // without ever answering it.
-                let attempt = tokio::time::timeout(
-                    Duration::from_secs(1),
-                    vsock::connect(uds, shoji_protocols::AGENT_VSOCK_PORT),
-                );
-                if let Ok(Ok(stream)) = attempt.await {
-                    let socket = ttrpc::r#async::transport::Socket::new(stream);
-                    let client = Self {
-                        inner: AgentServiceClient::new(ttrpc::r#async::Client::new(socket)),
-                        inject: inject.unwrap_or(no_context),
-                    };
-                    // The CONNECT answer comes from the vsock device; only a Ping proves the
-                    // agent is serving.
-                    if let Ok(Ok(_)) =
-                        tokio::time::timeout(Duration::from_secs(2), client.ping_once()).await
-                    {
-                        return Ok(client);
-                    }
-                }
+            match Self::try_connect(uds, inject).await {
+                Ok(client) => return Ok(client),
+                Err(e) => last_attempt = e,
             }
             if Instant::now() >= deadline {
                 return Err(AgentError::BootTimeout {
                     port: shoji_protocols::AGENT_VSOCK_PORT,
                     secs: boot_timeout.as_secs(),
+                    last_attempt: Some(last_attempt),
                 });
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// One attempt: CONNECT through the vsock device, then a Ping.
+    async fn try_connect(
+        uds: &Path,
+        inject: Option<ContextInjector>,
+    ) -> Result<Self, ConnectAttempt> {
+        if !uds.exists() {
+            return Err(ConnectAttempt::NoSocket {
+                path: uds.display().to_string(),
+            });
+        }
+        // Bounded: before the guest's vsock driver is up, the device may hold a CONNECT without
+        // ever answering it.
+        let stream = tokio::time::timeout(
+            Duration::from_secs(1),
+            vsock::connect(uds, shoji_protocols::AGENT_VSOCK_PORT),
+        )
+        .await
+        .map_err(|_| ConnectAttempt::ConnectTimedOut)?
+        .map_err(ConnectAttempt::Connect)?;
+        let socket = ttrpc::r#async::transport::Socket::new(stream);
+        let client = Self {
+            inner: AgentServiceClient::new(ttrpc::r#async::Client::new(socket)),
+            inject: inject.unwrap_or(no_context),
+        };
+        // The CONNECT answer comes from the vsock device; only a Ping proves the agent is
+        // serving.
+        tokio::time::timeout(Duration::from_secs(2), client.ping_once())
+            .await
+            .map_err(|_| ConnectAttempt::PingTimedOut)?
+            .map_err(|e| ConnectAttempt::Ping(Box::new(e)))?;
+        Ok(client)
     }
 
     pub fn set_context_injector(&mut self, inject: ContextInjector) {
@@ -320,5 +359,68 @@ impl AgentClient {
             &req,
             Some(Duration::from_secs(10))
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chain(e: &dyn std::error::Error) -> String {
+        let mut parts = vec![e.to_string()];
+        let mut cur = e.source();
+        while let Some(s) = cur {
+            parts.push(s.to_string());
+            cur = s.source();
+        }
+        parts.join(": ")
+    }
+
+    /// The boot timeout keeps why the last attempt failed: here, the vsock device never made
+    /// its socket.
+    #[tokio::test]
+    async fn a_boot_timeout_names_the_last_attempts_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let uds = dir.path().join("vm.vsock");
+        let Err(e) =
+            AgentClient::connect(&uds, Duration::from_millis(100), None, None, || None).await
+        else {
+            panic!("connected with no agent");
+        };
+        let text = chain(&e);
+        assert!(
+            matches!(
+                e,
+                AgentError::BootTimeout {
+                    last_attempt: Some(ConnectAttempt::NoSocket { .. }),
+                    ..
+                }
+            ),
+            "{text}"
+        );
+        assert!(text.contains("vm.vsock does not exist yet"), "{text}");
+    }
+
+    /// A device that accepts the connection but never answers CONNECT: the attempt is bounded
+    /// and the timeout says so.
+    #[tokio::test]
+    async fn a_connect_that_gets_no_answer_is_the_cause_shown() {
+        let dir = tempfile::tempdir().unwrap();
+        let uds = dir.path().join("vm.vsock");
+        let listener = tokio::net::UnixListener::bind(&uds).unwrap();
+        let held = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((s, _)) = listener.accept().await {
+                open.push(s);
+            }
+        });
+        let Err(e) =
+            AgentClient::connect(&uds, Duration::from_millis(500), None, None, || None).await
+        else {
+            panic!("connected with no agent");
+        };
+        let text = chain(&e);
+        assert!(text.contains("CONNECT got no answer"), "{text}");
+        held.abort();
     }
 }
