@@ -20,7 +20,7 @@ fn vm_image_containers_get_dockers_capabilities_and_seccomp_policy() {
         mknod /dev/shm/null c 1 3 && echo mknod=ok; \
         mount -t tmpfs none /tmp 2>/dev/null && echo mount=ok || echo mount=refused; \
         unshare -U true 2>&1 | grep -q 'Operation not permitted' && echo unshare=EPERM; \
-        echo kcore=$(wc -c </proc/kcore); \
+        echo timer_list=$(wc -c </proc/timer_list); \
         (echo x >/proc/sys/kernel/domainname) 2>/dev/null && echo procsys=rw || echo procsys=ro";
     let out = env.run(&[
         "run",
@@ -39,7 +39,7 @@ fn vm_image_containers_get_dockers_capabilities_and_seccomp_policy() {
         text(&out.stdout),
         format!(
             "CapInh:\t{none}\nCapEff:\t{caps}\nCapBnd:\t{caps}\nCapAmb:\t{none}\n\
-             NoNewPrivs:\t0\nSeccomp:\t2\nroot=rw\nmknod=ok\nmount=refused\nunshare=EPERM\nkcore=0\nprocsys=ro\n"
+             NoNewPrivs:\t0\nSeccomp:\t2\nroot=rw\nmknod=ok\nmount=refused\nunshare=EPERM\ntimer_list=0\nprocsys=ro\n"
         ),
         "{}",
         text(&out.stderr)
@@ -106,7 +106,7 @@ fn vm_bundle_security_fields_apply_to_the_container() {
     let script = "grep -E '^(CapBnd|CapEff|NoNewPrivs|Seccomp):' /proc/self/status; \
         mount -t tmpfs none /tmp 2>/dev/null && echo mount=ok || echo mount=refused; \
         mkdir /dev/shm/d 2>&1 | grep -q 'Operation not permitted' && echo mkdir=EPERM; \
-        echo secret=$(cat /etc/secret) kcore=$(wc -c </proc/kcore); \
+        echo secret=$(cat /etc/secret) timer_list=$(wc -c </proc/timer_list); \
         touch /srv/f 2>/dev/null && echo srv=rw || echo srv=ro; \
         touch /new 2>/dev/null && echo root=rw || echo root=ro; \
         touch /dev/shm/f && echo shm=rw; \
@@ -131,7 +131,7 @@ fn vm_bundle_security_fields_apply_to_the_container() {
             "apparmorProfile": "docker-default"
         },
         "linux": {
-            "maskedPaths": ["/proc/kcore", "/etc/secret"],
+            "maskedPaths": ["/proc/timer_list", "/etc/secret"],
             "readonlyPaths": ["/proc/sys", "/srv"],
             "sysctl": {"kernel.domainname": "shoji.test"},
             "seccomp": {
@@ -146,7 +146,7 @@ fn vm_bundle_security_fields_apply_to_the_container() {
     assert_eq!(
         text(&out.stdout),
         "CapEff:\t0000000000000021\nCapBnd:\t0000000000000021\nNoNewPrivs:\t1\nSeccomp:\t2\n\
-         mount=refused\nmkdir=EPERM\nsecret= kcore=0\nsrv=ro\nroot=ro\nshm=rw\n\
+         mount=refused\nmkdir=EPERM\nsecret= timer_list=0\nsrv=ro\nroot=ro\nshm=rw\n\
          nofile=321 oom=123 groups=0 11 22\ndomain=shoji.test\n",
         "{}",
         text(&out.stderr)
