@@ -52,6 +52,9 @@ pub struct SandboxDir {
     pub id: String,
     path: PathBuf,
     keep: bool,
+    /// The image-store layers its containers use, leased until the directory (and with it
+    /// every overlay on them) is gone.
+    leases: std::sync::Mutex<Vec<shoji_images::store::LayerLease>>,
 }
 
 impl SandboxDir {
@@ -68,6 +71,7 @@ impl SandboxDir {
             id: id.to_string(),
             path,
             keep: std::env::var_os("SHOJI_KEEP_SANDBOX").is_some(),
+            leases: Default::default(),
         })
     }
 
@@ -94,6 +98,43 @@ impl SandboxDir {
         Ok(dst)
     }
 
+    /// The container's root filesystem as an overlay of image-store `layers` (lowest first)
+    /// with a writable layer of its own (`overlay/upper`, `overlay/work`, outside what the
+    /// guest is served), mounted `nosuid,nodev` where [`Self::share_rootfs`] would bind one.
+    /// `lease` keeps the layers from being removed while this directory lives. Root only.
+    pub fn mount_image_layers(
+        &self,
+        layers: &[PathBuf],
+        lease: shoji_images::store::LayerLease,
+    ) -> Result<PathBuf, SandboxError> {
+        let dst = self.rootfs();
+        let overlay = self.path.join("overlay");
+        let (upper, work) = (overlay.join("upper"), overlay.join("work"));
+        private_fs::create_private_dir(&overlay).map_err(|source| SandboxError::MountPoint {
+            path: overlay.clone(),
+            source,
+        })?;
+        for d in [&upper, &work, &dst] {
+            match std::fs::create_dir(d) {
+                Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                    return Err(SandboxError::MountPoint {
+                        path: d.clone(),
+                        source: e,
+                    })
+                }
+                _ => {}
+            }
+        }
+        // The upper directory is the container's `/`: its mode is what the guest sees there.
+        let _ =
+            std::fs::set_permissions(&upper, std::os::unix::fs::PermissionsExt::from_mode(0o755));
+        mounts::mount_overlay(layers, &upper, &work, &dst)?;
+        if let Ok(mut l) = self.leases.lock() {
+            l.push(lease);
+        }
+        Ok(dst)
+    }
+
     /// Takes over `root/id`, made by someone else (`shoji create` makes it, so that a second
     /// create of the same id fails); removed on drop like one this process made.
     pub fn adopt(root: &Path, id: &str) -> Self {
@@ -101,6 +142,7 @@ impl SandboxDir {
             id: id.to_string(),
             path: root.join(id),
             keep: std::env::var_os("SHOJI_KEEP_SANDBOX").is_some(),
+            leases: Default::default(),
         }
     }
 
@@ -166,6 +208,7 @@ pub fn remove_sandbox_dir(dir: &Path) -> std::io::Result<()> {
 }
 
 impl Drop for SandboxDir {
+    // The leases are fields: they are released after this body has detached the overlays.
     fn drop(&mut self) {
         if self.keep {
             // Kept for a look: not reclaimed, but no mount outlives its owner.

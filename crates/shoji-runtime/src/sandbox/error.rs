@@ -14,6 +14,8 @@ pub enum BootError {
     #[error(transparent)]
     Image(#[from] image::ImageError),
     #[error(transparent)]
+    Store(#[from] shoji_images::StoreError),
+    #[error(transparent)]
     Spec(#[from] spec::SpecError),
     #[error(transparent)]
     Process(#[from] process::ProcessError),
