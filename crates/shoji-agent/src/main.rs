@@ -12,6 +12,7 @@ mod privileges;
 mod reaper;
 mod security;
 mod service;
+mod share;
 mod telemetry;
 mod user;
 

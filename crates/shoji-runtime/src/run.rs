@@ -129,15 +129,15 @@ pub async fn run(
     // Without root (no overlay, no image store) an image is unpacked while the guest boots:
     // the rootfs is only looked at when the agent mounts it in CreateContainer, and on a
     // 2-core host the unpack and QEMU's start overlap (issue #2). virtiofsd serves the
-    // directory as it fills. As root the store's layers are mounted under an overlay before
-    // virtiofsd starts (it serves what is mounted when it starts; ADR 018).
-    let (vm, spec) =
+    // directory as it fills. As root the store's layers are put under the container's
+    // overlay first (a first run unpacks them into the store; ADR 018).
+    let (vm, spec, rootfs) =
         if let (RootSource::Image(path), false) = (&source, sandbox::mounts::can_mount()) {
-            let rootfs = image_rootfs(&sb)?;
+            let rootfs = image_rootfs(&sb, &container_id)?;
             let (path, work, dest, process) = (
                 path.clone(),
                 sb.path().join("image"),
-                rootfs.clone(),
+                rootfs.host.clone(),
                 req.process.clone(),
             );
             let mut unpack = tokio::task::spawn_blocking(move || {
@@ -152,7 +152,8 @@ pub async fn run(
                 })
             };
             let sb_path = sb.path().to_path_buf();
-            let mut boot = Box::pin(SandboxVm::boot(config, &bins, sb, &rootfs, &opts, hooks));
+            let share = rootfs.share.clone();
+            let mut boot = Box::pin(SandboxVm::boot(config, &bins, sb, &share, &opts, hooks));
             // A bad image is reported as soon as the unpack fails: dropping the boot future stops
             // whatever it started (its guards) without waiting for the guest.
             let (booted, unpacked) = tokio::select! {
@@ -167,7 +168,7 @@ pub async fn run(
                 b = &mut boot => (b, joined(unpack.await)),
             };
             match (booted, unpacked) {
-                (Ok(vm), Ok(spec)) => (vm, spec),
+                (Ok(vm), Ok(spec)) => (vm, spec, rootfs),
                 (Ok(vm), Err(e)) => {
                     vm.stop().await;
                     return Err(e.into());
@@ -181,9 +182,14 @@ pub async fn run(
             }
         } else {
             // On a blocking thread: a first run unpacks the image's layers into the store.
-            let (src, process, store) = (source.clone(), req.process.clone(), config.image_store());
+            let (src, cid, process, store) = (
+                source.clone(),
+                container_id.clone(),
+                req.process.clone(),
+                config.image_store(),
+            );
             let (sb, prepared) = tokio::task::spawn_blocking(move || {
-                let r = unpack_span.in_scope(|| prepare_rootfs(&src, &sb, &process, &store));
+                let r = unpack_span.in_scope(|| prepare_rootfs(&src, &sb, &cid, &process, &store));
                 (sb, r)
             })
             .await
@@ -194,8 +200,8 @@ pub async fn run(
                 })
             })?;
             let (spec, rootfs) = prepared?;
-            let vm = SandboxVm::boot(config, &bins, sb, &rootfs, &opts, hooks).await?;
-            (vm, spec)
+            let vm = SandboxVm::boot(config, &bins, sb, &rootfs.share, &opts, hooks).await?;
+            (vm, spec, rootfs)
         };
     // What a reclaimer must kill if this process is SIGKILLed (they should die with it).
     if let Some(o) = &mut owner {
@@ -240,7 +246,8 @@ pub async fn run(
             .create_container(agent::CreateContainerRequest {
                 container_id: container_id.clone(),
                 oci_spec_json: spec_json,
-                rootfs_tag: "rootfs".into(),
+                rootfs_tag: crate::sandbox::SHARE_TAG.into(),
+                rootfs_path: rootfs.in_share.clone(),
                 stdio: Some(ports).into(),
                 files,
                 ..Default::default()
