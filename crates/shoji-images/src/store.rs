@@ -9,9 +9,11 @@
 //!   layer is unpacked into `tmp/` and renamed here in one step once both its digests matched.
 //! - `tmp/<alg>-<hex>.<pid>`: an unpack in progress, or what a killed one left; never read,
 //!   removed by the next unpack of that layer and by [`Store::prune`].
-//! - `locks/<alg>-<hex>`: one lock file per layer (`flock`): exclusive while the layer is
-//!   unpacked or removed, shared while a container uses it ([`LayerLease`]). A lock file is
-//!   never removed: a process waiting on a removed one would lock a file nobody else sees.
+//! - `locks/<alg>-<hex>`: one lock file per layer (`flock`): shared while a container uses it
+//!   or it is being unpacked ([`LayerLease`]), exclusive while it is removed; and
+//!   `locks/<alg>-<hex>.unpack`, exclusive while it is unpacked (one unpacker at a time). A
+//!   lock file is never removed: a process waiting on a removed one would lock a file nobody
+//!   else sees.
 //! - `images/<alg>-<hex>.json`: one [`ImageRecord`] per image (its configuration's digest).
 //!
 //! The digest in a layer's name has no `:`, so the directory can be an overlayfs `lowerdir`.
@@ -189,7 +191,11 @@ impl Store {
     }
 
     fn lock_file(&self, d: &Digest) -> Result<File, StoreError> {
-        let p = self.root.join("locks").join(key(d));
+        self.open_lock(&key(d))
+    }
+
+    fn open_lock(&self, name: &str) -> Result<File, StoreError> {
+        let p = self.root.join("locks").join(name);
         std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -222,14 +228,13 @@ impl Store {
         for layer in image.layers() {
             let lock = self.lock_file(&layer.diff_id)?;
             let dir = self.layer_dir(&layer.diff_id);
-            loop {
-                self.flock(&lock, FlockOperation::LockShared, &layer.diff_id)?;
-                if dir.is_dir() {
-                    break;
-                }
-                // Shared to exclusive is not atomic: whoever got there first may have unpacked
-                // it meanwhile, so look again before unpacking.
-                self.flock(&lock, FlockOperation::LockExclusive, &layer.diff_id)?;
+            // Shared: no one removes the layer from here on (rm and prune need it exclusive).
+            self.flock(&lock, FlockOperation::LockShared, &layer.diff_id)?;
+            if !dir.is_dir() {
+                // One unpacker at a time, on a lock of its own: the users' shared locks on the
+                // first one must not hold up a second first use.
+                let unpacking = self.open_lock(&format!("{}.unpack", key(&layer.diff_id)))?;
+                self.flock(&unpacking, FlockOperation::LockExclusive, &layer.diff_id)?;
                 if !dir.is_dir() {
                     self.unpack_layer(image, layer)?;
                     unpacked += 1;
@@ -247,7 +252,7 @@ impl Store {
     }
 
     /// Unpacks one layer into `tmp/` and renames it into `layers/` once verified and synced.
-    /// The caller holds the layer's lock exclusively.
+    /// The caller holds the layer's unpack lock exclusively and its lock shared.
     fn unpack_layer(&self, image: &Image, layer: &LayerBlob) -> Result<(), StoreError> {
         let k = key(&layer.diff_id);
         let tmp_root = self.root.join("tmp");
@@ -290,7 +295,8 @@ impl Store {
         result
     }
 
-    /// Removes what interrupted unpacks of `k` left in `tmp/` (the caller holds its lock).
+    /// Removes what interrupted unpacks of `k` left in `tmp/` (the caller holds its unpack
+    /// lock, or its lock exclusively: no unpack of it runs).
     fn remove_partial(&self, k: &str) -> Result<usize, StoreError> {
         let tmp_root = self.root.join("tmp");
         let mut n = 0;

@@ -165,7 +165,7 @@ fn a_corrupted_layer_is_refused_and_nothing_is_stored() {
     let store = Store::open(&t.path().join("store")).unwrap();
     let img = Image::open(&img_dir, &t.path().join("scratch")).unwrap();
     let err = store.prepare(&img).unwrap_err();
-    let chain = format!("{:?}", anyhow_chain(&err));
+    let chain = common::chain(&err);
     assert!(chain.contains("tampered with or corrupted"), "{chain}");
     let names = |d: &str| -> Vec<String> {
         std::fs::read_dir(t.path().join("store").join(d))
@@ -180,17 +180,6 @@ fn a_corrupted_layer_is_refused_and_nothing_is_stored() {
     );
     assert!(names("tmp").is_empty(), "{:?}", names("tmp"));
     assert!(names("images").is_empty());
-}
-
-fn anyhow_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 #[test]
