@@ -3,11 +3,23 @@
 # Debian's busybox-static. There is no registry access on these machines; this is the demo and
 # test image.
 #
-# usage: scripts/make-busybox-image.sh OUT_DIR [--tar OUT.tar]
+# With --data MIB:FILES a second (uncompressed) layer adds FILES files of random bytes, MIB MiB
+# in all, under /data: the synthetic "real-size" image of the image-store benchmark.
+#
+# usage: scripts/make-busybox-image.sh OUT_DIR [--tar OUT.tar] [--data MIB:FILES]
 set -euo pipefail
-out=${1:?usage: make-busybox-image.sh OUT_DIR [--tar OUT.tar]}
+usage="usage: make-busybox-image.sh OUT_DIR [--tar OUT.tar] [--data MIB:FILES]"
+out=${1:?$usage}
+shift
 tarball=
-if [ "${2:-}" = "--tar" ]; then tarball=${3:?--tar needs a file name}; fi
+data=
+while [ $# -gt 0 ]; do
+  case $1 in
+    --tar) tarball=${2:?--tar needs a file name}; shift 2 ;;
+    --data) data=${2:?--data needs MIB:FILES}; shift 2 ;;
+    *) echo "$usage" >&2; exit 2 ;;
+  esac
+done
 busybox=/bin/busybox
 [ -x "$busybox" ] || { echo "error: $busybox not found: apt-get install busybox-static" >&2; exit 1; }
 
@@ -35,13 +47,29 @@ put_blob() { # file -> prints digest
 }
 layer_digest=$(put_blob "$work/layer.tar.gz")
 layer_size=$(stat -c %s "$work/layer.tar.gz")
+diff_ids="\"sha256:$diff_id\""
+layers="{\"mediaType\":\"application/vnd.oci.image.layer.v1.tar+gzip\",\"digest\":\"sha256:$layer_digest\",\"size\":$layer_size}"
+if [ -n "$data" ]; then
+  mib=${data%%:*}; files=${data##*:}
+  mkdir -p "$work/data/data"
+  # split writes every file from one stream: 10,000 files in a second, not 10,000 processes.
+  head -c $((mib * 1024 * 1024)) /dev/urandom |
+    (cd "$work/data/data" && split -a 6 -d -b $(( (mib * 1024 * 1024 + files - 1) / files )) - f)
+  tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -C "$work/data" -cf "$work/data.tar" .
+  rm -rf "$work/data"
+  data_digest=$(put_blob "$work/data.tar")
+  data_size=$(stat -c %s "$work/data.tar")
+  rm "$work/data.tar"
+  diff_ids="$diff_ids,\"sha256:$data_digest\""
+  layers="$layers,{\"mediaType\":\"application/vnd.oci.image.layer.v1.tar\",\"digest\":\"sha256:$data_digest\",\"size\":$data_size}"
+fi
 cat > "$work/config.json" <<JSON
-{"architecture":"amd64","os":"linux","config":{"Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],"Cmd":["sh"],"WorkingDir":"/"},"rootfs":{"type":"layers","diff_ids":["sha256:$diff_id"]},"history":[{"created_by":"scripts/make-busybox-image.sh"}]}
+{"architecture":"amd64","os":"linux","config":{"Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],"Cmd":["sh"],"WorkingDir":"/"},"rootfs":{"type":"layers","diff_ids":[$diff_ids]},"history":[{"created_by":"scripts/make-busybox-image.sh"}]}
 JSON
 config_digest=$(put_blob "$work/config.json")
 config_size=$(stat -c %s "$work/config.json")
 cat > "$work/manifest.json" <<JSON
-{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:$config_digest","size":$config_size},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"sha256:$layer_digest","size":$layer_size}]}
+{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:$config_digest","size":$config_size},"layers":[$layers]}
 JSON
 manifest_digest=$(put_blob "$work/manifest.json")
 manifest_size=$(stat -c %s "$work/manifest.json")

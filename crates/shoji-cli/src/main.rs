@@ -25,7 +25,7 @@ struct Cli {
 enum Command {
     #[command(flatten)]
     Runtime(cmd::runtime::RuntimeCommand),
-    /// Build the guest image (kernel + initramfs with shoji-agent as /init)
+    /// The guest image (`build`) and the image store (`load`, `ls`, `rm`, `prune`)
     #[command(subcommand)]
     Image(cmd::image::ImageCommand),
     /// Store, serve, forward, inspect and export traces

@@ -60,15 +60,24 @@ pub struct LayerStats {
 pub struct ApplyOptions {
     /// Set owners from the layer (needs root); otherwise files belong to the caller.
     pub same_owner: bool,
+    /// The layer is unpacked alone, into an empty directory that will be an overlayfs lower
+    /// layer: a whiteout becomes an overlayfs whiteout (a character device 0/0, needs root)
+    /// and an opaque marker the `trusted.overlay.opaque` attribute of its directory, instead
+    /// of removing what lower layers hold.
+    pub overlay_whiteouts: bool,
 }
 
 impl Default for ApplyOptions {
     fn default() -> Self {
         Self {
             same_owner: rustix::process::geteuid().is_root(),
+            overlay_whiteouts: false,
         }
     }
 }
+
+/// What overlayfs reads as "this directory hides the lower layers' contents".
+pub const OVERLAY_OPAQUE_XATTR: &str = "trusted.overlay.opaque";
 
 const OPAQUE: &[u8] = b".wh..wh..opq";
 const WHITEOUT: &[u8] = b".wh.";
@@ -141,6 +150,9 @@ impl Applier<'_> {
         let bytes = name.as_bytes();
         if bytes == OPAQUE {
             self.stats.whiteouts += 1;
+            if self.opts.overlay_whiteouts {
+                return self.overlay_opaque(&parent, &rel);
+            }
             return self.opaque(&parent, &rel);
         }
         if bytes.starts_with(b".wh..wh.") {
@@ -148,6 +160,9 @@ impl Applier<'_> {
         }
         if let Some(hidden) = bytes.strip_prefix(WHITEOUT) {
             self.stats.whiteouts += 1;
+            if self.opts.overlay_whiteouts {
+                return self.overlay_whiteout(&parent, OsStr::from_bytes(hidden), &rel);
+            }
             return self.whiteout(&parent, OsStr::from_bytes(hidden), &rel);
         }
         let kind = entry.header().entry_type();
@@ -411,6 +426,62 @@ impl Applier<'_> {
         };
         self.clear_lower(dir.as_fd(), 0)
             .map_err(|e| self.err("apply opaque whiteout", rel, e))
+    }
+
+    /// The parent of an overlayfs whiteout or opaque marker, made if missing (it belongs to
+    /// this layer then).
+    fn marker_dir(&mut self, parent: &RelPath, rel: &RelPath) -> Result<OwnedFd, ApplyError> {
+        let mut made = Vec::new();
+        let dir = self
+            .root
+            .ensure_dir(parent, &mut |fd| {
+                if let Ok(st) = rustix::fs::fstat(fd) {
+                    made.push((st.st_dev, st.st_ino));
+                }
+            })
+            .map_err(|e| self.err("create the directory of whiteout", rel, e))?;
+        self.created.extend(made);
+        Ok(dir)
+    }
+
+    /// `.wh.NAME` as overlayfs writes it: a character device 0/0 named NAME. The OCI rules say
+    /// a whiteout hides only lower layers, so a NAME this layer made itself stays.
+    fn overlay_whiteout(
+        &mut self,
+        parent: &RelPath,
+        hidden: &OsStr,
+        rel: &RelPath,
+    ) -> Result<(), ApplyError> {
+        if hidden.is_empty() || hidden == "." || hidden == ".." || hidden.as_bytes().contains(&b'/')
+        {
+            return Err(ApplyError::BadEntry {
+                path: rel.to_string(),
+                reason: "whiteout of no name".into(),
+            });
+        }
+        let dir = self.marker_dir(parent, rel)?;
+        match rustix::fs::statat(&dir, hidden, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(_) => return Ok(()),
+            Err(rustix::io::Errno::NOENT) => {}
+            Err(e) => return Err(self.err("inspect", rel, e.into())),
+        }
+        rustix::fs::mknodat(
+            &dir,
+            hidden,
+            FileType::CharacterDevice,
+            Mode::from_raw_mode(0o600),
+            rustix::fs::makedev(0, 0),
+        )
+        .map_err(|e| self.err("create overlay whiteout", rel, e.into()))?;
+        self.remember(&dir, hidden);
+        Ok(())
+    }
+
+    /// `.wh..wh..opq` as overlayfs writes it: the directory marked opaque.
+    fn overlay_opaque(&mut self, parent: &RelPath, rel: &RelPath) -> Result<(), ApplyError> {
+        let dir = self.marker_dir(parent, rel)?;
+        rustix::fs::fsetxattr(&dir, OVERLAY_OPAQUE_XATTR, b"y", XattrFlags::empty())
+            .map_err(|e| self.err("mark opaque", rel, e.into()))
     }
 
     /// The directory a whiteout applies to; `None` if it does not exist (nothing to hide).

@@ -111,6 +111,20 @@ impl fmt::Display for Digest {
     }
 }
 
+/// Written as `algorithm:hex`, and parsed as strictly when read back.
+impl serde::Serialize for Digest {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Digest {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Digest::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
 enum Hasher {
     Sha256(sha2::Sha256),
     Sha512(sha2::Sha512),

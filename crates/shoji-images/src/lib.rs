@@ -14,6 +14,7 @@ pub mod archive;
 pub mod digest;
 pub mod layout;
 pub mod root;
+pub mod store;
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
@@ -25,6 +26,7 @@ pub use apply::{ApplyError, ApplyOptions, LayerStats};
 pub use digest::{Digest, DigestError};
 pub use layout::{LayerBlob, LayoutError};
 pub use root::{RelPath, Root};
+pub use store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {

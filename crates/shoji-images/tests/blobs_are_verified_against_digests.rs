@@ -3,18 +3,7 @@
 
 mod common;
 
-use common::{layer, oci_layout, sha, Host, Opts, E};
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
+use common::{chain, layer, oci_layout, sha, Host, Opts, E};
 
 #[test]
 fn a_tampered_layer_is_refused_with_both_digests_named() {

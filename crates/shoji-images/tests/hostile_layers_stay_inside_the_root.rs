@@ -5,7 +5,7 @@ mod common;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
-use common::{layer, snapshot, Host, E};
+use common::{chain, layer, snapshot, Host, E};
 
 #[test]
 fn whiteout_through_a_symlink_leaves_host_files_alone() {
@@ -225,15 +225,4 @@ fn modes_setuid_and_extended_attributes_are_kept() {
             "trusted.* must be dropped"
         );
     }
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }

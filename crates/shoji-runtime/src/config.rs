@@ -156,6 +156,8 @@ pub struct RuntimeConfig {
     /// Most bytes each log stream of a sandbox keeps (`console.log`, `stdout.log`,
     /// `stderr.log`, each process's part of `sandbox.log`), e.g. "64M"; the rest is dropped.
     pub log_max_size: Option<String>,
+    /// Where image layers are unpacked once and shared (default `<data dir>/images`).
+    pub image_store: Option<PathBuf>,
 }
 
 impl RuntimeConfig {
@@ -257,6 +259,9 @@ pub struct Config {
     pub source: Option<PathBuf>,
 }
 
+/// The image store of a caller that set none (the `shoji` command always sets one).
+pub const DEFAULT_IMAGE_STORE: &str = "/var/lib/shoji/images";
+
 impl Config {
     /// Loads `explicit` if given (it must exist), else the system file if it exists, else the
     /// defaults; then applies the environment where the file left a key unset.
@@ -313,6 +318,16 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The image store: `[runtime] image_store`. The `shoji` command sets it, when the file
+    /// does not, to `images` in its data directory (`--data-dir`, `$SHOJI_DATA_DIR`, ...);
+    /// [`DEFAULT_IMAGE_STORE`] is for other callers.
+    pub fn image_store(&self) -> PathBuf {
+        self.runtime
+            .image_store
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_IMAGE_STORE))
     }
 
     /// Where this configuration came from, for `shoji env` and error messages.

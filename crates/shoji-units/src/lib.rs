@@ -46,6 +46,11 @@ pub fn parse_size(text: &str) -> Result<u64, UnitError> {
         .map_err(|_| bad())
 }
 
+/// A size for people to read, in the same binary units [`parse_size`] reads: `1.2 MiB`.
+pub fn fmt_size(bytes: u64) -> String {
+    bytesize::ByteSize::b(bytes).display().iec().to_string()
+}
+
 /// Nanoseconds in a duration like `250ms`, `1.5s`, `10m`, `2h`, `7d`; a bare number is seconds.
 pub fn parse_duration(text: &str) -> Result<u64, UnitError> {
     let t = text.trim();
@@ -126,6 +131,13 @@ pub fn now_rfc3339() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_print_in_binary_units() {
+        assert_eq!(fmt_size(512), "512 B");
+        assert_eq!(fmt_size(3 << 20), "3.0 MiB");
+        assert_eq!(parse_size("3M").unwrap(), 3 << 20);
+    }
 
     #[test]
     fn durations_parse() {

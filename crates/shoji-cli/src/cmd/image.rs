@@ -5,6 +5,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
+use shoji_images::{Image, Store};
+
 use super::GlobalArgs;
 
 #[derive(Debug, clap::Subcommand)]
@@ -12,6 +14,46 @@ pub enum ImageCommand {
     /// Build the guest image: a kernel (Shoji's own, built once from Debian's linux-source-6.1
     /// and cached) and an initramfs with shoji-agent as /init
     Build(BuildArgs),
+    /// Unpack an OCI image (layout directory or archive) into the image store, each layer
+    /// once, without running it
+    Load(LoadArgs),
+    /// List the images in the image store, their layers and sizes
+    #[command(alias = "list")]
+    Ls(LsArgs),
+    /// Remove an image and those of its layers no other image uses (refused while a running
+    /// sandbox uses one of them)
+    Rm(RmArgs),
+    /// Remove what interrupted unpacks left and layers no image names; with --all, every
+    /// image no running sandbox uses
+    Prune(PruneArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LoadArgs {
+    /// OCI image layout directory, OCI archive or docker-save archive
+    pub image: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LsArgs {
+    /// List the layers (their digests, sizes and whether a running sandbox uses them)
+    #[arg(long)]
+    pub layers: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RmArgs {
+    /// The image: its configuration digest (or 4 or more of its first hex digits, as `ls`
+    /// shows them), or the path it was run from
+    #[arg(required = true)]
+    pub images: Vec<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PruneArgs {
+    /// Also remove every image none of whose layers a running sandbox uses
+    #[arg(long)]
+    pub all: bool,
 }
 
 /// Which kernel the guest image boots.
@@ -50,40 +92,183 @@ pub struct BuildArgs {
 }
 
 impl ImageCommand {
-    pub fn run(self, _global: &GlobalArgs) -> anyhow::Result<ExitCode> {
-        let ImageCommand::Build(a) = self;
-        let agent = match a.agent {
-            Some(p) => p,
-            None => shoji_image::default_agent(
-                &std::env::current_exe().context("while locating the shoji executable")?,
-            )
-            .context("while looking for the static agent binary")?,
-        };
-        let kernel = match (a.kernel, &a.kernel_package) {
+    pub fn run(self, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+        match self {
+            ImageCommand::Build(a) => build(a),
+            ImageCommand::Load(a) => load(a, global),
+            ImageCommand::Ls(a) => ls(a, global),
+            ImageCommand::Rm(a) => rm(a, global),
+            ImageCommand::Prune(a) => prune(a, global),
+        }
+    }
+}
+
+fn open_store(global: &GlobalArgs) -> anyhow::Result<Store> {
+    let config = super::load_config(global)?;
+    // A killed `shoji run` no longer uses its layers: reclaiming it first lets rm and prune
+    // remove them.
+    shoji_runtime::reclaim::reclaim_abandoned(&shoji_runtime::sandbox::sandbox_root(&config));
+    let root = config.image_store();
+    Store::open(&root).with_context(|| format!("while opening the image store {}", root.display()))
+}
+
+fn short(d: &shoji_images::Digest) -> &str {
+    &d.hex()[..12]
+}
+
+fn load(a: LoadArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+    let store = open_store(global)?;
+    let start = std::time::Instant::now();
+    // A gzip archive is decompressed into an unnamed file there (gone when `img` is dropped).
+    let img = Image::open(&a.image, &store.root().join("tmp"))
+        .with_context(|| format!("while reading image {}", a.image.display()))?;
+    let prepared = store
+        .prepare(&img)
+        .with_context(|| format!("while loading image {}", a.image.display()))?;
+    println!(
+        "{}: {} layers, {} unpacked in {:.2} s",
+        short(img.config_digest()),
+        prepared.layers.len(),
+        prepared.unpacked,
+        start.elapsed().as_secs_f64()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn ls(a: LsArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+    let store = open_store(global)?;
+    let layers = store.layers()?;
+    if a.layers {
+        println!(
+            "{:<19} {:>10} {:>8}  {:<7} UNPACKED",
+            "LAYER", "SIZE", "FILES", "IN USE"
+        );
+        for l in &layers {
+            println!(
+                "{:<19} {:>10} {:>8}  {:<7} {}",
+                format!(
+                    "{}:{}",
+                    l.record.diff_id.algorithm_name(),
+                    short(&l.record.diff_id)
+                ),
+                shoji_units::fmt_size(l.record.bytes),
+                l.record.entries,
+                if l.in_use { "yes" } else { "no" },
+                l.record.unpacked
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let images = store.images()?;
+    println!(
+        "{:<12}  {:>6} {:>10}  {:<7} {:<20} SOURCE",
+        "IMAGE", "LAYERS", "SIZE", "IN USE", "LAST USED"
+    );
+    for img in &images {
+        let mine: Vec<_> = layers
+            .iter()
+            .filter(|l| img.layers.contains(&l.record.diff_id))
+            .collect();
+        let size: u64 = mine.iter().map(|l| l.record.bytes).sum();
+        let missing = img.layers.len() - mine.len();
+        println!(
+            "{:<12}  {:>6} {:>10}  {:<7} {:<20} {}{}",
+            short(&img.config_digest),
+            img.layers.len(),
+            shoji_units::fmt_size(size),
+            if mine.iter().any(|l| l.in_use) {
+                "yes"
+            } else {
+                "no"
+            },
+            img.last_used,
+            img.source.display(),
+            if missing > 0 {
+                format!(" ({missing} layers not in the store: unpacked again on next use)")
+            } else {
+                String::new()
+            }
+        );
+    }
+    let total: u64 = layers.iter().map(|l| l.record.bytes).sum();
+    eprintln!(
+        "{} images, {} layers, {} in {}",
+        images.len(),
+        layers.len(),
+        shoji_units::fmt_size(total),
+        store.root().display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn rm(a: RmArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+    let store = open_store(global)?;
+    for id in &a.images {
+        let r = store
+            .remove_image(id)
+            .with_context(|| format!("while removing image {id}"))?;
+        println!(
+            "removed {id}: {} layers, {}",
+            r.layers,
+            shoji_units::fmt_size(r.bytes)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn prune(a: PruneArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+    let store = open_store(global)?;
+    let r = store
+        .prune(a.all)
+        .context("while pruning the image store")?;
+    println!(
+        "removed {} images, {} layers ({}), {} leftovers of interrupted unpacks",
+        r.images,
+        r.layers,
+        shoji_units::fmt_size(r.bytes),
+        r.partial
+    );
+    if r.kept_in_use > 0 {
+        println!(
+            "kept {} images whose layers running sandboxes use",
+            r.kept_in_use
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn build(a: BuildArgs) -> anyhow::Result<ExitCode> {
+    let agent = match a.agent {
+        Some(p) => p,
+        None => shoji_image::default_agent(
+            &std::env::current_exe().context("while locating the shoji executable")?,
+        )
+        .context("while looking for the static agent binary")?,
+    };
+    let kernel = match (a.kernel, &a.kernel_package) {
             (Some(KernelArg::Shoji), Some(p)) => anyhow::bail!(
                 "--kernel-package {p} names a Debian kernel package, but --kernel shoji builds Shoji's kernel; use --kernel debian with it"
             ),
             (Some(KernelArg::Shoji), None) | (None, None) => shoji_image::KernelChoice::Shoji,
             (Some(KernelArg::Debian), _) | (None, Some(_)) => shoji_image::KernelChoice::Debian,
         };
-        let opts = shoji_image::BuildOptions {
-            out: a.out.unwrap_or_else(shoji_image::guest_dir),
-            agent,
-            kernel,
-            kernel_package: a.kernel_package,
-            kernel_cache: shoji_image::kbuild::cache_root(),
-            force: a.force,
-            rebuild_kernel: a.rebuild_kernel,
-        };
-        let start = std::time::Instant::now();
-        let img = shoji_image::build(&opts, &mut |line| eprintln!("  {line}"))
-            .context("while building the guest image")?;
-        eprintln!(
-            "guest image ready in {:.1} s: {} and {}",
-            start.elapsed().as_secs_f64(),
-            img.kernel.display(),
-            img.initrd.display()
-        );
-        Ok(ExitCode::SUCCESS)
-    }
+    let opts = shoji_image::BuildOptions {
+        out: a.out.unwrap_or_else(shoji_image::guest_dir),
+        agent,
+        kernel,
+        kernel_package: a.kernel_package,
+        kernel_cache: shoji_image::kbuild::cache_root(),
+        force: a.force,
+        rebuild_kernel: a.rebuild_kernel,
+    };
+    let start = std::time::Instant::now();
+    let img = shoji_image::build(&opts, &mut |line| eprintln!("  {line}"))
+        .context("while building the guest image")?;
+    eprintln!(
+        "guest image ready in {:.1} s: {} and {}",
+        start.elapsed().as_secs_f64(),
+        img.kernel.display(),
+        img.initrd.display()
+    );
+    Ok(ExitCode::SUCCESS)
 }

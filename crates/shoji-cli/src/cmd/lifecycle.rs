@@ -130,9 +130,7 @@ pub struct SandboxArgs {
 }
 
 fn load_config(global: &GlobalArgs) -> anyhow::Result<shoji_runtime::config::Config> {
-    Ok(shoji_runtime::config::Config::load(
-        global.config.as_deref(),
-    )?)
+    super::load_config(global)
 }
 
 /// A small runtime for a client command: a few socket round trips.

@@ -20,3 +20,13 @@ pub struct GlobalArgs {
     #[arg(long, global = true, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
 }
+
+/// The configuration (flag, file, environment), with the image store in the data directory
+/// when the file names none.
+pub fn load_config(global: &GlobalArgs) -> anyhow::Result<shoji_runtime::config::Config> {
+    let mut config = shoji_runtime::config::Config::load(global.config.as_deref())?;
+    config.runtime.image_store.get_or_insert_with(|| {
+        shoji_trace::data_dir::resolve(global.data_dir.as_deref()).join("images")
+    });
+    Ok(config)
+}

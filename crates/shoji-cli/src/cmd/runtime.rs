@@ -172,7 +172,7 @@ fn gc(global: &GlobalArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn load_config(global: &GlobalArgs) -> anyhow::Result<Config> {
-    Ok(Config::load(global.config.as_deref())?)
+    super::load_config(global)
 }
 
 impl RunArgs {

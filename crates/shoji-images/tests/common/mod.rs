@@ -264,3 +264,15 @@ impl Host {
         shoji_images::unpack(&img, &self.scratch(), &self.root()).map(|_| ())
     }
 }
+
+/// An error and its sources, as one line.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

@@ -226,8 +226,8 @@ async fn create(
     let opts = BootOptions::for_process(config, &req.process, req.agent_tracing(config))?;
     let bins = Binaries::locate(config)?;
     let (spec, rootfs) =
-        info_span!("image.unpack", source = "runtime", subsystem = "image", sandbox_id = %id)
-            .in_scope(|| prepare_rootfs(&req.source, &sb, &id, &req.process))?;
+        info_span!("image.unpack", source = "runtime", subsystem = "image", sandbox_id = %id, image.layers.unpacked = tracing::field::Empty)
+            .in_scope(|| prepare_rootfs(&req.source, &sb, &id, &req.process, &config.image_store()))?;
     let spec_json = serde_json::to_vec_pretty(&spec)
         .map_err(|e| BootError::Spec(SpecError::Build(e.to_string())))?;
     // The spec actually used: with an image or a rootfs, the state directory is the bundle.

@@ -70,6 +70,9 @@ pub struct SandboxDir {
     pub id: String,
     path: PathBuf,
     keep: bool,
+    /// The image-store layers its containers use, leased until the directory (and with it
+    /// every overlay on them) is gone.
+    leases: std::sync::Mutex<Vec<shoji_images::store::LayerLease>>,
 }
 
 impl SandboxDir {
@@ -86,6 +89,7 @@ impl SandboxDir {
             id: id.to_string(),
             path,
             keep: std::env::var_os("SHOJI_KEEP_SANDBOX").is_some(),
+            leases: Default::default(),
         })
     }
 
@@ -165,6 +169,61 @@ impl SandboxDir {
         Ok(())
     }
 
+    /// Container `container_id`'s root filesystem as an overlay of image-store `layers`
+    /// (lowest first) with a writable layer of its own (`overlay/<id>/upper` and `work`,
+    /// outside the share, so the guest never reaches them behind the overlay's back), mounted
+    /// `nosuid,nodev` at [`SandboxDir::container_rootfs`], where [`Self::share_rootfs`] would
+    /// bind one. `lease` keeps the layers from being removed while this directory lives.
+    /// Root only.
+    pub fn mount_image_layers(
+        &self,
+        container_id: &str,
+        layers: &[PathBuf],
+        lease: shoji_images::store::LayerLease,
+    ) -> Result<SharedRootfs, SandboxError> {
+        self.make_share()?;
+        let dst = self.container_rootfs(container_id);
+        let overlay = self.path.join("overlay").join(container_id);
+        let (upper, work) = (overlay.join("upper"), overlay.join("work"));
+        let private = [
+            self.path.join("overlay"),
+            overlay.clone(),
+            dst.parent().unwrap_or(&dst).to_path_buf(),
+        ];
+        for d in &private {
+            match private_fs::create_private_dir(d) {
+                Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                    return Err(SandboxError::MountPoint {
+                        path: d.clone(),
+                        source: e,
+                    })
+                }
+                _ => {}
+            }
+        }
+        // The upper directory is the container's `/`: its mode is what the guest sees there.
+        for (d, mode) in [(&upper, 0o755), (&work, 0o700), (&dst, 0o755)] {
+            match std::fs::DirBuilder::new().mode(mode).create(d) {
+                Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                    return Err(SandboxError::MountPoint {
+                        path: d.clone(),
+                        source: e,
+                    })
+                }
+                _ => {}
+            }
+        }
+        mounts::mount_overlay(layers, &upper, &work, &dst)?;
+        if let Ok(mut l) = self.leases.lock() {
+            l.push(lease);
+        }
+        Ok(SharedRootfs {
+            share: self.shared(),
+            host: dst,
+            in_share: format!("{container_id}/rootfs"),
+        })
+    }
+
     /// Takes over `root/id`, made by someone else (`shoji create` makes it, so that a second
     /// create of the same id fails); removed on drop like one this process made.
     pub fn adopt(root: &Path, id: &str) -> Self {
@@ -172,6 +231,7 @@ impl SandboxDir {
             id: id.to_string(),
             path: root.join(id),
             keep: std::env::var_os("SHOJI_KEEP_SANDBOX").is_some(),
+            leases: Default::default(),
         }
     }
 
@@ -234,6 +294,7 @@ pub fn remove_sandbox_dir(dir: &Path) -> std::io::Result<()> {
 }
 
 impl Drop for SandboxDir {
+    // The leases are fields: they are released after this body has detached the overlays.
     fn drop(&mut self) {
         if self.keep {
             // Kept for a look: not reclaimed, but no mount outlives its owner.

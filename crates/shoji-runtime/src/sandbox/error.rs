@@ -14,6 +14,8 @@ pub enum BootError {
     Sandbox(#[from] super::SandboxError),
     #[error("reading the image")]
     Image(#[from] image::ImageError),
+    #[error("putting the image's layers in the image store")]
+    Store(#[from] shoji_images::StoreError),
     #[error("building the container's runtime spec")]
     Spec(#[from] spec::SpecError),
     #[error("starting a sandbox process")]

@@ -17,6 +17,23 @@ pub enum MountError {
         #[source]
         source: nix::Error,
     },
+    #[error("cannot mount an overlay of {layers} image layers onto {dst} nosuid,nodev")]
+    Overlay {
+        layers: usize,
+        dst: PathBuf,
+        #[source]
+        source: nix::Error,
+    },
+    #[error(
+        "the overlay of {layers} image layers onto {dst} needs {len} bytes of mount options, \
+         more than the kernel takes ({max}); move the image store to a shorter path"
+    )]
+    OverlayOptions {
+        layers: usize,
+        dst: PathBuf,
+        len: usize,
+        max: usize,
+    },
     #[error("cannot make {dir} a shared mount of its own")]
     Propagation {
         dir: PathBuf,
@@ -48,6 +65,52 @@ pub fn bind_nosuid(src: &Path, dst: &Path) -> Result<(), MountError> {
         return Err(err(e));
     }
     Ok(())
+}
+
+/// The kernel copies at most one page of legacy mount options.
+const MAX_MOUNT_OPTIONS: usize = 4095;
+
+/// Mounts an overlayfs on `dst`, `nosuid,nodev` from the start: `lower` (lowest first: the
+/// image's layers in the store, never written), `upper` and `work` (empty directories on one
+/// filesystem, the container's own). Layer paths must not contain `,` `:` or `\` (the image
+/// store refuses such a root).
+pub fn mount_overlay(
+    lower: &[PathBuf],
+    upper: &Path,
+    work: &Path,
+    dst: &Path,
+) -> Result<(), MountError> {
+    let lowerdir: Vec<String> = lower
+        .iter()
+        .rev()
+        .map(|p| p.display().to_string())
+        .collect();
+    let data = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lowerdir.join(":"),
+        upper.display(),
+        work.display()
+    );
+    if data.len() > MAX_MOUNT_OPTIONS {
+        return Err(MountError::OverlayOptions {
+            layers: lower.len(),
+            dst: dst.to_path_buf(),
+            len: data.len(),
+            max: MAX_MOUNT_OPTIONS,
+        });
+    }
+    mount(
+        Some("overlay"),
+        dst,
+        Some("overlay"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some(data.as_str()),
+    )
+    .map_err(|source| MountError::Overlay {
+        layers: lower.len(),
+        dst: dst.to_path_buf(),
+        source,
+    })
 }
 
 /// Makes `dir` a mount of its own (bound onto itself, `nosuid,nodev`), in a new shared peer

@@ -1,9 +1,14 @@
 //! The container's root filesystem and runtime spec, from an image, a bundle or a bare rootfs.
+//! As root an image's layers come from the image store (each unpacked once, shared) under an
+//! overlay with a writable layer of the container's own (ADR 018); without root it is
+//! unpacked into the sandbox directory, as no overlay can be mounted.
 
 use std::path::{Path, PathBuf};
 
+use shoji_images::{Image, Store};
+
 use super::dir::SharedRootfs;
-use super::{BootError, SandboxDir};
+use super::{mounts, BootError, SandboxDir};
 use crate::image;
 use crate::spec::ProcessOptions;
 
@@ -61,8 +66,30 @@ pub fn image_rootfs(sb: &SandboxDir, container_id: &str) -> Result<SharedRootfs,
     Ok(sb.share_rootfs(container_id, &rootfs)?)
 }
 
+/// The image's layers from the store at `store` (unpacked there if missing, verified), under
+/// an overlay mounted at container `container_id`'s root filesystem in the sandbox's share,
+/// with the container's own writable layer; and the spec. Root only ([`mounts::can_mount`]).
+pub fn image_from_store(
+    path: &Path,
+    store: &Path,
+    sb: &SandboxDir,
+    container_id: &str,
+    opts: &ProcessOptions,
+) -> Result<(oci_spec::runtime::Spec, SharedRootfs), BootError> {
+    let work = sb.path().join("image");
+    let img = Image::open(path, &work)?;
+    let prepared = Store::open(store)?.prepare(&img)?;
+    tracing::Span::current().record("image.layers.unpacked", prepared.unpacked);
+    let rootfs = sb.mount_image_layers(container_id, &prepared.layers, prepared.lease)?;
+    let spec = crate::spec::from_image(img.config(), &rootfs.host, opts)?;
+    drop(img);
+    let _ = std::fs::remove_dir_all(&work);
+    Ok((spec, rootfs))
+}
+
 /// The spec and container `container_id`'s root filesystem in the sandbox's share for
-/// `source`: an image is unpacked into it; a bundle's or a bare rootfs is bind-mounted there.
+/// `source`: an image comes from the image store `store` under an overlay (as root; else it
+/// is unpacked into the sandbox directory); a bundle's or a bare rootfs is bind-mounted there.
 /// Either way the host reaches it only through a `nosuid,nodev` mount (when Shoji runs as
 /// root).
 pub fn prepare_rootfs(
@@ -70,8 +97,12 @@ pub fn prepare_rootfs(
     sb: &SandboxDir,
     container_id: &str,
     opts: &ProcessOptions,
+    store: &Path,
 ) -> Result<(oci_spec::runtime::Spec, SharedRootfs), BootError> {
     Ok(match source {
+        RootSource::Image(path) if mounts::can_mount() => {
+            image_from_store(path, store, sb, container_id, opts)?
+        }
         RootSource::Image(path) => {
             let rootfs = image_rootfs(sb, container_id)?;
             let spec = unpack_image(path, &sb.path().join("image"), &rootfs.host, opts)?;
