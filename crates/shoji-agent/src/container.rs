@@ -35,6 +35,8 @@ pub enum ContainerError {
     Security(#[from] crate::security::SecurityError),
     #[error("cgroup {path}: {err}")]
     Cgroup { path: PathBuf, err: std::io::Error },
+    #[error(transparent)]
+    Mounts(#[from] crate::mounts::MountError),
     #[error("container file {path:?}: {reason}")]
     File { path: String, reason: String },
 }
@@ -83,6 +85,12 @@ fn stage_files(
         out.push((staged, path.clone()));
     }
     Ok(out)
+}
+
+/// The container's directory in the shared virtio-fs share: bind sources of its spec are
+/// relative to it.
+pub fn share_dir(id: &str) -> PathBuf {
+    PathBuf::from(format!("/run/shoji/shared/{id}"))
 }
 
 /// One process of a container.
@@ -366,6 +374,7 @@ impl Container {
             let security = crate::security::process_plan(process, seccomp.as_deref())?;
             (seccomp, security, crate::security::root_plan(spec)?)
         };
+        let (mounts, shm_options) = crate::mounts::plan(spec, &share_dir(id))?;
         let cfg = InitConfig {
             user: process.user().username().clone(),
             security,
@@ -382,6 +391,8 @@ impl Container {
             rlimits: crate::init::rlimits_of(process),
             enter_pid: None,
             files,
+            mounts,
+            shm_options,
         };
         {
             let _s = tracing::info_span!(
@@ -498,6 +509,8 @@ impl Container {
             security,
             root_security: Default::default(),
             files: Vec::new(),
+            mounts: Vec::new(),
+            shm_options: None,
         };
         let mut p = spawn_init(&cfg, ports, reaper)?;
         write_cgroup(&self.cgroup, "cgroup.procs", &p.pid.to_string())?;

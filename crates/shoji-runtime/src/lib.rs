@@ -29,4 +29,5 @@ pub mod seccomp;
 pub mod signals;
 pub mod spec;
 pub mod stdio;
+pub mod volumes;
 pub mod vsock;

@@ -58,6 +58,8 @@ pub enum RunError {
     Sandbox(#[from] BootError),
     #[error(transparent)]
     Network(#[from] crate::network::NetworkError),
+    #[error(transparent)]
+    Volume(#[from] crate::volumes::VolumeError),
     #[error("invalid --name {name:?}: {reason}")]
     InvalidName { name: String, reason: &'static str },
 }
@@ -93,6 +95,7 @@ pub async fn run(
         })?;
     }
     req.network.validate()?;
+    crate::volumes::check(&req.process.mounts, &[sandbox::sandbox_root(config)])?;
     if let Some(name) = &req.container_id {
         req.network.hostname_for(name)?;
     }

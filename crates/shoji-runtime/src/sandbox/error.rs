@@ -18,6 +18,10 @@ pub enum BootError {
     #[error(transparent)]
     Process(#[from] process::ProcessError),
     #[error(transparent)]
+    Volume(#[from] crate::volumes::VolumeError),
+    #[error(transparent)]
+    Stage(#[from] crate::volumes::StageError),
+    #[error(transparent)]
     Helper(#[from] helpers::HelperError),
     #[error(transparent)]
     Hypervisor(#[from] hypervisor::HypervisorError),

@@ -61,7 +61,7 @@ pub fn prepare_rootfs(
     sb: &SandboxDir,
     opts: &ProcessOptions,
 ) -> Result<(oci_spec::runtime::Spec, PathBuf), BootError> {
-    Ok(match source {
+    let (spec, rootfs) = match source {
         RootSource::Image(path) => {
             let rootfs = image_rootfs(sb)?;
             let spec = unpack_image(path, &sb.path().join("image"), &rootfs, opts)?;
@@ -79,5 +79,10 @@ pub fn prepare_rootfs(
             }
             (crate::spec::for_rootfs(dir, opts)?, sb.share_rootfs(dir)?)
         }
-    })
+    };
+    // A bundle's own mounts are checked here, before anything boots (the options' mounts were
+    // checked when they were given).
+    let root = sb.path().parent().unwrap_or(sb.path()).to_path_buf();
+    crate::volumes::check(spec.mounts().as_deref().unwrap_or_default(), &[root])?;
+    Ok((spec, rootfs))
 }
