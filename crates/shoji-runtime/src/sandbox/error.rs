@@ -20,7 +20,7 @@ pub enum BootError {
     #[error(transparent)]
     Volume(#[from] crate::volumes::VolumeError),
     #[error(transparent)]
-    Stage(#[from] crate::volumes::StageError),
+    Volumes(#[from] crate::volumes::PrepareError),
     #[error(transparent)]
     Helper(#[from] helpers::HelperError),
     #[error(transparent)]

@@ -394,6 +394,38 @@ fn check_options(m: &Mount, refused: &dyn Fn(String) -> VolumeError) -> Result<(
     Ok(())
 }
 
+/// [`check`] then [`stage`]: what every caller does with a container's mounts before its
+/// sandbox's virtiofsd serves them (`container_dir`: the container's directory in the share).
+pub fn prepare(
+    mounts: &mut [Mount],
+    container_dir: &Path,
+    forbidden: &[PathBuf],
+) -> Result<(), PrepareError> {
+    check(mounts, forbidden)?;
+    stage(mounts, container_dir, forbidden)?;
+    Ok(())
+}
+
+/// [`prepare`] for the mounts of `spec`, rewritten in place.
+pub fn prepare_spec(
+    spec: &mut oci_spec::runtime::Spec,
+    container_dir: &Path,
+    forbidden: &[PathBuf],
+) -> Result<(), PrepareError> {
+    let mut mounts = spec.mounts().clone().unwrap_or_default();
+    prepare(&mut mounts, container_dir, forbidden)?;
+    spec.set_mounts(Some(mounts));
+    Ok(())
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    #[error(transparent)]
+    Check(#[from] VolumeError),
+    #[error(transparent)]
+    Stage(#[from] StageError),
+}
+
 /// Whether a mount's options ask for it read-only (the last of `ro`/`rw` wins).
 pub fn is_readonly(m: &Mount) -> bool {
     m.options()
