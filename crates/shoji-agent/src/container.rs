@@ -1,4 +1,4 @@
-//! Containers in the guest: root filesystem from virtio-fs, a cgroup with the OCI limits, the
+//! Containers in the guest: root filesystem from the sandbox's virtio-fs share, a cgroup with the OCI limits, the
 //! init process started through `__container-init`, stdio on vsock streams to the host.
 
 use std::io::{Read, Write};
@@ -7,7 +7,7 @@ use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::mount::{umount2, MntFlags};
 use oci_spec::runtime::Spec;
 use shoji_protocols::agent::StdioPorts;
 use tokio::sync::watch;
@@ -19,12 +19,8 @@ use crate::reaper::{Reaper, Status};
 pub enum ContainerError {
     #[error("invalid OCI spec: {0}")]
     Spec(String),
-    #[error("cannot mount virtio-fs tag {tag:?} on {path}: {err}")]
-    Mount {
-        tag: String,
-        path: PathBuf,
-        err: nix::Error,
-    },
+    #[error("cannot mount the container's root filesystem")]
+    Rootfs(#[from] crate::share::ShareError),
     #[error("cannot connect stdio to host port {port}: {err}")]
     Stdio { port: u32, err: std::io::Error },
     #[error("cannot start the container init: {0}")]
@@ -85,12 +81,6 @@ fn stage_files(
         out.push((staged, path.clone()));
     }
     Ok(out)
-}
-
-/// The container's directory in the shared virtio-fs share: bind sources of its spec are
-/// relative to it.
-pub fn share_dir(id: &str) -> PathBuf {
-    PathBuf::from(format!("/run/shoji/shared/{id}"))
 }
 
 /// One process of a container.
@@ -335,6 +325,7 @@ impl Container {
         id: &str,
         spec: &Spec,
         rootfs_tag: &str,
+        rootfs_path: &str,
         files: &[(String, Vec<u8>)],
         ports: &StdioPorts,
         reaper: &Reaper,
@@ -374,7 +365,14 @@ impl Container {
             let security = crate::security::process_plan(process, seccomp.as_deref())?;
             (seccomp, security, crate::security::root_plan(spec)?)
         };
-        let (mounts, shm_options) = crate::mounts::plan(spec, &share_dir(id))?;
+        // Bind sources are relative to the container's directory of the share, the parent of
+        // its rootfs there (`<id>/rootfs`; rootless, the share is the rootfs and has none).
+        let share = crate::share::mount_share(rootfs_tag)?;
+        let container_dir = std::path::Path::new(rootfs_path)
+            .parent()
+            .map(|p| share.join(p))
+            .unwrap_or(share);
+        let (mounts, shm_options) = crate::mounts::plan(spec, &container_dir)?;
         let cfg = InitConfig {
             user: process.user().username().clone(),
             security,
@@ -402,18 +400,7 @@ impl Container {
                 container_id = id
             )
             .entered();
-            mount(
-                Some(rootfs_tag),
-                &rootfs,
-                Some("virtiofs"),
-                MsFlags::empty(),
-                None::<&str>,
-            )
-            .map_err(|err| ContainerError::Mount {
-                tag: rootfs_tag.into(),
-                path: rootfs.clone(),
-                err,
-            })?;
+            crate::share::mount_rootfs(rootfs_tag, rootfs_path, &rootfs)?;
         }
         let cgroup = PathBuf::from(format!("/sys/fs/cgroup/{id}"));
         std::fs::create_dir_all(&cgroup).map_err(|err| ContainerError::Cgroup {

@@ -240,10 +240,12 @@ pub fn apply(mounts: &[Opened]) -> Result<(), String> {
                 )
                 .map_err(|e| fail("bind", &e))?;
                 if !flags.is_empty() {
-                    // A bind mount takes its flags from a remount of itself.
+                    // A bind mount takes its flags from a remount of itself: through its path
+                    // (inside the root), now the new mount's root; the descriptor still names
+                    // the directory below it.
                     mount(
                         None::<&str>,
-                        target_path.as_str(),
+                        dst,
                         None::<&str>,
                         MsFlags::MS_BIND | MsFlags::MS_REMOUNT | flags,
                         None::<&str>,
