@@ -147,6 +147,9 @@ pub struct BootParams {
     pub traceparent: Option<String>,
     pub log: String,
     pub launch_ns: u64,
+    /// Which of the agent's spans it exports (`shoji.trace_level`; absent or not a level:
+    /// `debug`, every span, as before levels existed).
+    pub trace_level: shoji_protocols::TraceLevel,
 }
 
 pub fn parse_cmdline(cmdline: &str) -> BootParams {
@@ -164,6 +167,9 @@ pub fn parse_cmdline(cmdline: &str) -> BootParams {
             "shoji.traceparent" => p.traceparent = Some(v.into()),
             "shoji.log" => p.log = v.into(),
             "shoji.launch_ns" => p.launch_ns = v.parse().unwrap_or(0),
+            shoji_protocols::TRACE_LEVEL_CMDLINE_KEY => {
+                p.trace_level = v.parse().unwrap_or_default()
+            }
             _ => {}
         }
     }
@@ -190,5 +196,8 @@ mod tests {
         assert_eq!(p.traceparent.as_deref(), Some("00-aa-bb-01"));
         assert_eq!(p.launch_ns, 42);
         assert_eq!(p.log, "info");
+        assert_eq!(p.trace_level, shoji_protocols::TraceLevel::Debug);
+        let p = parse_cmdline("shoji.trace=1 shoji.trace_level=lifecycle");
+        assert_eq!(p.trace_level, shoji_protocols::TraceLevel::Lifecycle);
     }
 }

@@ -301,6 +301,7 @@ impl AgentService for Agent {
         Ok(agent::ShutdownResponse {
             dropped_spans: dropped,
             exported_spans: exported,
+            level_dropped_spans: shoji_telemetry::levels::dropped_by_level(),
             ..Default::default()
         })
     }

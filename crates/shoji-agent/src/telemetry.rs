@@ -40,14 +40,17 @@ pub fn init(params: &BootParams) {
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
     };
     let console = LogLayer::new(crate::console::PREFIX, crate::console::write_line);
-    if !params.trace {
+    if !params.trace || params.trace_level == shoji_protocols::TraceLevel::Off {
         let _ = tracing_subscriber::registry()
             .with(console.with_filter(console_filter()))
             .try_init();
         return;
     }
-    let (provider, counters, flusher) =
-        shoji_telemetry::guest::provider("shoji-agent", shoji_protocols::TRACE_VSOCK_PORT);
+    let (provider, counters, flusher) = shoji_telemetry::guest::provider(
+        "shoji-agent",
+        shoji_protocols::TRACE_VSOCK_PORT,
+        shoji_telemetry::levels::Levels::all(params.trace_level),
+    );
     let root = params.traceparent.is_none().then(|| {
         let tracer = provider.tracer("shoji-agent");
         let start = std::time::UNIX_EPOCH

@@ -68,6 +68,9 @@ async fn vm_user_names_resolve_in_the_guest_and_hostile_passwd_files_fail_fast()
     std::fs::remove_file(etc.join("passwd")).unwrap();
     let big = "x".repeat(2 << 20);
     std::fs::write(etc.join("passwd"), big).unwrap();
+    // The share stays mounted across containers, and virtiofsd's `--cache auto` lets the guest
+    // keep a name's entry and attributes for one second: wait that out, or the FIFO is seen.
+    std::thread::sleep(Duration::from_millis(1500));
     let (err, _) = vm.create_fails("big", &["true"], user("someone")).await;
     assert!(err.contains("larger than 1048576 bytes"), "{err}");
 

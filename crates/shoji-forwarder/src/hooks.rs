@@ -19,6 +19,11 @@ pub struct TraceHooks {
     forwarder: Option<crate::Forwarder>,
     root_start: Option<SystemTime>,
     past_spans: shoji_telemetry::host::PastSpanRecorder,
+    /// Each request is a trace of its own (the shim under containerd): whether one is sampled
+    /// says nothing of the next, so the forwarder runs whatever the boot's trace decided.
+    per_request_traces: bool,
+    /// The sandbox's one trace was not sampled: nothing was forwarded.
+    sampled_out: bool,
 }
 
 impl TraceHooks {
@@ -33,6 +38,8 @@ impl TraceHooks {
             forwarder: None,
             root_start: None,
             past_spans: telemetry.past_span_recorder(),
+            per_request_traces: false,
+            sampled_out: false,
         }
     }
 
@@ -47,7 +54,23 @@ impl TraceHooks {
             forwarder: None,
             root_start: None,
             past_spans: Default::default(),
+            per_request_traces: false,
+            sampled_out: false,
         }
+    }
+
+    /// Each request makes its own trace, sampled on its own (the shim): the forwarder runs
+    /// for the sandbox's life whatever the boot's trace decided, and the agent samples each
+    /// request's spans on the `traceparent` the request carries.
+    pub fn per_request_traces(mut self) -> Self {
+        self.per_request_traces = true;
+        self
+    }
+
+    /// The sandbox's trace was decided against at its root (head sampling): nothing of it was
+    /// exported, and no agent span was forwarded.
+    pub fn sampled_out(&self) -> bool {
+        self.sampled_out
     }
 
     /// When the root span began (taken just before it was made): recorded with the root, for
@@ -79,6 +102,17 @@ impl shoji_runtime::sandbox::RunHooks for TraceHooks {
             return;
         };
         if !self.agent_tracing {
+            return;
+        }
+        // The root decided against this sandbox's trace: the agent, told so by the sampled
+        // flag of every `traceparent` it gets, exports nothing, and nothing it might send
+        // anyway is taken in.
+        if self.trace_sampled_out() {
+            self.sampled_out = true;
+            tracing::info!(
+                sandbox_id = %sb.id,
+                "trace not sampled: nothing of this sandbox is exported"
+            );
             return;
         }
         let identity = crate::Identity {
@@ -133,6 +167,10 @@ impl shoji_runtime::sandbox::RunHooks for TraceHooks {
         )
     }
 
+    fn trace_sampled_out(&self) -> bool {
+        self.runtime_spans() && !self.per_request_traces && !current_is_sampled()
+    }
+
     fn trace_root(&self) -> Option<TraceRoot> {
         if !self.runtime_spans() {
             return None;
@@ -160,6 +198,11 @@ impl TraceHooks {
     fn runtime_spans(&self) -> bool {
         self.runtime_tracing && self.pipeline.is_some()
     }
+}
+
+/// Whether the current span's trace is sampled (a span with no valid context counts as not).
+fn current_is_sampled() -> bool {
+    shoji_telemetry::current_sampled_ids().is_some()
 }
 
 fn unix_nanos(t: SystemTime) -> u64 {

@@ -1,10 +1,14 @@
 //! The host-guest contracts of Shoji, and nothing else: the agent's ttRPC API (generated from
-//! `protos/agent.proto`) and the `SHJT` frame that carries OTLP spans from guest to host.
+//! `protos/agent.proto`), the `SHJT` frame that carries OTLP spans from guest to host, and the
+//! agent's trace level as the kernel command line carries it.
 //!
 //! Anything that crosses the VM boundary is defined here, so both sides compile against one
 //! definition (see `docs/adr/001-host-guest-contracts.md`).
 
 pub mod frame;
+pub mod trace_level;
+
+pub use trace_level::{TraceLevel, TraceLevelError, TRACE_LEVEL_CMDLINE_KEY};
 
 /// Code generated from `protos/agent.proto` by ttrpc-codegen (rust-protobuf messages, async
 /// ttRPC client and server).

@@ -7,6 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use shoji_protocols::TraceLevel;
 
 /// The system-wide configuration file, used when no `--config` is given and it exists.
 pub const SYSTEM_CONFIG: &str = "/etc/shoji/configuration.toml";
@@ -172,6 +173,66 @@ impl RuntimeConfig {
     }
 }
 
+/// How much each source of a trace exports, and which traces are exported at all
+/// (`docs/tracing.md`, "Levels and sampling").
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TracingConfig {
+    /// The runtime's own spans (`source=runtime`): `shoji run`, the sandbox process.
+    #[serde(deserialize_with = "level")]
+    pub runtime: TraceLevel,
+    /// The VM and the guest boot as the host sees them (`source=hypervisor`).
+    #[serde(deserialize_with = "level")]
+    pub hypervisor: TraceLevel,
+    /// The agent's spans (`source=agent`); travels as `shoji.trace_level=` on the kernel
+    /// command line.
+    #[serde(deserialize_with = "level")]
+    pub agent: TraceLevel,
+    /// The containerd shim's runtime spans; unset: `runtime`.
+    #[serde(deserialize_with = "optional_level")]
+    pub shim: Option<TraceLevel>,
+    /// The share of sandboxes whose trace is exported, decided at the root (parent-based);
+    /// overrides `[runtime] sampler` and `OTEL_TRACES_SAMPLER`.
+    #[serde(deserialize_with = "ratio")]
+    pub sample_ratio: Option<f64>,
+}
+
+impl TracingConfig {
+    /// Whether the runtime exports its own spans: asked for, and its level not `off`.
+    pub fn runtime_traced(&self, requested: bool) -> bool {
+        requested && self.runtime != TraceLevel::Off
+    }
+
+    /// Whether the agent exports spans: asked for, and its level not `off`.
+    pub fn agent_traced(&self, requested: bool) -> bool {
+        requested && self.agent != TraceLevel::Off
+    }
+
+    /// The level of the shim's runtime spans.
+    pub fn shim_level(&self) -> TraceLevel {
+        self.shim.unwrap_or(self.runtime)
+    }
+}
+
+fn level<'de, D: serde::Deserializer<'de>>(d: D) -> Result<TraceLevel, D::Error> {
+    let text = String::deserialize(d)?;
+    text.parse().map_err(serde::de::Error::custom)
+}
+
+fn optional_level<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<TraceLevel>, D::Error> {
+    level(d).map(Some)
+}
+
+fn ratio<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    let r = f64::deserialize(d)?;
+    if !(0.0..=1.0).contains(&r) {
+        return Err(serde::de::Error::custom(format!(
+            "sample_ratio {r} is not between 0 and 1 (0: no trace, 1: every trace)"
+        )));
+    }
+    Ok(Some(r))
+}
+
 /// Trace-store settings read by `shoji trace serve` and the embedded store.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -189,6 +250,7 @@ pub struct Config {
     pub hypervisor: HypervisorConfig,
     pub agent: AgentConfig,
     pub runtime: RuntimeConfig,
+    pub tracing: TracingConfig,
     pub trace_store: TraceStoreConfig,
     /// The file this came from, if any (not a key).
     #[serde(skip)]
@@ -274,6 +336,37 @@ mod tests {
         assert_eq!(c.hypervisor.qemu.accel(), Accel::Auto);
         assert_eq!(c.hypervisor.qemu.path(), Path::new(DEFAULT_QEMU));
         assert_eq!(c.agent.shoji.trace_log_level, "info");
+        assert_eq!(c.tracing.runtime, TraceLevel::Debug);
+        assert_eq!(c.tracing.shim_level(), TraceLevel::Debug);
+        assert_eq!(c.tracing.sample_ratio, None);
+    }
+
+    #[test]
+    fn trace_levels_and_the_sample_ratio_are_read_and_checked() {
+        let c = Config::parse_str(
+            "[tracing]\nruntime = \"lifecycle\"\nagent = \"off\"\nsample_ratio = 0.25\n",
+            Path::new("x.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.tracing.runtime, TraceLevel::Lifecycle);
+        assert_eq!(c.tracing.hypervisor, TraceLevel::Debug);
+        assert_eq!(
+            c.tracing.shim_level(),
+            TraceLevel::Lifecycle,
+            "the shim follows runtime"
+        );
+        assert!(!c.tracing.agent_traced(true), "agent off: nothing from it");
+        assert!(c.tracing.runtime_traced(true) && !c.tracing.runtime_traced(false));
+        assert_eq!(c.tracing.sample_ratio, Some(0.25));
+        let e = Config::parse_str("[tracing]\nagent = \"verbose\"\n", Path::new("x.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown trace level \"verbose\""), "{e}");
+        assert!(e.contains("x.toml"), "{e}");
+        let e = Config::parse_str("[tracing]\nsample_ratio = 1.5\n", Path::new("x.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not between 0 and 1"), "{e}");
     }
 
     #[test]

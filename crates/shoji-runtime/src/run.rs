@@ -47,7 +47,8 @@ pub struct RunOutcome {
     pub accel: String,
     pub clock: ClockOffset,
     pub boot_phases: Vec<(String, u64)>,
-    pub agent_dropped_spans: u64,
+    /// What the agent said of its spans at `Shutdown`.
+    pub agent_spans: crate::sandbox::AgentSpanCounts,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -274,7 +275,7 @@ pub async fn run(
         .await;
     drop(_raw);
 
-    outcome.agent_dropped_spans = vm.stop().await;
+    outcome.agent_spans = vm.stop().await;
     Ok(outcome)
 }
 

@@ -54,8 +54,16 @@ impl Tracing {
         let set = |k: &str| env(k).is_some_and(|v| !v.is_empty());
         let otlp = set("OTEL_EXPORTER_OTLP_ENDPOINT") || set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
         let disabled = env("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"));
-        let runtime = !disabled && (config.runtime.enable_tracing || otlp);
-        let agent = !disabled && (config.agent.shoji.enable_tracing || otlp);
+        let runtime = !disabled
+            && config
+                .tracing
+                .shim_level()
+                .gt(&shoji_protocols::TraceLevel::Off)
+            && (config.runtime.enable_tracing || otlp);
+        let agent = !disabled
+            && config
+                .tracing
+                .agent_traced(config.agent.shoji.enable_tracing || otlp);
         Self { runtime, agent }
     }
 }
@@ -114,6 +122,12 @@ impl containerd_shim::Shim for ShojiShim {
                             .unwrap_or_else(|| "shoji-shim".into()),
                     ),
                     sampler: c.runtime.sampler.clone(),
+                    sample_ratio: c.tracing.sample_ratio,
+                    levels: shoji_telemetry::levels::Levels {
+                        runtime: c.tracing.shim_level(),
+                        hypervisor: c.tracing.hypervisor,
+                        agent: c.tracing.agent,
+                    },
                     span_event_level: c.agent.shoji.trace_log_level.clone(),
                 };
                 match shoji_telemetry::host::init(&tcfg) {
@@ -199,7 +213,9 @@ impl containerd_shim::Shim for ShojiShim {
             }
         };
         let hooks = match &self.telemetry {
-            Some(t) => TraceHooks::new(t, self.tracing.runtime, self.tracing.agent),
+            Some(t) => {
+                TraceHooks::new(t, self.tracing.runtime, self.tracing.agent).per_request_traces()
+            }
             None => TraceHooks::off(),
         };
         let inner = Arc::new(Inner {

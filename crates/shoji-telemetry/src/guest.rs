@@ -12,11 +12,12 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData};
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider, SpanData};
 use opentelemetry_sdk::Resource;
 use prost::Message;
 
 use crate::convert;
+use crate::levels::{LevelProcessor, Levels};
 
 /// Frames waiting for the writer at most.
 pub const QUEUE_FRAMES: usize = 256;
@@ -129,8 +130,15 @@ impl GuestFlusher {
     }
 }
 
-/// A tracer provider exporting through [`FrameExporter`] to host `port`.
-pub fn provider(service: &str, port: u32) -> (SdkTracerProvider, Arc<GuestCounters>, GuestFlusher) {
+/// A tracer provider exporting through [`FrameExporter`] to host `port` the spans `levels`
+/// keeps (re-parented past those it leaves out), sampled on their parent: a parent the host
+/// did not sample (the `traceparent` flag on the kernel command line or in a request's
+/// metadata) exports nothing under it.
+pub fn provider(
+    service: &str,
+    port: u32,
+    levels: Levels,
+) -> (SdkTracerProvider, Arc<GuestCounters>, GuestFlusher) {
     let counters = Arc::new(GuestCounters::default());
     let resource = Resource::builder()
         .with_service_name(service.to_string())
@@ -145,9 +153,16 @@ pub fn provider(service: &str, port: u32) -> (SdkTracerProvider, Arc<GuestCounte
         counters: counters.clone(),
         resource: resource.clone(),
     };
+    let processor = LevelProcessor::new(
+        opentelemetry_sdk::trace::SimpleSpanProcessor::new(exporter),
+        levels,
+        "agent",
+    );
+    crate::levels::install(processor.dropped());
     let provider = SdkTracerProvider::builder()
         .with_resource(resource)
-        .with_simple_exporter(exporter)
+        .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)))
+        .with_span_processor(processor)
         .build();
     (provider, counters, GuestFlusher { tx })
 }

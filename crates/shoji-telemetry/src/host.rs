@@ -15,6 +15,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;
 
 use crate::convert;
+use crate::levels::{LevelProcessor, Levels};
 use crate::logs::{span_event_level, span_layer, LogLayer};
 use crate::pipeline::Pipeline;
 use crate::sink::{otlp_sink, OtlpProtocol, SinkError, SpanSink, StoreSink};
@@ -33,8 +34,21 @@ pub struct TelemetryConfig {
     pub otlp_protocol: Option<String>,
     pub service_name: Option<String>,
     pub sampler: Option<String>,
+    /// `[tracing] sample_ratio`: overrides `sampler` and the `OTEL_TRACES_SAMPLER*` variables.
+    pub sample_ratio: Option<f64>,
+    /// Which of this process's spans are exported, per source.
+    pub levels: Levels,
     /// Log records at this level and above become span events.
     pub span_event_level: String,
+}
+
+/// What setting up the host's telemetry can fail on.
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    #[error("cannot open the span sink")]
+    Sink(#[from] SinkError),
+    #[error("invalid sampling settings")]
+    Sampling(#[from] crate::sampling::SamplingError),
 }
 
 /// Where spans go, once the configuration and the environment have been read: recorded by a
@@ -113,6 +127,8 @@ struct PipelineExporter {
     own_spans: bool,
     resource: Resource,
     sandbox_id: Arc<Mutex<Option<String>>>,
+    /// For spans recorded after the fact, which bypass the SDK ([`PastSpanRecorder`]).
+    levels: Levels,
 }
 
 impl PipelineExporter {
@@ -161,6 +177,14 @@ impl PastSpanRecorder {
         let Some(exporter) = self.0.as_ref().filter(|e| e.own_spans) else {
             return false;
         };
+        let source = span
+            .attributes
+            .iter()
+            .find(|kv| kv.key.as_str() == "source")
+            .map_or_else(|| "runtime".into(), |kv| kv.value.as_str().into_owned());
+        if !exporter.levels.keeps(&source, span.name) {
+            return false;
+        }
         let carrier =
             std::collections::HashMap::from([("traceparent".to_string(), parent.to_string())]);
         let cx = opentelemetry_sdk::propagation::TraceContextPropagator::new().extract(&carrier);
@@ -229,6 +253,11 @@ impl TelemetryGuard {
         self.pipeline.as_ref().map_or(0, Pipeline::dropped)
     }
 
+    /// Spans this process left out by their level so far (`[tracing]` levels).
+    pub fn dropped_by_level(&self) -> u64 {
+        crate::levels::dropped_by_level()
+    }
+
     /// Records `span`, whose times were measured after the fact, as a child of the span that
     /// the W3C `parent` traceparent names ([`PastSpanRecorder::record`]).
     pub fn record_past_span(&self, parent: &str, span: PastSpan) -> bool {
@@ -276,7 +305,7 @@ impl SandboxStamp {
 }
 
 /// Installs the global subscriber. Without tracing only the log layer is installed.
-pub fn init(cfg: &TelemetryConfig) -> Result<TelemetryGuard, SinkError> {
+pub fn init(cfg: &TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> {
     let disabled = std::env::var("OTEL_SDK_DISABLED").is_ok_and(|v| v.eq_ignore_ascii_case("true"));
     let log_filter = tracing_subscriber::EnvFilter::try_from_env("SHOJI_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
@@ -292,9 +321,9 @@ pub fn init(cfg: &TelemetryConfig) -> Result<TelemetryGuard, SinkError> {
             target: None,
         });
     }
-    if let Some(s) = &cfg.sampler {
-        std::env::set_var("OTEL_TRACES_SAMPLER", s);
-    }
+    let sampler = crate::sampling::resolve(cfg.sample_ratio, cfg.sampler.as_deref(), |k| {
+        std::env::var(k).ok()
+    })?;
     let target = SinkTarget::resolve(cfg)?;
     let pipeline = Pipeline::start(target.open()?);
     let service = service_name(cfg);
@@ -306,10 +335,18 @@ pub fn init(cfg: &TelemetryConfig) -> Result<TelemetryGuard, SinkError> {
         own_spans: cfg.runtime_spans,
         resource: resource.clone(),
         sandbox_id: sandbox_id.clone(),
+        levels: cfg.levels,
     };
+    let levels = LevelProcessor::new(
+        opentelemetry_sdk::trace::SimpleSpanProcessor::new(exporter.clone()),
+        cfg.levels,
+        "runtime",
+    );
+    crate::levels::install(levels.dropped());
     let provider = SdkTracerProvider::builder()
         .with_resource(resource)
-        .with_simple_exporter(exporter.clone())
+        .with_sampler(sampler)
+        .with_span_processor(levels)
         .build();
     let otel = span_layer(
         provider.tracer("shoji"),
@@ -414,6 +451,7 @@ pub fn export_detached(
             .with_service_name(service.to_string())
             .build(),
         sandbox_id: Arc::new(Mutex::new(None)),
+        levels: Levels::default(),
     };
     exporter.submit(vec![span]);
     if !pipeline.flush(Duration::from_secs(10)) {

@@ -13,20 +13,29 @@ pub mod convert;
 pub mod guest;
 #[cfg(feature = "host")]
 pub mod host;
+pub mod levels;
 pub mod logs;
 #[cfg(feature = "host")]
 pub mod pipeline;
+#[cfg(feature = "host")]
+pub mod sampling;
 #[cfg(feature = "host")]
 pub mod sink;
 
 pub use opentelemetry::KeyValue;
 pub use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 
-/// W3C trace-context entries (`traceparent`, `tracestate`) for the current `tracing` span.
+/// W3C trace-context entries (`traceparent`, `tracestate`) for the current `tracing` span, or
+/// for its nearest ancestor that is exported when the span's level leaves it out
+/// ([`levels::kept_context`]): a span made elsewhere under it must not name a span that never
+/// arrives. The sampled flag is the trace's decision, so the receiver honours it.
 pub fn current_trace_context() -> Vec<(String, String)> {
     use opentelemetry::propagation::TextMapPropagator;
+    use opentelemetry::trace::TraceContextExt;
     use tracing_opentelemetry::OpenTelemetrySpanExt;
     let cx = tracing::Span::current().context();
+    let kept = levels::kept_context(cx.span().span_context());
+    let cx = opentelemetry::Context::new().with_remote_span_context(kept);
     let mut map = std::collections::HashMap::new();
     opentelemetry_sdk::propagation::TraceContextPropagator::new().inject_context(&cx, &mut map);
     map.into_iter().collect()

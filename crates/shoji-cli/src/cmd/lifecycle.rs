@@ -336,6 +336,7 @@ pub fn sandbox(a: SandboxArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> 
             );
         }
         span.record("shoji.dropped_spans", telemetry.dropped() + rejected);
+        span.record("shoji.level_dropped_spans", telemetry.dropped_by_level());
         if runtime_tracing && matches!(result, Ok(SandboxExit::Stopped)) {
             // This process ends the root: the `delete` to come must not end it again. Only
             // here is the state directory left behind; on the other paths it is gone already

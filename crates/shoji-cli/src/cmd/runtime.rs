@@ -218,7 +218,9 @@ impl RunArgs {
             },
             interactive: self.interactive,
             container_id: self.name,
-            agent_tracing: self.trace || config.agent.shoji.enable_tracing,
+            agent_tracing: config
+                .tracing
+                .agent_traced(self.trace || config.agent.shoji.enable_tracing),
             traceparent: None,
             network: NetworkOptions {
                 mode: self.network,
@@ -228,7 +230,9 @@ impl RunArgs {
                 dns: self.dns,
             },
         };
-        let runtime_tracing = self.trace || config.runtime.enable_tracing;
+        let runtime_tracing = config
+            .tracing
+            .runtime_traced(self.trace || config.runtime.enable_tracing);
         let agent_tracing = req.agent_tracing;
         let tcfg = telemetry::config(&config, global, runtime_tracing, agent_tracing);
         let mut telemetry =
@@ -249,7 +253,7 @@ impl RunArgs {
                 Ok(o) => {
                     span.record("process.exit_code", o.exit_code);
                     span.record("shoji.clock_offset_ns", o.clock.offset_ns);
-                    span.record("shoji.agent_dropped_spans", o.agent_dropped_spans);
+                    o.agent_spans.record_on(&span);
                 }
                 Err(e) => {
                     span.record("otel.status_code", "ERROR");
@@ -260,6 +264,7 @@ impl RunArgs {
                 }
             }
             span.record("shoji.dropped_spans", telemetry.dropped() + rejected);
+            span.record("shoji.level_dropped_spans", telemetry.dropped_by_level());
             drop(span);
             result
         });

@@ -10,6 +10,7 @@ use shoji_runtime::config::Config;
 use shoji_runtime::lifecycle::client::LostRoot;
 use shoji_runtime::lifecycle::state::TraceExport;
 use shoji_telemetry::host::{DetachedSpan, SinkTarget, TelemetryConfig};
+use shoji_telemetry::levels::Levels;
 use shoji_telemetry::KeyValue;
 
 use super::GlobalArgs;
@@ -30,7 +31,19 @@ pub fn config(
         otlp_protocol: config.runtime.otlp_protocol.clone(),
         service_name: config.runtime.service_name.clone(),
         sampler: config.runtime.sampler.clone(),
+        sample_ratio: config.tracing.sample_ratio,
+        levels: levels(config, config.tracing.runtime),
         span_event_level: config.agent.shoji.trace_log_level.clone(),
+    }
+}
+
+/// The levels a host process exports at, its own runtime spans at `runtime` (the shim has its
+/// own key). The agent's level applies in the guest; the host's copy of it is not used.
+pub fn levels(config: &Config, runtime: shoji_protocols::TraceLevel) -> Levels {
+    Levels {
+        runtime,
+        hypervisor: config.tracing.hypervisor,
+        agent: config.tracing.agent,
     }
 }
 
@@ -112,7 +125,9 @@ macro_rules! root_span {
             process.exit_code = tracing::field::Empty,
             shoji.clock_offset_ns = tracing::field::Empty,
             shoji.agent_dropped_spans = tracing::field::Empty,
+            shoji.agent_level_dropped_spans = tracing::field::Empty,
             shoji.dropped_spans = tracing::field::Empty,
+            shoji.level_dropped_spans = tracing::field::Empty,
             otel.status_code = tracing::field::Empty,
             otel.status_message = tracing::field::Empty,
         )

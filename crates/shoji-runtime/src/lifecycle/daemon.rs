@@ -30,6 +30,7 @@ use tracing::{field::Empty, info_span, Instrument};
 use super::protocol::{self, ExecRequest, Reply, Request};
 use super::state::{
     self, OciState, ProcessRecord, StateFile, Status, ROOT_SPAN_ID_ANNOTATION, TRACE_ID_ANNOTATION,
+    TRACE_SAMPLED_ANNOTATION,
 };
 use super::status::Container;
 use super::LifecycleError;
@@ -57,14 +58,20 @@ pub struct CreateRequest {
 
 impl CreateRequest {
     /// The runtime's own spans are exported (`--trace` or `[runtime] enable_tracing`).
+    /// Not when `[tracing] runtime` is `off`.
     pub fn runtime_tracing(&self, config: &Config) -> bool {
-        self.trace || config.runtime.enable_tracing
+        config
+            .tracing
+            .runtime_traced(self.trace || config.runtime.enable_tracing)
     }
 
     /// The agent traces and its spans are forwarded (`--trace` or
     /// `[agent.shoji] enable_tracing`).
+    /// Not when `[tracing] agent` is `off`.
     pub fn agent_tracing(&self, config: &Config) -> bool {
-        self.trace || config.agent.shoji.enable_tracing
+        config
+            .tracing
+            .agent_traced(self.trace || config.agent.shoji.enable_tracing)
     }
 }
 
@@ -174,7 +181,7 @@ async fn create(
     // Written from the first state on, so that a sandbox's trace can be found while it boots,
     // and its root ended by `delete` if this process dies before it can.
     let trace_root = hooks.trace_root();
-    let trace_notes: Vec<(String, String)> = trace_root
+    let mut trace_notes: Vec<(String, String)> = trace_root
         .iter()
         .flat_map(|r| {
             [
@@ -183,6 +190,9 @@ async fn create(
             ]
         })
         .collect();
+    if hooks.trace_sampled_out() {
+        trace_notes.push((TRACE_SAMPLED_ANNOTATION.to_string(), "false".into()));
+    }
     let sb = SandboxDir::adopt(root, &id);
     let dir = sb.path().to_path_buf();
     let me = ProcessRecord::capture("shoji sandbox", std::process::id()).ok_or_else(|| {
@@ -472,7 +482,7 @@ impl Sandbox {
                     if let Some(code) = self.oci().exit_code {
                         root_span.record("process.exit_code", code);
                     }
-                    root_span.record("shoji.agent_dropped_spans", dropped);
+                    dropped.record_on(&root_span);
                     return Ok(SandboxExit::Deleted(DeleteReply(order.reply_to)));
                 }
                 st = vm_exit.wait_for(|s| s.is_some()), if !vm_gone => {
@@ -487,7 +497,7 @@ impl Sandbox {
                     self.stopped(None, Some("the sandbox process was told to stop".into()));
                     vm.sb.keep();
                     let dropped = self.teardown(vm, waiter, listener, relay, &mut handlers).await;
-                    root_span.record("shoji.agent_dropped_spans", dropped);
+                    dropped.record_on(&root_span);
                     return Ok(SandboxExit::Stopped);
                 }
             }
@@ -496,7 +506,7 @@ impl Sandbox {
 
     /// Stops everything the sandbox process runs, in order: the init's waiter, the control
     /// socket, the stdio relays, the VM (and with it every process in the guest), then the
-    /// control requests still in progress. Returns the spans the agent says it dropped.
+    /// control requests still in progress. Returns what the agent says of its spans.
     async fn teardown(
         &self,
         vm: SandboxVm,
@@ -504,7 +514,7 @@ impl Sandbox {
         listener: UnixListener,
         relay: StdioRelay,
         handlers: &mut JoinSet<()>,
-    ) -> u64 {
+    ) -> crate::sandbox::AgentSpanCounts {
         waiter.abort();
         let _ = (&mut waiter).await;
         drop(listener);

@@ -27,6 +27,10 @@ pub const TRACE_ID_ANNOTATION: &str = "shoji.trace_id";
 /// next to [`TRACE_ID_ANNOTATION`].
 pub const ROOT_SPAN_ID_ANNOTATION: &str = "shoji.root_span_id";
 
+/// The annotation `false` when the sandbox's runtime spans would be exported but head
+/// sampling left its trace out (`[tracing] sample_ratio`): there is no trace to look for.
+pub const TRACE_SAMPLED_ANNOTATION: &str = "shoji.trace_sampled";
+
 /// Made (exclusively) by whoever ends the root span of the sandbox's trace while the state
 /// directory still exists: the sandbox process when a signal stops it, or `delete` (or a failed
 /// `create`) in place of a sandbox process that died without ending it. Whoever makes it

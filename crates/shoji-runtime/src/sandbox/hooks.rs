@@ -20,6 +20,12 @@ pub trait RunHooks: Send {
     fn trace_root(&self) -> Option<crate::lifecycle::state::TraceRoot> {
         None
     }
+    /// The runtime's spans are exported, but head sampling decided against the current
+    /// span's trace: nothing of the sandbox will be (the lifecycle says so in the state,
+    /// annotation `shoji.trace_sampled=false`).
+    fn trace_sampled_out(&self) -> bool {
+        false
+    }
     /// The count of agent spans the built-in forwarder has received; `None` without one. The VM
     /// is stopped only once the spans the agent reports as sent have arrived.
     fn agent_spans_received(&self) -> Option<SpanCount> {

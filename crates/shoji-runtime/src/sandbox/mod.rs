@@ -29,7 +29,7 @@ pub use dir::{
 pub use error::BootError;
 pub use hooks::{NoHooks, PastSpan, RunHooks, SpanCount};
 pub use rootfs::{prepare_rootfs, RootSource};
-pub use vm::{BootOptions, SandboxVm, StartedProcess};
+pub use vm::{AgentSpanCounts, BootOptions, SandboxVm, StartedProcess};
 
 use std::path::PathBuf;
 

@@ -395,13 +395,16 @@ impl SandboxVm {
     }
 
     /// Powers the guest off (the agent flushes its spans first), stops QEMU and the helpers and
-    /// removes the sandbox directory. Returns the spans the agent says it dropped.
-    pub async fn stop(mut self) -> u64 {
-        let mut dropped = 0;
+    /// removes the sandbox directory. Returns what the agent says of its spans.
+    pub async fn stop(mut self) -> AgentSpanCounts {
+        let mut dropped = AgentSpanCounts::default();
         async {
             match self.client.shutdown().await {
                 Ok(r) => {
-                    dropped = r.dropped_spans;
+                    dropped = AgentSpanCounts {
+                        dropped: r.dropped_spans,
+                        left_out: r.level_dropped_spans,
+                    };
                     // The agent answers once its spans are written and its filesystems synced:
                     // nothing in the guest needs the kernel's own power-off, which takes ~50 ms
                     // under TCG (issue #2). Once the spans it sent are here, QEMU is stopped, as
@@ -546,11 +549,14 @@ fn kernel_cmdline(config: &Config, opts: &BootOptions, sandbox_id: &str) -> Stri
         " shoji.sandbox_id={sandbox_id} shoji.launch_ns={}",
         crate::agent::now_unix_ns()
     ));
-    if opts.agent_tracing {
+    // `[tracing] agent = "off"` sends nothing from the agent: no tracing at all there.
+    if config.tracing.agent_traced(opts.agent_tracing) {
         c.push_str(" shoji.trace=1");
         c.push_str(&format!(
-            " shoji.log={}",
-            config.agent.shoji.trace_log_level
+            " shoji.log={} {}={}",
+            config.agent.shoji.trace_log_level,
+            shoji_protocols::TRACE_LEVEL_CMDLINE_KEY,
+            config.tracing.agent
         ));
     }
     if let Some(tp) = &opts.traceparent {
@@ -562,4 +568,22 @@ fn kernel_cmdline(config: &Config, opts: &BootOptions, sandbox_id: &str) -> Stri
         c.push_str(extra);
     }
     c
+}
+
+/// What the agent says of its spans at `Shutdown`, recorded on the sandbox's root span.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AgentSpanCounts {
+    /// Lost: queue full, no forwarder, not written before the flush gave up
+    /// (`shoji.agent_dropped_spans`).
+    pub dropped: u64,
+    /// Left out by the agent's trace level (`shoji.agent_level_dropped_spans`).
+    pub left_out: u64,
+}
+
+impl AgentSpanCounts {
+    /// Records both counts on `span` (the root: `run`, `sandbox`).
+    pub fn record_on(&self, span: &tracing::Span) {
+        span.record("shoji.agent_dropped_spans", self.dropped);
+        span.record("shoji.agent_level_dropped_spans", self.left_out);
+    }
 }
