@@ -31,6 +31,8 @@ pub enum ContainerError {
     Security(#[from] crate::security::SecurityError),
     #[error("cgroup {path}: {err}")]
     Cgroup { path: PathBuf, err: std::io::Error },
+    #[error(transparent)]
+    Mounts(#[from] crate::mounts::MountError),
     #[error("container file {path:?}: {reason}")]
     File { path: String, reason: String },
 }
@@ -363,6 +365,14 @@ impl Container {
             let security = crate::security::process_plan(process, seccomp.as_deref())?;
             (seccomp, security, crate::security::root_plan(spec)?)
         };
+        // Bind sources are relative to the container's directory of the share, the parent of
+        // its rootfs there (`<id>/rootfs`; rootless, the share is the rootfs and has none).
+        let share = crate::share::mount_share(rootfs_tag)?;
+        let container_dir = std::path::Path::new(rootfs_path)
+            .parent()
+            .map(|p| share.join(p))
+            .unwrap_or(share);
+        let (mounts, shm_options) = crate::mounts::plan(spec, &container_dir)?;
         let cfg = InitConfig {
             user: process.user().username().clone(),
             security,
@@ -379,6 +389,8 @@ impl Container {
             rlimits: crate::init::rlimits_of(process),
             enter_pid: None,
             files,
+            mounts,
+            shm_options,
         };
         {
             let _s = tracing::info_span!(
@@ -484,6 +496,8 @@ impl Container {
             security,
             root_security: Default::default(),
             files: Vec::new(),
+            mounts: Vec::new(),
+            shm_options: None,
         };
         let mut p = spawn_init(&cfg, ports, reaper)?;
         write_cgroup(&self.cgroup, "cgroup.procs", &p.pid.to_string())?;

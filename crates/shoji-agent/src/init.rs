@@ -55,6 +55,12 @@ pub struct InitConfig {
     /// that root).
     #[serde(default)]
     pub files: Vec<(PathBuf, String)>,
+    /// The spec's mounts ([`crate::mounts::plan`]), made in order after `files`.
+    #[serde(default)]
+    pub mounts: Vec<crate::mounts::GuestMount>,
+    /// `/dev/shm`'s tmpfs options from the spec (`size=...,mode=...`), else `mode=1777`.
+    #[serde(default)]
+    pub shm_options: Option<String>,
 }
 
 /// Converts OCI rlimits into the names and values [`InitConfig`] carries.
@@ -191,9 +197,7 @@ fn container_init(
         {
             report_failure(&mut report, &format!("entering the container root: {e}"));
         }
-    } else if let Err(e) = setup_root(&cfg.rootfs, cfg.terminal, &cfg.files)
-        .and_then(|_| apply_root_security(&cfg.root_security))
-    {
+    } else if let Err(e) = setup_root(&cfg).and_then(|_| apply_root_security(&cfg.root_security)) {
         report_failure(&mut report, &format!("setting up the container root: {e}"));
     }
     if let Err(e) = resolve_user(&mut cfg) {
@@ -301,7 +305,8 @@ fn container_init(
     fail(code, &format!("cannot run {program:?}: {err}"))
 }
 
-fn setup_root(rootfs: &Path, terminal: bool, files: &[(PathBuf, String)]) -> Result<(), String> {
+fn setup_root(cfg: &InitConfig) -> Result<(), String> {
+    let (rootfs, terminal, files) = (cfg.rootfs.as_path(), cfg.terminal, &cfg.files);
     fn e(what: &'static str) -> impl Fn(nix::Error) -> String {
         move |err| format!("{what}: {err}")
     }
@@ -396,7 +401,7 @@ fn setup_root(rootfs: &Path, terminal: bool, files: &[(PathBuf, String)]) -> Res
         &at("dev/shm"),
         Some("tmpfs"),
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-        Some("mode=1777"),
+        Some(cfg.shm_options.as_deref().unwrap_or("mode=1777")),
     )
     .map_err(e("mount /dev/shm"))?;
     for (link, target) in [
@@ -418,6 +423,7 @@ fn setup_root(rootfs: &Path, terminal: bool, files: &[(PathBuf, String)]) -> Res
                 .map_err(|err| format!("open {}: {err}", src.display()))
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let volumes = crate::mounts::open_sources(&cfg.mounts)?;
     // The VM's root is the initramfs, which pivot_root cannot leave; move the container root
     // over `/` in this private mount namespace and chroot into it, as runc's no-pivot mode does.
     std::env::set_current_dir(rootfs).map_err(|err| format!("chdir rootfs: {err}"))?;
@@ -428,7 +434,8 @@ fn setup_root(rootfs: &Path, terminal: bool, files: &[(PathBuf, String)]) -> Res
     for (file, dst) in &staged {
         mount_file_over(file, dst)?;
     }
-    Ok(())
+    // After the generated files, so that a volume over /etc/hosts wins, as in Docker.
+    crate::mounts::apply(&volumes)
 }
 
 /// Resolves `cfg.user` inside the current root (the container's) into uid, gid and groups, and

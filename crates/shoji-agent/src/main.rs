@@ -7,6 +7,7 @@ mod boot;
 mod console;
 mod container;
 mod init;
+mod mounts;
 mod network;
 mod privileges;
 mod reaper;

@@ -29,6 +29,7 @@ pub mod seccomp;
 pub mod signals;
 pub mod spec;
 pub mod stdio;
+pub mod volumes;
 pub mod vsock;
 
 /// `e` and its sources, as one line (`: `-separated): what a user, a log line or a span's

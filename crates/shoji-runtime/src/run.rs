@@ -59,6 +59,8 @@ pub enum RunError {
     Sandbox(#[from] BootError),
     #[error(transparent)]
     Network(#[from] crate::network::NetworkError),
+    #[error(transparent)]
+    Volume(#[from] crate::volumes::VolumeError),
     #[error("invalid --name {name:?}: {reason}")]
     InvalidName { name: String, reason: &'static str },
 }
@@ -94,6 +96,7 @@ pub async fn run(
         })?;
     }
     req.network.validate()?;
+    crate::volumes::check(&req.process.mounts, &[sandbox::sandbox_root(config)])?;
     if let Some(name) = &req.container_id {
         req.network.hostname_for(name)?;
     }
@@ -135,12 +138,16 @@ pub async fn run(
     let (vm, spec, rootfs) =
         if let (RootSource::Image(path), false) = (&source, sandbox::mounts::can_mount()) {
             let rootfs = image_rootfs(&sb, &container_id)?;
-            let (path, work, dest, process) = (
-                path.clone(),
-                sb.path().join("image"),
-                rootfs.host.clone(),
-                req.process.clone(),
-            );
+            // The volumes are staged in the share before virtiofsd serves it; the spec built
+            // from the image then names the staged copies.
+            let mut process = req.process.clone();
+            crate::volumes::prepare(
+                &mut process.mounts,
+                &sb.shared().join(&container_id),
+                std::slice::from_ref(&root),
+            )
+            .map_err(BootError::from)?;
+            let (path, work, dest) = (path.clone(), sb.path().join("image"), rootfs.host.clone());
             let mut unpack = tokio::task::spawn_blocking(move || {
                 unpack_span.in_scope(|| unpack_image(&path, &work, &dest, &process))
             });

@@ -31,49 +31,8 @@ pub enum SpecError {
     Build(String),
     #[error(transparent)]
     Seccomp(#[from] crate::seccomp::SeccompError),
-    #[error("{path}: mount {destination} (type {kind}, from {from}) is not supported yet: the container gets only the standard {}; remove it from \"mounts\"", STANDARD_MOUNTS.join(", "))]
-    UnsupportedMount {
-        path: PathBuf,
-        destination: String,
-        kind: String,
-        from: String,
-    },
-}
-
-/// The mounts every container gets from the agent; a bundle may list them (runc's `spec`
-/// does) and they are honoured as they always are. Any other mount would be silently missing
-/// in the guest, so it is refused until bundle mounts are honoured (volumes, issue 13).
-pub const STANDARD_MOUNTS: [&str; 7] = [
-    "/proc",
-    "/dev",
-    "/dev/pts",
-    "/dev/shm",
-    "/dev/mqueue",
-    "/sys",
-    "/sys/fs/cgroup",
-];
-
-/// Refuses the first mount of `spec` that is not one of [`STANDARD_MOUNTS`].
-fn check_mounts(spec: &Spec, path: &Path) -> Result<(), SpecError> {
-    let standard = |d: &Path| STANDARD_MOUNTS.iter().any(|m| Path::new(m) == d);
-    let Some(m) = spec
-        .mounts()
-        .iter()
-        .flatten()
-        .find(|m| !standard(m.destination()))
-    else {
-        return Ok(());
-    };
-    Err(SpecError::UnsupportedMount {
-        path: path.to_path_buf(),
-        destination: m.destination().display().to_string(),
-        kind: m.typ().clone().unwrap_or_else(|| "none".into()),
-        from: m
-            .source()
-            .as_ref()
-            .map(|s| s.display().to_string())
-            .unwrap_or_else(|| "nothing".into()),
-    })
+    #[error(transparent)]
+    Mount(#[from] crate::volumes::VolumeError),
 }
 
 /// Docker's default capability set, which containers from images and root filesystems get.
@@ -113,6 +72,13 @@ pub struct ProcessOptions {
     pub cap_add: Vec<String>,
     #[serde(default)]
     pub cap_drop: Vec<String>,
+    /// `-v`, `--tmpfs`, `--mount` (and `--shm-size` as a `/dev/shm` mount), in order, after the
+    /// spec's own mounts ([`crate::volumes`]).
+    #[serde(default)]
+    pub mounts: Vec<oci_spec::runtime::Mount>,
+    /// `--read-only`: the container's root filesystem is mounted read-only.
+    #[serde(default)]
+    pub read_only: bool,
 }
 
 fn build_err(e: impl std::fmt::Display) -> SpecError {
@@ -181,7 +147,6 @@ pub fn from_bundle(dir: &Path, opts: &ProcessOptions) -> Result<(Spec, PathBuf),
         path: path.clone(),
         message: format!("at {}: {}", e.path(), e.inner()),
     })?;
-    check_mounts(&spec, &path)?;
     let root = spec
         .root()
         .as_ref()
@@ -221,6 +186,7 @@ pub fn from_bundle(dir: &Path, opts: &ProcessOptions) -> Result<(Spec, PathBuf),
     process.set_env(Some(env));
     process.set_terminal(Some(opts.terminal));
     spec.set_process(Some(process));
+    add_mounts(&mut spec, opts);
     if opts.memory_bytes.is_some() || opts.cpus.is_some() {
         let mut linux = spec.linux().clone().unwrap_or_default();
         linux.set_resources(Some(resources(opts)?));
@@ -333,7 +299,26 @@ fn build(
     linux.set_resources(Some(resources(opts)?));
     linux.set_seccomp(Some(crate::seccomp::default_profile(&caps)?));
     spec.set_linux(Some(linux));
+    add_mounts(&mut spec, opts);
     Ok(spec)
+}
+
+/// Appends `opts.mounts` to the spec's (one for `/dev/shm` replaces the spec's), and makes the
+/// root read-only for `--read-only`.
+fn add_mounts(spec: &mut Spec, opts: &ProcessOptions) {
+    let mut mounts = spec.mounts().clone().unwrap_or_default();
+    for m in &opts.mounts {
+        if crate::volumes::is_standard(m) {
+            mounts.retain(|old| old.destination() != m.destination());
+        }
+        mounts.push(m.clone());
+    }
+    spec.set_mounts(Some(mounts));
+    if opts.read_only {
+        if let Some(root) = spec.root_mut() {
+            root.set_readonly(Some(true));
+        }
+    }
 }
 
 /// `linux.resources` from `--memory` and `--cpus`.

@@ -15,6 +15,7 @@
 //! and the agent's spans are its children, as in `shoji run`.
 
 pub mod info;
+pub mod mounts;
 pub mod pod;
 pub mod process;
 pub mod rootfs;

@@ -203,6 +203,14 @@ impl Inner {
         let stdio = Stdio::new(&req.stdin, &req.stdout, &req.stderr, req.terminal);
         let port = pod.stdio_ports();
         let created = async {
+            // The task's bind mounts (CRI's /etc/hosts, ... too) staged in the share: it
+            // propagates into virtiofsd's namespace, so staging after the boot is fine.
+            let spec_json = crate::mounts::stage_task_mounts(
+                &spec_json,
+                &vm.sb.shared().join(&req.id),
+                &sandbox_root(&self.config),
+            )
+            .map_err(|e| error_chain(&e))?;
             let init = Proc::new("", stdio, Vec::new(), &vm.sb.vsock_uds(), port)
                 .map_err(|e| error_chain(&e))?;
             let r = vm

@@ -55,6 +55,8 @@ pub struct CreateArgs {
     /// `shoji.trace_id` annotation
     #[arg(long)]
     pub trace: bool,
+    #[command(flatten)]
+    pub volumes: super::volumes::VolumeArgs,
     /// A runc-style bundle directory (config.json + rootfs)
     #[arg(long, value_name = "DIR", conflicts_with = "rootfs")]
     pub bundle: Option<PathBuf>,
@@ -186,6 +188,8 @@ impl CreateArgs {
                 cpus: self.cpus,
                 cap_add: self.cap_add,
                 cap_drop: self.cap_drop,
+                mounts: self.volumes.mounts()?,
+                read_only: self.volumes.read_only,
             },
             trace: self.trace,
         };

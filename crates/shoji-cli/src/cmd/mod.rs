@@ -8,6 +8,7 @@ pub mod runtime;
 pub mod telemetry;
 pub mod trace;
 pub mod trace_forward;
+pub mod volumes;
 
 /// Options every command takes.
 #[derive(Debug, Clone, clap::Args)]

@@ -98,6 +98,8 @@ pub struct RunArgs {
     /// Nameserver for the container's /etc/resolv.conf (replaces the host's), repeatable
     #[arg(long, value_name = "IP", value_parser = parse_dns)]
     pub dns: Vec<std::net::IpAddr>,
+    #[command(flatten)]
+    pub volumes: super::volumes::VolumeArgs,
     /// A runc-style bundle directory (config.json + rootfs)
     #[arg(long, value_name = "DIR", conflicts_with_all = ["rootfs", "image"])]
     pub bundle: Option<PathBuf>,
@@ -211,6 +213,8 @@ impl RunArgs {
                 cpus: self.cpus,
                 cap_add: self.cap_add,
                 cap_drop: self.cap_drop,
+                mounts: self.volumes.mounts()?,
+                read_only: self.volumes.read_only,
             },
             interactive: self.interactive,
             container_id: self.name,

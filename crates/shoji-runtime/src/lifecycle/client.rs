@@ -250,6 +250,9 @@ impl StateRoot {
             let path = path.to_path_buf();
             move |source| LifecycleError::Io { what, path, source }
         };
+        // Bad volumes are refused before a directory is made or a VM boots (a bundle's own
+        // mounts are checked by the sandbox process, before it boots).
+        crate::volumes::check(&req.process.mounts, std::slice::from_ref(&self.root))?;
         crate::private_fs::private_dir(&self.root)?;
         crate::reclaim::reclaim_abandoned(&self.root);
         match crate::private_fs::create_private_dir(&dir) {

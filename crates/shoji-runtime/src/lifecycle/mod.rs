@@ -28,6 +28,8 @@ pub enum LifecycleError {
     InvalidId { id: String, reason: &'static str },
     #[error("container id {id:?} makes socket paths under {root} longer than the 107 bytes Unix sockets allow; use a shorter id or sandbox_root")]
     PathTooLong { id: String, root: PathBuf },
+    #[error(transparent)]
+    Volume(#[from] crate::volumes::VolumeError),
     #[error("a container {id:?} already exists in {root}")]
     Exists { id: String, root: PathBuf },
     #[error("no container {id:?} in the state root {root} ([runtime] sandbox_root)")]

@@ -20,6 +20,10 @@ pub enum BootError {
     Spec(#[from] spec::SpecError),
     #[error("starting a sandbox process")]
     Process(#[from] process::ProcessError),
+    #[error("checking the container's mounts")]
+    Volume(#[from] crate::volumes::VolumeError),
+    #[error("staging the container's volumes in the sandbox's share")]
+    Volumes(#[from] crate::volumes::PrepareError),
     #[error("starting a helper of the VM")]
     Helper(#[from] helpers::HelperError),
     #[error("starting the hypervisor")]

@@ -99,7 +99,7 @@ pub fn prepare_rootfs(
     opts: &ProcessOptions,
     store: &Path,
 ) -> Result<(oci_spec::runtime::Spec, SharedRootfs), BootError> {
-    Ok(match source {
+    let (mut spec, rootfs) = match source {
         RootSource::Image(path) if mounts::can_mount() => {
             image_from_store(path, store, sb, container_id, opts)?
         }
@@ -123,5 +123,13 @@ pub fn prepare_rootfs(
                 sb.share_rootfs(container_id, dir)?,
             )
         }
-    })
+    };
+    // A bundle's own mounts are checked here, before anything boots (the options' mounts were
+    // checked when they were given), and every bind volume staged in the container's
+    // directory of the share. Neither the sandboxes' root nor the image store may be a volume
+    // (a guest writing the store's layers would change every container of those images).
+    let root = sb.path().parent().unwrap_or(sb.path()).to_path_buf();
+    let forbidden = [root, store.to_path_buf()];
+    crate::volumes::prepare_spec(&mut spec, &sb.shared().join(container_id), &forbidden)?;
+    Ok((spec, rootfs))
 }
