@@ -162,6 +162,19 @@ impl Inner {
                 format!("cannot read {}/config.json: {e}", bundle.display()),
             )
         })?;
+        let sandbox = crate::pod::sandbox_id(&spec_json, &bundle.join("config.json"))
+            .map_err(|e| failed(ttrpc::Code::INVALID_ARGUMENT, error_chain(&e)))?;
+        if sandbox.as_ref().is_some_and(|s| *s != self.id) {
+            return Err(failed(
+                ttrpc::Code::INVALID_ARGUMENT,
+                format!(
+                    "container {} belongs to pod sandbox {}, not to this shim's sandbox {}",
+                    req.id,
+                    sandbox.as_deref().unwrap_or_default(),
+                    self.id
+                ),
+            ));
+        }
         let mut pod = self.pod.lock().await;
         if pod.containers.contains_key(&req.id) {
             return Err(failed(

@@ -140,9 +140,15 @@ impl containerd_shim::Shim for ShojiShim {
     }
 
     async fn start_shim(&mut self, opts: StartOpts) -> containerd_shim::Result<String> {
-        // One server per sandbox; for now a sandbox is one container (the grouping key is its
-        // id; the CRI sandbox annotation will group a pod's containers).
-        let grouping = opts.id.clone();
+        // One server per sandbox: a pod's containers go to their pod's. A server for a group
+        // that already has one finds its socket taken and hands back the running one's address
+        // (the crate's `spawn` and server start do that), as runc's shim does; containerd 2.x
+        // connects a pod's later containers to the pod's shim without asking (task API 3).
+        let grouping = crate::pod::grouping(&self.bundle, &opts.id).map_err(|e| {
+            containerd_shim::Error::InvalidArgument(shoji_runtime::lifecycle::daemon::error_chain(
+                &e,
+            ))
+        })?;
         let address = containerd_shim::spawn(opts, &grouping, Vec::new()).await?;
         containerd_shim::asynchronous::util::write_str_to_file("address", &address).await?;
         Ok(address)
