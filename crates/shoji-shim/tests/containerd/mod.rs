@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 #[path = "../../../shoji-runtime/tests/common/mod.rs"]
 pub mod common;
+pub mod traces;
 
 pub use common::{busybox_image, mounts_naming, pause_image, processes_naming, text, TestEnv};
 
@@ -291,6 +292,42 @@ disabled_plugins = [{disabled}]
         text(&self.succeeded("crictl", args, out).stdout)
             .trim()
             .to_string()
+    }
+
+    /// A pod's CRI configuration (`crictl runp`): `hostname`, a log directory in the test dir.
+    pub fn pod_config(&self, name: &str, hostname: &str) -> String {
+        let logs = self.dir.join(format!("{name}-logs"));
+        std::fs::create_dir_all(&logs).expect("pod log dir");
+        self.write_json(
+            &format!("{name}-pod.json"),
+            serde_json::json!({
+                "metadata": {"name": name, "namespace": "default", "uid": format!("{name}-uid"), "attempt": 0},
+                "hostname": hostname,
+                "log_directory": logs,
+                "linux": {}
+            }),
+        )
+    }
+
+    /// A busybox container's CRI configuration (`crictl create`): `command`, logging to
+    /// `<name>.log` in its pod's log directory.
+    pub fn container_config(&self, name: &str, command: &[&str]) -> String {
+        self.write_json(
+            &format!("{name}-container.json"),
+            serde_json::json!({
+                "metadata": {"name": name},
+                "image": {"image": BUSYBOX_IMAGE},
+                "command": command,
+                "log_path": format!("{name}.log"),
+                "linux": {}
+            }),
+        )
+    }
+
+    fn write_json(&self, name: &str, value: serde_json::Value) -> String {
+        let path = self.dir.join(name);
+        std::fs::write(&path, value.to_string()).expect("writing a CRI config");
+        path.display().to_string()
     }
 
     /// `crictl inspect`/`inspectp`'s JSON for `id`.
