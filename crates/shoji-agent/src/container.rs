@@ -13,6 +13,7 @@ use shoji_protocols::agent::StdioPorts;
 use tokio::sync::watch;
 
 use crate::init::{InitConfig, CONFIG_FD, PID_FD, START_FD};
+use crate::podns::PodNamespaces;
 use crate::reaper::{Reaper, Status};
 
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +38,8 @@ pub enum ContainerError {
     Cgroup { path: PathBuf, err: std::io::Error },
     #[error("container file {path:?}: {reason}")]
     File { path: String, reason: String },
+    #[error(transparent)]
+    PodNamespaces(#[from] crate::podns::PodNamespaceError),
 }
 
 /// At most this many files, each at most this big, per container (the host sends three small
@@ -241,6 +244,11 @@ pub fn spawn_init(
     ];
     let mut cmd = Command::new("/proc/self/exe");
     let new_namespaces = cfg.enter_pid.is_none();
+    // A pod's container joins the pod's UTS and IPC namespaces (in `__container-init`).
+    let mut flags = libc::CLONE_NEWPID | libc::CLONE_NEWNS;
+    if cfg.join_namespaces.is_empty() {
+        flags |= libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
+    }
     cmd.arg("__container-init")
         .stdin(Stdio::from(stdin))
         .stdout(Stdio::from(stdout))
@@ -254,8 +262,6 @@ pub fn spawn_init(
                     return Err(std::io::Error::last_os_error());
                 }
             }
-            let flags =
-                libc::CLONE_NEWPID | libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
             if new_namespaces && libc::unshare(flags) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
@@ -322,7 +328,9 @@ fn security_span() -> tracing::Span {
 }
 
 impl Container {
-    /// Mounts the rootfs, makes the cgroup, spawns the (held) init process.
+    /// Mounts the rootfs, makes the cgroup, spawns the (held) init process; with `pod`, the
+    /// init joins the pod's UTS and IPC namespaces (made with this spec's hostname if they are
+    /// not yet).
     pub fn create(
         id: &str,
         spec: &Spec,
@@ -330,6 +338,7 @@ impl Container {
         files: &[(String, Vec<u8>)],
         ports: &StdioPorts,
         reaper: &Reaper,
+        pod: Option<&std::sync::Mutex<PodNamespaces>>,
     ) -> Result<Self, ContainerError> {
         if id.is_empty() || id.contains('/') || id.starts_with('.') {
             return Err(ContainerError::Spec(format!("bad container id {id:?}")));
@@ -366,6 +375,14 @@ impl Container {
             let security = crate::security::process_plan(process, seccomp.as_deref())?;
             (seccomp, security, crate::security::root_plan(spec)?)
         };
+        let hostname = spec.hostname().clone().unwrap_or_else(|| "shoji".into());
+        let join_namespaces = match pod {
+            Some(pod) => pod
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .ensure(&hostname)?,
+            None => Vec::new(),
+        };
         let cfg = InitConfig {
             user: process.user().username().clone(),
             security,
@@ -377,10 +394,11 @@ impl Container {
             uid: process.user().uid(),
             gid: process.user().gid(),
             additional_gids: process.user().additional_gids().clone().unwrap_or_default(),
-            hostname: spec.hostname().clone().unwrap_or_else(|| "shoji".into()),
+            hostname,
             terminal: process.terminal().unwrap_or(false),
             rlimits: crate::init::rlimits_of(process),
             enter_pid: None,
+            join_namespaces,
             files,
         };
         {
@@ -494,6 +512,7 @@ impl Container {
             terminal: process.terminal().unwrap_or(false),
             rlimits: crate::init::rlimits_of(process),
             enter_pid: Some(self.init.pid),
+            join_namespaces: Vec::new(),
             user: process.user().username().clone(),
             security,
             root_security: Default::default(),

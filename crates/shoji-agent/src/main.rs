@@ -8,6 +8,7 @@ mod console;
 mod container;
 mod init;
 mod network;
+mod podns;
 mod privileges;
 mod reaper;
 mod security;

@@ -221,6 +221,8 @@ impl Inner {
                     oci_spec_json: spec_json,
                     rootfs_tag: "rootfs".into(),
                     stdio: Some(init.ports()).into(),
+                    // A pod's containers share its UTS and IPC namespaces in the guest.
+                    pod_namespaces: sandbox.is_some(),
                     ..Default::default()
                 })
                 .await;

@@ -350,7 +350,7 @@ pub struct Outcome {
 
 /// `CreateContainer` for `args` as root in the test rootfs, `spec_extra` merged into the spec,
 /// stdout and stderr to the container's ports.
-fn create_request(
+pub fn create_request(
     id: &str,
     args: &[&str],
     spec_extra: serde_json::Value,
