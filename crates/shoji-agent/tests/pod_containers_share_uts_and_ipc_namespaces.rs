@@ -16,18 +16,7 @@ async fn start(vm: &GuestVm, id: &str, pod: bool, spec_extra: serde_json::Value)
     req.pod_namespaces = pod;
     // No stdio: the processes' output is not looked at.
     req.stdio = protobuf::MessageField::none();
-    vm.client
-        .create_container(ctx(30), &req)
-        .await
-        .unwrap_or_else(|e| panic!("CreateContainer {id}: {e}\n{}", vm.console_tail()));
-    let start = agent::StartContainerRequest {
-        container_id: id.into(),
-        ..Default::default()
-    };
-    vm.client
-        .start_container(ctx(30), &start)
-        .await
-        .unwrap_or_else(|e| panic!("StartContainer {id}: {e}\n{}", vm.console_tail()));
+    vm.create_and_start(&req).await;
 }
 
 /// The hostname and the UTS, IPC and PID namespaces an exec in container `id` sees.

@@ -8,7 +8,9 @@
 mod containerd;
 use std::collections::HashMap;
 
-use containerd::traces::{assert_one_tree_from_containerd, request_trace, serve};
+use containerd::traces::{
+    assert_one_tree_from_containerd, containerd_tracing_env, request_trace, serve,
+};
 use containerd::{text, Containerd, RUNTIME};
 use shoji_trace::model::SpanRecord;
 
@@ -16,12 +18,7 @@ use shoji_trace::model::SpanRecord;
 fn vm_containerd_request_to_agent_is_one_trace() {
     let data = tempfile::tempdir().expect("tempdir");
     let (mut server, http) = serve(data.path());
-    let mut c = Containerd::start(&[
-        ("OTEL_EXPORTER_OTLP_ENDPOINT", &http),
-        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
-        ("OTEL_SERVICE_NAME", "containerd"),
-        ("OTEL_BSP_SCHEDULE_DELAY", "200"),
-    ]);
+    let mut c = Containerd::start(&containerd_tracing_env(&http));
     let image = c.import_busybox();
     let out = c.ctr(&[
         "run",

@@ -8,7 +8,9 @@ mod containerd;
 
 use std::collections::HashMap;
 
-use containerd::traces::{assert_one_tree_from_containerd, serve, trace_with};
+use containerd::traces::{
+    assert_one_tree_from_containerd, containerd_tracing_env, serve, trace_with,
+};
 use containerd::{Containerd, HANDLER};
 use shoji_trace::model::SpanRecord;
 
@@ -16,12 +18,7 @@ use shoji_trace::model::SpanRecord;
 fn vm_cri_run_pod_sandbox_to_agent_is_one_trace() {
     let data = tempfile::tempdir().expect("tempdir");
     let (mut server, http) = serve(data.path());
-    let mut c = Containerd::start_cri(&[
-        ("OTEL_EXPORTER_OTLP_ENDPOINT", &http),
-        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
-        ("OTEL_SERVICE_NAME", "containerd"),
-        ("OTEL_BSP_SCHEDULE_DELAY", "200"),
-    ]);
+    let mut c = Containerd::start_cri(&containerd_tracing_env(&http));
     let pod_json = c.pod_config("traced", "traced-pod");
     let pod = c.crictl_ok(&["runp", "--runtime", HANDLER, &pod_json]);
     c.crictl_ok(&["stopp", &pod]);

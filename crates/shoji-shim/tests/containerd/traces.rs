@@ -37,6 +37,17 @@ pub fn serve(data: &Path) -> (std::process::Child, String) {
     (child, http)
 }
 
+/// containerd's environment for tracing to the receiver at `http` (OTLP/HTTP), exporting
+/// quickly; its shims inherit it.
+pub fn containerd_tracing_env(http: &str) -> [(&'static str, &str); 4] {
+    [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", http),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+        ("OTEL_SERVICE_NAME", "containerd"),
+        ("OTEL_BSP_SCHEDULE_DELAY", "200"),
+    ]
+}
+
 /// Every stored trace that holds a span named `name` from `service`.
 pub fn traces_with(store: &Store, service: &str, name: &str) -> Vec<Trace> {
     store
