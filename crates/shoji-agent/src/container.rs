@@ -1,4 +1,4 @@
-//! Containers in the guest: root filesystem from virtio-fs, a cgroup with the OCI limits, the
+//! Containers in the guest: root filesystem from the sandbox's virtio-fs share, a cgroup with the OCI limits, the
 //! init process started through `__container-init`, stdio on vsock streams to the host.
 
 use std::io::{Read, Write};
@@ -7,7 +7,7 @@ use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::mount::{umount2, MntFlags};
 use oci_spec::runtime::Spec;
 use shoji_protocols::agent::StdioPorts;
 use tokio::sync::watch;
@@ -20,12 +20,8 @@ use crate::reaper::{Reaper, Status};
 pub enum ContainerError {
     #[error("invalid OCI spec: {0}")]
     Spec(String),
-    #[error("cannot mount virtio-fs tag {tag:?} on {path}: {err}")]
-    Mount {
-        tag: String,
-        path: PathBuf,
-        err: nix::Error,
-    },
+    #[error("cannot mount the container's root filesystem")]
+    Rootfs(#[from] crate::share::ShareError),
     #[error("cannot connect stdio to host port {port}: {err}")]
     Stdio { port: u32, err: std::io::Error },
     #[error("cannot start the container init: {0}")]
@@ -331,10 +327,13 @@ impl Container {
     /// Mounts the rootfs, makes the cgroup, spawns the (held) init process; with `pod`, the
     /// init joins the pod's UTS and IPC namespaces (made with this spec's hostname if they are
     /// not yet).
+    // The request's parts, one argument each, as CreateContainer carries them.
+    #[allow(clippy::too_many_arguments)]
     pub fn create(
         id: &str,
         spec: &Spec,
         rootfs_tag: &str,
+        rootfs_path: &str,
         files: &[(String, Vec<u8>)],
         ports: &StdioPorts,
         reaper: &Reaper,
@@ -409,18 +408,7 @@ impl Container {
                 container_id = id
             )
             .entered();
-            mount(
-                Some(rootfs_tag),
-                &rootfs,
-                Some("virtiofs"),
-                MsFlags::empty(),
-                None::<&str>,
-            )
-            .map_err(|err| ContainerError::Mount {
-                tag: rootfs_tag.into(),
-                path: rootfs.clone(),
-                err,
-            })?;
+            crate::share::mount_rootfs(rootfs_tag, rootfs_path, &rootfs)?;
         }
         let cgroup = PathBuf::from(format!("/sys/fs/cgroup/{id}"));
         std::fs::create_dir_all(&cgroup).map_err(|err| ContainerError::Cgroup {

@@ -13,6 +13,7 @@ mod privileges;
 mod reaper;
 mod security;
 mod service;
+mod share;
 mod telemetry;
 mod user;
 

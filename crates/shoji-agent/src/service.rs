@@ -29,6 +29,17 @@ fn status(code: ttrpc::Code, msg: impl Into<String>) -> ttrpc::Error {
     ttrpc::Error::RpcStatus(ttrpc::get_status(code, msg.into()))
 }
 
+/// An error and its causes, `: `-separated: what the host shows of a failed request.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    text
+}
+
 fn no_exec(id: &str) -> ttrpc::Error {
     status(ttrpc::Code::NOT_FOUND, format!("no exec process {id:?}"))
 }
@@ -111,14 +122,14 @@ impl AgentService for Agent {
                 return Err(status(ttrpc::Code::ALREADY_EXISTS, format!("container {id:?} exists")));
             }
             let reaper = self.reaper.clone();
-            let tag = req.rootfs_tag.clone();
+            let (tag, rootfs_path) = (req.rootfs_tag.clone(), req.rootfs_path.clone());
             let files: Vec<(String, Vec<u8>)> = req.files.iter().map(|f| (f.path.clone(), f.content.clone())).collect();
             let pod = req.pod_namespaces.then(|| self.pod_namespaces.clone());
             let span = tracing::info_span!("container.create", source = "agent", subsystem = "container", container_id = %id, container.id = %id, pod_namespaces = req.pod_namespaces);
-            let c = tokio::task::spawn_blocking(move || span.in_scope(|| Container::create(&id, &spec, &tag, &files, &ports, &reaper, pod.as_deref())))
+            let c = tokio::task::spawn_blocking(move || span.in_scope(|| Container::create(&id, &spec, &tag, &rootfs_path, &files, &ports, &reaper, pod.as_deref())))
                 .await
                 .map_err(|e| status(ttrpc::Code::INTERNAL, e.to_string()))?
-                .map_err(|e| status(ttrpc::Code::INTERNAL, e.to_string()))?;
+                .map_err(|e| status(ttrpc::Code::INTERNAL, chain(&e)))?;
             self.phase("rootfs.mounted");
             let pid = c.init.pid;
             tracing::info!(process.pid = pid, "container created");

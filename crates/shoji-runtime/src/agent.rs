@@ -366,15 +366,7 @@ impl AgentClient {
 mod tests {
     use super::*;
 
-    fn chain(e: &dyn std::error::Error) -> String {
-        let mut parts = vec![e.to_string()];
-        let mut cur = e.source();
-        while let Some(s) = cur {
-            parts.push(s.to_string());
-            cur = s.source();
-        }
-        parts.join(": ")
-    }
+    use crate::error_chain as chain;
 
     /// The boot timeout keeps why the last attempt failed: here, the vsock device never made
     /// its socket.

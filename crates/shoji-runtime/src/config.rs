@@ -55,11 +55,13 @@ impl std::str::FromStr for Accel {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct QemuConfig {
-    pub path: PathBuf,
+    /// The QEMU binary; unset in the file: `SHOJI_QEMU`, else [`DEFAULT_QEMU`] ([`Self::path`]).
+    pub path: Option<PathBuf>,
     /// Guest kernel; `None` means the image `shoji image build` made.
     pub kernel: Option<PathBuf>,
     pub initrd: Option<PathBuf>,
-    pub accel: Accel,
+    /// Unset in the file: `SHOJI_ACCEL`, else `auto` ([`Self::accel`]).
+    pub accel: Option<Accel>,
     pub default_vcpus: u32,
     /// MiB.
     pub default_memory: u32,
@@ -71,15 +73,30 @@ pub struct QemuConfig {
 impl Default for QemuConfig {
     fn default() -> Self {
         Self {
-            path: PathBuf::from("/usr/bin/qemu-system-x86_64"),
+            path: None,
             kernel: None,
             initrd: None,
-            accel: Accel::Auto,
+            accel: None,
             default_vcpus: 1,
             default_memory: 512,
             kernel_params: String::new(),
             boot_timeout: 30,
         }
+    }
+}
+
+/// The QEMU binary when neither the file nor `SHOJI_QEMU` names one.
+pub const DEFAULT_QEMU: &str = "/usr/bin/qemu-system-x86_64";
+
+impl QemuConfig {
+    /// The QEMU binary to run.
+    pub fn path(&self) -> &Path {
+        self.path.as_deref().unwrap_or(Path::new(DEFAULT_QEMU))
+    }
+
+    /// The accelerator asked for.
+    pub fn accel(&self) -> Accel {
+        self.accel.unwrap_or_default()
     }
 }
 
@@ -213,17 +230,9 @@ impl Config {
     /// Environment below the file: `SHOJI_QEMU`, `SHOJI_KERNEL`, `SHOJI_INITRD`, `SHOJI_ACCEL`.
     /// The OTEL_* variables are read by the telemetry set-up, below the `[runtime]` keys.
     pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
-        let file_has = |s: &str| {
-            self.source
-                .as_ref()
-                .and_then(|p| std::fs::read_to_string(p).ok())
-                .is_some_and(|t| t.lines().any(|l| l.trim_start().starts_with(s)))
-        };
         let q = &mut self.hypervisor.qemu;
-        if let Some(v) = get("SHOJI_QEMU") {
-            if !file_has("path") {
-                q.path = v.into();
-            }
+        if q.path.is_none() {
+            q.path = get("SHOJI_QEMU").map(Into::into);
         }
         if q.kernel.is_none() {
             q.kernel = get("SHOJI_KERNEL").map(Into::into);
@@ -231,14 +240,14 @@ impl Config {
         if q.initrd.is_none() {
             q.initrd = get("SHOJI_INITRD").map(Into::into);
         }
-        if let Some(v) = get("SHOJI_ACCEL") {
-            if !file_has("accel") {
-                q.accel = v.parse().map_err(|()| ConfigError::Value {
+        if q.accel.is_none() {
+            if let Some(v) = get("SHOJI_ACCEL") {
+                q.accel = Some(v.parse().map_err(|()| ConfigError::Value {
                     key: "accel",
                     value: v.clone(),
                     origin: "environment variable SHOJI_ACCEL".into(),
                     expected: "one of auto, kvm, tcg",
-                })?;
+                })?);
             }
         }
         Ok(())
@@ -262,7 +271,8 @@ mod tests {
         let c = Config::parse_str("", Path::new("x.toml")).unwrap();
         assert_eq!(c.hypervisor.qemu.default_memory, 512);
         assert_eq!(c.hypervisor.qemu.boot_timeout, 30);
-        assert_eq!(c.hypervisor.qemu.accel, Accel::Auto);
+        assert_eq!(c.hypervisor.qemu.accel(), Accel::Auto);
+        assert_eq!(c.hypervisor.qemu.path(), Path::new(DEFAULT_QEMU));
         assert_eq!(c.agent.shoji.trace_log_level, "info");
     }
 
@@ -282,9 +292,36 @@ mod tests {
             Path::new("x.toml"),
         )
         .unwrap();
-        assert_eq!(c.hypervisor.qemu.accel, Accel::Tcg);
+        assert_eq!(c.hypervisor.qemu.accel(), Accel::Tcg);
         assert_eq!(c.hypervisor.qemu.default_vcpus, 2);
         assert!(c.runtime.enable_tracing && c.agent.shoji.enable_tracing);
+    }
+
+    #[test]
+    fn the_environment_fills_only_the_keys_the_file_leaves_unset() {
+        let env = |k: &str| match k {
+            "SHOJI_QEMU" => Some("/opt/qemu".to_string()),
+            "SHOJI_ACCEL" => Some("kvm".to_string()),
+            _ => None,
+        };
+        // A comment or another section's `path` is not the key: the environment applies.
+        let mut c = Config::parse_str(
+            "# path = \"/nowhere\"\n[runtime]\nsandbox_root = \"/x\"\n",
+            Path::new("x.toml"),
+        )
+        .unwrap();
+        c.apply_env(env).unwrap();
+        assert_eq!(c.hypervisor.qemu.path(), Path::new("/opt/qemu"));
+        assert_eq!(c.hypervisor.qemu.accel(), Accel::Kvm);
+        // The file's own keys win over the environment.
+        let mut c = Config::parse_str(
+            "[hypervisor.qemu]\npath = \"/usr/local/bin/qemu\"\naccel = \"tcg\"\n",
+            Path::new("x.toml"),
+        )
+        .unwrap();
+        c.apply_env(env).unwrap();
+        assert_eq!(c.hypervisor.qemu.path(), Path::new("/usr/local/bin/qemu"));
+        assert_eq!(c.hypervisor.qemu.accel(), Accel::Tcg);
     }
 
     #[test]

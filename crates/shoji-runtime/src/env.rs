@@ -42,7 +42,7 @@ fn file(path: PathBuf) -> Found {
 
 pub fn report(config: &Config) -> EnvReport {
     let q = &config.hypervisor.qemu;
-    let qemu = match Qemu::locate(&q.path) {
+    let qemu = match Qemu::locate(q.path()) {
         Ok(qm) => Found {
             detail: qm.version().unwrap_or_else(|e| e.to_string()),
             path: Some(qm.path),
@@ -57,7 +57,7 @@ pub fn report(config: &Config) -> EnvReport {
         .sandbox_root
         .clone()
         .unwrap_or_else(sandbox::default_root);
-    let choice = accel::choose(q.accel, &root);
+    let choice = accel::choose(q.accel(), &root);
     let guest_dir = shoji_image::guest_dir();
     let helper = |name: &'static str| match helpers::locate(name) {
         Ok(p) => Found {

@@ -30,3 +30,16 @@ pub mod signals;
 pub mod spec;
 pub mod stdio;
 pub mod vsock;
+
+/// `e` and its sources, as one line (`: `-separated): what a user, a log line or a span's
+/// status shows of an error, its step first and the root cause last.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

@@ -130,12 +130,12 @@ pub async fn run(
     // An image is unpacked while the guest boots: the rootfs is only looked at when the agent
     // mounts it in CreateContainer, and on a 2-core host the unpack (25-150 ms) and QEMU's
     // start overlap (issue #2). virtiofsd serves the directory as it fills.
-    let (vm, spec) = if let RootSource::Image(path) = &source {
-        let rootfs = image_rootfs(&sb)?;
+    let (vm, spec, rootfs) = if let RootSource::Image(path) = &source {
+        let rootfs = image_rootfs(&sb, &container_id)?;
         let (path, work, dest, process) = (
             path.clone(),
             sb.path().join("image"),
-            rootfs.clone(),
+            rootfs.host.clone(),
             req.process.clone(),
         );
         let mut unpack = tokio::task::spawn_blocking(move || {
@@ -150,7 +150,8 @@ pub async fn run(
             })
         };
         let sb_path = sb.path().to_path_buf();
-        let mut boot = Box::pin(SandboxVm::boot(config, &bins, sb, &rootfs, &opts, hooks));
+        let share = rootfs.share.clone();
+        let mut boot = Box::pin(SandboxVm::boot(config, &bins, sb, &share, &opts, hooks));
         // A bad image is reported as soon as the unpack fails: dropping the boot future stops
         // whatever it started (its guards) without waiting for the guest.
         let (booted, unpacked) = tokio::select! {
@@ -165,7 +166,7 @@ pub async fn run(
             b = &mut boot => (b, joined(unpack.await)),
         };
         match (booted, unpacked) {
-            (Ok(vm), Ok(spec)) => (vm, spec),
+            (Ok(vm), Ok(spec)) => (vm, spec, rootfs),
             (Ok(vm), Err(e)) => {
                 vm.stop().await;
                 return Err(e.into());
@@ -178,9 +179,10 @@ pub async fn run(
             }
         }
     } else {
-        let (spec, rootfs) = unpack_span.in_scope(|| prepare_rootfs(&source, &sb, &req.process))?;
-        let vm = SandboxVm::boot(config, &bins, sb, &rootfs, &opts, hooks).await?;
-        (vm, spec)
+        let (spec, rootfs) =
+            unpack_span.in_scope(|| prepare_rootfs(&source, &sb, &container_id, &req.process))?;
+        let vm = SandboxVm::boot(config, &bins, sb, &rootfs.share, &opts, hooks).await?;
+        (vm, spec, rootfs)
     };
     // What a reclaimer must kill if this process is SIGKILLed (they should die with it).
     if let Some(o) = &mut owner {
@@ -225,7 +227,8 @@ pub async fn run(
             .create_container(agent::CreateContainerRequest {
                 container_id: container_id.clone(),
                 oci_spec_json: spec_json,
-                rootfs_tag: "rootfs".into(),
+                rootfs_tag: crate::sandbox::SHARE_TAG.into(),
+                rootfs_path: rootfs.in_share.clone(),
                 stdio: Some(ports).into(),
                 files,
                 ..Default::default()

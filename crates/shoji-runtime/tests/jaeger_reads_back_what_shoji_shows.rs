@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{busybox_image, shoji_bin, text, TestEnv};
+use common::{shoji_bin, text, TestEnv};
 use serde_json::Value;
 
 /// The Jaeger binary: `$SHOJI_JAEGER` (set by `scripts/test.sh`), else where `ensure_jaeger`
@@ -173,19 +173,6 @@ fn get(url: &str) -> Option<Value> {
     serde_json::from_str(&r.text().ok()?).ok()
 }
 
-fn traced_run_to(env: &TestEnv, endpoint: &str, protocol: &str) {
-    let image = busybox_image().0.display().to_string();
-    let out = env
-        .cmd()
-        .args(["run", "--rm", "--trace", &image, "--", "true"])
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
-        .env("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
-        .output()
-        .expect("shoji run");
-    env.assert_nothing_left();
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-}
-
 /// A Jaeger trace in a form where equal means "the same trace":
 /// - spans in span-id order, each with its process inlined (process ids are per-response
 ///   numbering: `p1`, `p2` follow the order spans were returned in);
@@ -249,8 +236,8 @@ fn vm_jaeger_and_shoji_show_the_same_trace_received_over_grpc_and_http() {
     let (_serve, shoji_grpc, shoji_query) = shoji_serve(&shoji_data);
     let jaeger = start_jaeger(env.dir.path(), &shoji_grpc);
 
-    traced_run_to(&env, &jaeger.otlp_grpc, "grpc");
-    traced_run_to(&env, &jaeger.otlp_http, "http/protobuf");
+    env.traced_run_to(&jaeger.otlp_grpc, "grpc");
+    env.traced_run_to(&jaeger.otlp_http, "http/protobuf");
 
     // Jaeger forwards asynchronously: wait until Shoji has both traces, each with as many
     // spans as Jaeger.

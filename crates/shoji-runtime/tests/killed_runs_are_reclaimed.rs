@@ -42,8 +42,9 @@ fn kill_a_run(env: &TestEnv) -> PathBuf {
     while !processes_naming(&dir).is_empty() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(dir.join("rootfs/bin/busybox").exists(), "{}", dir.display());
-    assert!(is_mounted(&dir.join("rootfs")));
+    let rootfs = rootfs_of(&dir);
+    assert!(rootfs.join("bin/busybox").exists(), "{}", dir.display());
+    assert!(is_mounted(&rootfs));
     dir
 }
 
@@ -56,6 +57,12 @@ fn sandboxes(env: &TestEnv) -> Vec<PathBuf> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// The rootfs of `shoji run`'s container in sandbox `dir` (its id is the sandbox's).
+fn rootfs_of(dir: &Path) -> PathBuf {
+    let id = dir.file_name().unwrap();
+    dir.join("shared").join(id).join("rootfs")
 }
 
 fn is_mounted(path: &Path) -> bool {
@@ -94,7 +101,7 @@ fn vm_shoji_gc_and_the_next_run_reclaim_a_killed_run() {
         text(&out.stdout)
     );
     assert!(!dead.exists(), "gc left {}", dead.display());
-    assert!(!is_mounted(&dead.join("rootfs")));
+    assert!(!is_mounted(&rootfs_of(&dead)));
     let left = processes_naming(&dead);
     assert!(left.is_empty(), "processes left: {left:?}");
     assert!(
@@ -107,7 +114,7 @@ fn vm_shoji_gc_and_the_next_run_reclaim_a_killed_run() {
     let out = env.ok(&["run", &image, "--", "true"]);
     assert!(out.status.success());
     assert!(!dead.exists(), "the next run left {}", dead.display());
-    assert!(!is_mounted(&dead.join("rootfs")));
+    assert!(!is_mounted(&rootfs_of(&dead)));
     let left = processes_naming(&dead);
     assert!(left.is_empty(), "processes left: {left:?}");
     assert!(

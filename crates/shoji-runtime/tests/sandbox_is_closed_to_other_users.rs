@@ -157,7 +157,8 @@ fn vm_a_live_sandbox_is_closed_to_other_users_and_its_rootfs_is_nosuid() {
 
     // Another user can neither list nor traverse the root or the sandbox, nor read the spec,
     // nor connect to a socket, nor reach the setuid binary.
-    let shell = dir.join("rootfs/bin/rootshell");
+    let rootfs = dir.join("shared").join(id).join("rootfs");
+    let shell = rootfs.join("bin/rootshell");
     for argv in [
         vec!["ls", root.to_str().unwrap()],
         vec!["ls", dir.to_str().unwrap()],
@@ -178,8 +179,13 @@ fn vm_a_live_sandbox_is_closed_to_other_users_and_its_rootfs_is_nosuid() {
     // Control: nobody can run things at all, so the refusals above are the modes' doing.
     assert_eq!(as_nobody(&["ls", "/"]).status.code(), Some(0));
 
-    // The host reaches the rootfs only through a nosuid,nodev mount; the bits are kept.
-    let rootfs = dir.join("rootfs");
+    // The host reaches the rootfs only through a nosuid,nodev mount, inside the share, itself
+    // such a mount; the bits are kept.
+    let share = mount_options(&dir.join("shared")).expect("the share is a mount point");
+    assert!(
+        share.split(',').any(|o| o == "nosuid") && share.split(',').any(|o| o == "nodev"),
+        "{share}"
+    );
     let opts = mount_options(&rootfs).expect("rootfs is a mount point");
     assert!(
         opts.split(',').any(|o| o == "nosuid") && opts.split(',').any(|o| o == "nodev"),

@@ -75,27 +75,14 @@ fn assert_local_store_empty(env: &TestEnv) {
     );
 }
 
-fn traced_run_to(env: &TestEnv, endpoint: &str, protocol: &str) {
-    let image = busybox_image().0.display().to_string();
-    let out = env
-        .cmd()
-        .args(["run", "--rm", "--trace", &image, "--", "true"])
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
-        .env("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
-        .output()
-        .unwrap();
-    env.assert_nothing_left();
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-}
-
 #[test]
 fn vm_traced_run_exports_over_otlp_http_and_grpc_to_a_real_receiver() {
     let env = TestEnv::new();
     let server_data = env.dir.path().join("server");
     let (server, grpc, http) = serve(&server_data);
-    traced_run_to(&env, &http, "http/protobuf");
-    traced_run_to(&env, &grpc, "grpc");
-    traced_run_to(&env, &http, "http/json");
+    env.traced_run_to(&http, "http/protobuf");
+    env.traced_run_to(&grpc, "grpc");
+    env.traced_run_to(&http, "http/json");
     let lines = stop_and_list(server, &server_data);
     assert_eq!(lines.len(), 3, "three traces at the receiver: {lines:?}");
     for l in &lines {

@@ -29,7 +29,7 @@ use containerd_shim::{Task, TtrpcContext, TtrpcResult};
 use shoji_forwarder::hooks::TraceHooks;
 use shoji_protocols::agent;
 use shoji_runtime::config::Config;
-use shoji_runtime::lifecycle::daemon::error_chain;
+use shoji_runtime::error_chain;
 use shoji_runtime::lifecycle::status::{Container, TaskStatus};
 use shoji_runtime::sandbox::{sandbox_root, Binaries, BootOptions, SandboxDir, SandboxVm};
 use shoji_runtime::spec::ProcessOptions;
@@ -136,20 +136,24 @@ impl Inner {
             .ok_or_else(|| not_found(&format!("no container {id:?} in sandbox {}", self.id)))
     }
 
-    /// Boots the sandbox's VM sharing `rootfs`.
-    async fn boot(&self, rootfs: &Path) -> Result<SandboxVm, String> {
+    /// Boots the sandbox's VM, with container `container_id`'s `rootfs` in its share; returns
+    /// the VM and where that rootfs is in the share.
+    async fn boot(&self, container_id: &str, rootfs: &Path) -> Result<(SandboxVm, String), String> {
         let config = &self.config;
         let bins = Binaries::locate(config).map_err(|e| error_chain(&e))?;
         let root = sandbox_root(config);
         let sb = SandboxDir::create(&root, &self.id).map_err(|e| error_chain(&e))?;
+        let shared = sb
+            .share_rootfs(container_id, rootfs)
+            .map_err(|e| error_chain(&e))?;
         let opts = BootOptions::for_process(config, &ProcessOptions::default(), self.agent_tracing)
             .map_err(|e| error_chain(&e))?;
         let mut hooks = self.hooks.lock().await;
-        let mut vm = SandboxVm::boot(config, &bins, sb, rootfs, &opts, &mut *hooks)
+        let mut vm = SandboxVm::boot(config, &bins, sb, &shared.share, &opts, &mut *hooks)
             .await
             .map_err(|e| error_chain(&e))?;
         vm.drain_stderr();
-        Ok(vm)
+        Ok((vm, shared.in_share))
     }
 
     async fn create(&self, req: CreateTaskRequest) -> TtrpcResult<CreateTaskResponse> {
@@ -202,8 +206,8 @@ impl Inner {
                 let _ = rootfs::unmount(bundle);
             }
         };
-        let vm = match self.boot(&rootfs::rootfs_of(&bundle)).await {
-            Ok(vm) => vm,
+        let (vm, rootfs_path) = match self.boot(&req.id, &rootfs::rootfs_of(&bundle)).await {
+            Ok(booted) => booted,
             Err(message) => {
                 unmount(&bundle);
                 return Err(failed(ttrpc::Code::INTERNAL, message));
@@ -219,7 +223,8 @@ impl Inner {
                 .create_container(agent::CreateContainerRequest {
                     container_id: req.id.clone(),
                     oci_spec_json: spec_json,
-                    rootfs_tag: "rootfs".into(),
+                    rootfs_tag: shoji_runtime::sandbox::SHARE_TAG.into(),
+                    rootfs_path: rootfs_path.clone(),
                     stdio: Some(init.ports()).into(),
                     // A pod's containers share its UTS and IPC namespaces in the guest.
                     pod_namespaces: sandbox.is_some(),

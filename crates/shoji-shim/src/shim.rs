@@ -65,7 +65,7 @@ impl Tracing {
 /// environment on to the shim.
 fn load_config() -> Result<Config, String> {
     let explicit = std::env::var_os("SHOJI_CONFIG").map(PathBuf::from);
-    Config::load(explicit.as_deref()).map_err(|e| shoji_runtime::lifecycle::daemon::error_chain(&e))
+    Config::load(explicit.as_deref()).map_err(|e| shoji_runtime::error_chain(&e))
 }
 
 /// Sends the server's log (its stderr: `SHOJI_LOG` lines, QEMU's and the helpers' stderr) to
@@ -144,11 +144,8 @@ impl containerd_shim::Shim for ShojiShim {
         // that already has one finds its socket taken and hands back the running one's address
         // (the crate's `spawn` and server start do that), as runc's shim does; containerd 2.x
         // connects a pod's later containers to the pod's shim without asking (task API 3).
-        let grouping = crate::pod::grouping(&self.bundle, &opts.id).map_err(|e| {
-            containerd_shim::Error::InvalidArgument(shoji_runtime::lifecycle::daemon::error_chain(
-                &e,
-            ))
-        })?;
+        let grouping = crate::pod::grouping(&self.bundle, &opts.id)
+            .map_err(|e| containerd_shim::Error::InvalidArgument(shoji_runtime::error_chain(&e)))?;
         let address = containerd_shim::spawn(opts, &grouping, Vec::new()).await?;
         containerd_shim::asynchronous::util::write_str_to_file("address", &address).await?;
         Ok(address)
@@ -156,16 +153,18 @@ impl containerd_shim::Shim for ShojiShim {
 
     async fn delete_shim(&mut self) -> containerd_shim::Result<DeleteResponse> {
         // The server is gone (killed, or it crashed): its QEMU and helpers died with it
-        // (PR_SET_PDEATHSIG); what is left is the rootfs mount and the sandbox directory.
+        // (PR_SET_PDEATHSIG); what is left is the rootfs mounts and the sandbox directory.
         if let Err(e) = rootfs::unmount(&self.bundle) {
-            eprintln!(
-                "shoji-shim: {}",
-                shoji_runtime::lifecycle::daemon::error_chain(&e)
-            );
+            eprintln!("shoji-shim: {}", shoji_runtime::error_chain(&e));
         }
         if let Ok(config) = &self.config {
             if shoji_runtime::lifecycle::state::validate_id(&self.id).is_ok() {
-                let _ = std::fs::remove_dir_all(sandbox_root(config).join(&self.id));
+                // Mounts first (the share and the rootfs bound into it): removing through a
+                // mount would delete what it shows.
+                let dir = sandbox_root(config).join(&self.id);
+                if let Err(e) = shoji_runtime::sandbox::remove_sandbox_dir(&dir) {
+                    eprintln!("shoji-shim: cannot remove {}: {e}", dir.display());
+                }
             }
         }
         Ok(DeleteResponse {

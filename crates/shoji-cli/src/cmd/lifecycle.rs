@@ -326,7 +326,10 @@ pub fn sandbox(a: SandboxArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> 
         drop(hooks);
         if let Err(e) = &result {
             span.record("otel.status_code", "ERROR");
-            span.record("otel.status_message", daemon::error_chain(e).as_str());
+            span.record(
+                "otel.status_message",
+                shoji_runtime::error_chain(e).as_str(),
+            );
         }
         span.record("shoji.dropped_spans", telemetry.dropped() + rejected);
         if runtime_tracing && matches!(result, Ok(SandboxExit::Stopped)) {

@@ -249,7 +249,10 @@ impl RunArgs {
                 }
                 Err(e) => {
                     span.record("otel.status_code", "ERROR");
-                    span.record("otel.status_message", e.to_string().as_str());
+                    span.record(
+                        "otel.status_message",
+                        shoji_runtime::error_chain(e).as_str(),
+                    );
                 }
             }
             span.record("shoji.dropped_spans", telemetry.dropped() + rejected);

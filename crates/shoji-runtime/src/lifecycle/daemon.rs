@@ -35,6 +35,7 @@ use super::status::Container;
 use super::LifecycleError;
 use crate::agent::AgentClient;
 use crate::config::Config;
+use crate::error_chain;
 use crate::private_fs;
 use crate::sandbox::{
     prepare_rootfs, Binaries, BootError, BootOptions, RootSource, RunHooks, SandboxDir, SandboxVm,
@@ -133,18 +134,6 @@ fn report(result: &CreateResult) {
     }
 }
 
-/// `e` and its sources, as one line.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
-
 /// Runs the sandbox process for `req` in `<root>/<id>` (which `shoji create` made) until the
 /// container is deleted or the process is told to stop. `hooks` plug in the telemetry (the
 /// trace forwarder, the clock offset, trace context on agent calls), as for `shoji run`.
@@ -228,7 +217,7 @@ async fn create(
     let bins = Binaries::locate(config)?;
     let (spec, rootfs) =
         info_span!("image.unpack", source = "runtime", subsystem = "image", sandbox_id = %id)
-            .in_scope(|| prepare_rootfs(&req.source, &sb, &req.process))?;
+            .in_scope(|| prepare_rootfs(&req.source, &sb, &id, &req.process))?;
     let spec_json = serde_json::to_vec_pretty(&spec)
         .map_err(|e| BootError::Spec(SpecError::Build(e.to_string())))?;
     // The spec actually used: with an image or a rootfs, the state directory is the bundle.
@@ -243,10 +232,10 @@ async fn create(
         .clone()
         .ok_or(BootError::Spec(SpecError::NoCommand))?;
 
-    let mut vm = SandboxVm::boot(config, &bins, sb, &rootfs, &opts, hooks).await?;
+    let mut vm = SandboxVm::boot(config, &bins, sb, &rootfs.share, &opts, hooks).await?;
     root_span.record("shoji.clock_offset_ns", vm.clock.offset_ns);
     vm.drain_stderr();
-    let created = create_container(&vm, &id, spec_json, &dir)
+    let created = create_container(&vm, &id, spec_json, &rootfs.in_share, &dir)
         .instrument(info_span!("container.create", source = "runtime", subsystem = "container", container_id = %id, container.id = %id))
         .await;
     match created {
@@ -274,7 +263,7 @@ async fn create(
                 dir,
                 client: vm.client.clone(),
                 base_process,
-                rootfs,
+                rootfs: rootfs.host,
                 state: Mutex::new(Recorded {
                     file: st,
                     container,
@@ -293,6 +282,7 @@ async fn create_container(
     vm: &SandboxVm,
     id: &str,
     spec_json: Vec<u8>,
+    rootfs_path: &str,
     dir: &Path,
 ) -> Result<(u32, StdioRelay, UnixListener), LifecycleError> {
     let log = |name: &str| {
@@ -316,7 +306,8 @@ async fn create_container(
         .create_container(agent::CreateContainerRequest {
             container_id: id.into(),
             oci_spec_json: spec_json,
-            rootfs_tag: "rootfs".into(),
+            rootfs_tag: crate::sandbox::SHARE_TAG.into(),
+            rootfs_path: rootfs_path.into(),
             stdio: Some(ports).into(),
             ..Default::default()
         })

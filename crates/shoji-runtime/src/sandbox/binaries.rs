@@ -39,7 +39,7 @@ impl Binaries {
 /// The hypervisor `[hypervisor] kind` names, located on this host.
 pub fn locate_hypervisor(config: &Config) -> Result<Arc<dyn Hypervisor>, BootError> {
     Ok(match config.hypervisor.kind {
-        HypervisorKind::Qemu => Arc::new(Qemu::locate(&config.hypervisor.qemu.path)?),
+        HypervisorKind::Qemu => Arc::new(Qemu::locate(config.hypervisor.qemu.path())?),
     })
 }
 

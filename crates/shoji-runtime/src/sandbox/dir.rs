@@ -1,8 +1,11 @@
-//! The sandbox directory: sockets, console log, root filesystem, spec. Mode 0700 under a 0700
+//! The sandbox directory: sockets, console log, the share with each container's root
+//! filesystem, spec. Mode 0700 under a 0700
 //! root ([`crate::private_fs`]); removed whole when the [`SandboxDir`] drops, on every exit
 //! path, its rootfs mount ([`super::mounts`]) first.
 
 use std::path::{Path, PathBuf};
+
+use std::os::unix::fs::DirBuilderExt;
 
 use rand::Rng;
 
@@ -27,6 +30,21 @@ pub enum SandboxError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// The virtio-fs tag of the sandbox's one share (the host-guest contract: the agent mounts it
+/// once and finds each container's root filesystem in it at the request's `rootfs_path`).
+pub const SHARE_TAG: &str = "shared";
+
+/// A container's root filesystem as served to the guest.
+#[derive(Debug, Clone)]
+pub struct SharedRootfs {
+    /// The directory virtiofsd serves (the whole share).
+    pub share: PathBuf,
+    /// The container's root filesystem on the host, inside `share`.
+    pub host: PathBuf,
+    /// Its path relative to the share, as the agent is told (`rootfs_path`; empty: the share).
+    pub in_share: String,
 }
 
 /// A fresh sandbox id: 16 hex digits.
@@ -71,27 +89,80 @@ impl SandboxDir {
         })
     }
 
-    /// The path the guest's root filesystem is served from: as root, `<sandbox>/rootfs` bind-
-    /// mounted `nosuid,nodev` from `src` (which may be that same directory), so the host never
-    /// reaches a setuid file or device node of the container but through a 0700 directory and
-    /// a mount that disarms them. Without root no mount can be made: `src` is served as it is
-    /// (the files are the user's own, so no other user gains from them; see ADR 009).
-    pub fn share_rootfs(&self, src: &Path) -> Result<PathBuf, SandboxError> {
+    /// The directory virtiofsd serves to the guest as the share [`SHARE_TAG`]: as root,
+    /// `<sandbox>/shared/`, holding each container's root filesystem at `<id>/rootfs` (see
+    /// [`SandboxDir::share_rootfs`]).
+    pub fn shared(&self) -> PathBuf {
+        self.path.join("shared")
+    }
+
+    /// Where container `container_id`'s root filesystem is mounted in the share, on the host.
+    pub fn container_rootfs(&self, container_id: &str) -> PathBuf {
+        self.shared().join(container_id).join("rootfs")
+    }
+
+    /// Serves `src` as container `container_id`'s root filesystem. As root, `src` is
+    /// bind-mounted `nosuid,nodev` at [`SandboxDir::container_rootfs`] (`src` may be that same
+    /// directory), so the host never reaches a setuid file or device node of the container but
+    /// through a 0700 directory and a mount that disarms them; the share itself is a mount of
+    /// its own, in a peer group of its own, so that a mount added below it after virtiofsd
+    /// started (a later container of the sandbox) reaches virtiofsd's namespace. Without root
+    /// no mount can be made: `src` itself is the share, for this one container (the files are
+    /// the user's own, so no other user gains from them; see ADR 009).
+    pub fn share_rootfs(
+        &self,
+        container_id: &str,
+        src: &Path,
+    ) -> Result<SharedRootfs, SandboxError> {
         if !mounts::can_mount() {
-            return Ok(src.to_path_buf());
+            return Ok(SharedRootfs {
+                share: src.to_path_buf(),
+                host: src.to_path_buf(),
+                in_share: String::new(),
+            });
         }
-        let dst = self.rootfs();
-        match std::fs::create_dir(&dst) {
-            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+        self.make_share()?;
+        let dst = self.container_rootfs(container_id);
+        // `<id>/` is private; `rootfs/` has the mode a root directory has (an image unpacked
+        // into it keeps it: the container's `/` must be searchable by its users).
+        let parent = dst.parent().unwrap_or(&dst);
+        let made = [
+            (parent, private_fs::create_private_dir(parent)),
+            (&*dst, std::fs::DirBuilder::new().mode(0o755).create(&dst)),
+        ];
+        for (dir, made) in made {
+            match made {
+                Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                    return Err(SandboxError::MountPoint {
+                        path: dir.to_path_buf(),
+                        source: e,
+                    })
+                }
+                _ => {}
+            }
+        }
+        mounts::bind_nosuid(src, &dst)?;
+        Ok(SharedRootfs {
+            share: self.shared(),
+            host: dst,
+            in_share: format!("{container_id}/rootfs"),
+        })
+    }
+
+    /// Makes `shared/` (0700) and its own mount, once.
+    fn make_share(&self) -> Result<(), SandboxError> {
+        let share = self.shared();
+        match private_fs::create_private_dir(&share) {
+            Ok(()) => mounts::make_share(&share)?,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => {
                 return Err(SandboxError::MountPoint {
-                    path: dst,
+                    path: share,
                     source: e,
                 })
             }
-            _ => {}
         }
-        mounts::bind_nosuid(src, &dst)?;
-        Ok(dst)
+        Ok(())
     }
 
     /// Takes over `root/id`, made by someone else (`shoji create` makes it, so that a second
@@ -126,9 +197,6 @@ impl SandboxDir {
     }
     pub fn console_socket(&self) -> PathBuf {
         self.path.join("console.sock")
-    }
-    pub fn rootfs(&self) -> PathBuf {
-        self.path.join("rootfs")
     }
     /// The host end of guest port `port` (guest `connect(2, port)` arrives here).
     pub fn host_port_socket(&self, port: u32) -> PathBuf {

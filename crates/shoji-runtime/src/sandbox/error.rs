@@ -1,4 +1,5 @@
-//! What can go wrong while a sandbox is prepared, booted or run.
+//! What can go wrong while a sandbox is prepared, booted or run: each variant names the step
+//! and keeps the step's error as its source (shown as one chain at the top).
 
 use std::path::PathBuf;
 
@@ -7,21 +8,21 @@ use crate::{helpers, hypervisor, image, process, spec, stdio};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BootError {
-    #[error(transparent)]
+    #[error("reading the configuration")]
     Config(#[from] crate::config::ConfigError),
-    #[error(transparent)]
+    #[error("preparing the sandbox directory")]
     Sandbox(#[from] super::SandboxError),
-    #[error(transparent)]
+    #[error("reading the image")]
     Image(#[from] image::ImageError),
-    #[error(transparent)]
+    #[error("building the container's runtime spec")]
     Spec(#[from] spec::SpecError),
-    #[error(transparent)]
+    #[error("starting a sandbox process")]
     Process(#[from] process::ProcessError),
-    #[error(transparent)]
+    #[error("starting a helper of the VM")]
     Helper(#[from] helpers::HelperError),
-    #[error(transparent)]
+    #[error("starting the hypervisor")]
     Hypervisor(#[from] hypervisor::HypervisorError),
-    #[error(transparent)]
+    #[error("connecting the container's stdio")]
     Stdio(#[from] stdio::StdioError),
     #[error(
         "{what} {path} does not exist; run `shoji image build`, or set [hypervisor.qemu] {key}"

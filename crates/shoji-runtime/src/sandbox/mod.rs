@@ -1,6 +1,7 @@
 //! One sandbox: a VM with its agent, and everything the host runs and keeps for it.
 //!
-//! How the parts compose: [`dir`] owns the per-sandbox directory (sockets, console, rootfs),
+//! How the parts compose: [`dir`] owns the per-sandbox directory (sockets, console, and the one share
+//! served to the guest, each container's rootfs in it),
 //! private to this user, with the rootfs reached through a `nosuid,nodev` mount ([`mounts`]);
 //! [`binaries`] resolves the hypervisor, the guest image and the helpers before anything
 //! starts; [`rootfs`] turns an image, bundle or rootfs into the container's root filesystem
@@ -23,6 +24,7 @@ pub mod vm;
 pub use binaries::Binaries;
 pub use dir::{
     console_tail, default_root, new_sandbox_id, remove_sandbox_dir, SandboxDir, SandboxError,
+    SharedRootfs, SHARE_TAG,
 };
 pub use error::BootError;
 pub use hooks::{NoHooks, PastSpan, RunHooks, SpanCount};

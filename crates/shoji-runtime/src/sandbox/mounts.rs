@@ -17,6 +17,12 @@ pub enum MountError {
         #[source]
         source: nix::Error,
     },
+    #[error("cannot make {dir} a shared mount of its own")]
+    Propagation {
+        dir: PathBuf,
+        #[source]
+        source: nix::Error,
+    },
 }
 
 /// Whether bind mounts can be made: only root (in the initial user namespace) can.
@@ -40,6 +46,24 @@ pub fn bind_nosuid(src: &Path, dst: &Path) -> Result<(), MountError> {
     if let Err(e) = mount(None::<&str>, dst, None::<&str>, flags, None::<&str>) {
         let _ = umount2(dst, MntFlags::MNT_DETACH);
         return Err(err(e));
+    }
+    Ok(())
+}
+
+/// Makes `dir` a mount of its own (bound onto itself, `nosuid,nodev`), in a new shared peer
+/// group: a mount made below it later propagates into the copies of it in other mount
+/// namespaces that are its slaves (virtiofsd's sandbox makes its whole tree a slave), and,
+/// private first, it never propagates back to the parent mount.
+pub fn make_share(dir: &Path) -> Result<(), MountError> {
+    bind_nosuid(dir, dir)?;
+    for flag in [MsFlags::MS_PRIVATE, MsFlags::MS_SHARED] {
+        if let Err(source) = mount(None::<&str>, dir, None::<&str>, flag, None::<&str>) {
+            let _ = umount2(dir, MntFlags::MNT_DETACH);
+            return Err(MountError::Propagation {
+                dir: dir.to_path_buf(),
+                source,
+            });
+        }
     }
     Ok(())
 }

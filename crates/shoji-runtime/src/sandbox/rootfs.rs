@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
+use super::dir::SharedRootfs;
 use super::{BootError, SandboxDir};
 use crate::image;
 use crate::spec::ProcessOptions;
@@ -39,37 +40,46 @@ pub fn unpack_image(
     Ok(crate::spec::from_image(&cfg, rootfs, opts)?)
 }
 
-/// Makes the sandbox directory's `rootfs/` for an image to be unpacked into, already served
-/// through its `nosuid,nodev` mount ([`SandboxDir::share_rootfs`]): no moment where a setuid
-/// file from the image is reachable without it. Returns the path to unpack into and serve.
-pub fn image_rootfs(sb: &SandboxDir) -> Result<PathBuf, BootError> {
-    let rootfs = sb.rootfs();
-    std::fs::create_dir_all(&rootfs).map_err(|source| {
-        BootError::Image(image::ImageError::Io {
-            path: rootfs.clone(),
-            source,
-        })
-    })?;
-    Ok(sb.share_rootfs(&rootfs)?)
+/// Makes container `container_id`'s root filesystem directory in the sandbox's share, for an
+/// image to be unpacked into, already served through its `nosuid,nodev` mount
+/// ([`SandboxDir::share_rootfs`]): no moment where a setuid file from the image is reachable
+/// without it. Its `host` is the path to unpack into.
+pub fn image_rootfs(sb: &SandboxDir, container_id: &str) -> Result<SharedRootfs, BootError> {
+    if !super::mounts::can_mount() {
+        // No share without root: the rootfs is served as it is, from the sandbox directory.
+        let rootfs = sb.path().join("rootfs");
+        std::fs::create_dir_all(&rootfs).map_err(|source| {
+            BootError::Image(image::ImageError::Io {
+                path: rootfs.clone(),
+                source,
+            })
+        })?;
+        return Ok(sb.share_rootfs(container_id, &rootfs)?);
+    }
+    let rootfs = sb.container_rootfs(container_id);
+    // The mount point is made by share_rootfs; the image is unpacked into the mount.
+    Ok(sb.share_rootfs(container_id, &rootfs)?)
 }
 
-/// The spec and the root filesystem directory to serve for `source`: an image is unpacked into
-/// the sandbox directory's `rootfs/`; a bundle's or a bare rootfs is bind-mounted there. Either
-/// way the host reaches it only through a `nosuid,nodev` mount (when Shoji runs as root).
+/// The spec and container `container_id`'s root filesystem in the sandbox's share for
+/// `source`: an image is unpacked into it; a bundle's or a bare rootfs is bind-mounted there.
+/// Either way the host reaches it only through a `nosuid,nodev` mount (when Shoji runs as
+/// root).
 pub fn prepare_rootfs(
     source: &RootSource,
     sb: &SandboxDir,
+    container_id: &str,
     opts: &ProcessOptions,
-) -> Result<(oci_spec::runtime::Spec, PathBuf), BootError> {
+) -> Result<(oci_spec::runtime::Spec, SharedRootfs), BootError> {
     Ok(match source {
         RootSource::Image(path) => {
-            let rootfs = image_rootfs(sb)?;
-            let spec = unpack_image(path, &sb.path().join("image"), &rootfs, opts)?;
+            let rootfs = image_rootfs(sb, container_id)?;
+            let spec = unpack_image(path, &sb.path().join("image"), &rootfs.host, opts)?;
             (spec, rootfs)
         }
         RootSource::Bundle(dir) => {
             let (spec, rootfs) = crate::spec::from_bundle(dir, opts)?;
-            (spec, sb.share_rootfs(&rootfs)?)
+            (spec, sb.share_rootfs(container_id, &rootfs)?)
         }
         RootSource::Rootfs(dir) => {
             if !dir.is_dir() {
@@ -77,7 +87,10 @@ pub fn prepare_rootfs(
                     path: dir.clone(),
                 }));
             }
-            (crate::spec::for_rootfs(dir, opts)?, sb.share_rootfs(dir)?)
+            (
+                crate::spec::for_rootfs(dir, opts)?,
+                sb.share_rootfs(container_id, dir)?,
+            )
         }
     })
 }

@@ -135,13 +135,14 @@ pub struct SandboxVm {
 }
 
 impl SandboxVm {
-    /// Starts the helpers and QEMU for `sb`, sharing `rootfs` over virtio-fs, and connects to
-    /// the agent. On any error everything started so far, `sb` included, is torn down.
+    /// Starts the helpers and QEMU for `sb`, sharing `share` (the sandbox's share,
+    /// [`SharedRootfs::share`](super::dir::SharedRootfs)) over virtio-fs as
+    /// [`SHARE_TAG`](super::dir::SHARE_TAG), and connects to the agent. On any error everything started so far, `sb` included, is torn down.
     pub async fn boot(
         config: &Config,
         bins: &Binaries,
         sb: SandboxDir,
-        rootfs: &Path,
+        share: &Path,
         opts: &BootOptions,
         hooks: &mut dyn RunHooks,
     ) -> Result<Self, BootError> {
@@ -151,7 +152,7 @@ impl SandboxVm {
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_default();
-        let choice = accel::choose(q.accel, &root);
+        let choice = accel::choose(q.accel(), &root);
         tracing::Span::current().record("vm.accel", choice.accel.as_str());
         tracing::info!(accel = choice.accel.as_str(), reason = %choice.reason, "accelerator chosen");
         hooks.sandbox_ready(&sb);
@@ -167,7 +168,7 @@ impl SandboxVm {
                     helper = "vhost-device-vsock"
                 ))
                 .await?;
-            let f = helpers::start_virtiofsd(&bins.virtiofsd, &sb.virtiofs_socket(), rootfs)
+            let f = helpers::start_virtiofsd(&bins.virtiofsd, &sb.virtiofs_socket(), share)
                 .instrument(info_span!(
                     "helper.start",
                     source = "hypervisor",
@@ -202,7 +203,7 @@ impl SandboxVm {
             kernel_cmdline: kernel_cmdline(config, &opts, &sb.id),
             vhost_vsock_socket: sb.vhost_socket(),
             virtiofs_socket: sb.virtiofs_socket(),
-            virtiofs_tag: "rootfs".into(),
+            virtiofs_tag: super::dir::SHARE_TAG.into(),
             console_socket: sb.console_socket(),
             accel: choice.clone(),
             network: opts.network.clone(),

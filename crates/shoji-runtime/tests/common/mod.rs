@@ -129,6 +129,23 @@ impl TestEnv {
         out
     }
 
+    /// `shoji run --rm --trace` of the busybox image, exported to the OTLP receiver at
+    /// `endpoint` over `protocol` (`grpc`, `http/protobuf`, `http/json`); it must succeed and
+    /// leave nothing behind.
+    #[allow(dead_code)]
+    pub fn traced_run_to(&self, endpoint: &str, protocol: &str) {
+        let image = busybox_image().0.display().to_string();
+        let out = self
+            .cmd()
+            .args(["run", "--rm", "--trace", &image, "--", "true"])
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
+            .env("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
+            .output()
+            .expect("running shoji run");
+        self.assert_nothing_left();
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    }
+
     /// No sandbox directory and no process started for one (QEMU and helpers carry the sandbox
     /// root in their arguments) may be left.
     pub fn assert_nothing_left(&self) {

@@ -61,16 +61,7 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
-pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
+pub(super) use crate::query::error_chain;
 
 fn ok<T: Serialize>(data: Vec<T>) -> Response {
     Json(Envelope::ok(data)).into_response()
