@@ -157,11 +157,18 @@ impl containerd_shim::Shim for ShojiShim {
         if let Err(e) = rootfs::unmount(&self.bundle) {
             eprintln!("shoji-shim: {}", shoji_runtime::error_chain(&e));
         }
+        // The sandbox directory goes with its sandbox's (the pod's first) container; a pod's
+        // other container takes only its own root filesystem out of the share. Mounts are
+        // detached before anything is removed.
         if let Ok(config) = &self.config {
+            let sandbox = crate::pod::grouping(&self.bundle, &self.id).unwrap_or(self.id.clone());
             if shoji_runtime::lifecycle::state::validate_id(&self.id).is_ok() {
-                // Mounts first (the share and the rootfs bound into it): removing through a
-                // mount would delete what it shows.
-                let dir = sandbox_root(config).join(&self.id);
+                let dir = sandbox_root(config).join(&sandbox);
+                let dir = if sandbox == self.id {
+                    dir
+                } else {
+                    dir.join("shared").join(&self.id)
+                };
                 if let Err(e) = shoji_runtime::sandbox::remove_sandbox_dir(&dir) {
                     eprintln!("shoji-shim: cannot remove {}: {e}", dir.display());
                 }
