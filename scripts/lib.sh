@@ -85,11 +85,48 @@ ensure_containerd() {
     export SHOJI_CONTAINERD SHOJI_CTR
 }
 
+# crictl (cri-tools) for the shim's CRI VM tests: drives containerd's CRI plugin as the kubelet
+# would. SHOJI_CRICTL tells the tests where it is.
+CRI_TOOLS_VERSION=v1.37.0
+ensure_crictl() {
+  SHOJI_CRICTL=$(ensure_go_tool cri-tools "$CRI_TOOLS_VERSION" \
+    sigs.k8s.io/cri-tools/cmd/crictl crictl) && export SHOJI_CRICTL
+}
+
+# CNI plugins for the shim's CRI VM tests, built into one directory (containerd finds a plugin by
+# its type name there): loopback, tap and the static IPAM. containerd's CRI plugin insists on a
+# pod IP from CNI; a TAP device eth0 with a static address inside the pod's network namespace
+# gives it one without touching the host's network (no dummy or veth: the first is missing from
+# some host kernels, the second needs a host end). The VM is not plugged into it: real CNI
+# networking is not done yet. SHOJI_CNI_DIR tells the tests where they are.
+CNI_PLUGINS_VERSION=v1.10.0
+ensure_cni_plugins() {
+  local dir go p pkgs=()
+  dir="${XDG_CACHE_HOME:-$HOME/.cache}/shoji/go-tools/cni-plugins-$CNI_PLUGINS_VERSION"
+  if [ ! -x "$dir/static" ]; then
+    go=$(command -v go || echo /usr/local/go/bin/go)
+    [ -x "$go" ] || { echo "error: building the CNI plugins needs Go, not found" >&2; return 1; }
+    grep -q "$CNI_PLUGINS_VERSION" scripts/go-tools/cni-plugins/go.mod || {
+      echo "error: scripts/go-tools/cni-plugins/go.mod does not pin $CNI_PLUGINS_VERSION" >&2; return 1; }
+    say "building the CNI plugins $CNI_PLUGINS_VERSION with Go (a minute, once)"
+    for p in main/loopback main/tap ipam/static; do
+      pkgs+=("github.com/containernetworking/plugins/plugins/$p")
+    done
+    rm -rf "$dir.tmp" && mkdir -p "$dir.tmp" &&
+      (cd scripts/go-tools/cni-plugins && GOFLAGS=-mod=readonly nice "$go" build -trimpath \
+        -o "$dir.tmp/" "${pkgs[@]}") &&
+      rm -rf "$dir" && mv "$dir.tmp" "$dir" || return 1
+  fi
+  SHOJI_CNI_DIR=$dir && export SHOJI_CNI_DIR
+}
+
 ensure_test_deps() {
   # The Rust test runner: not part of a fresh machine's toolchain.
   ensure_cargo_tool cargo-nextest cargo-nextest
-  # containerd 2.x and ctr for the shim's VM tests.
+  # containerd 2.x, ctr and crictl for the shim's VM tests.
   ensure_containerd || return 1
+  ensure_crictl || return 1
+  ensure_cni_plugins || return 1
   # A real Jaeger for the interop test (built once with Go, cached outside the clone).
   SHOJI_JAEGER=$(ensure_jaeger) || return 1
   export SHOJI_JAEGER

@@ -1,39 +1,47 @@
 #!/usr/bin/env bash
 # Makes a small OCI image (image-layout directory, and optionally an OCI archive tarball) from
 # Debian's busybox-static. There is no registry access on these machines; this is the demo and
-# test image.
+# test image. With --pause it makes the pod sandbox image instead: only /pause, scripts/pause.c
+# built static (gcc), named pause:3.10 (the name containerd's CRI plugin is configured with).
 #
 # With --data MIB:FILES a second (uncompressed) layer adds FILES files of random bytes, MIB MiB
 # in all, under /data: the synthetic "real-size" image of the image-store benchmark.
 #
-# usage: scripts/make-busybox-image.sh OUT_DIR [--tar OUT.tar] [--data MIB:FILES]
+# usage: scripts/make-busybox-image.sh OUT_DIR [--tar OUT.tar] [--data MIB:FILES] [--pause]
 set -euo pipefail
-usage="usage: make-busybox-image.sh OUT_DIR [--tar OUT.tar] [--data MIB:FILES]"
+usage="usage: make-busybox-image.sh OUT_DIR [--tar OUT.tar] [--data MIB:FILES] [--pause]"
 out=${1:?$usage}
 shift
-tarball=
-data=
+tarball= data= pause=
 while [ $# -gt 0 ]; do
   case $1 in
     --tar) tarball=${2:?--tar needs a file name}; shift 2 ;;
     --data) data=${2:?--data needs MIB:FILES}; shift 2 ;;
-    *) echo "$usage" >&2; exit 2 ;;
+    --pause) pause=1; shift ;;
+    *) echo "error: unknown argument $1; $usage" >&2; exit 2 ;;
   esac
 done
-busybox=/bin/busybox
-[ -x "$busybox" ] || { echo "error: $busybox not found: apt-get install busybox-static" >&2; exit 1; }
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 root=$work/rootfs
-mkdir -p "$root"/{bin,etc,tmp,proc,sys,dev,root,home/user}
-cp "$busybox" "$root/bin/busybox"
-for applet in $("$busybox" --list); do
-  [ "$applet" = busybox ] || ln -sf busybox "$root/bin/$applet"
-done
-printf 'root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000:user:/home/user:/bin/sh\n' > "$root/etc/passwd"
-printf 'root:x:0:\nuser:x:1000:\n' > "$root/etc/group"
-chmod 1777 "$root/tmp"
+if [ -n "$pause" ]; then
+  mkdir -p "$root"
+  gcc -static -Os -s -o "$root/pause" "$(dirname "$0")/pause.c"
+  name=pause:3.10 cmd='"Entrypoint":["/pause"]'
+else
+  busybox=/bin/busybox
+  [ -x "$busybox" ] || { echo "error: $busybox not found: apt-get install busybox-static" >&2; exit 1; }
+  mkdir -p "$root"/{bin,etc,tmp,proc,sys,dev,root,home/user}
+  cp "$busybox" "$root/bin/busybox"
+  for applet in $("$busybox" --list); do
+    [ "$applet" = busybox ] || ln -sf busybox "$root/bin/$applet"
+  done
+  printf 'root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000:user:/home/user:/bin/sh\n' > "$root/etc/passwd"
+  printf 'root:x:0:\nuser:x:1000:\n' > "$root/etc/group"
+  chmod 1777 "$root/tmp"
+  name=busybox:latest cmd='"Cmd":["sh"]'
+fi
 
 tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -C "$root" -cf "$work/layer.tar" .
 diff_id=$(sha256sum "$work/layer.tar" | cut -d' ' -f1)
@@ -64,7 +72,7 @@ if [ -n "$data" ]; then
   layers="$layers,{\"mediaType\":\"application/vnd.oci.image.layer.v1.tar\",\"digest\":\"sha256:$data_digest\",\"size\":$data_size}"
 fi
 cat > "$work/config.json" <<JSON
-{"architecture":"amd64","os":"linux","config":{"Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],"Cmd":["sh"],"WorkingDir":"/"},"rootfs":{"type":"layers","diff_ids":[$diff_ids]},"history":[{"created_by":"scripts/make-busybox-image.sh"}]}
+{"architecture":"amd64","os":"linux","config":{"Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],$cmd,"WorkingDir":"/"},"rootfs":{"type":"layers","diff_ids":[$diff_ids]},"history":[{"created_by":"scripts/make-busybox-image.sh"}]}
 JSON
 config_digest=$(put_blob "$work/config.json")
 config_size=$(stat -c %s "$work/config.json")
@@ -74,7 +82,7 @@ JSON
 manifest_digest=$(put_blob "$work/manifest.json")
 manifest_size=$(stat -c %s "$work/manifest.json")
 cat > "$out/index.json" <<JSON
-{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:$manifest_digest","size":$manifest_size,"annotations":{"org.opencontainers.image.ref.name":"busybox:latest"}}]}
+{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:$manifest_digest","size":$manifest_size,"annotations":{"org.opencontainers.image.ref.name":"$name"}}]}
 JSON
 echo '{"imageLayoutVersion":"1.0.0"}' > "$out/oci-layout"
 if [ -n "$tarball" ]; then

@@ -13,6 +13,7 @@ use shoji_protocols::agent::StdioPorts;
 use tokio::sync::watch;
 
 use crate::init::{InitConfig, CONFIG_FD, PID_FD, START_FD};
+use crate::podns::PodNamespaces;
 use crate::reaper::{Reaper, Status};
 
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +36,8 @@ pub enum ContainerError {
     Mounts(#[from] crate::mounts::MountError),
     #[error("container file {path:?}: {reason}")]
     File { path: String, reason: String },
+    #[error(transparent)]
+    PodNamespaces(#[from] crate::podns::PodNamespaceError),
 }
 
 /// At most this many files, each at most this big, per container (the host sends three small
@@ -239,6 +242,11 @@ pub fn spawn_init(
     ];
     let mut cmd = Command::new("/proc/self/exe");
     let new_namespaces = cfg.enter_pid.is_none();
+    // A pod's container joins the pod's UTS and IPC namespaces (in `__container-init`).
+    let mut flags = libc::CLONE_NEWPID | libc::CLONE_NEWNS;
+    if cfg.join_namespaces.is_empty() {
+        flags |= libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
+    }
     cmd.arg("__container-init")
         .stdin(Stdio::from(stdin))
         .stdout(Stdio::from(stdout))
@@ -252,8 +260,6 @@ pub fn spawn_init(
                     return Err(std::io::Error::last_os_error());
                 }
             }
-            let flags =
-                libc::CLONE_NEWPID | libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
             if new_namespaces && libc::unshare(flags) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
@@ -320,7 +326,11 @@ fn security_span() -> tracing::Span {
 }
 
 impl Container {
-    /// Mounts the rootfs, makes the cgroup, spawns the (held) init process.
+    /// Mounts the rootfs, makes the cgroup, spawns the (held) init process; with `pod`, the
+    /// init joins the pod's UTS and IPC namespaces (made with this spec's hostname if they are
+    /// not yet).
+    // The request's parts, one argument each, as CreateContainer carries them.
+    #[allow(clippy::too_many_arguments)]
     pub fn create(
         id: &str,
         spec: &Spec,
@@ -329,6 +339,7 @@ impl Container {
         files: &[(String, Vec<u8>)],
         ports: &StdioPorts,
         reaper: &Reaper,
+        pod: Option<&std::sync::Mutex<PodNamespaces>>,
     ) -> Result<Self, ContainerError> {
         if id.is_empty() || id.contains('/') || id.starts_with('.') {
             return Err(ContainerError::Spec(format!("bad container id {id:?}")));
@@ -373,6 +384,14 @@ impl Container {
             .map(|p| share.join(p))
             .unwrap_or(share);
         let (mounts, shm_options) = crate::mounts::plan(spec, &container_dir)?;
+        let hostname = spec.hostname().clone().unwrap_or_else(|| "shoji".into());
+        let join_namespaces = match pod {
+            Some(pod) => pod
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .ensure(&hostname)?,
+            None => Vec::new(),
+        };
         let cfg = InitConfig {
             user: process.user().username().clone(),
             security,
@@ -384,10 +403,11 @@ impl Container {
             uid: process.user().uid(),
             gid: process.user().gid(),
             additional_gids: process.user().additional_gids().clone().unwrap_or_default(),
-            hostname: spec.hostname().clone().unwrap_or_else(|| "shoji".into()),
+            hostname,
             terminal: process.terminal().unwrap_or(false),
             rlimits: crate::init::rlimits_of(process),
             enter_pid: None,
+            join_namespaces,
             files,
             mounts,
             shm_options,
@@ -492,6 +512,7 @@ impl Container {
             terminal: process.terminal().unwrap_or(false),
             rlimits: crate::init::rlimits_of(process),
             enter_pid: Some(self.init.pid),
+            join_namespaces: Vec::new(),
             user: process.user().username().clone(),
             security,
             root_security: Default::default(),

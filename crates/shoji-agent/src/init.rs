@@ -1,5 +1,5 @@
-//! The container's init, run as `shoji-agent __container-init` in fresh mount, UTS, IPC and
-//! (for its children) PID namespaces. It is a freshly exec'd, single-threaded process, so it may
+//! The container's init, run as `shoji-agent __container-init` in fresh mount, UTS, IPC (a pod's
+//! container: the pod's, `crate::podns`) and (for its children) PID namespaces. It is a freshly exec'd, single-threaded process, so it may
 //! fork and then use ordinary Rust in the child; the agent itself is multi-threaded and never
 //! forks anything but an immediate exec.
 //!
@@ -38,6 +38,10 @@ pub struct InitConfig {
     /// making new ones.
     #[serde(default)]
     pub enter_pid: Option<i32>,
+    /// For a pod's container: the pod's namespaces to join (nsfs files, `crate::podns`) instead
+    /// of making its own UTS and IPC namespaces; its hostname is the pod's, not set again.
+    #[serde(default)]
+    pub join_namespaces: Vec<PathBuf>,
     /// OCI `process.rlimits`: (type name such as `RLIMIT_NOFILE`, soft, hard).
     #[serde(default)]
     pub rlimits: Vec<(String, u64, u64)>,
@@ -126,6 +130,11 @@ pub fn stage1() -> ! {
         Err(e) => report_failure(&mut pid_file, &format!("bad init config: {e}")),
     };
     drop(cfg_file);
+    for ns in &cfg.join_namespaces {
+        if let Err(e) = join(ns) {
+            report_failure(&mut pid_file, &e);
+        }
+    }
     let entered_root = match cfg.enter_pid.map(enter) {
         Some(Ok(root)) => Some(root),
         Some(Err(e)) => report_failure(&mut pid_file, &format!("entering the container: {e}")),
@@ -164,6 +173,14 @@ fn report_line(report: &mut std::fs::File, line: &str) {
 fn report_failure(report: &mut std::fs::File, msg: &str) -> ! {
     report_line(report, &format!("error {}", msg.replace('\n', " ")));
     std::process::exit(1)
+}
+
+/// Joins the namespace whose nsfs file is `path` (one of the pod's).
+fn join(path: &Path) -> Result<(), String> {
+    let f = std::fs::File::open(path)
+        .map_err(|e| format!("opening the pod namespace {}: {e}", path.display()))?;
+    nix::sched::setns(&f, nix::sched::CloneFlags::empty())
+        .map_err(|e| format!("joining the pod namespace {}: {e}", path.display()))
 }
 
 /// Joins the IPC, UTS, cgroup, PID (for children) and mount namespaces of `pid`; returns its
@@ -223,7 +240,7 @@ fn container_init(
             None::<&str>,
         );
     }
-    if !exec {
+    if !exec && cfg.join_namespaces.is_empty() {
         let _ = nix::unistd::sethostname(&cfg.hostname);
     }
     if cfg.terminal {

@@ -9,6 +9,7 @@ mod container;
 mod init;
 mod mounts;
 mod network;
+mod podns;
 mod privileges;
 mod reaper;
 mod security;

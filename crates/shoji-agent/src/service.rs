@@ -11,6 +11,7 @@ use ttrpc::r#async::TtrpcContext;
 
 use crate::boot::{now_unix_ns, BootParams};
 use crate::container::Container;
+use crate::podns::PodNamespaces;
 use crate::reaper::Reaper;
 use crate::telemetry;
 
@@ -18,6 +19,8 @@ pub struct Agent {
     pub params: BootParams,
     pub boot_phases: Mutex<Vec<(String, u64)>>,
     pub containers: Mutex<HashMap<String, Container>>,
+    /// The pod's UTS and IPC namespaces, once a container asked for them.
+    pub pod_namespaces: Arc<Mutex<PodNamespaces>>,
     pub reaper: Reaper,
     pub shutdown: tokio::sync::Notify,
 }
@@ -121,8 +124,9 @@ impl AgentService for Agent {
             let reaper = self.reaper.clone();
             let (tag, rootfs_path) = (req.rootfs_tag.clone(), req.rootfs_path.clone());
             let files: Vec<(String, Vec<u8>)> = req.files.iter().map(|f| (f.path.clone(), f.content.clone())).collect();
-            let span = tracing::info_span!("container.create", source = "agent", subsystem = "container", container_id = %id, container.id = %id);
-            let c = tokio::task::spawn_blocking(move || span.in_scope(|| Container::create(&id, &spec, &tag, &rootfs_path, &files, &ports, &reaper)))
+            let pod = req.pod_namespaces.then(|| self.pod_namespaces.clone());
+            let span = tracing::info_span!("container.create", source = "agent", subsystem = "container", container_id = %id, container.id = %id, pod_namespaces = req.pod_namespaces);
+            let c = tokio::task::spawn_blocking(move || span.in_scope(|| Container::create(&id, &spec, &tag, &rootfs_path, &files, &ports, &reaper, pod.as_deref())))
                 .await
                 .map_err(|e| status(ttrpc::Code::INTERNAL, e.to_string()))?
                 .map_err(|e| status(ttrpc::Code::INTERNAL, chain(&e)))?;
@@ -382,6 +386,7 @@ pub fn new(params: BootParams, phases: Vec<(String, u64)>, reaper: Reaper) -> Ar
         params,
         boot_phases: Mutex::new(phases),
         containers: Mutex::new(HashMap::new()),
+        pod_namespaces: Arc::default(),
         reaper,
         shutdown: tokio::sync::Notify::new(),
     })

@@ -268,6 +268,16 @@ impl AgentClient {
         call!(self, "StartContainer", start_container, &req, SHORT).map(|_| ())
     }
 
+    /// Kills what is left of a container in the guest and undoes its mounts there (a pod's
+    /// container deleted while its VM goes on).
+    pub async fn remove_container(&self, container_id: &str) -> Result<(), AgentError> {
+        let req = agent::RemoveContainerRequest {
+            container_id: container_id.into(),
+            ..Default::default()
+        };
+        call!(self, "RemoveContainer", remove_container, &req, SHORT).map(|_| ())
+    }
+
     pub async fn wait_process(
         &self,
         container_id: &str,

@@ -1,10 +1,11 @@
 //! The sandbox one shim holds: one VM ([`SandboxVm`]) and the containers in it, each with its
-//! processes. Shaped as 1 VM : N containers : M execs; what containerd sends this slice is one
-//! container per shim (the shim groups by container id), and the VM's virtio-fs share is that
-//! container's root filesystem.
+//! processes: 1 VM : N containers : M execs. A Kubernetes pod is one sandbox: containerd's CRI
+//! plugin marks every container of a pod, its sandbox ("pause") container included, with the
+//! pod's id ([`SANDBOX_ID_ANNOTATION`]), and [`grouping`] sends them all to one shim; a container
+//! without it (`ctr run`) is a sandbox of its own.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use containerd_shim::protos::api::Mount;
@@ -14,6 +15,61 @@ use shoji_runtime::sandbox::SandboxVm;
 use shoji_runtime::stdio::FIRST_STDIO_PORT;
 
 use crate::process::Proc;
+
+/// The annotation containerd's CRI plugin gives every container of a pod, the pod's sandbox
+/// container included: the pod sandbox's id.
+pub const SANDBOX_ID_ANNOTATION: &str = "io.kubernetes.cri.sandbox-id";
+
+#[derive(Debug, thiserror::Error)]
+pub enum PodError {
+    #[error("cannot read the container's spec {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the container's spec {path} is not an OCI runtime spec")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("bad pod sandbox id {id:?} in the annotation {SANDBOX_ID_ANNOTATION}: {reason}")]
+    SandboxId { id: String, reason: &'static str },
+}
+
+/// The pod sandbox a container belongs to: its spec's [`SANDBOX_ID_ANNOTATION`], if it has one.
+pub fn sandbox_id(spec_json: &[u8], path: &Path) -> Result<Option<String>, PodError> {
+    #[derive(serde::Deserialize)]
+    struct Annotated {
+        #[serde(default)]
+        annotations: HashMap<String, String>,
+    }
+    let spec: Annotated = serde_json::from_slice(spec_json).map_err(|source| PodError::Parse {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    match spec.annotations.get(SANDBOX_ID_ANNOTATION) {
+        None => Ok(None),
+        Some(id) => shoji_runtime::lifecycle::state::id_problem(id)
+            .map(|_| Some(id.clone()))
+            .map_err(|reason| PodError::SandboxId {
+                id: id.clone(),
+                reason,
+            }),
+    }
+}
+
+/// The shim that serves the container whose bundle is `bundle`: its pod's (the pod sandbox id)
+/// for a container of a pod, else its own (`id`). As runc's shim groups a pod's containers.
+pub fn grouping(bundle: &Path, id: &str) -> Result<String, PodError> {
+    let path = bundle.join("config.json");
+    let spec = std::fs::read(&path).map_err(|source| PodError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    Ok(sandbox_id(&spec, &path)?.unwrap_or_else(|| id.to_string()))
+}
 
 /// One container: its bundle, its root filesystem and its processes, with their states in the
 /// lifecycle's model.
@@ -78,5 +134,36 @@ impl Pod {
 
     pub fn get(&self, id: &str) -> Option<Arc<Ctr>> {
         self.containers.get(id).cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pods_containers_are_grouped_by_the_cri_sandbox_id() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spec = |annotations: &str| {
+            std::fs::write(
+                dir.path().join("config.json"),
+                format!(r#"{{"ociVersion":"1.2.0","annotations":{{{annotations}}}}}"#),
+            )
+            .expect("write");
+        };
+        spec(
+            r#""io.kubernetes.cri.sandbox-id":"pod1","io.kubernetes.cri.container-type":"container""#,
+        );
+        assert_eq!(grouping(dir.path(), "c1").expect("grouping"), "pod1");
+        spec("");
+        assert_eq!(grouping(dir.path(), "c1").expect("grouping"), "c1");
+        spec(r#""io.kubernetes.cri.sandbox-id":"../x""#);
+        let e = grouping(dir.path(), "c1").expect_err("a bad id is refused");
+        assert!(e.to_string().contains("../x"), "{e}");
+        std::fs::write(dir.path().join("config.json"), "{").expect("write");
+        assert!(matches!(
+            grouping(dir.path(), "c1"),
+            Err(PodError::Parse { .. })
+        ));
     }
 }

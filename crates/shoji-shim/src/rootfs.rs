@@ -1,11 +1,13 @@
 //! A container's root filesystem on the host: containerd's snapshot mounts (an overlay from the
-//! overlayfs snapshotter, a bind for a single layer) mounted at `<bundle>/rootfs`, which
-//! virtiofsd then shares with the guest. Unmounted on delete, and by `delete` after a shim that
-//! died.
+//! overlayfs snapshotter, a bind for a single layer) mounted at `<bundle>/rootfs`, then bound
+//! into the sandbox's share at `shared/<container id>/rootfs`
+//! ([`SandboxDir::share_rootfs`]), which virtiofsd serves to the guest. Both undone on delete,
+//! and by `delete` after a shim that died.
 
 use std::path::{Path, PathBuf};
 
 use containerd_shim::protos::api::Mount;
+use shoji_runtime::sandbox::SandboxDir;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RootfsError {
@@ -70,4 +72,14 @@ pub fn unmount(bundle: &Path) -> Result<(), RootfsError> {
             message: e.to_string(),
         }
     })
+}
+
+/// Takes container `id`'s root filesystem out of the sandbox's share: `shared/<id>` with its
+/// mount, detached first (the removal never descends into the container's files).
+pub fn unshare(sb: &SandboxDir, id: &str) {
+    if let Some(dir) = sb.container_rootfs(id).parent() {
+        if let Err(e) = shoji_runtime::sandbox::remove_sandbox_dir(dir) {
+            tracing::warn!(error = %e, dir = %dir.display(), "the container's share was not removed");
+        }
+    }
 }

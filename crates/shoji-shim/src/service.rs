@@ -32,6 +32,7 @@ use shoji_runtime::config::Config;
 use shoji_runtime::error_chain;
 use shoji_runtime::lifecycle::status::{Container, TaskStatus};
 use shoji_runtime::sandbox::{sandbox_root, Binaries, BootOptions, SandboxDir, SandboxVm};
+use shoji_runtime::sandbox::{SharedRootfs, SHARE_TAG};
 use shoji_runtime::spec::ProcessOptions;
 use tokio::sync::Mutex;
 use tracing::{info_span, Instrument};
@@ -136,16 +137,14 @@ impl Inner {
             .ok_or_else(|| not_found(&format!("no container {id:?} in sandbox {}", self.id)))
     }
 
-    /// Boots the sandbox's VM, with container `container_id`'s `rootfs` in its share; returns
-    /// the VM and where that rootfs is in the share.
-    async fn boot(&self, container_id: &str, rootfs: &Path) -> Result<(SandboxVm, String), String> {
+    /// Boots the sandbox's VM with container `id`'s root filesystem (`src`) in its share.
+    async fn boot(&self, id: &str, src: &Path) -> Result<(SandboxVm, SharedRootfs), String> {
         let config = &self.config;
         let bins = Binaries::locate(config).map_err(|e| error_chain(&e))?;
         let root = sandbox_root(config);
         let sb = SandboxDir::create(&root, &self.id).map_err(|e| error_chain(&e))?;
-        let shared = sb
-            .share_rootfs(container_id, rootfs)
-            .map_err(|e| error_chain(&e))?;
+        // `sb` removes the directory, mounts first, if anything below fails.
+        let shared = sb.share_rootfs(id, src).map_err(|e| error_chain(&e))?;
         let opts = BootOptions::for_process(config, &ProcessOptions::default(), self.agent_tracing)
             .map_err(|e| error_chain(&e))?;
         let mut hooks = self.hooks.lock().await;
@@ -153,7 +152,7 @@ impl Inner {
             .await
             .map_err(|e| error_chain(&e))?;
         vm.drain_stderr();
-        Ok((vm, shared.in_share))
+        Ok((vm, shared))
     }
 
     async fn create(&self, req: CreateTaskRequest) -> TtrpcResult<CreateTaskResponse> {
@@ -166,22 +165,24 @@ impl Inner {
                 format!("cannot read {}/config.json: {e}", bundle.display()),
             )
         })?;
+        let sandbox = crate::pod::sandbox_id(&spec_json, &bundle.join("config.json"))
+            .map_err(|e| failed(ttrpc::Code::INVALID_ARGUMENT, error_chain(&e)))?;
+        if sandbox.as_ref().is_some_and(|s| *s != self.id) {
+            return Err(failed(
+                ttrpc::Code::INVALID_ARGUMENT,
+                format!(
+                    "container {} belongs to pod sandbox {}, not to this shim's sandbox {}",
+                    req.id,
+                    sandbox.as_deref().unwrap_or_default(),
+                    self.id
+                ),
+            ));
+        }
         let mut pod = self.pod.lock().await;
         if pod.containers.contains_key(&req.id) {
             return Err(failed(
                 ttrpc::Code::ALREADY_EXISTS,
                 format!("container {} exists", req.id),
-            ));
-        }
-        if pod.vm.is_some() {
-            // One container per VM for now: the VM's virtio-fs share is its first
-            // container's rootfs (docs/containerd.md).
-            return Err(failed(
-                ttrpc::Code::UNIMPLEMENTED,
-                format!(
-                    "sandbox {} already runs a container; several containers in one VM are not supported yet",
-                    self.id
-                ),
             ));
         }
         let mounted = rootfs::mount(&bundle, &req.rootfs)
@@ -193,12 +194,25 @@ impl Inner {
                 let _ = rootfs::unmount(bundle);
             }
         };
-        let (vm, rootfs_path) = match self.boot(&req.id, &rootfs::rootfs_of(&bundle)).await {
-            Ok(booted) => booted,
-            Err(message) => {
-                unmount(&bundle);
-                return Err(failed(ttrpc::Code::INTERNAL, message));
-            }
+        // The first container boots the sandbox's VM; every later one (a pod's) joins it, its
+        // root filesystem added to the VM's share.
+        let src = rootfs::rootfs_of(&bundle);
+        let (vm, shared, booted) = match pod.vm.take() {
+            Some(vm) => match vm.sb.share_rootfs(&req.id, &src) {
+                Ok(shared) => (vm, shared, false),
+                Err(e) => {
+                    pod.vm = Some(vm);
+                    unmount(&bundle);
+                    return Err(failed(ttrpc::Code::INTERNAL, error_chain(&e)));
+                }
+            },
+            None => match self.boot(&req.id, &src).await {
+                Ok((vm, shared)) => (vm, shared, true),
+                Err(message) => {
+                    unmount(&bundle);
+                    return Err(failed(ttrpc::Code::INTERNAL, message));
+                }
+            },
         };
         let stdio = Stdio::new(&req.stdin, &req.stdout, &req.stderr, req.terminal);
         let port = pod.stdio_ports();
@@ -218,9 +232,11 @@ impl Inner {
                 .create_container(agent::CreateContainerRequest {
                     container_id: req.id.clone(),
                     oci_spec_json: spec_json,
-                    rootfs_tag: shoji_runtime::sandbox::SHARE_TAG.into(),
-                    rootfs_path: rootfs_path.clone(),
+                    rootfs_tag: SHARE_TAG.into(),
+                    rootfs_path: shared.in_share.clone(),
                     stdio: Some(init.ports()).into(),
+                    // A pod's containers share its UTS and IPC namespaces in the guest.
+                    pod_namespaces: sandbox.is_some(),
                     ..Default::default()
                 })
                 .await;
@@ -234,7 +250,12 @@ impl Inner {
         let (init, guest_pid) = match created {
             Ok(c) => c,
             Err(message) => {
-                vm.stop().await;
+                if booted {
+                    vm.stop().await;
+                } else {
+                    rootfs::unshare(&vm.sb, &req.id);
+                    pod.vm = Some(vm);
+                }
                 unmount(&bundle);
                 return Err(failed(ttrpc::Code::INTERNAL, message));
             }
@@ -516,23 +537,26 @@ impl Task for TaskService {
                     }
                 }
             };
-            let vm = {
+            {
                 let mut pod = self.0.pod.lock().await;
                 pod.containers.remove(&req.id);
-                // The VM shares this container's rootfs: it goes with its last container.
-                if pod.containers.is_empty() {
-                    pod.vm.take()
-                } else {
-                    None
+                ctr.init.abort().await;
+                let execs: Vec<_> = ctr.execs().drain().map(|(_, p)| p).collect();
+                for p in execs {
+                    p.abort().await;
                 }
-            };
-            ctr.init.abort().await;
-            let execs: Vec<_> = ctr.execs().drain().map(|(_, p)| p).collect();
-            for p in execs {
-                p.abort().await;
-            }
-            if let Some(vm) = vm {
-                vm.stop().await;
+                // The VM goes with its last container. Before that, a container leaves it:
+                // its mounts in the guest first, then its root filesystem in the share.
+                if pod.containers.is_empty() {
+                    if let Some(vm) = pod.vm.take() {
+                        vm.stop().await;
+                    }
+                } else if let Some(vm) = &pod.vm {
+                    if let Err(e) = ctr.client.remove_container(&ctr.id).await {
+                        tracing::warn!(error = %error_chain(&e), "the guest did not remove the container");
+                    }
+                    rootfs::unshare(&vm.sb, &ctr.id);
+                }
             }
             if ctr.mounted {
                 if let Err(e) = rootfs::unmount(&ctr.bundle) {

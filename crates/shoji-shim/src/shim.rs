@@ -154,9 +154,12 @@ impl containerd_shim::Shim for ShojiShim {
     }
 
     async fn start_shim(&mut self, opts: StartOpts) -> containerd_shim::Result<String> {
-        // One server per sandbox; for now a sandbox is one container (the grouping key is its
-        // id; the CRI sandbox annotation will group a pod's containers).
-        let grouping = opts.id.clone();
+        // One server per sandbox: a pod's containers go to their pod's. A server for a group
+        // that already has one finds its socket taken and hands back the running one's address
+        // (the crate's `spawn` and server start do that), as runc's shim does; containerd 2.x
+        // connects a pod's later containers to the pod's shim without asking (task API 3).
+        let grouping = crate::pod::grouping(&self.bundle, &opts.id)
+            .map_err(|e| containerd_shim::Error::InvalidArgument(shoji_runtime::error_chain(&e)))?;
         let address = containerd_shim::spawn(opts, &grouping, Vec::new()).await?;
         containerd_shim::asynchronous::util::write_str_to_file("address", &address).await?;
         Ok(address)
@@ -168,11 +171,18 @@ impl containerd_shim::Shim for ShojiShim {
         if let Err(e) = rootfs::unmount(&self.bundle) {
             eprintln!("shoji-shim: {}", shoji_runtime::error_chain(&e));
         }
+        // The sandbox directory goes with its sandbox's (the pod's first) container; a pod's
+        // other container takes only its own root filesystem out of the share. Mounts are
+        // detached before anything is removed.
         if let Ok(config) = &self.config {
+            let sandbox = crate::pod::grouping(&self.bundle, &self.id).unwrap_or(self.id.clone());
             if shoji_runtime::lifecycle::state::validate_id(&self.id).is_ok() {
-                // Mounts first (the share and the rootfs bound into it): removing through a
-                // mount would delete what it shows.
-                let dir = sandbox_root(config).join(&self.id);
+                let dir = sandbox_root(config).join(&sandbox);
+                let dir = if sandbox == self.id {
+                    dir
+                } else {
+                    dir.join("shared").join(&self.id)
+                };
                 if let Err(e) = shoji_runtime::sandbox::remove_sandbox_dir(&dir) {
                     eprintln!("shoji-shim: cannot remove {}: {e}", dir.display());
                 }

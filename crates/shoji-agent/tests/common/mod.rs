@@ -265,26 +265,36 @@ impl GuestVm {
         })
     }
 
-    /// Creates, starts and waits for a container running `args`; returns (stdout, stderr, exit).
-    pub async fn run(&self, id: &str, args: &[&str], spec_extra: serde_json::Value) -> Outcome {
-        let out = self.collect_port(20000 + port_base(id));
-        let err = self.collect_port(20001 + port_base(id));
-        let req = create_request(id, args, spec_extra);
-        let created = self.client.create_container(ctx(30), &req).await;
-        let created =
-            created.unwrap_or_else(|e| panic!("CreateContainer: {e}\n{}", self.console_tail()));
-        assert!(
-            created.pid > 1,
-            "agent reports the init pid in its own namespace"
-        );
+    /// Creates and starts the container `req` describes.
+    pub async fn create_and_start(
+        &self,
+        req: &agent::CreateContainerRequest,
+    ) -> agent::CreateContainerResponse {
+        let id = &req.container_id;
+        let created = self.client.create_container(ctx(30), req).await;
+        let created = created
+            .unwrap_or_else(|e| panic!("CreateContainer {id}: {e}\n{}", self.console_tail()));
         let start = agent::StartContainerRequest {
-            container_id: id.into(),
+            container_id: id.clone(),
             ..Default::default()
         };
         self.client
             .start_container(ctx(30), &start)
             .await
-            .unwrap_or_else(|e| panic!("StartContainer: {e}\n{}", self.console_tail()));
+            .unwrap_or_else(|e| panic!("StartContainer {id}: {e}\n{}", self.console_tail()));
+        created
+    }
+
+    /// Creates, starts and waits for a container running `args`; returns (stdout, stderr, exit).
+    pub async fn run(&self, id: &str, args: &[&str], spec_extra: serde_json::Value) -> Outcome {
+        let out = self.collect_port(20000 + port_base(id));
+        let err = self.collect_port(20001 + port_base(id));
+        let req = create_request(id, args, spec_extra);
+        let created = self.create_and_start(&req).await;
+        assert!(
+            created.pid > 1,
+            "agent reports the init pid in its own namespace"
+        );
         let wait = agent::WaitProcessRequest {
             container_id: id.into(),
             ..Default::default()
@@ -350,7 +360,7 @@ pub struct Outcome {
 
 /// `CreateContainer` for `args` as root in the test rootfs, `spec_extra` merged into the spec,
 /// stdout and stderr to the container's ports.
-fn create_request(
+pub fn create_request(
     id: &str,
     args: &[&str],
     spec_extra: serde_json::Value,

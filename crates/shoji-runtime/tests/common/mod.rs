@@ -25,12 +25,11 @@ pub fn shoji_bin() -> PathBuf {
     p
 }
 
-/// An OCI image layout (and its tarball) made once per test process, in the build's own
-/// temporary directory (`target/tmp`); those of test processes that have ended are removed
-/// first, so runs do not pile images up.
-pub fn busybox_image() -> &'static (PathBuf, PathBuf) {
-    static IMG: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
-    IMG.get_or_init(|| {
+/// The build's own temporary directory (`target/tmp`) for this test process's images; those of
+/// test processes that have ended are removed first, so runs do not pile images up.
+fn images_dir() -> &'static PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
         let base = Path::new(env!("CARGO_TARGET_TMPDIR"));
         for entry in std::fs::read_dir(base).into_iter().flatten().flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
@@ -41,22 +40,40 @@ pub fn busybox_image() -> &'static (PathBuf, PathBuf) {
                 let _ = std::fs::remove_dir_all(entry.path());
             }
         }
-        let dir = base.join(format!("shoji-test-image-{}", std::process::id()));
-        let layout = dir.join("busybox");
-        let tar = dir.join("busybox.tar");
-        let st = Command::new(repo_root().join("scripts/make-busybox-image.sh"))
-            .arg(&layout)
-            .arg("--tar")
-            .arg(&tar)
-            .output()
-            .expect("running scripts/make-busybox-image.sh");
-        assert!(
-            st.status.success(),
-            "{}",
-            String::from_utf8_lossy(&st.stderr)
-        );
-        (layout, tar)
+        base.join(format!("shoji-test-image-{}", std::process::id()))
     })
+}
+
+/// `scripts/make-busybox-image.sh` into `name` (layout) and `name.tar` (OCI archive).
+fn make_image(name: &str, args: &[&str]) -> (PathBuf, PathBuf) {
+    let layout = images_dir().join(name);
+    let tar = images_dir().join(format!("{name}.tar"));
+    let st = Command::new(repo_root().join("scripts/make-busybox-image.sh"))
+        .arg(&layout)
+        .arg("--tar")
+        .arg(&tar)
+        .args(args)
+        .output()
+        .expect("running scripts/make-busybox-image.sh");
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    (layout, tar)
+}
+
+/// The busybox OCI image layout (and its tarball), made once per test process.
+pub fn busybox_image() -> &'static (PathBuf, PathBuf) {
+    static IMG: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    IMG.get_or_init(|| make_image("busybox", &[]))
+}
+
+/// The pod sandbox image `pause:3.10` (a static pause binary, `scripts/pause.c`), made once per
+/// test process.
+pub fn pause_image() -> &'static (PathBuf, PathBuf) {
+    static IMG: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    IMG.get_or_init(|| make_image("pause", &["--pause"]))
 }
 
 /// A temp dir with a config that points the sandbox root into it.

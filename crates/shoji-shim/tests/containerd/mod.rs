@@ -1,6 +1,13 @@
 //! A real containerd 2.x for the shim's tests: its own root, state, sockets and configuration
 //! under a temp dir, the shim under test on its `PATH`, Shoji's test configuration (sandbox root
 //! in the same temp dir) in its environment. Stopped, and checked for leftovers, on drop.
+//!
+//! With CRI ([`Containerd::start_cri`]) its CRI plugin serves `crictl` with the runtime handler
+//! `shoji` (pod sandboxes through the pause container, `sandboxer = "podsandbox"`), the pause and
+//! busybox images imported into CRI's namespace (nothing is pulled), and CNI reduced to what
+//! containerd insists on: a pod network namespace on the host with `lo` and a TAP `eth0` at
+//! [`POD_IP`] (the pod IP CRI reports), touching nothing of the host's own network. The VM is
+//! not plugged into that namespace: its network is the guest's own (loopback here).
 
 #![allow(dead_code)]
 
@@ -10,27 +17,41 @@ use std::time::{Duration, Instant};
 
 #[path = "../../../shoji-runtime/tests/common/mod.rs"]
 pub mod common;
+pub mod traces;
 
-pub use common::{busybox_image, mounts_naming, processes_naming, text, TestEnv};
+pub use common::{busybox_image, mounts_naming, pause_image, processes_naming, text, TestEnv};
 
 /// containerd's namespace the tests use.
 pub const NAMESPACE: &str = "shoji-test";
 /// The runtime type the shim answers to.
 pub const RUNTIME: &str = "io.containerd.shoji.v2";
 
-/// The pinned containerd build (`scripts/lib.sh`, `ensure_containerd`).
-fn tool(var: &str, name: &str) -> PathBuf {
+/// containerd's namespace its CRI plugin uses.
+pub const CRI_NAMESPACE: &str = "k8s.io";
+/// The CRI runtime handler (`RuntimeClass` handler) for Shoji.
+pub const HANDLER: &str = "shoji";
+/// The pod sandbox image the CRI plugin is configured with (`pause_image`, imported).
+pub const PAUSE_IMAGE: &str = "docker.io/library/pause:3.10";
+/// The test image for a pod's containers (`busybox_image`, imported).
+pub const BUSYBOX_IMAGE: &str = "docker.io/library/busybox:latest";
+/// The address of the pod network namespace's TAP `eth0` (a documentation range: nothing is
+/// ever sent to it).
+pub const POD_IP: &str = "192.0.2.2";
+
+/// A pinned Go tool (`scripts/lib.sh`: `ensure_containerd`, `ensure_crictl`): `$var`, else
+/// its place in the build cache.
+fn tool(var: &str, name: &str, version: &str) -> PathBuf {
     let p = std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| {
         let cache = std::env::var_os("XDG_CACHE_HOME")
             .map(PathBuf::from)
             .unwrap_or_else(|| {
                 PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache")
             });
-        cache.join(format!("shoji/go-tools/{name}-v2.4.2"))
+        cache.join(format!("shoji/go-tools/{name}-{version}"))
     });
     assert!(
-        p.is_file(),
-        "{} missing: `. scripts/lib.sh && ensure_containerd` builds it (scripts/test.sh does)",
+        p.exists(),
+        "{} missing: `. scripts/lib.sh && ensure_test_deps` builds it (scripts/test.sh does)",
         p.display()
     );
     p
@@ -41,31 +62,110 @@ pub struct Containerd {
     pub env: TestEnv,
     pub dir: PathBuf,
     child: Option<Child>,
+    cri: bool,
+}
+
+const CONTAINERD: (&str, &str, &str) = ("SHOJI_CONTAINERD", "containerd", "v2.4.2");
+const CTR: (&str, &str, &str) = ("SHOJI_CTR", "ctr", "v2.4.2");
+const CRICTL: (&str, &str, &str) = ("SHOJI_CRICTL", "crictl", "v1.37.0");
+/// The directory of CNI plugins (`scripts/lib.sh`, `ensure_cni_plugins`).
+const CNI_PLUGINS: (&str, &str, &str) = ("SHOJI_CNI_DIR", "cni-plugins", "v1.10.0");
+
+/// containerd's CRI configuration for the tests: the `shoji` handler, the pause image, CNI with
+/// a TAP device alone (`dir/cni`), network namespaces under containerd's state directory (so that
+/// the test's leftover check sees them).
+fn cri_config(dir: &Path) -> String {
+    let d = dir.display();
+    let conf = dir.join("cni");
+    let (var, name, version) = CNI_PLUGINS;
+    let bin = tool(var, name, version);
+    let bin = bin.display();
+    std::fs::create_dir_all(&conf).expect("CNI conf dir");
+    std::fs::write(
+        conf.join("10-shoji-tap.conflist"),
+        format!(
+            r#"{{"cniVersion":"1.0.0","name":"shoji-tap","plugins":[{{"type":"tap","ipam":{{"type":"static","addresses":[{{"address":"{POD_IP}/24"}}]}}}}]}}"#
+        ),
+    )
+    .expect("CNI conflist");
+    format!(
+        r#"[plugins."io.containerd.cri.v1.images"]
+  snapshotter = "overlayfs"
+  [plugins."io.containerd.cri.v1.images".pinned_images]
+    sandbox = "{PAUSE_IMAGE}"
+[plugins."io.containerd.cri.v1.runtime"]
+  netns_mounts_under_state_dir = true
+  [plugins."io.containerd.cri.v1.runtime".cni]
+    bin_dirs = ["{bin}"]
+    conf_dir = "{d}/cni"
+  [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.{HANDLER}]
+    runtime_type = "{RUNTIME}"
+    sandboxer = "podsandbox"
+"#
+    )
 }
 
 impl Containerd {
-    /// Starts containerd with `extra_env` added to its environment (and so to its shims').
+    /// Starts containerd, CRI off, with `extra_env` added to its environment (and so to its
+    /// shims').
     pub fn start(extra_env: &[(&str, &str)]) -> Self {
+        Self::launch(extra_env, false)
+    }
+
+    /// Starts containerd with its CRI plugin (see the module's doc) and imports the pause and
+    /// busybox images into CRI's namespace.
+    pub fn start_cri(extra_env: &[(&str, &str)]) -> Self {
+        let c = Self::launch(extra_env, true);
+        // `ctr images import` names an image as its layout does (`pause:3.10`); CRI looks
+        // images up by their full names.
+        for ((_, tar), short, full) in [
+            (pause_image(), "pause:3.10", PAUSE_IMAGE),
+            (busybox_image(), "busybox:latest", BUSYBOX_IMAGE),
+        ] {
+            let tar = tar.display().to_string();
+            c.ctr_in_ok(CRI_NAMESPACE, &["images", "import", &tar]);
+            c.ctr_in_ok(CRI_NAMESPACE, &["images", "tag", "--force", short, full]);
+        }
+        // The CRI plugin learns of imported images from containerd's events: until it has,
+        // `runp` would try to pull the pause image.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for image in [PAUSE_IMAGE, BUSYBOX_IMAGE] {
+            while c.crictl(&["inspecti", image]).status.code() != Some(0) {
+                assert!(Instant::now() < deadline, "CRI does not see {image}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        c
+    }
+
+    fn launch(extra_env: &[(&str, &str)], cri: bool) -> Self {
         let env = TestEnv::new();
         let dir = env.dir.path().join("containerd");
         std::fs::create_dir_all(&dir).expect("containerd dir");
         let config = dir.join("config.toml");
         let d = dir.display();
-        // CRI is off: these tests drive containerd through ctr only.
+        let (disabled, plugins) = if cri {
+            (r#""io.containerd.nri.v1.nri""#, cri_config(&dir))
+        } else {
+            (
+                r#""io.containerd.grpc.v1.cri", "io.containerd.cri.v1.runtime", "io.containerd.cri.v1.images", "io.containerd.nri.v1.nri""#,
+                String::new(),
+            )
+        };
         std::fs::write(
             &config,
             format!(
                 r#"version = 3
 root = "{d}/root"
 state = "{d}/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.runtime", "io.containerd.cri.v1.images", "io.containerd.nri.v1.nri"]
+disabled_plugins = [{disabled}]
 [grpc]
   address = "{d}/containerd.sock"
 [ttrpc]
   address = "{d}/containerd.sock.ttrpc"
 [debug]
   level = "info"
-"#
+{plugins}"#
             ),
         )
         .expect("containerd config");
@@ -76,7 +176,8 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.runtime",
             std::env::var("PATH").unwrap_or_default()
         );
         let log = std::fs::File::create(dir.join("containerd.log")).expect("containerd log");
-        let mut cmd = Command::new(tool("SHOJI_CONTAINERD", "containerd"));
+        let (var, name, version) = CONTAINERD;
+        let mut cmd = Command::new(tool(var, name, version));
         cmd.arg("--config")
             .arg(&config)
             .env("PATH", path)
@@ -92,6 +193,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.runtime",
             env,
             dir: dir.clone(),
             child: Some(child),
+            cri,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         while c.ctr(&["version"]).status.code() != Some(0) {
@@ -109,17 +211,27 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.runtime",
         std::fs::read_to_string(self.dir.join("containerd.log")).unwrap_or_default()
     }
 
+    /// `ctr` in the tests' namespace.
     pub fn ctr_cmd(&self) -> Command {
-        let mut c = Command::new(tool("SHOJI_CTR", "ctr"));
+        self.ctr_cmd_in(NAMESPACE)
+    }
+
+    pub fn ctr_cmd_in(&self, namespace: &str) -> Command {
+        let (var, name, version) = CTR;
+        let mut c = Command::new(tool(var, name, version));
         c.arg("--address")
             .arg(self.dir.join("containerd.sock"))
             .arg("--namespace")
-            .arg(NAMESPACE);
+            .arg(namespace);
         c
     }
 
     pub fn ctr(&self, args: &[&str]) -> Output {
-        self.ctr_cmd()
+        self.ctr_in(NAMESPACE, args)
+    }
+
+    pub fn ctr_in(&self, namespace: &str, args: &[&str]) -> Output {
+        self.ctr_cmd_in(namespace)
             .args(args)
             .stdin(Stdio::null())
             .output()
@@ -128,16 +240,100 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.runtime",
 
     /// `ctr args...`, which must succeed.
     pub fn ctr_ok(&self, args: &[&str]) -> Output {
-        let out = self.ctr(args);
+        self.ctr_in_ok(NAMESPACE, args)
+    }
+
+    pub fn ctr_in_ok(&self, namespace: &str, args: &[&str]) -> Output {
+        let out = self.ctr_in(namespace, args);
+        self.succeeded("ctr", args, out)
+    }
+
+    fn succeeded(&self, tool: &str, args: &[&str], out: Output) -> Output {
         assert_eq!(
             out.status.code(),
             Some(0),
-            "ctr {args:?} failed: {}{}\ncontainerd log:\n{}",
+            "{tool} {args:?} failed: {}{}\ncontainerd log:\n{}",
             text(&out.stdout),
             text(&out.stderr),
             self.log()
         );
         out
+    }
+
+    /// `crictl` against this containerd's CRI plugin, with its own configuration file (none of
+    /// the host's).
+    pub fn crictl_cmd(&self) -> Command {
+        let (var, name, version) = CRICTL;
+        let config = self.dir.join("crictl.yaml");
+        if !config.exists() {
+            let endpoint = format!("unix://{}", self.dir.join("containerd.sock").display());
+            std::fs::write(
+                &config,
+                format!("runtime-endpoint: {endpoint}\nimage-endpoint: {endpoint}\ntimeout: 60\n"),
+            )
+            .expect("crictl config");
+        }
+        let mut c = Command::new(tool(var, name, version));
+        c.arg("--config").arg(config);
+        c
+    }
+
+    pub fn crictl(&self, args: &[&str]) -> Output {
+        self.crictl_cmd()
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("running crictl")
+    }
+
+    /// `crictl args...`, which must succeed; its stdout, trimmed.
+    pub fn crictl_ok(&self, args: &[&str]) -> String {
+        let out = self.crictl(args);
+        text(&self.succeeded("crictl", args, out).stdout)
+            .trim()
+            .to_string()
+    }
+
+    /// A pod's CRI configuration (`crictl runp`): `hostname`, a log directory in the test dir.
+    pub fn pod_config(&self, name: &str, hostname: &str) -> String {
+        let logs = self.dir.join(format!("{name}-logs"));
+        std::fs::create_dir_all(&logs).expect("pod log dir");
+        self.write_json(
+            &format!("{name}-pod.json"),
+            serde_json::json!({
+                "metadata": {"name": name, "namespace": "default", "uid": format!("{name}-uid"), "attempt": 0},
+                "hostname": hostname,
+                "log_directory": logs,
+                "linux": {}
+            }),
+        )
+    }
+
+    /// A busybox container's CRI configuration (`crictl create`): `command`, logging to
+    /// `<name>.log` in its pod's log directory.
+    pub fn container_config(&self, name: &str, command: &[&str]) -> String {
+        self.write_json(
+            &format!("{name}-container.json"),
+            serde_json::json!({
+                "metadata": {"name": name},
+                "image": {"image": BUSYBOX_IMAGE},
+                "command": command,
+                "log_path": format!("{name}.log"),
+                "linux": {}
+            }),
+        )
+    }
+
+    fn write_json(&self, name: &str, value: serde_json::Value) -> String {
+        let path = self.dir.join(name);
+        std::fs::write(&path, value.to_string()).expect("writing a CRI config");
+        path.display().to_string()
+    }
+
+    /// `crictl inspect`/`inspectp`'s JSON for `id`.
+    pub fn inspect(&self, what: &str, id: &str) -> serde_json::Value {
+        let out = self.crictl_ok(&[what, "--output", "json", id]);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("crictl {what} {id}: {e}: {out}"))
     }
 
     /// Imports the test busybox image (an OCI archive); returns its name.
@@ -158,6 +354,14 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.runtime",
             let f: Vec<&str> = l.split_whitespace().collect();
             (f.first() == Some(&id)).then(|| f.last().unwrap_or(&"").to_string())
         })
+    }
+
+    /// The QEMU processes of this test's sandboxes.
+    pub fn qemu_processes(&self) -> Vec<String> {
+        processes_naming(self.env.dir.path())
+            .into_iter()
+            .filter(|c| c.contains("qemu-system"))
+            .collect()
     }
 
     /// Stops containerd (SIGTERM, then SIGKILL after 10 s).
@@ -222,6 +426,9 @@ impl Drop for Containerd {
     fn drop(&mut self) {
         // A failed test may leave tasks: kill them through containerd first, so that no VM
         // outlives the test.
+        if self.child.is_some() && self.cri {
+            let _ = self.crictl(&["rmp", "--force", "--all"]);
+        }
         if self.child.is_some() {
             let ls = text(&self.ctr(&["tasks", "ls", "-q"]).stdout);
             for id in ls.lines().filter(|l| !l.is_empty()) {

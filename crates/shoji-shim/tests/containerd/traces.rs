@@ -1,0 +1,154 @@
+//! Traces for the shim's tests: `shoji trace serve` as the one real OTLP receiver of containerd,
+//! the shim and the agent, and structural checks of what it stored.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use shoji_trace::model::{SpanRecord, Trace};
+use shoji_trace::store::{Store, SummaryFilter};
+
+use super::common::shoji_bin;
+
+/// `shoji trace serve` on free ports, storing into `data`; returns it and its OTLP/HTTP base URL.
+pub fn serve(data: &Path) -> (std::process::Child, String) {
+    let mut child = Command::new(shoji_bin())
+        .args(["trace", "serve", "--grpc-port", "0", "--http-port", "0"])
+        .args(["--query-port", "0", "--zipkin-port", "0", "--data-dir"])
+        .arg(data)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting shoji trace serve");
+    let out = child.stdout.take().expect("its stdout");
+    // store, otlp-grpc, otlp-http, zipkin, query: all read, so none is written to a closed pipe.
+    let lines: Vec<String> = BufReader::new(out)
+        .lines()
+        .map_while(Result::ok)
+        .take(5)
+        .collect();
+    let http = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("otlp-http "))
+        .map(|u| u.trim_end_matches("/v1/traces").to_string())
+        .unwrap_or_else(|| panic!("serve printed {lines:?}"));
+    (child, http)
+}
+
+/// containerd's environment for tracing to the receiver at `http` (OTLP/HTTP), exporting
+/// quickly; its shims inherit it.
+pub fn containerd_tracing_env(http: &str) -> [(&'static str, &str); 4] {
+    [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", http),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+        ("OTEL_SERVICE_NAME", "containerd"),
+        ("OTEL_BSP_SCHEDULE_DELAY", "200"),
+    ]
+}
+
+/// Every stored trace that holds a span named `name` from `service`.
+pub fn traces_with(store: &Store, service: &str, name: &str) -> Vec<Trace> {
+    store
+        .summaries(&SummaryFilter::default(), 1000, 0)
+        .expect("listing traces")
+        .iter()
+        .filter_map(|s| store.trace(&s.trace_id).expect("reading a trace"))
+        .filter(|t| {
+            t.spans
+                .iter()
+                .any(|s| s.service == service && s.name() == name)
+        })
+        .collect()
+}
+
+/// The one trace with `service`'s span `name`, once it holds every span in `want` (service,
+/// name); containerd and the shim export in batches: poll, bounded.
+pub fn trace_with(data: &Path, service: &str, name: &str, want: &[(&str, &str)]) -> Trace {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let store = Store::open(data).expect("opening the receiver's store");
+        let found = traces_with(&store, service, name);
+        if let [t] = found.as_slice() {
+            let missing: Vec<_> = want
+                .iter()
+                .filter(|(svc, n)| !t.spans.iter().any(|s| s.service == *svc && s.name() == *n))
+                .collect();
+            if missing.is_empty() {
+                return t.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name}'s trace lacks {missing:?}: {}",
+                names(t)
+            );
+        } else {
+            assert!(found.len() < 2, "{name} is in {} traces", found.len());
+            assert!(
+                Instant::now() < deadline,
+                "no trace with {service}'s {name}"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The one trace with the shim's `method` server span (see [`trace_with`]).
+pub fn request_trace(data: &Path, method: &str, want: &[(&str, &str)]) -> Trace {
+    trace_with(
+        data,
+        "shoji-shim",
+        &format!("containerd.task.v3.Task/{method}"),
+        want,
+    )
+}
+
+pub fn names(t: &Trace) -> String {
+    t.spans
+        .iter()
+        .map(|s| format!("{}:{}", s.service, s.name()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// One root (containerd's), every other span's parent in the trace, and the shim's server span
+/// `name` a child of containerd's client span of the same name.
+pub fn assert_one_tree_from_containerd(t: &Trace, name: &str) {
+    let by_id: HashMap<[u8; 8], &SpanRecord> = t.spans.iter().map(|s| (s.span_id, s)).collect();
+    let roots: Vec<&SpanRecord> = t.spans.iter().filter(|s| s.parent_id.is_none()).collect();
+    assert_eq!(
+        roots.len(),
+        1,
+        "one root: {:?}",
+        roots.iter().map(|s| s.name()).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        roots[0].service,
+        "containerd",
+        "the root is containerd's: {}",
+        roots[0].name()
+    );
+    for s in &t.spans {
+        if let Some(p) = s.parent_id {
+            assert!(
+                by_id.contains_key(&p),
+                "orphan {}:{} in {}",
+                s.service,
+                s.name(),
+                names(t)
+            );
+        }
+    }
+    let shim = t
+        .spans
+        .iter()
+        .find(|s| s.service == "shoji-shim" && s.name() == name)
+        .expect("the shim's span");
+    let parent = by_id[&shim.parent_id.expect("the shim's span has a parent")];
+    assert_eq!(
+        (parent.service.as_str(), parent.name()),
+        ("containerd", name),
+        "the shim's server span is under containerd's ttRPC client span"
+    );
+}
