@@ -31,23 +31,7 @@ fn spans_of(export: &str) -> Vec<S> {
                 _ => 0,
             }
         };
-        let attrs = sp["attributes"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|a| {
-                let v = &a["value"];
-                // Strings as they are, integers as their digits (OTLP JSON writes them as
-                // strings or numbers), anything else as JSON.
-                let s = v["stringValue"]
-                    .as_str()
-                    .or_else(|| v["intValue"].as_str())
-                    .map(str::to_string)
-                    .or_else(|| v["intValue"].as_i64().map(|i| i.to_string()))
-                    .unwrap_or_else(|| v.to_string());
-                (a["key"].as_str().unwrap_or("").to_string(), s)
-            })
-            .collect();
+        let attrs = common::otlp_span_attrs(sp);
         out.push(S {
             id: sp["spanId"].as_str().unwrap_or("").into(),
             parent: sp["parentSpanId"].as_str().unwrap_or("").into(),

@@ -62,20 +62,14 @@ fn container_names_are_checked_on_the_host() {
 #[test]
 fn a_bundle_mount_shoji_cannot_honour_is_refused_by_name() {
     let env = TestEnv::new();
-    let bundle = env.dir.path().join("bundle");
-    std::fs::create_dir_all(bundle.join("rootfs")).unwrap();
-    let config = serde_json::json!({
-        "ociVersion": "1.0.2",
-        "process": {"args": ["true"], "cwd": "/", "user": {"uid": 0, "gid": 0}},
-        "root": {"path": "rootfs"},
-        "mounts": [
+    let b = common::bundle_with_mounts(
+        env.dir.path(),
+        serde_json::json!([
             {"destination": "/proc", "type": "proc", "source": "proc"},
             {"destination": "/dev/shm", "type": "tmpfs", "source": "shm"},
             {"destination": "/data", "type": "nfs", "source": "server:/srv/data"}
-        ]
-    });
-    std::fs::write(bundle.join("config.json"), config.to_string()).unwrap();
-    let b = bundle.display().to_string();
+        ]),
+    );
     fails_with(
         &env,
         &["run", "--bundle", &b, "--", "true"],

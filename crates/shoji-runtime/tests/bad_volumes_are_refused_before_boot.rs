@@ -110,18 +110,12 @@ fn bad_volumes_are_refused_before_boot_and_leave_nothing() {
 #[test]
 fn a_bundles_bind_of_a_missing_host_path_is_refused_before_boot() {
     let env = TestEnv::new();
-    let bundle = env.dir.path().join("bundle");
-    std::fs::create_dir_all(bundle.join("rootfs")).unwrap();
-    let config = serde_json::json!({
-        "ociVersion": "1.0.2",
-        "process": {"args": ["true"], "cwd": "/", "user": {"uid": 0, "gid": 0}},
-        "root": {"path": "rootfs"},
-        "mounts": [
+    let b = common::bundle_with_mounts(
+        env.dir.path(),
+        serde_json::json!([
             {"destination": "/data", "type": "bind", "source": "/nonexistent/shoji-test", "options": ["rbind"]}
-        ]
-    });
-    std::fs::write(bundle.join("config.json"), config.to_string()).unwrap();
-    let b = bundle.display().to_string();
+        ]),
+    );
     for args in [
         vec!["run", "--bundle", &b],
         vec!["create", "--bundle", &b, "vol2"],

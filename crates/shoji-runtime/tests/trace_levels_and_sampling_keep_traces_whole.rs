@@ -34,21 +34,7 @@ fn stored_spans(env: &TestEnv) -> Vec<S> {
     for id in ids {
         let export = env.ok(&["trace", "export", &id, "--format", "otlp-json"]);
         for (service, sp) in common::otlp_json_spans(&text(&export.stdout)) {
-            let attrs = sp["attributes"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|a| {
-                    let v = &a["value"];
-                    let s = v["stringValue"]
-                        .as_str()
-                        .or_else(|| v["intValue"].as_str())
-                        .map(str::to_string)
-                        .or_else(|| v["intValue"].as_i64().map(|i| i.to_string()))
-                        .unwrap_or_else(|| v.to_string());
-                    (a["key"].as_str().unwrap_or("").to_string(), s)
-                })
-                .collect();
+            let attrs = common::otlp_span_attrs(&sp);
             out.push(S {
                 id: sp["spanId"].as_str().unwrap_or("").into(),
                 parent: sp["parentSpanId"].as_str().unwrap_or("").into(),

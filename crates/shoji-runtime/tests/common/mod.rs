@@ -170,6 +170,22 @@ impl TestEnv {
     }
 }
 
+/// A runc-style bundle in `dir/bundle` (empty rootfs, process `true` as root) whose spec lists
+/// `mounts` (a JSON array of OCI mounts); returns its path as an argument for `--bundle`.
+#[allow(dead_code)]
+pub fn bundle_with_mounts(dir: &Path, mounts: serde_json::Value) -> String {
+    let bundle = dir.join("bundle");
+    std::fs::create_dir_all(bundle.join("rootfs")).unwrap();
+    let config = serde_json::json!({
+        "ociVersion": "1.0.2",
+        "process": {"args": ["true"], "cwd": "/", "user": {"uid": 0, "gid": 0}},
+        "root": {"path": "rootfs"},
+        "mounts": mounts
+    });
+    std::fs::write(bundle.join("config.json"), config.to_string()).unwrap();
+    bundle.display().to_string()
+}
+
 /// The lines of this mount namespace's mountinfo that name `path`.
 pub fn mounts_naming(path: &Path) -> Vec<String> {
     let needle = path.to_string_lossy().into_owned();
@@ -393,6 +409,27 @@ pub fn interrupt_create_while_booting(
         text(&out.stderr)
     );
     out
+}
+
+/// An OTLP JSON span's attributes as text: strings as they are, integers as their digits
+/// (OTLP JSON writes them as strings or numbers), anything else as JSON.
+#[allow(dead_code)]
+pub fn otlp_span_attrs(sp: &serde_json::Value) -> std::collections::HashMap<String, String> {
+    sp["attributes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|a| {
+            let v = &a["value"];
+            let s = v["stringValue"]
+                .as_str()
+                .or_else(|| v["intValue"].as_str())
+                .map(str::to_string)
+                .or_else(|| v["intValue"].as_i64().map(|i| i.to_string()))
+                .unwrap_or_else(|| v.to_string());
+            (a["key"].as_str().unwrap_or("").to_string(), s)
+        })
+        .collect()
 }
 
 /// Every span of an OTLP JSON-lines export (`shoji trace export --format otlp-json`), with the
