@@ -21,16 +21,7 @@ pub enum MountError {
 }
 
 /// Destinations and types the init mounts itself.
-const STANDARD: [(&str, &str); 8] = [
-    ("/proc", "proc"),
-    ("/dev", "tmpfs"),
-    ("/dev/pts", "devpts"),
-    ("/dev/shm", "tmpfs"),
-    ("/dev/mqueue", "mqueue"),
-    ("/sys", "sysfs"),
-    ("/sys/fs/cgroup", "cgroup"),
-    ("/sys/fs/cgroup", "cgroup2"),
-];
+use shoji_protocols::STANDARD_MOUNTS as STANDARD;
 
 /// One mount for the init to make.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -42,6 +42,20 @@ pub mod agent_ttrpc {
 }
 
 /// Guest vsock port the agent serves ttRPC on.
+/// The mounts (destination, type) the agent's container init makes itself for every container
+/// (runc's `spec` lists them): the host accepts them in a spec and leaves them to the agent,
+/// which takes only `/dev/shm`'s size and mode from them.
+pub const STANDARD_MOUNTS: [(&str, &str); 8] = [
+    ("/proc", "proc"),
+    ("/dev", "tmpfs"),
+    ("/dev/pts", "devpts"),
+    ("/dev/shm", "tmpfs"),
+    ("/dev/mqueue", "mqueue"),
+    ("/sys", "sysfs"),
+    ("/sys/fs/cgroup", "cgroup"),
+    ("/sys/fs/cgroup", "cgroup2"),
+];
+
 pub const AGENT_VSOCK_PORT: u32 = 1024;
 /// Host vsock port the agent connects to once it serves ttRPC ("READY\n"); the host connects to
 /// the agent only after that.

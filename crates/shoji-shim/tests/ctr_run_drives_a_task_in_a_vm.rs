@@ -48,16 +48,7 @@ fn vm_ctr_run_prints_the_output_and_exits_with_the_status() {
 fn vm_ctr_run_detached_then_exec_kill_and_delete() {
     let mut c = Containerd::start(&[]);
     let image = c.import_busybox();
-    c.ctr_ok(&[
-        "run",
-        "-d",
-        "--runtime",
-        RUNTIME,
-        &image,
-        "det-1",
-        "sleep",
-        "1000",
-    ]);
+    c.run_sleeper(&image, "det-1");
     assert_eq!(c.task_status("det-1").as_deref(), Some("RUNNING"));
     let ps = text(&c.ctr_ok(&["tasks", "ps", "det-1"]).stdout);
     assert_eq!(
@@ -67,15 +58,7 @@ fn vm_ctr_run_detached_then_exec_kill_and_delete() {
     );
     // `sleep` is PID 1 of its namespace: only SIGKILL ends it.
     c.ctr_ok(&["tasks", "kill", "-s", "SIGKILL", "det-1"]);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while c.task_status("det-1").as_deref() != Some("STOPPED") {
-        assert!(
-            Instant::now() < deadline,
-            "det-1 did not stop: {:?}",
-            c.task_status("det-1")
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    c.wait_task("det-1", |s| s == Some("STOPPED"));
     // ctr warns with the deleted task's exit status, which the shim's Delete answered.
     let deleted = text(&c.ctr_ok(&["tasks", "delete", "det-1"]).stderr);
     assert!(deleted.contains("exit code 137"), "{deleted}");
@@ -93,16 +76,7 @@ fn vm_ctr_run_detached_then_exec_kill_and_delete() {
 fn vm_a_killed_shim_leaves_nothing_behind() {
     let mut c = Containerd::start(&[]);
     let image = c.import_busybox();
-    c.ctr_ok(&[
-        "run",
-        "-d",
-        "--runtime",
-        RUNTIME,
-        &image,
-        "dead-1",
-        "sleep",
-        "1000",
-    ]);
+    c.run_sleeper(&image, "dead-1");
     let ls = text(&c.ctr_ok(&["tasks", "ls"]).stdout);
     // containerd is told the shim's pid.
     let pid: i32 = ls
@@ -122,15 +96,7 @@ fn vm_a_killed_shim_leaves_nothing_behind() {
         nix::sys::signal::Signal::SIGKILL,
     )
     .expect("killing the shim");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while c.task_status("dead-1").is_some_and(|s| s != "STOPPED") {
-        assert!(
-            Instant::now() < deadline,
-            "dead-1 is still {:?}",
-            c.task_status("dead-1")
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    c.wait_task("dead-1", |s| s.is_none_or(|s| s == "STOPPED"));
     let _ = c.ctr(&["tasks", "delete", "dead-1"]);
     c.ctr_ok(&["containers", "delete", "dead-1"]);
     // QEMU and the helpers go with the shim; give the kernel a moment to reap them.

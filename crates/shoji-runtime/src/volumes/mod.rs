@@ -38,16 +38,7 @@ pub enum VolumeError {
 
 /// Mounts the agent makes itself for every container (runc's `spec` lists them): honoured as
 /// they always are when a bundle lists them with their usual type. `/dev/shm` may carry a size.
-pub const STANDARD_MOUNTS: [(&str, &str); 8] = [
-    ("/proc", "proc"),
-    ("/dev", "tmpfs"),
-    ("/dev/pts", "devpts"),
-    ("/dev/shm", "tmpfs"),
-    ("/dev/mqueue", "mqueue"),
-    ("/sys", "sysfs"),
-    ("/sys/fs/cgroup", "cgroup"),
-    ("/sys/fs/cgroup", "cgroup2"),
-];
+pub use shoji_protocols::STANDARD_MOUNTS;
 
 /// Options a bind or tmpfs mount may carry; the agent knows the same set.
 const FLAG_OPTIONS: [&str; 18] = [

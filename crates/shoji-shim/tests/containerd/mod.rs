@@ -347,6 +347,36 @@ disabled_plugins = [{disabled}]
             .to_string()
     }
 
+    /// `ctr run -d` of `image` as task `id` in a Shoji VM, running `sleep 1000`.
+    #[allow(dead_code)]
+    pub fn run_sleeper(&self, image: &str, id: &str) {
+        self.ctr_ok(&[
+            "run",
+            "-d",
+            "--runtime",
+            RUNTIME,
+            image,
+            id,
+            "sleep",
+            "1000",
+        ]);
+    }
+
+    /// Waits (at most 20 s) until task `id`'s status, as [`Self::task_status`] gives it,
+    /// satisfies `done`.
+    #[allow(dead_code)]
+    pub fn wait_task(&self, id: &str, done: impl Fn(Option<&str>) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let status = self.task_status(id);
+            if done(status.as_deref()) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "task {id} is still {status:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// The task's status as `ctr task ls` shows it, if it is listed.
     pub fn task_status(&self, id: &str) -> Option<String> {
         let out = text(&self.ctr_ok(&["tasks", "ls"]).stdout);
