@@ -323,14 +323,16 @@ impl Store {
             .root
             .join("images")
             .join(format!("{}.json", key(&rec.config_digest)));
-        let tmp = path.with_extension(format!("json.{}", std::process::id()));
-        let json = serde_json::to_vec_pretty(&rec).map_err(io::Error::from);
-        json.and_then(|j| std::fs::write(&tmp, j))
-            .and_then(|()| std::fs::rename(&tmp, &path))
-            .map_err(|e| {
-                let _ = std::fs::remove_file(&tmp);
-                self.io("write", &path, e)
-            })
+        // A temporary file of its own per writer (threads of one process record the same
+        // image at once: the shim starting two containers of it), renamed into place.
+        let write = || -> io::Result<()> {
+            let dir = path.parent().unwrap_or(&self.root);
+            let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+            io::Write::write_all(&mut tmp, &serde_json::to_vec_pretty(&rec)?)?;
+            tmp.persist(&path).map_err(|e| e.error)?;
+            Ok(())
+        };
+        write().map_err(|e| self.io("write", &path, e))
     }
 
     /// The images recorded, most recently used first.
