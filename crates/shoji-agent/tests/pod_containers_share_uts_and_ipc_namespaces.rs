@@ -1,22 +1,22 @@
 //! A pod's containers (`pod_namespaces` in `CreateContainer`) share the pod's UTS namespace (its
 //! hostname, from the first such container's spec) and IPC namespace, made once by the agent,
 //! and keep a PID namespace each; a container that is not a pod's keeps namespaces of its own.
-//! One real microVM, driven over ttRPC as the runtime drives it.
+//! One real microVM, booted and driven over ttRPC by the runtime's own code.
 
 mod common;
 
 use std::time::Duration;
 
-use common::{create_request, ctx, GuestVm};
+use common::GuestVm;
 use shoji_protocols::agent;
 
 /// Creates and starts container `id` (running `sleep`), a pod's if `pod`.
 async fn start(vm: &GuestVm, id: &str, pod: bool, spec_extra: serde_json::Value) {
-    let mut req = create_request(id, &["sleep", "600"], spec_extra);
+    let mut req = vm.create_request(id, &["sleep", "600"], spec_extra);
     req.pod_namespaces = pod;
     // No stdio: the processes' output is not looked at.
     req.stdio = protobuf::MessageField::none();
-    vm.create_and_start(&req).await;
+    vm.create_and_start(req).await;
 }
 
 /// The hostname and the UTS, IPC and PID namespaces an exec in container `id` sees.
@@ -26,30 +26,16 @@ async fn seen(vm: &GuestVm, id: &str, port: u32) -> Vec<String> {
         "args": ["sh", "-c", "hostname; for n in uts ipc pid; do readlink /proc/self/ns/$n; done"],
         "env": ["PATH=/bin"], "cwd": "/", "user": {"uid": 0, "gid": 0}
     });
-    let exec = agent::ExecProcessRequest {
-        container_id: id.into(),
-        exec_id: "look".into(),
-        process_json: serde_json::to_vec(&process).expect("process"),
-        stdio: protobuf::MessageField::some(agent::StdioPorts {
-            stdout_port: port,
-            ..Default::default()
-        }),
+    let ports = agent::StdioPorts {
+        stdout_port: port,
         ..Default::default()
     };
+    let process_json = serde_json::to_vec(&process).expect("process");
     vm.client
-        .exec_process(ctx(30), &exec)
+        .exec_process(id, "look", process_json, ports)
         .await
         .unwrap_or_else(|e| panic!("ExecProcess {id}: {e}\n{}", vm.console_tail()));
-    let wait = agent::WaitProcessRequest {
-        container_id: id.into(),
-        exec_id: "look".into(),
-        ..Default::default()
-    };
-    let st = vm
-        .client
-        .wait_process(ctx(30), &wait)
-        .await
-        .expect("WaitProcess");
+    let st = vm.wait(id, "look").await;
     let stdout = tokio::time::timeout(Duration::from_secs(5), out)
         .await
         .expect("stdout closed")

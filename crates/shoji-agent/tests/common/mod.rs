@@ -1,70 +1,37 @@
-//! A small host-side harness that boots the real guest image (kernel + initramfs with the static
-//! agent as `/init`) under QEMU TCG with `vhost-device-vsock` and `virtiofsd`, as
-//! `docs/host-requirements.md` describes, and talks to the agent with the generated ttRPC
-//! client. No mocks: a test that uses it boots a VM. Every process it starts is killed and every temp dir removed on drop, also
-//! when the test fails.
+//! The agent's VM-test harness, built on the runtime's own sandbox code: a [`GuestVm`] is a
+//! [`SandboxVm`] booted by `shoji_runtime::sandbox` exactly as `shoji run` boots one (the
+//! configured accelerator, the runtime's QEMU arguments, kernel command line, helpers,
+//! readiness handshake, clock sync), with a busybox root filesystem served through the
+//! sandbox's share, and the runtime's [`AgentClient`] to drive the agent. A change to how the
+//! runtime boots a guest reaches these tests too. No mocks: a test that uses it boots a VM.
 //!
-//! The image is looked up with `shoji_image::GuestImage::find(guest_dir())`; build it first with
+//! Everything is torn down on drop, also when a test panics: the sandbox's guards kill QEMU
+//! and the helpers and remove the sandbox directory (its rootfs mount first), then the
+//! scratch directories go.
+//!
+//! The guest image is found as the runtime finds it (`$SHOJI_GUEST_DIR`); build it first with
 //! `scripts/build-agent.sh && cargo run -p shoji-cli -- image build`.
 
 #![allow(dead_code)]
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use shoji_protocols::agent;
-use shoji_protocols::agent_ttrpc::AgentServiceClient;
+use shoji_runtime::agent::{AgentClient, AgentError};
+use shoji_runtime::config::Config;
+use shoji_runtime::sandbox::{
+    new_sandbox_id, Binaries, BootOptions, NoHooks, SandboxDir, SandboxVm,
+};
+use shoji_runtime::spec::ProcessOptions;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{UnixListener, UnixStream};
+use tokio::net::UnixListener;
 
-pub const BOOT_DEADLINE: Duration = Duration::from_secs(60);
-pub const ROOTFS_TAG: &str = "rootfs";
+/// A busy 2-core host boots a TCG guest slowly: twice the runtime's default deadline.
+pub const BOOT_DEADLINE_SECS: u64 = 60;
 
-/// A child process killed and reaped on drop.
-pub struct ProcGuard {
-    name: &'static str,
-    child: Child,
-}
-
-impl ProcGuard {
-    fn spawn(name: &'static str, cmd: &mut Command) -> Self {
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name} ({cmd:?}): {e}"));
-        Self { name, child }
-    }
-
-    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.try_wait().ok().flatten()
-    }
-}
-
-impl Drop for ProcGuard {
-    fn drop(&mut self) {
-        if self.exited().is_none() {
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
-        let _ = self.name;
-    }
-}
-
-fn wait_for_path(p: &Path, what: &str, guard: &mut ProcGuard) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !p.exists() {
-        if let Some(st) = guard.exited() {
-            panic!("{what} exited ({st}) before creating {}", p.display());
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what} did not create {}",
-            p.display()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
+/// The directory of the share holding the test rootfs, used by every container of a VM.
+const ROOTFS_ID: &str = "busybox";
 
 /// A directory with busybox-static and its applet symlinks, enough to be a container root.
 pub fn busybox_rootfs(dir: &Path) {
@@ -81,165 +48,122 @@ pub fn busybox_rootfs(dir: &Path) {
     ] {
         std::os::unix::fs::symlink("busybox", bin.join(applet)).expect("symlink applet");
     }
-    // Exists but is not executable: exec must fail with 126.
-    std::fs::write(bin.join("notexec"), "#!/bin/sh\necho no\n").expect("write notexec");
 }
 
 /// One booted microVM with a connected agent client.
 pub struct GuestVm {
-    // Field order is drop order: QEMU first, then the helpers, then the directory.
-    qemu: ProcGuard,
-    _virtiofsd: ProcGuard,
-    _vsockd: ProcGuard,
-    pub client: AgentServiceClient,
+    // Field order is drop order: the sandbox (agent connection, QEMU, helpers, the sandbox
+    // directory and its mounts), then the scratch directories it used.
+    pub vm: SandboxVm,
+    /// The agent, as the runtime drives it.
+    pub client: AgentClient,
+    /// The guest's serial console, as the runtime captures it.
     pub console: PathBuf,
-    pub uds: PathBuf,
+    /// The test rootfs as the share serves it: changes here are what the guest sees.
     pub rootfs: PathBuf,
+    /// Its path in the share (`CreateContainerRequest.rootfs_path`).
+    rootfs_path: String,
+    /// QEMU's launch until the agent answered and the clock was measured.
     pub boot_time: Duration,
-    pub dir: tempfile::TempDir,
+    _source: tempfile::TempDir,
+    _root: tempfile::TempDir,
 }
 
 impl GuestVm {
-    /// Boots a VM sharing a fresh busybox rootfs over virtio-fs and waits for the agent's Ping.
+    /// Boots a VM as the runtime does with its default configuration, sharing a fresh busybox
+    /// rootfs.
     pub async fn boot() -> Self {
-        Self::boot_with("").await
+        Self::boot_with(|_| {}).await
     }
 
-    /// [`Self::boot`] with more kernel command-line words (e.g. `shoji.trace=1`).
-    pub async fn boot_with(extra_cmdline: &str) -> Self {
-        let img = shoji_image::GuestImage::find(&shoji_image::guest_dir()).unwrap_or_else(|e| {
-            panic!("{e}: build it with scripts/build-agent.sh && cargo run -p shoji-cli -- image build")
-        });
-        let dir = tempfile::Builder::new()
+    /// [`Self::boot`] with the boot options changed by `tune` (e.g. `agent_tracing = true`).
+    pub async fn boot_with(tune: impl FnOnce(&mut BootOptions)) -> Self {
+        let root = tempfile::Builder::new()
             .prefix("shoji-agent-vm-")
             .tempdir()
-            .expect("tempdir");
-        let rootfs = dir.path().join("rootfs");
-        busybox_rootfs(&rootfs);
-        let vh = dir.path().join("vh.sock");
-        let uds = dir.path().join("vm.vsock");
-        let vfs = dir.path().join("vfs.sock");
-        let console = dir.path().join("console.log");
+            .expect("tempdir for the sandbox root");
+        let mut config = Config::default();
+        config.hypervisor.qemu.boot_timeout = BOOT_DEADLINE_SECS;
+        let bins = Binaries::locate(&config).unwrap_or_else(|e| {
+            panic!(
+                "{}: build the guest image with scripts/build-agent.sh && cargo run -p shoji-cli -- image build",
+                shoji_runtime::error_chain(&e)
+            )
+        });
+        let mut opts = BootOptions::for_process(&config, &ProcessOptions::default(), false)
+            .expect("the default configuration's boot options");
+        tune(&mut opts);
 
-        let mut vsockd = ProcGuard::spawn(
-            "vhost-device-vsock",
-            Command::new("vhost-device-vsock")
-                .args(["--guest-cid", "3", "--socket"])
-                .arg(&vh)
-                .arg("--uds-path")
-                .arg(&uds)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null()),
-        );
-        let mut virtiofsd = ProcGuard::spawn(
-            "virtiofsd",
-            Command::new("virtiofsd")
-                .arg("--socket-path")
-                .arg(&vfs)
-                .arg("--shared-dir")
-                .arg(&rootfs)
-                .args(["--sandbox", "none"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null()),
-        );
-        wait_for_path(&vh, "vhost-device-vsock", &mut vsockd);
-        wait_for_path(&vfs, "virtiofsd", &mut virtiofsd);
+        let sb = SandboxDir::create(root.path(), &new_sandbox_id()).expect("sandbox directory");
+        let source = tempfile::Builder::new()
+            .prefix("shoji-agent-rootfs-")
+            .tempdir()
+            .expect("tempdir for the rootfs");
+        busybox_rootfs(source.path());
+        let shared = sb
+            .share_rootfs(ROOTFS_ID, source.path())
+            .expect("serve the rootfs through the sandbox's share");
 
-        let mut append =
-            // no_timer_check as the runtime passes it (Shoji's kernel has no ACPI: ADR 014).
-            String::from("console=ttyS0 quiet panic=-1 reboot=t no_timer_check shoji.sandbox_id=test");
-        if !extra_cmdline.is_empty() {
-            append.push(' ');
-            append.push_str(extra_cmdline);
-        }
-        if let Some(khz) = host_tsc_khz() {
-            append.push_str(&format!(
-                " tsc_early_khz={khz} lpj={} tsc=reliable",
-                4 * khz
-            ));
-        }
-        // The contract: connect to the agent only after it announced itself on host port 1025
-        // (early host-initiated connections can wedge the vsock device).
-        let ready = UnixListener::bind(format!(
-            "{}_{}",
-            uds.display(),
-            shoji_protocols::READY_VSOCK_PORT
-        ))
-        .expect("bind the readiness socket");
         let started = Instant::now();
-        let qemu = ProcGuard::spawn(
-            "QEMU",
-            Command::new("qemu-system-x86_64")
-                .arg("-M")
-                // As the runtime does: no ACPI tables for Shoji's kernel, which then finds its
-                // virtio-mmio devices on the command line QEMU extends (ADR 014).
-                .arg(format!(
-                    "microvm,accel=tcg,memory-backend=mem,isa-serial=on,rtc=on,acpi={}",
-                    if shoji_image::kernel_uses_acpi(&img.kernel) {
-                        "on"
-                    } else {
-                        "off"
-                    }
-                ))
-                .args(["-cpu", "max", "-smp", "1", "-m", "512M"])
-                .args(["-object", "memory-backend-memfd,id=mem,size=512M,share=on"])
-                .args(["-nodefaults", "-no-user-config", "-display", "none"])
-                .args(["-monitor", "none", "-no-reboot"])
-                .arg("-serial")
-                .arg(format!("file:{}", console.display()))
-                .arg("-chardev")
-                .arg(format!("socket,id=vh,path={}", vh.display()))
-                .args(["-device", "vhost-user-vsock-device,chardev=vh"])
-                .arg("-chardev")
-                .arg(format!("socket,id=fs,path={}", vfs.display()))
-                .arg("-device")
-                .arg(format!("vhost-user-fs-device,chardev=fs,tag={ROOTFS_TAG}"))
-                .arg("-kernel")
-                .arg(&img.kernel)
-                .arg("-initrd")
-                .arg(&img.initrd)
-                .arg("-append")
-                .arg(append)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null()),
-        );
-        let mut qemu = qemu;
-        let client = connect(&mut qemu, &ready, &uds, &console, started).await;
+        let booted = SandboxVm::boot(&config, &bins, sb, &shared.share, &opts, &mut NoHooks).await;
+        let mut vm = booted.unwrap_or_else(|e| panic!("{}", shoji_runtime::error_chain(&e)));
+        // What QEMU and the helpers say goes to the test's output; an unread pipe would block them.
+        vm.drain_stderr();
         let boot_time = started.elapsed();
-        eprintln!("agent answered Ping {boot_time:?} after QEMU start");
+        eprintln!(
+            "agent answered {boot_time:?} after the boot started ({})",
+            vm.accel.reason
+        );
+        let mut client = vm.client.clone();
+        // As the runtime's telemetry does: every call carries a (sampled) trace context.
+        client.set_context_injector(|| {
+            vec![(
+                shoji_protocols::TRACEPARENT_KEY.into(),
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into(),
+            )]
+        });
         Self {
-            qemu,
-            _virtiofsd: virtiofsd,
-            _vsockd: vsockd,
+            console: vm.sb.console_log(),
             client,
-            console,
-            uds,
-            rootfs,
+            rootfs: shared.host,
+            rootfs_path: shared.in_share,
             boot_time,
-            dir,
+            vm,
+            _source: source,
+            _root: root,
         }
     }
 
     pub fn console_tail(&self) -> String {
-        console_tail(&self.console)
+        format!(
+            "--- guest console (tail) ---\n{}",
+            self.vm.sb.console_tail(40)
+        )
     }
 
-    /// Waits up to `limit` for QEMU to exit.
-    pub async fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            if let Some(st) = self.qemu.exited() {
-                return Some(st);
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        None
+    /// A Ping with the host's time, as the runtime's clock sync sends it.
+    pub async fn ping(&self) -> agent::PingResponse {
+        let (_, resp) = self
+            .client
+            .sync_clock(1)
+            .await
+            .unwrap_or_else(|e| panic!("Ping: {e}\n{}", self.console_tail()));
+        resp
+    }
+
+    /// Waits up to `limit` for QEMU to exit; its exit status, or `None` if it still runs.
+    pub async fn wait_exit(&self, limit: Duration) -> Option<String> {
+        tokio::time::timeout(limit, self.vm.exited()).await.ok()
+    }
+
+    /// The host end of guest->host vsock `port`.
+    fn port_socket(&self, port: u32) -> PathBuf {
+        self.vm.sb.host_port_socket(port)
     }
 
     /// Listens on the host side of guest->host vsock `port` and collects everything sent to it.
     pub fn collect_port(&self, port: u32) -> tokio::task::JoinHandle<Vec<u8>> {
-        let path = PathBuf::from(format!("{}_{port}", self.uds.display()));
-        let listener = UnixListener::bind(&path).expect("bind stdio socket");
+        let listener = UnixListener::bind(self.port_socket(port)).expect("bind stdio socket");
         tokio::spawn(async move {
             let mut buf = Vec::new();
             if let Ok((mut s, _)) = listener.accept().await {
@@ -252,8 +176,7 @@ impl GuestVm {
     /// Listens on the host side of guest->host vsock `port`, sends `data` to whoever connects,
     /// then shuts down the write side (the process sees EOF).
     pub fn feed_port(&self, port: u32, data: &'static [u8]) -> tokio::task::JoinHandle<()> {
-        let path = PathBuf::from(format!("{}_{port}", self.uds.display()));
-        let listener = UnixListener::bind(&path).expect("bind stdin socket");
+        let listener = UnixListener::bind(self.port_socket(port)).expect("bind stdin socket");
         tokio::spawn(async move {
             if let Ok((mut s, _)) = listener.accept().await {
                 let _ = s.write_all(data).await;
@@ -265,45 +188,79 @@ impl GuestVm {
         })
     }
 
+    /// `CreateContainer` for `args` as root in the test rootfs, `spec_extra` merged into the
+    /// spec, stdout and stderr to the container's ports.
+    pub fn create_request(
+        &self,
+        id: &str,
+        args: &[&str],
+        spec_extra: serde_json::Value,
+    ) -> agent::CreateContainerRequest {
+        let mut spec = serde_json::json!({
+            "ociVersion": "1.0.2",
+            "root": {"path": "rootfs"},
+            "process": {
+                "args": args,
+                "env": ["PATH=/bin"],
+                "cwd": "/",
+                "user": {"uid": 0, "gid": 0}
+            },
+            "linux": {"namespaces": [{"type": "pid"}, {"type": "mount"}]}
+        });
+        merge(&mut spec, spec_extra);
+        agent::CreateContainerRequest {
+            container_id: id.into(),
+            oci_spec_json: serde_json::to_vec(&spec).expect("spec serialises"),
+            rootfs_tag: shoji_runtime::sandbox::SHARE_TAG.into(),
+            rootfs_path: self.rootfs_path.clone(),
+            stdio: protobuf::MessageField::some(agent::StdioPorts {
+                stdin_port: 0,
+                stdout_port: 20000 + port_base(id),
+                stderr_port: 20001 + port_base(id),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
     /// Creates and starts the container `req` describes.
     pub async fn create_and_start(
         &self,
-        req: &agent::CreateContainerRequest,
+        req: agent::CreateContainerRequest,
     ) -> agent::CreateContainerResponse {
-        let id = &req.container_id;
-        let created = self.client.create_container(ctx(30), req).await;
-        let created = created
+        let id = req.container_id.clone();
+        let created = self
+            .client
+            .create_container(req)
+            .await
             .unwrap_or_else(|e| panic!("CreateContainer {id}: {e}\n{}", self.console_tail()));
-        let start = agent::StartContainerRequest {
-            container_id: id.clone(),
-            ..Default::default()
-        };
         self.client
-            .start_container(ctx(30), &start)
+            .start_container(&id)
             .await
             .unwrap_or_else(|e| panic!("StartContainer {id}: {e}\n{}", self.console_tail()));
         created
     }
 
-    /// Creates, starts and waits for a container running `args`; returns (stdout, stderr, exit).
+    /// Waits for process `exec_id` (empty: the init) of container `id`.
+    pub async fn wait(&self, id: &str, exec_id: &str) -> agent::WaitProcessResponse {
+        self.client
+            .wait_process(id, exec_id)
+            .await
+            .unwrap_or_else(|e| panic!("WaitProcess {id}/{exec_id}: {e}\n{}", self.console_tail()))
+    }
+
+    /// Creates, starts and waits for a container running `args`, then removes it; returns its
+    /// stdout, stderr and status.
     pub async fn run(&self, id: &str, args: &[&str], spec_extra: serde_json::Value) -> Outcome {
         let out = self.collect_port(20000 + port_base(id));
         let err = self.collect_port(20001 + port_base(id));
-        let req = create_request(id, args, spec_extra);
-        let created = self.create_and_start(&req).await;
+        let req = self.create_request(id, args, spec_extra);
+        let created = self.create_and_start(req).await;
         assert!(
             created.pid > 1,
             "agent reports the init pid in its own namespace"
         );
-        let wait = agent::WaitProcessRequest {
-            container_id: id.into(),
-            ..Default::default()
-        };
-        let status = self
-            .client
-            .wait_process(ctx(60), &wait)
-            .await
-            .unwrap_or_else(|e| panic!("WaitProcess: {e}\n{}", self.console_tail()));
+        let status = self.wait(id, "").await;
         let stdout = tokio::time::timeout(Duration::from_secs(5), out)
             .await
             .expect("stdout complete once WaitProcess returned")
@@ -312,14 +269,10 @@ impl GuestVm {
             .await
             .expect("stderr complete once WaitProcess returned")
             .unwrap_or_default();
-        let rm = agent::RemoveContainerRequest {
-            container_id: id.into(),
-            ..Default::default()
-        };
         self.client
-            .remove_container(ctx(30), &rm)
+            .remove_container(id)
             .await
-            .unwrap_or_else(|e| panic!("RemoveContainer: {e}\n{}", self.console_tail()));
+            .unwrap_or_else(|e| panic!("RemoveContainer {id}: {e}\n{}", self.console_tail()));
         Outcome {
             stdout: String::from_utf8_lossy(&stdout).into_owned(),
             stderr: String::from_utf8_lossy(&stderr).into_owned(),
@@ -327,11 +280,9 @@ impl GuestVm {
             signal: status.signal,
         }
     }
-}
 
-impl GuestVm {
-    /// Creates container `id` expecting `CreateContainer` to fail; returns its error message
-    /// and how long the call took.
+    /// Creates container `id` expecting `CreateContainer` to fail; returns the agent's error
+    /// message and how long the call took.
     pub async fn create_fails(
         &self,
         id: &str,
@@ -340,12 +291,12 @@ impl GuestVm {
     ) -> (String, Duration) {
         let _out = self.collect_port(20000 + port_base(id));
         let _err = self.collect_port(20001 + port_base(id));
-        let req = create_request(id, args, spec_extra);
+        let req = self.create_request(id, args, spec_extra);
         let started = Instant::now();
-        match self.client.create_container(ctx(60), &req).await {
+        match self.client.create_container(req).await {
             Ok(r) => panic!("CreateContainer {id} should fail, made pid {}", r.pid),
-            Err(ttrpc::Error::RpcStatus(s)) => (s.message().to_string(), started.elapsed()),
-            Err(e) => (e.to_string(), started.elapsed()),
+            Err(AgentError::Rpc { message, .. }) => (message, started.elapsed()),
+            Err(e) => panic!("CreateContainer {id}: not an answer of the agent: {e}"),
         }
     }
 }
@@ -356,39 +307,6 @@ pub struct Outcome {
     pub stderr: String,
     pub exit_code: i32,
     pub signal: i32,
-}
-
-/// `CreateContainer` for `args` as root in the test rootfs, `spec_extra` merged into the spec,
-/// stdout and stderr to the container's ports.
-pub fn create_request(
-    id: &str,
-    args: &[&str],
-    spec_extra: serde_json::Value,
-) -> agent::CreateContainerRequest {
-    let mut spec = serde_json::json!({
-        "ociVersion": "1.0.2",
-        "root": {"path": "rootfs"},
-        "process": {
-            "args": args,
-            "env": ["PATH=/bin"],
-            "cwd": "/",
-            "user": {"uid": 0, "gid": 0}
-        },
-        "linux": {"namespaces": [{"type": "pid"}, {"type": "mount"}]}
-    });
-    merge(&mut spec, spec_extra);
-    agent::CreateContainerRequest {
-        container_id: id.into(),
-        oci_spec_json: serde_json::to_vec(&spec).expect("spec serialises"),
-        rootfs_tag: ROOTFS_TAG.into(),
-        stdio: protobuf::MessageField::some(agent::StdioPorts {
-            stdin_port: 0,
-            stdout_port: 20000 + port_base(id),
-            stderr_port: 20001 + port_base(id),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
 }
 
 fn port_base(id: &str) -> u32 {
@@ -406,119 +324,4 @@ fn merge(a: &mut serde_json::Value, b: serde_json::Value) {
         (a, b) if !b.is_null() => *a = b,
         _ => {}
     }
-}
-
-pub fn ctx(secs: u64) -> ttrpc::context::Context {
-    let mut c = ttrpc::context::with_timeout(Duration::from_secs(secs).as_nanos() as i64);
-    let mut md: HashMap<String, Vec<String>> = HashMap::new();
-    md.insert(
-        shoji_protocols::TRACEPARENT_KEY.into(),
-        vec!["00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()],
-    );
-    c.metadata = md;
-    c
-}
-
-/// Hybrid vsock: connect to the device's Unix socket and ask for a guest port.
-pub async fn hybrid_connect(uds: &Path, port: u32) -> std::io::Result<UnixStream> {
-    let mut s = UnixStream::connect(uds).await?;
-    s.write_all(format!("CONNECT {port}\n").as_bytes()).await?;
-    let mut answer = Vec::new();
-    loop {
-        let mut b = [0u8; 1];
-        if s.read(&mut b).await? == 0 || answer.len() > 64 {
-            return Err(std::io::Error::other("no answer to CONNECT"));
-        }
-        if b[0] == b'\n' {
-            break;
-        }
-        answer.push(b[0]);
-    }
-    if answer.starts_with(b"OK ") {
-        Ok(s)
-    } else {
-        Err(std::io::Error::other(format!(
-            "CONNECT refused: {}",
-            String::from_utf8_lossy(&answer)
-        )))
-    }
-}
-
-pub fn console_tail(console: &Path) -> String {
-    let text = std::fs::read_to_string(console).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    let start = lines.len().saturating_sub(40);
-    format!(
-        "--- guest console (tail) ---\n{}",
-        lines[start..].join("\n")
-    )
-}
-
-/// Waits for the agent's `READY` on host port 1025, then connects to guest port 1024 and pings.
-/// Fails at once if QEMU exits, and at [`BOOT_DEADLINE`] if the guest hangs, with the console
-/// tail either way.
-async fn connect(
-    qemu: &mut ProcGuard,
-    ready: &UnixListener,
-    uds: &Path,
-    console: &Path,
-    started: Instant,
-) -> AgentServiceClient {
-    let check = |qemu: &mut ProcGuard| {
-        if let Some(st) = qemu.exited() {
-            panic!("QEMU exited during boot ({st})\n{}", console_tail(console));
-        }
-        if started.elapsed() > BOOT_DEADLINE {
-            panic!(
-                "agent did not answer within {BOOT_DEADLINE:?}\n{}",
-                console_tail(console)
-            );
-        }
-    };
-    loop {
-        check(qemu);
-        if let Ok(Ok((mut s, _))) =
-            tokio::time::timeout(Duration::from_millis(50), ready.accept()).await
-        {
-            let mut line = [0u8; 6];
-            let got = tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut line)).await;
-            assert!(
-                matches!(got, Ok(Ok(_))) && &line == b"READY\n",
-                "bad readiness announcement {line:?}"
-            );
-            break;
-        }
-    }
-    loop {
-        check(qemu);
-        let attempt = tokio::time::timeout(
-            Duration::from_secs(1),
-            hybrid_connect(uds, shoji_protocols::AGENT_VSOCK_PORT),
-        )
-        .await;
-        if let Ok(Ok(s)) = attempt {
-            let c = AgentServiceClient::new(ttrpc::r#async::Client::new(
-                ttrpc::r#async::transport::Socket::new(s),
-            ));
-            let req = agent::PingRequest::default();
-            let ping = c.ping(ctx(2), &req);
-            if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(2), ping).await {
-                return c;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-fn host_tsc_khz() -> Option<u64> {
-    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
-    let mhz: f64 = info
-        .lines()
-        .find(|l| l.starts_with("cpu MHz"))?
-        .split(':')
-        .nth(1)?
-        .trim()
-        .parse()
-        .ok()?;
-    Some((mhz * 1000.0) as u64).filter(|k| *k > 0)
 }
