@@ -98,6 +98,28 @@ pub fn open_console() {
     }
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum ModuleError {
+    #[error("opening module {path}")]
+    Open {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "loading {name}: this kernel has no module support, but the initramfs carries modules: \
+         the kernel and initrd come from different guest images (rebuild with `shoji image \
+         build`, or configure both)"
+    )]
+    NoModuleSupport { name: String },
+    #[error("loading module {name}")]
+    Load {
+        name: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// Loads `/lib/modules/shoji/<name>` for each line of `load-order`, dependencies first.
 ///
 /// Which modules there are is decided when the image is built, for the kernel it packs: Debian's
@@ -105,7 +127,7 @@ pub fn open_console() {
 /// in, no module support) none and no `load-order` at all. A kernel without module support
 /// given modules means a kernel and an initramfs from different images: said so, not guessed
 /// around.
-pub fn load_modules() -> Result<usize, String> {
+pub fn load_modules() -> Result<usize, ModuleError> {
     let dir = "/lib/modules/shoji";
     let order = match std::fs::read_to_string(format!("{dir}/load-order")) {
         Ok(o) => o,
@@ -114,7 +136,10 @@ pub fn load_modules() -> Result<usize, String> {
     let mut n = 0;
     for name in order.lines().map(str::trim).filter(|l| !l.is_empty()) {
         let path = format!("{dir}/{name}");
-        let f = std::fs::File::open(&path).map_err(|e| format!("open {path}: {e}"))?;
+        let f = std::fs::File::open(&path).map_err(|source| ModuleError::Open {
+            path: path.clone(),
+            source,
+        })?;
         let params = CString::default();
         // SAFETY: finit_module reads the module from a valid open fd; `params` is a valid
         // NUL-terminated string that outlives the call.
@@ -125,13 +150,14 @@ pub fn load_modules() -> Result<usize, String> {
             match err.raw_os_error() {
                 Some(libc::EEXIST) => {}
                 Some(libc::ENOSYS) => {
-                    return Err(format!(
-                        "load {name}: this kernel has no module support, but the initramfs \
-                         carries modules: the kernel and initrd come from different guest \
-                         images (rebuild with `shoji image build`, or configure both)"
-                    ))
+                    return Err(ModuleError::NoModuleSupport { name: name.into() })
                 }
-                _ => return Err(format!("load {name}: {err}")),
+                _ => {
+                    return Err(ModuleError::Load {
+                        name: name.into(),
+                        source: err,
+                    })
+                }
             }
         }
         n += 1;

@@ -259,12 +259,12 @@ fn container_init(
         fail(1, &e);
     }
     if let Err(e) = crate::privileges::drop_bounding(sec) {
-        fail(1, &e);
+        fail(1, &crate::error_chain(&e));
     }
     // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it while we have it.
     if !sec.no_new_privileges {
         if let Err(e) = crate::privileges::load_seccomp(sec) {
-            fail(1, &e);
+            fail(1, &crate::error_chain(&e));
         }
     }
     crate::privileges::keep_caps(sec.caps.is_some());
@@ -280,7 +280,7 @@ fn container_init(
         fail(1, &format!("setting user {}:{}: {e}", cfg.uid, cfg.gid));
     }
     if let Err(e) = crate::privileges::set_sets(sec) {
-        fail(1, &e);
+        fail(1, &crate::error_chain(&e));
     }
     if sec.no_new_privileges {
         // SAFETY: PR_SET_NO_NEW_PRIVS takes integer arguments only.
@@ -294,7 +294,7 @@ fn container_init(
             );
         }
         if let Err(e) = crate::privileges::load_seccomp(sec) {
-            fail(1, &e);
+            fail(1, &crate::error_chain(&e));
         }
     }
     if let Err(e) = std::env::set_current_dir(&cfg.cwd) {

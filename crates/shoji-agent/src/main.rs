@@ -20,6 +20,18 @@ mod user;
 
 use std::time::Duration;
 
+/// An error and its causes, `: `-separated, formatted once where it is reported (a failed
+/// request's status for the host, the init's report to its parent, the console).
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    text
+}
+
 fn main() {
     if std::env::args().nth(1).as_deref() == Some("__container-init") {
         init::stage1();
@@ -40,7 +52,7 @@ fn main() {
     ];
     match boot::load_modules() {
         Ok(n) => tracing::debug!(modules = n, "modules loaded"),
-        Err(e) => fatal(&format!("loading kernel modules: {e}")),
+        Err(e) => fatal(&format!("loading kernel modules: {}", error_chain(&e))),
     }
     phases.push(("modules.loaded".into(), boot::now_unix_ns()));
     let rt = match tokio::runtime::Builder::new_multi_thread()

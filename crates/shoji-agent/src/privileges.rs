@@ -1,5 +1,6 @@
 //! Capabilities and seccomp for a container process, in the forked container init (single
-//! threaded, just before exec). Each function returns the message the init prints on failure.
+//! threaded, just before exec). Each error names the spec field it could not apply; the init
+//! prints its chain once, where it reports the failure.
 
 use std::str::FromStr;
 
@@ -7,11 +8,46 @@ use caps::{CapSet, Capability, CapsHashSet};
 
 use crate::security::ProcessSecurity;
 
-fn set_of(names: &[String]) -> Result<CapsHashSet, String> {
+#[derive(Debug, thiserror::Error)]
+pub enum PrivilegeError {
+    #[error("capability {name}")]
+    UnknownCapability {
+        name: String,
+        #[source]
+        source: caps::errors::CapsError,
+    },
+    #[error("process.capabilities.bounding: dropping {cap}")]
+    DropBounding {
+        cap: Capability,
+        #[source]
+        source: caps::errors::CapsError,
+    },
+    #[error("process.capabilities.{field}: setting the set")]
+    SetSet {
+        field: &'static str,
+        #[source]
+        source: caps::errors::CapsError,
+    },
+    #[error("process.capabilities.ambient: raising {cap}")]
+    RaiseAmbient {
+        cap: Capability,
+        #[source]
+        source: caps::errors::CapsError,
+    },
+    #[error("linux.seccomp: {instructions} BPF instructions, more than a filter can hold")]
+    FilterTooLong { instructions: usize },
+    #[error("linux.seccomp: loading the filter")]
+    LoadFilter(#[source] std::io::Error),
+}
+
+fn set_of(names: &[String]) -> Result<CapsHashSet, PrivilegeError> {
     let supported = caps::runtime::thread_all_supported();
     let mut set = CapsHashSet::new();
     for n in names {
-        let cap = Capability::from_str(n).map_err(|e| format!("capability {n}: {e}"))?;
+        let cap = Capability::from_str(n).map_err(|source| PrivilegeError::UnknownCapability {
+            name: n.clone(),
+            source,
+        })?;
         // A capability newer than the guest kernel is left out, as runc does.
         if supported.contains(&cap) {
             set.insert(cap);
@@ -21,13 +57,13 @@ fn set_of(names: &[String]) -> Result<CapsHashSet, String> {
 }
 
 /// Drops from the bounding set every capability `process.capabilities.bounding` lacks.
-pub fn drop_bounding(sec: &ProcessSecurity) -> Result<(), String> {
+pub fn drop_bounding(sec: &ProcessSecurity) -> Result<(), PrivilegeError> {
     let Some(c) = &sec.caps else { return Ok(()) };
     let keep = set_of(&c.bounding)?;
     for cap in caps::runtime::thread_all_supported() {
         if !keep.contains(&cap) {
             caps::drop(None, CapSet::Bounding, cap)
-                .map_err(|e| format!("process.capabilities.bounding: dropping {cap}: {e}"))?;
+                .map_err(|source| PrivilegeError::DropBounding { cap, source })?;
         }
     }
     Ok(())
@@ -43,7 +79,7 @@ pub fn keep_caps(on: bool) {
 }
 
 /// Sets the effective, permitted, inheritable and ambient sets (after the user switch).
-pub fn set_sets(sec: &ProcessSecurity) -> Result<(), String> {
+pub fn set_sets(sec: &ProcessSecurity) -> Result<(), PrivilegeError> {
     let Some(c) = &sec.caps else { return Ok(()) };
     // SAFETY: PR_SET_KEEPCAPS takes integer arguments only.
     unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0) };
@@ -54,18 +90,18 @@ pub fn set_sets(sec: &ProcessSecurity) -> Result<(), String> {
         (CapSet::Inheritable, &c.inheritable, "inheritable"),
     ] {
         caps::set(None, set, &set_of(names)?)
-            .map_err(|e| format!("process.capabilities.{field}: {e}"))?;
+            .map_err(|source| PrivilegeError::SetSet { field, source })?;
     }
     for cap in set_of(&c.ambient)? {
         caps::raise(None, CapSet::Ambient, cap)
-            .map_err(|e| format!("process.capabilities.ambient: raising {cap}: {e}"))?;
+            .map_err(|source| PrivilegeError::RaiseAmbient { cap, source })?;
     }
     Ok(())
 }
 
 /// Loads the container's seccomp filter (the BPF the agent generated) into this process, if it
 /// has one. `no_new_privs` is the caller's business, as is having `CAP_SYS_ADMIN` without it.
-pub fn load_seccomp(sec: &ProcessSecurity) -> Result<(), String> {
+pub fn load_seccomp(sec: &ProcessSecurity) -> Result<(), PrivilegeError> {
     let Some(bpf) = &sec.seccomp else {
         return Ok(());
     };
@@ -78,8 +114,9 @@ pub fn load_seccomp(sec: &ProcessSecurity) -> Result<(), String> {
             k: u32::from_ne_bytes([c[4], c[5], c[6], c[7]]),
         })
         .collect();
-    let len = u16::try_from(filter.len())
-        .map_err(|_| format!("linux.seccomp: {} BPF instructions", filter.len()))?;
+    let len = u16::try_from(filter.len()).map_err(|_| PrivilegeError::FilterTooLong {
+        instructions: filter.len(),
+    })?;
     let prog = libc::sock_fprog {
         len,
         filter: filter.as_mut_ptr(),
@@ -95,10 +132,7 @@ pub fn load_seccomp(sec: &ProcessSecurity) -> Result<(), String> {
         )
     };
     if r != 0 {
-        return Err(format!(
-            "linux.seccomp: loading the filter: {}",
-            std::io::Error::last_os_error()
-        ));
+        return Err(PrivilegeError::LoadFilter(std::io::Error::last_os_error()));
     }
     Ok(())
 }

@@ -29,17 +29,6 @@ fn status(code: ttrpc::Code, msg: impl Into<String>) -> ttrpc::Error {
     ttrpc::Error::RpcStatus(ttrpc::get_status(code, msg.into()))
 }
 
-/// An error and its causes, `: `-separated: what the host shows of a failed request.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        text.push_str(&format!(": {c}"));
-        cause = c.source();
-    }
-    text
-}
-
 fn no_exec(id: &str) -> ttrpc::Error {
     status(ttrpc::Code::NOT_FOUND, format!("no exec process {id:?}"))
 }
@@ -129,7 +118,7 @@ impl AgentService for Agent {
             let c = tokio::task::spawn_blocking(move || span.in_scope(|| Container::create(&id, &spec, &tag, &rootfs_path, &files, &ports, &reaper, pod.as_deref())))
                 .await
                 .map_err(|e| status(ttrpc::Code::INTERNAL, e.to_string()))?
-                .map_err(|e| status(ttrpc::Code::INTERNAL, chain(&e)))?;
+                .map_err(|e| status(ttrpc::Code::INTERNAL, crate::error_chain(&e)))?;
             self.phase("rootfs.mounted");
             let pid = c.init.pid;
             tracing::info!(process.pid = pid, "container created");
