@@ -19,6 +19,113 @@ use serde::{Deserialize, Serialize};
 
 use crate::security::{ProcessSecurity, RootSecurity};
 
+/// A step of the container init that failed. The init reports it to the agent over the report
+/// pipe as one line of text: its chain ([`crate::error_chain`]), formatted where it is reported.
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error("reading the init config")]
+    ReadConfig(#[source] std::io::Error),
+    #[error("parsing the init config")]
+    ParseConfig(#[source] serde_json::Error),
+    #[error("opening the pod namespace {path}")]
+    OpenPodNamespace {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("joining the pod namespace {path}")]
+    JoinPodNamespace {
+        path: PathBuf,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("opening the root of pid {pid}")]
+    OpenRoot {
+        pid: i32,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("opening the {ns} namespace of pid {pid}")]
+    OpenNamespace {
+        ns: &'static str,
+        pid: i32,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("joining the {ns} namespace")]
+    JoinNamespace {
+        ns: &'static str,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("unknown rlimit {0}")]
+    UnknownRlimit(String),
+    #[error("setrlimit {name}")]
+    Rlimit {
+        name: String,
+        #[source]
+        source: nix::Error,
+    },
+    /// A mount or directory change of the root's set-up.
+    #[error("{step}")]
+    Root {
+        step: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("opening {path}")]
+    OpenFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("creating {dst}")]
+    CreateFile {
+        dst: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("bind-mounting over {dst}")]
+    BindFile {
+        dst: String,
+        #[source]
+        source: nix::Error,
+    },
+    // The mount error names the mount's destination and step already.
+    #[error(transparent)]
+    Mount(#[from] crate::mounts::MountError),
+    #[error("resolving user {user:?}")]
+    User {
+        user: String,
+        #[source]
+        source: crate::user::UserError,
+    },
+    // The security error names the field already.
+    #[error(transparent)]
+    SysctlName(#[from] crate::security::SecurityError),
+    #[error("linux.sysctl[{name:?}]: writing {value:?}")]
+    Sysctl {
+        name: String,
+        value: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("linux.readonlyPaths {path:?}")]
+    ReadonlyPath {
+        path: String,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("linux.maskedPaths {path:?}")]
+    MaskedPath {
+        path: String,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("root.readonly: remounting / read-only")]
+    ReadonlyRoot(#[source] nix::Error),
+}
+
 pub const CONFIG_FD: i32 = 3;
 pub const START_FD: i32 = 4;
 pub const PID_FD: i32 = 5;
@@ -83,7 +190,7 @@ pub fn rlimits_of(process: &oci_spec::runtime::Process) -> Vec<(String, u64, u64
         .unwrap_or_default()
 }
 
-fn set_rlimits(limits: &[(String, u64, u64)]) -> Result<(), String> {
+fn set_rlimits(limits: &[(String, u64, u64)]) -> Result<(), InitError> {
     use nix::sys::resource::{setrlimit, Resource};
     for (name, soft, hard) in limits {
         let res = match name.as_str() {
@@ -103,9 +210,12 @@ fn set_rlimits(limits: &[(String, u64, u64)]) -> Result<(), String> {
             "RLIMIT_NICE" => Resource::RLIMIT_NICE,
             "RLIMIT_RTPRIO" => Resource::RLIMIT_RTPRIO,
             "RLIMIT_RTTIME" => Resource::RLIMIT_RTTIME,
-            other => return Err(format!("unknown rlimit {other}")),
+            other => return Err(InitError::UnknownRlimit(other.into())),
         };
-        setrlimit(res, *soft, *hard).map_err(|e| format!("setrlimit {name}: {e}"))?;
+        setrlimit(res, *soft, *hard).map_err(|source| InitError::Rlimit {
+            name: name.clone(),
+            source,
+        })?;
     }
     Ok(())
 }
@@ -123,21 +233,24 @@ pub fn stage1() -> ! {
     let mut text = String::new();
     let cfg: InitConfig = match cfg_file
         .read_to_string(&mut text)
-        .map_err(|e| e.to_string())
-        .and_then(|_| serde_json::from_str(&text).map_err(|e| e.to_string()))
+        .map_err(InitError::ReadConfig)
+        .and_then(|_| serde_json::from_str(&text).map_err(InitError::ParseConfig))
     {
         Ok(c) => c,
-        Err(e) => report_failure(&mut pid_file, &format!("bad init config: {e}")),
+        Err(e) => report_failure(&mut pid_file, &crate::error_chain(&e)),
     };
     drop(cfg_file);
     for ns in &cfg.join_namespaces {
         if let Err(e) = join(ns) {
-            report_failure(&mut pid_file, &e);
+            report_failure(&mut pid_file, &crate::error_chain(&e));
         }
     }
     let entered_root = match cfg.enter_pid.map(enter) {
         Some(Ok(root)) => Some(root),
-        Some(Err(e)) => report_failure(&mut pid_file, &format!("entering the container: {e}")),
+        Some(Err(e)) => report_failure(
+            &mut pid_file,
+            &format!("entering the container: {}", crate::error_chain(&e)),
+        ),
         None => None,
     };
     // SAFETY: this process is single-threaded (freshly exec'd), so the child may run any code.
@@ -176,27 +289,33 @@ fn report_failure(report: &mut std::fs::File, msg: &str) -> ! {
 }
 
 /// Joins the namespace whose nsfs file is `path` (one of the pod's).
-fn join(path: &Path) -> Result<(), String> {
-    let f = std::fs::File::open(path)
-        .map_err(|e| format!("opening the pod namespace {}: {e}", path.display()))?;
-    nix::sched::setns(&f, nix::sched::CloneFlags::empty())
-        .map_err(|e| format!("joining the pod namespace {}: {e}", path.display()))
+fn join(path: &Path) -> Result<(), InitError> {
+    let f = std::fs::File::open(path).map_err(|source| InitError::OpenPodNamespace {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    nix::sched::setns(&f, nix::sched::CloneFlags::empty()).map_err(|source| {
+        InitError::JoinPodNamespace {
+            path: path.to_path_buf(),
+            source,
+        }
+    })
 }
 
 /// Joins the IPC, UTS, cgroup, PID (for children) and mount namespaces of `pid`; returns its
 /// root directory, opened before the mount namespace changed (as nsenter does).
-fn enter(pid: i32) -> Result<std::fs::File, String> {
-    let root =
-        std::fs::File::open(format!("/proc/{pid}/root")).map_err(|e| format!("root: {e}"))?;
+fn enter(pid: i32) -> Result<std::fs::File, InitError> {
+    let root = std::fs::File::open(format!("/proc/{pid}/root"))
+        .map_err(|source| InitError::OpenRoot { pid, source })?;
     let mut fds = Vec::new();
     for ns in ["ipc", "uts", "cgroup", "pid", "mnt"] {
         let f = std::fs::File::open(format!("/proc/{pid}/ns/{ns}"))
-            .map_err(|e| format!("open {ns} namespace: {e}"))?;
+            .map_err(|source| InitError::OpenNamespace { ns, pid, source })?;
         fds.push((ns, f));
     }
     for (ns, f) in &fds {
         nix::sched::setns(f, nix::sched::CloneFlags::empty())
-            .map_err(|e| format!("setns {ns}: {e}"))?;
+            .map_err(|source| InitError::JoinNamespace { ns, source })?;
     }
     Ok(root)
 }
@@ -215,10 +334,13 @@ fn container_init(
             report_failure(&mut report, &format!("entering the container root: {e}"));
         }
     } else if let Err(e) = setup_root(&cfg).and_then(|_| apply_root_security(&cfg.root_security)) {
-        report_failure(&mut report, &format!("setting up the container root: {e}"));
+        report_failure(
+            &mut report,
+            &format!("setting up the container root: {}", crate::error_chain(&e)),
+        );
     }
     if let Err(e) = resolve_user(&mut cfg) {
-        report_failure(&mut report, &e);
+        report_failure(&mut report, &crate::error_chain(&e));
     }
     report_line(&mut report, "ok");
     drop(report);
@@ -256,7 +378,7 @@ fn container_init(
     }
     // Before dropping privileges: raising a hard limit needs root.
     if let Err(e) = set_rlimits(&cfg.rlimits) {
-        fail(1, &e);
+        fail(1, &crate::error_chain(&e));
     }
     if let Err(e) = crate::privileges::drop_bounding(sec) {
         fail(1, &crate::error_chain(&e));
@@ -322,10 +444,16 @@ fn container_init(
     fail(code, &format!("cannot run {program:?}: {err}"))
 }
 
-fn setup_root(cfg: &InitConfig) -> Result<(), String> {
+fn setup_root(cfg: &InitConfig) -> Result<(), InitError> {
     let (rootfs, terminal, files) = (cfg.rootfs.as_path(), cfg.terminal, &cfg.files);
-    fn e(what: &'static str) -> impl Fn(nix::Error) -> String {
-        move |err| format!("{what}: {err}")
+    fn e(step: &'static str) -> impl Fn(nix::Error) -> InitError {
+        move |err| InitError::Root {
+            step,
+            source: err.into(),
+        }
+    }
+    fn io(step: &'static str) -> impl Fn(std::io::Error) -> InitError {
+        move |source| InitError::Root { step, source }
     }
     mount(
         None::<&str>,
@@ -437,27 +565,30 @@ fn setup_root(cfg: &InitConfig) -> Result<(), String> {
         .map(|(src, dst)| {
             std::fs::File::open(src)
                 .map(|f| (f, dst.as_str()))
-                .map_err(|err| format!("open {}: {err}", src.display()))
+                .map_err(|source| InitError::OpenFile {
+                    path: src.clone(),
+                    source,
+                })
         })
         .collect::<Result<Vec<_>, _>>()?;
     let volumes = crate::mounts::open_sources(&cfg.mounts)?;
     // The VM's root is the initramfs, which pivot_root cannot leave; move the container root
     // over `/` in this private mount namespace and chroot into it, as runc's no-pivot mode does.
-    std::env::set_current_dir(rootfs).map_err(|err| format!("chdir rootfs: {err}"))?;
+    std::env::set_current_dir(rootfs).map_err(io("chdir rootfs"))?;
     mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)
         .map_err(e("move the root"))?;
     nix::unistd::chroot(".").map_err(e("chroot"))?;
-    std::env::set_current_dir("/").map_err(|err| format!("chdir /: {err}"))?;
+    std::env::set_current_dir("/").map_err(io("chdir /"))?;
     for (file, dst) in &staged {
         mount_file_over(file, dst)?;
     }
     // After the generated files, so that a volume over /etc/hosts wins, as in Docker.
-    crate::mounts::apply(&volumes)
+    Ok(crate::mounts::apply(&volumes)?)
 }
 
 /// Resolves `cfg.user` inside the current root (the container's) into uid, gid and groups, and
 /// sets `HOME` when the spec has none.
-fn resolve_user(cfg: &mut InitConfig) -> Result<(), String> {
+fn resolve_user(cfg: &mut InitConfig) -> Result<(), InitError> {
     let has_home = |cfg: &InitConfig| cfg.env.iter().any(|kv| kv.starts_with("HOME="));
     let Some(user) = cfg.user.clone().filter(|u| !u.is_empty()) else {
         if !has_home(cfg) {
@@ -472,7 +603,10 @@ fn resolve_user(cfg: &mut InitConfig) -> Result<(), String> {
         }
         return Ok(());
     };
-    let err = |e: crate::user::UserError| format!("resolving user {user:?}: {e}");
+    let err = |source| InitError::User {
+        user: user.clone(),
+        source,
+    };
     let passwd = crate::user::read_db("/etc/passwd").map_err(err)?;
     let group = crate::user::read_db("/etc/group").map_err(err)?;
     let r = crate::user::resolve(&user, passwd.as_deref(), group.as_deref()).map_err(err)?;
@@ -492,11 +626,14 @@ fn resolve_user(cfg: &mut InitConfig) -> Result<(), String> {
 
 /// `linux.sysctl`, `readonlyPaths`, `maskedPaths` and `root.readonly`, inside the container's
 /// root (we are chrooted there, in its mount, IPC and UTS namespaces), in runc's order.
-fn apply_root_security(sec: &RootSecurity) -> Result<(), String> {
+fn apply_root_security(sec: &RootSecurity) -> Result<(), InitError> {
     for (name, value) in &sec.sysctl {
-        let path = crate::security::sysctl_path(name).map_err(|e| e.to_string())?;
-        std::fs::write(&path, value)
-            .map_err(|e| format!("linux.sysctl[{name:?}]: writing {value:?}: {e}"))?;
+        let path = crate::security::sysctl_path(name)?;
+        std::fs::write(&path, value).map_err(|source| InitError::Sysctl {
+            name: name.clone(),
+            value: value.clone(),
+            source,
+        })?;
     }
     for p in &sec.readonly_paths {
         let r = mount(
@@ -522,7 +659,12 @@ fn apply_root_security(sec: &RootSecurity) -> Result<(), String> {
         });
         match r {
             Ok(()) | Err(nix::Error::ENOENT) => {}
-            Err(e) => return Err(format!("linux.readonlyPaths {p:?}: {e}")),
+            Err(source) => {
+                return Err(InitError::ReadonlyPath {
+                    path: p.clone(),
+                    source,
+                })
+            }
         }
     }
     for p in &sec.masked_paths {
@@ -545,7 +687,12 @@ fn apply_root_security(sec: &RootSecurity) -> Result<(), String> {
         };
         match r {
             Ok(()) | Err(nix::Error::ENOENT) => {}
-            Err(e) => return Err(format!("linux.maskedPaths {p:?}: {e}")),
+            Err(source) => {
+                return Err(InitError::MaskedPath {
+                    path: p.clone(),
+                    source,
+                })
+            }
         }
     }
     if sec.readonly_rootfs {
@@ -556,14 +703,14 @@ fn apply_root_security(sec: &RootSecurity) -> Result<(), String> {
             MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
             None::<&str>,
         )
-        .map_err(|e| format!("root.readonly: remounting / read-only: {e}"))?;
+        .map_err(InitError::ReadonlyRoot)?;
     }
     Ok(())
 }
 
 /// Bind-mounts `file` over `dst` (in the current root), creating an empty `dst` first when the
 /// image has none. A `dst` that is a symlink is followed within the root, as runc does.
-fn mount_file_over(file: &std::fs::File, dst: &str) -> Result<(), String> {
+fn mount_file_over(file: &std::fs::File, dst: &str) -> Result<(), InitError> {
     use std::os::fd::AsRawFd;
     let target = Path::new(dst);
     if std::fs::metadata(target).is_err() {
@@ -579,7 +726,10 @@ fn mount_file_over(file: &std::fs::File, dst: &str) -> Result<(), String> {
             .create(true)
             .truncate(false)
             .open(&real)
-            .map_err(|err| format!("create {dst}: {err}"))?;
+            .map_err(|source| InitError::CreateFile {
+                dst: dst.into(),
+                source,
+            })?;
     }
     let src = format!("/proc/self/fd/{}", file.as_raw_fd());
     mount(
@@ -589,5 +739,8 @@ fn mount_file_over(file: &std::fs::File, dst: &str) -> Result<(), String> {
         MsFlags::MS_BIND,
         None::<&str>,
     )
-    .map_err(|err| format!("bind-mount over {dst}: {err}"))
+    .map_err(|source| InitError::BindFile {
+        dst: dst.into(),
+        source,
+    })
 }

@@ -18,6 +18,22 @@ use serde::{Deserialize, Serialize};
 pub enum MountError {
     #[error("mount {destination}: {reason}")]
     Refused { destination: String, reason: String },
+    #[error("mount {destination}: opening its source {path}")]
+    OpenSource {
+        destination: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("mount {destination}: {step}")]
+    Apply {
+        destination: String,
+        step: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("mount {destination}: refused: it resolves to {real} (inside /proc or /sys)")]
+    InsideProcOrSys { destination: String, real: PathBuf },
 }
 
 /// Destinations and types the init mounts itself.
@@ -160,7 +176,7 @@ pub struct Opened {
 }
 
 /// Opens every bind source (`O_PATH`), before the init leaves the agent's root.
-pub fn open_sources(mounts: &[GuestMount]) -> Result<Vec<Opened>, String> {
+pub fn open_sources(mounts: &[GuestMount]) -> Result<Vec<Opened>, MountError> {
     use std::os::unix::fs::OpenOptionsExt;
     mounts
         .iter()
@@ -173,8 +189,10 @@ pub fn open_sources(mounts: &[GuestMount]) -> Result<Vec<Opened>, String> {
                         .read(true)
                         .custom_flags(libc::O_PATH)
                         .open(src)
-                        .map_err(|e| {
-                            format!("mount {}: open {}: {e}", m.destination, src.display())
+                        .map_err(|source| MountError::OpenSource {
+                            destination: m.destination.clone(),
+                            path: src.clone(),
+                            source,
                         })
                 })
                 .transpose()?;
@@ -190,29 +208,32 @@ pub fn open_sources(mounts: &[GuestMount]) -> Result<Vec<Opened>, String> {
 /// there, so every destination, symlinks included, resolves inside it). A missing mount point
 /// is made (a directory, or an empty file for a file bind). The destination is opened once and
 /// mounted on through `/proc/self/fd`, after checking what it really is.
-pub fn apply(mounts: &[Opened]) -> Result<(), String> {
+pub fn apply(mounts: &[Opened]) -> Result<(), MountError> {
     for o in mounts {
         let m = &o.mount;
-        let fail =
-            |what: &str, e: &dyn std::fmt::Display| format!("mount {}: {what}: {e}", m.destination);
+        let fail = |step: &'static str, source: std::io::Error| MountError::Apply {
+            destination: m.destination.clone(),
+            step,
+            source,
+        };
         let dst = Path::new(&m.destination);
         let source_is_dir = match &o.source {
             None => true,
             Some(f) => f
                 .metadata()
-                .map_err(|e| fail("stat the source", &e))?
+                .map_err(|e| fail("stat the source", e))?
                 .is_dir(),
         };
-        make_mount_point(dst, source_is_dir).map_err(|e| fail("make the mount point", &e))?;
-        let target = open_path(dst).map_err(|e| fail("open the mount point", &e))?;
+        make_mount_point(dst, source_is_dir).map_err(|e| fail("make the mount point", e))?;
+        let target = open_path(dst).map_err(|e| fail("open the mount point", e))?;
         let target_path = format!("/proc/self/fd/{}", target.as_raw_fd());
         let real =
-            std::fs::read_link(&target_path).map_err(|e| fail("resolve the mount point", &e))?;
+            std::fs::read_link(&target_path).map_err(|e| fail("resolve the mount point", e))?;
         if real.starts_with("/proc") || real.starts_with("/sys") {
-            return Err(fail(
-                "refused",
-                &format!("it resolves to {} (inside /proc or /sys)", real.display()),
-            ));
+            return Err(MountError::InsideProcOrSys {
+                destination: m.destination.clone(),
+                real,
+            });
         }
         let flags = MsFlags::from_bits_truncate(m.flags);
         match &o.source {
@@ -229,7 +250,7 @@ pub fn apply(mounts: &[Opened]) -> Result<(), String> {
                     bind,
                     None::<&str>,
                 )
-                .map_err(|e| fail("bind", &e))?;
+                .map_err(|e| fail("bind", e.into()))?;
                 if !flags.is_empty() {
                     // A bind mount takes its flags from a remount of itself: through its path
                     // (inside the root), now the new mount's root; the descriptor still names
@@ -241,7 +262,7 @@ pub fn apply(mounts: &[Opened]) -> Result<(), String> {
                         MsFlags::MS_BIND | MsFlags::MS_REMOUNT | flags,
                         None::<&str>,
                     )
-                    .map_err(|e| fail("remount with its options", &e))?;
+                    .map_err(|e| fail("remount with its options", e.into()))?;
                 }
             }
             None => mount(
@@ -251,7 +272,7 @@ pub fn apply(mounts: &[Opened]) -> Result<(), String> {
                 flags,
                 Some(m.data.as_str()),
             )
-            .map_err(|e| fail("tmpfs", &e))?,
+            .map_err(|e| fail("tmpfs", e.into()))?,
         }
     }
     Ok(())
