@@ -178,6 +178,19 @@ impl Store {
         &self.root
     }
 
+    /// The OCI layout that pulled images' blobs and tags are kept in (`oci/`).
+    pub fn pulled_dir(&self) -> PathBuf {
+        self.root.join("oci")
+    }
+
+    /// `locks/<name>`, held exclusively: waits for whoever holds it.
+    pub(crate) fn lock_exclusive(&self, name: &str) -> Result<File, StoreError> {
+        let f = self.open_lock(name)?;
+        rustix::fs::flock(&f, FlockOperation::LockExclusive)
+            .map_err(|e| self.io("lock", &self.root.join("locks").join(name), e.into()))?;
+        Ok(f)
+    }
+
     fn io(&self, op: &'static str, path: &Path, source: io::Error) -> StoreError {
         StoreError::Io {
             op,
@@ -313,9 +326,14 @@ impl Store {
     }
 
     fn record_image(&self, image: &Image) -> Result<(), StoreError> {
+        // A pulled image is named by its reference, not by the store's own layout.
+        let source = match image.tag() {
+            Some(t) if image.layout() == self.pulled_dir() => PathBuf::from(t),
+            _ => std::path::absolute(&image.path).unwrap_or_else(|_| image.path.clone()),
+        };
         let rec = ImageRecord {
             config_digest: image.config_digest().clone(),
-            source: std::path::absolute(&image.path).unwrap_or_else(|_| image.path.clone()),
+            source,
             layers: image.layers().iter().map(|l| l.diff_id.clone()).collect(),
             last_used: now(),
         };
@@ -399,6 +417,7 @@ impl Store {
             .filter(|r| {
                 (hex.len() >= 4 && r.config_digest.hex().starts_with(hex))
                     || by_path.as_deref() == Some(r.source.as_path())
+                    || r.source.as_os_str() == id
             })
             .collect();
         match found.len() {
