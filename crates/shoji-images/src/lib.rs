@@ -320,3 +320,35 @@ pub fn unpack(
     );
     Ok(img.config)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_tag_takes_existing_paths_whole_and_the_longest_existing_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap();
+        std::fs::create_dir(dir.path().join("img")).unwrap();
+        std::fs::create_dir(dir.path().join("img:v1")).unwrap();
+        let split = |s: &str| split_tag(Path::new(s));
+        assert_eq!(
+            split(&format!("{d}/img:v1")),
+            Some((PathBuf::from(format!("{d}/img:v1")), None))
+        );
+        assert_eq!(
+            split(&format!("{d}/img:v2")),
+            Some((PathBuf::from(format!("{d}/img")), Some("v2".into())))
+        );
+        // A tag with `:` of its own (a whole reference), after the longest path that exists.
+        assert_eq!(
+            split(&format!("{d}/img:v1:reg:5000/x:latest")),
+            Some((
+                PathBuf::from(format!("{d}/img:v1")),
+                Some("reg:5000/x:latest".into())
+            ))
+        );
+        assert_eq!(split("busybox:latest"), None);
+        assert_eq!(split(&format!("{d}/img:")), None);
+    }
+}

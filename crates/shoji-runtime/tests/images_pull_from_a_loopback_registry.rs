@@ -1,0 +1,294 @@
+//! `shoji pull` and `shoji run REF` against a real registry on loopback (Debian's
+//! `docker-registry`, distribution 2.8, plain HTTP as loopback registries are), the busybox
+//! image pushed into it with `skopeo`: blobs verified and stored once, a second pull downloads
+//! nothing, pulls by digest, a tampered blob refused with nothing stored, an unknown tag named,
+//! and a pulled image runs in a VM with `image.pull` in the run's trace (ADR 021).
+
+mod common;
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{busybox_image, text, TestEnv};
+
+/// A `docker-registry serve` on a free loopback port, storage in `dir`; killed when dropped
+/// (a failed assertion included).
+struct Registry {
+    child: Child,
+    port: u16,
+    storage: PathBuf,
+}
+
+impl Registry {
+    fn start(dir: &Path) -> Self {
+        // A port the kernel just handed out and took back: free unless someone races for it.
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free loopback port")
+            .port();
+        let storage = dir.join("registry-data");
+        let config = dir.join("registry.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    \
+                 rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                storage.display()
+            ),
+        )
+        .expect("writing the registry's configuration");
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting docker-registry (scripts/lib.sh installs it)");
+        let reg = Self {
+            child,
+            port,
+            storage,
+        };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "the registry did not listen");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        reg
+    }
+
+    /// `127.0.0.1:PORT/NAME:TAG`, after pushing the busybox layout there with skopeo.
+    fn push_busybox(&self, name_tag: &str) -> String {
+        let layout = busybox_image().0.display().to_string();
+        let dest = format!("127.0.0.1:{}/{name_tag}", self.port);
+        let out = Command::new("skopeo")
+            .args(["copy", "--quiet", "--dest-tls-verify=false"])
+            .arg(format!("oci:{layout}:busybox:latest"))
+            .arg(format!("docker://{dest}"))
+            .output()
+            .expect("running skopeo (scripts/lib.sh installs it)");
+        assert!(out.status.success(), "skopeo: {}", text(&out.stderr));
+        dest
+    }
+
+    /// The largest blob the registry stores: the busybox layer.
+    fn layer_blob(&self) -> PathBuf {
+        let mut files = Vec::new();
+        let mut dirs = vec![self.storage.join("docker/registry/v2/blobs")];
+        while let Some(d) = dirs.pop() {
+            for e in std::fs::read_dir(&d).expect("registry storage").flatten() {
+                let m = e.metadata().expect("metadata");
+                if m.is_dir() {
+                    dirs.push(e.path());
+                } else {
+                    files.push((m.len(), e.path()));
+                }
+            }
+        }
+        files.sort();
+        files.pop().expect("a blob in the registry").1
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `blob.cached` as `common::otlp_span_attrs` shows an OTLP JSON boolean.
+const CACHED: &str = r#"{"boolValue":true}"#;
+const FETCHED: &str = r#"{"boolValue":false}"#;
+
+fn store(env: &TestEnv) -> PathBuf {
+    env.dir.path().join("data/images")
+}
+
+fn entries(dir: &Path) -> usize {
+    std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
+}
+
+/// `(downloaded, already stored)` from `shoji pull`'s line.
+fn counts(stdout: &[u8]) -> (usize, usize) {
+    let s = text(stdout);
+    let num = |after: &str| {
+        s.split(after)
+            .next()
+            .and_then(|p| p.rsplit(['(', ';', ' ']).find(|w| !w.is_empty()))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no count before {after:?} in {s:?}"))
+    };
+    (num(" blobs downloaded"), num(" already stored"))
+}
+
+/// Every span in `env`'s trace store: (name, span id, parent id, attributes).
+fn stored_spans(
+    env: &TestEnv,
+) -> Vec<(
+    String,
+    String,
+    String,
+    std::collections::HashMap<String, String>,
+)> {
+    let ls = env.ok(&["trace", "ls", "--json"]);
+    let mut out = Vec::new();
+    for line in text(&ls.stdout).lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value = serde_json::from_str(line).expect("trace ls --json line");
+        let id = v["trace_id"].as_str().expect("a trace id");
+        let export = env.ok(&["trace", "export", id, "--format", "otlp-json"]);
+        for (_, sp) in common::otlp_json_spans(&text(&export.stdout)) {
+            out.push((
+                sp["name"].as_str().unwrap_or("").to_string(),
+                sp["spanId"].as_str().unwrap_or("").to_string(),
+                sp["parentSpanId"].as_str().unwrap_or("").to_string(),
+                common::otlp_span_attrs(&sp),
+            ));
+        }
+    }
+    out
+}
+
+#[test]
+fn pulls_verify_and_store_each_blob_once_by_tag_or_digest() {
+    let env = TestEnv::new();
+    let reg = Registry::start(env.dir.path());
+    let image = reg.push_busybox("shoji/busybox:v1");
+
+    let first = env.ok(&["pull", &image]);
+    assert_eq!(counts(&first.stdout), (2, 0), "{}", text(&first.stdout));
+    // As root the layer is unpacked into the store too (verified against its diff_id).
+    if nix::unistd::geteuid().is_root() {
+        assert_eq!(entries(&store(&env).join("layers")), 1);
+    }
+    let ls = env.ok(&["image", "ls"]);
+    assert!(text(&ls.stdout).contains(&image), "{}", text(&ls.stdout));
+
+    // Again, traced: nothing downloaded, each blob span says it was in the store.
+    let second = env.ok(&["pull", "--trace", &image]);
+    assert_eq!(counts(&second.stdout), (0, 2), "{}", text(&second.stdout));
+    let spans = stored_spans(&env);
+    let pull = spans
+        .iter()
+        .find(|s| s.0 == "image.pull")
+        .expect("an image.pull span");
+    assert_eq!(pull.3["image.reference"], image);
+    let blobs: Vec<_> = spans
+        .iter()
+        .filter(|s| s.0 == "image.pull.blob" && s.2 == pull.1)
+        .collect();
+    assert_eq!(blobs.len(), 2, "a span per blob under image.pull");
+    for b in blobs {
+        assert_eq!(b.3["blob.cached"], CACHED, "{:?}", b.3);
+        assert!(b.3["blob.digest"].starts_with("sha256:"), "{:?}", b.3);
+    }
+
+    // By digest: the manifest digest the first pull printed.
+    let digest = text(&first.stdout)
+        .split_whitespace()
+        .find(|w| w.starts_with("sha256:"))
+        .expect("a manifest digest")
+        .to_string();
+    let repo = image.rsplit_once(':').expect("NAME:TAG").0;
+    let by_digest = env.ok(&["pull", &format!("{repo}@{digest}")]);
+    assert_eq!(counts(&by_digest.stdout), (0, 2));
+
+    // An unknown tag: refused, naming the registry, the reference, the step and what to do.
+    let out = env
+        .cmd()
+        .args(["pull", &format!("{repo}:nope")])
+        .output()
+        .expect("running shoji");
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    for part in [
+        format!("registry 127.0.0.1:{}", reg.port),
+        format!("{repo}:nope"),
+        "resolve (manifest)".into(),
+        "does not have it".into(),
+    ] {
+        assert!(err.contains(&part), "{part:?} not in: {err}");
+    }
+}
+
+#[test]
+fn a_tampered_blob_is_refused_and_nothing_is_stored() {
+    let env = TestEnv::new();
+    let reg = Registry::start(env.dir.path());
+    let image = reg.push_busybox("shoji/busybox:v1");
+    // One byte changed in the registry's copy of the layer, its size kept.
+    let blob = reg.layer_blob();
+    let mut bytes = std::fs::read(&blob).expect("reading the layer blob");
+    bytes[100] ^= 0xff;
+    std::fs::write(&blob, &bytes).expect("tampering with the layer blob");
+
+    let out = env
+        .cmd()
+        .args(["pull", &image])
+        .output()
+        .expect("running shoji");
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("not matching its digest") && err.contains("(layer 1)"),
+        "{err}"
+    );
+    let store = store(&env);
+    let layer_digest = blob
+        .parent()
+        .and_then(|p| p.file_name())
+        .expect("blobs/sha256/XX/<hex>/data")
+        .to_string_lossy()
+        .into_owned();
+    assert!(
+        !store.join("oci/blobs/sha256").join(&layer_digest).exists(),
+        "the tampered layer was stored"
+    );
+    assert_eq!(entries(&store.join("layers")), 0, "a layer was unpacked");
+    assert!(
+        !store.join("oci/index.json").exists(),
+        "the image was tagged in the store"
+    );
+    assert_eq!(
+        entries(&store.join("oci/blobs/sha256")),
+        2,
+        "manifest, config"
+    );
+}
+
+#[test]
+fn vm_a_pulled_image_runs_with_the_pull_in_the_runs_trace() {
+    let env = TestEnv::new();
+    let reg = Registry::start(env.dir.path());
+    let image = reg.push_busybox("shoji/busybox:v1");
+    let out = env.run(&[
+        "run",
+        "--rm",
+        "--trace",
+        &image,
+        "--",
+        "echo",
+        "pulled-and-ran",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("pulled-and-ran"));
+    let spans = stored_spans(&env);
+    let root = spans.iter().find(|s| s.0 == "run").expect("a run span");
+    let pull = spans
+        .iter()
+        .find(|s| s.0 == "image.pull")
+        .expect("an image.pull span");
+    assert_eq!(pull.2, root.1, "image.pull hangs from the run");
+    let fetched: Vec<_> = spans
+        .iter()
+        .filter(|s| s.0 == "image.pull.blob" && s.2 == pull.1)
+        .map(|s| s.3["blob.cached"].as_str())
+        .collect();
+    assert_eq!(
+        fetched,
+        [FETCHED, FETCHED],
+        "configuration and layer fetched"
+    );
+}
