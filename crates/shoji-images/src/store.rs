@@ -235,10 +235,20 @@ impl Store {
     /// Every layer of `image` in the store, each unpacked once whoever else asks for it at the
     /// same time, and leased (shared locks) until the result is dropped. Records the image.
     pub fn prepare(&self, image: &Image) -> Result<Prepared, StoreError> {
+        self.prepare_reporting(image, &mut |_, _| {})
+    }
+
+    /// [`Store::prepare`], calling `report(n, layer)` before it unpacks the `n`th layer
+    /// (from 1) and `report(0, layer)` once that layer is done (progress on a terminal).
+    pub fn prepare_reporting(
+        &self,
+        image: &Image,
+        report: &mut dyn FnMut(usize, &LayerBlob),
+    ) -> Result<Prepared, StoreError> {
         let mut layers = Vec::new();
         let mut locks = Vec::new();
         let mut unpacked = 0;
-        for layer in image.layers() {
+        for (i, layer) in image.layers().iter().enumerate() {
             let lock = self.lock_file(&layer.diff_id)?;
             let dir = self.layer_dir(&layer.diff_id);
             // Shared: no one removes the layer from here on (rm and prune need it exclusive).
@@ -249,7 +259,10 @@ impl Store {
                 let unpacking = self.open_lock(&format!("{}.unpack", key(&layer.diff_id)))?;
                 self.flock(&unpacking, FlockOperation::LockExclusive, &layer.diff_id)?;
                 if !dir.is_dir() {
-                    self.unpack_layer(image, layer)?;
+                    report(i + 1, layer);
+                    let r = self.unpack_layer(image, layer);
+                    report(0, layer);
+                    r?;
                     unpacked += 1;
                 }
             }

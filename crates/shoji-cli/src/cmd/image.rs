@@ -34,8 +34,12 @@ pub enum ImageCommand {
 
 #[derive(Debug, clap::Args)]
 pub struct LoadArgs {
-    /// OCI image layout directory, OCI archive or docker-save archive
+    /// OCI image layout directory, OCI archive or docker-save archive (`PATH:TAG` picks a
+    /// tagged entry)
     pub image: PathBuf,
+    /// No progress (there is none anyway when standard error is not a terminal)
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -161,6 +165,38 @@ impl ImageCommand {
     }
 }
 
+/// `store.prepare(img)` with a spinner per layer unpacked when `progress` (a terminal).
+fn prepare_with_progress(
+    store: &Store,
+    img: &Image,
+    progress: bool,
+) -> Result<shoji_images::store::Prepared, shoji_images::StoreError> {
+    if !progress {
+        return store.prepare(img);
+    }
+    let total = img.layers().len();
+    let mut bar: Option<indicatif::ProgressBar> = None;
+    store.prepare_reporting(img, &mut |n, layer| {
+        if n == 0 {
+            if let Some(b) = bar.take() {
+                b.finish_and_clear();
+            }
+            return;
+        }
+        let b = indicatif::ProgressBar::new_spinner();
+        b.set_message(format!(
+            "unpacking layer {n}/{total} {} ({})",
+            short(&layer.diff_id),
+            layer
+                .size
+                .map(shoji_units::fmt_size)
+                .unwrap_or_else(|| "size unknown".into())
+        ));
+        b.enable_steady_tick(std::time::Duration::from_millis(120));
+        bar = Some(b);
+    })
+}
+
 fn open_store(global: &GlobalArgs) -> anyhow::Result<Store> {
     let config = super::load_config(global)?;
     // A killed `shoji run` no longer uses its layers: reclaiming it first lets rm and prune
@@ -180,8 +216,8 @@ fn load(a: LoadArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     // A gzip archive is decompressed into an unnamed file there (gone when `img` is dropped).
     let img = Image::open(&a.image, &store.root().join("tmp"))
         .with_context(|| format!("while reading image {}", a.image.display()))?;
-    let prepared = store
-        .prepare(&img)
+    let progress = !a.quiet && std::io::stderr().is_terminal();
+    let prepared = prepare_with_progress(&store, &img, progress)
         .with_context(|| format!("while loading image {}", a.image.display()))?;
     println!(
         "{}: {} layers, {} unpacked in {:.2} s",
@@ -209,6 +245,7 @@ pub fn pull(a: PullArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("while starting the async runtime")?;
     let opts = a.registry.options();
+    let progress = opts.progress;
     let start = std::time::Instant::now();
     let result = rt.block_on(async {
         let span = super::telemetry::root_span!("pull");
@@ -227,7 +264,7 @@ pub fn pull(a: PullArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
                 let n = tokio::task::spawn_blocking(move || {
                     span.in_scope(|| -> anyhow::Result<usize> {
                         let img = Image::open(&image, &store.root().join("tmp"))?;
-                        let prepared = store.prepare(&img)?;
+                        let prepared = prepare_with_progress(&store, &img, progress)?;
                         tracing::Span::current().record("image.layers.unpacked", prepared.unpacked);
                         Ok(prepared.unpacked)
                     })
