@@ -42,8 +42,9 @@ ensure_host_deps() {
   # Shoji's guest kernel (`shoji image build`, ADR 014): Debian's kernel source and its tools.
   ensure_debian_packages linux-source-6.1 make gcc libc6-dev bison flex libelf-dev xz-utils
   ensure_apt_lists
-  # The registry tests (ADR 021): a real registry on loopback, images pushed into it.
-  ensure_debian_packages docker-registry skopeo
+  # The registry tests (ADR 021): a real registry on loopback, images pushed into it, and
+  # htpasswd (bcrypt) for the one that wants credentials.
+  ensure_debian_packages docker-registry skopeo apache2-utils
   ensure_cargo_tool vhost-device-vsock vhost-device-vsock
   ensure_cargo_tool virtiofsd virtiofsd
   export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"

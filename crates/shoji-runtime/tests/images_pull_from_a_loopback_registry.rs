@@ -2,6 +2,7 @@
 //! `docker-registry`, distribution 2.8, plain HTTP as loopback registries are), the busybox
 //! image pushed into it with `skopeo`: blobs verified and stored once, a second pull downloads
 //! nothing, pulls by digest, a tampered blob refused with nothing stored, an unknown tag named,
+//! credentials from the Docker configuration file for a registry with htpasswd auth,
 //! and a pulled image runs in a VM with `image.pull` in the run's trace (ADR 021).
 
 mod common;
@@ -23,6 +24,11 @@ struct Registry {
 
 impl Registry {
     fn start(dir: &Path) -> Self {
+        Self::start_with(dir, "")
+    }
+
+    /// With `extra` appended to its configuration (an `auth:` section).
+    fn start_with(dir: &Path, extra: &str) -> Self {
         // A port the kernel just handed out and took back: free unless someone races for it.
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
@@ -34,7 +40,7 @@ impl Registry {
             &config,
             format!(
                 "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    \
-                 rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                 rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n{extra}",
                 storage.display()
             ),
         )
@@ -61,10 +67,15 @@ impl Registry {
 
     /// `127.0.0.1:PORT/NAME:TAG`, after pushing the busybox layout there with skopeo.
     fn push_busybox(&self, name_tag: &str) -> String {
+        self.push_busybox_as(name_tag, &[])
+    }
+
+    fn push_busybox_as(&self, name_tag: &str, creds: &[&str]) -> String {
         let layout = busybox_image().0.display().to_string();
         let dest = format!("127.0.0.1:{}/{name_tag}", self.port);
         let out = Command::new("skopeo")
             .args(["copy", "--quiet", "--dest-tls-verify=false"])
+            .args(creds)
             .arg(format!("oci:{layout}:busybox:latest"))
             .arg(format!("docker://{dest}"))
             .output()
@@ -291,4 +302,55 @@ fn vm_a_pulled_image_runs_with_the_pull_in_the_runs_trace() {
         [FETCHED, FETCHED],
         "configuration and layer fetched"
     );
+}
+
+#[test]
+fn credentials_from_the_docker_config_reach_a_registry_that_wants_them() {
+    let env = TestEnv::new();
+    let htpasswd = env.dir.path().join("htpasswd");
+    let out = Command::new("htpasswd")
+        .args(["-Bbn", "alice", "s3cret"])
+        .output()
+        .expect("running htpasswd (apache2-utils; scripts/lib.sh installs it)");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    std::fs::write(&htpasswd, &out.stdout).expect("writing htpasswd");
+    let reg = Registry::start_with(
+        env.dir.path(),
+        &format!(
+            "auth:\n  htpasswd:\n    realm: shoji-test\n    path: {}\n",
+            htpasswd.display()
+        ),
+    );
+    let image = reg.push_busybox_as("shoji/busybox:v1", &["--dest-creds", "alice:s3cret"]);
+
+    // No credentials: refused, saying where they go.
+    let docker = env.dir.path().join("docker");
+    std::fs::create_dir(&docker).expect("mkdir");
+    let pull = || {
+        env.cmd()
+            .env("DOCKER_CONFIG", &docker)
+            .args(["pull", &image])
+            .output()
+            .expect("running shoji")
+    };
+    let out = pull();
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("not authorized") && err.contains("config.json"),
+        "{err}"
+    );
+
+    // `auth` is base64 of user:password, as `docker login` writes it.
+    std::fs::write(
+        docker.join("config.json"),
+        format!(
+            r#"{{"auths": {{"127.0.0.1:{}": {{"auth": "YWxpY2U6czNjcmV0"}}}}}}"#,
+            reg.port
+        ),
+    )
+    .expect("writing config.json");
+    let out = pull();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(counts(&out.stdout), (2, 0));
 }
