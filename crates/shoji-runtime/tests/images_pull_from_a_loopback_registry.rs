@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{busybox_image, text, TestEnv};
+use common::{busybox_image, stored_spans, text, TestEnv};
 
 /// A `docker-registry serve` on a free loopback port, storage in `dir`; killed when dropped
 /// (a failed assertion included).
@@ -135,33 +135,6 @@ fn counts(stdout: &[u8]) -> (usize, usize) {
     (num(" blobs downloaded"), num(" already stored"))
 }
 
-/// Every span in `env`'s trace store: (name, span id, parent id, attributes).
-fn stored_spans(
-    env: &TestEnv,
-) -> Vec<(
-    String,
-    String,
-    String,
-    std::collections::HashMap<String, String>,
-)> {
-    let ls = env.ok(&["trace", "ls", "--json"]);
-    let mut out = Vec::new();
-    for line in text(&ls.stdout).lines().filter(|l| !l.trim().is_empty()) {
-        let v: serde_json::Value = serde_json::from_str(line).expect("trace ls --json line");
-        let id = v["trace_id"].as_str().expect("a trace id");
-        let export = env.ok(&["trace", "export", id, "--format", "otlp-json"]);
-        for (_, sp) in common::otlp_json_spans(&text(&export.stdout)) {
-            out.push((
-                sp["name"].as_str().unwrap_or("").to_string(),
-                sp["spanId"].as_str().unwrap_or("").to_string(),
-                sp["parentSpanId"].as_str().unwrap_or("").to_string(),
-                common::otlp_span_attrs(&sp),
-            ));
-        }
-    }
-    out
-}
-
 #[test]
 fn pulls_verify_and_store_each_blob_once_by_tag_or_digest() {
     let env = TestEnv::new();
@@ -183,17 +156,21 @@ fn pulls_verify_and_store_each_blob_once_by_tag_or_digest() {
     let spans = stored_spans(&env);
     let pull = spans
         .iter()
-        .find(|s| s.0 == "image.pull")
+        .find(|s| s.name == "image.pull")
         .expect("an image.pull span");
-    assert_eq!(pull.3["image.reference"], image);
+    assert_eq!(pull.attrs["image.reference"], image);
     let blobs: Vec<_> = spans
         .iter()
-        .filter(|s| s.0 == "image.pull.blob" && s.2 == pull.1)
+        .filter(|s| s.name == "image.pull.blob" && s.parent == pull.id)
         .collect();
     assert_eq!(blobs.len(), 2, "a span per blob under image.pull");
     for b in blobs {
-        assert_eq!(b.3["blob.cached"], CACHED, "{:?}", b.3);
-        assert!(b.3["blob.digest"].starts_with("sha256:"), "{:?}", b.3);
+        assert_eq!(b.attrs["blob.cached"], CACHED, "{:?}", b.attrs);
+        assert!(
+            b.attrs["blob.digest"].starts_with("sha256:"),
+            "{:?}",
+            b.attrs
+        );
     }
 
     // By digest: the manifest digest the first pull printed.
@@ -286,16 +263,16 @@ fn vm_a_pulled_image_runs_with_the_pull_in_the_runs_trace() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("pulled-and-ran"));
     let spans = stored_spans(&env);
-    let root = spans.iter().find(|s| s.0 == "run").expect("a run span");
+    let root = spans.iter().find(|s| s.name == "run").expect("a run span");
     let pull = spans
         .iter()
-        .find(|s| s.0 == "image.pull")
+        .find(|s| s.name == "image.pull")
         .expect("an image.pull span");
-    assert_eq!(pull.2, root.1, "image.pull hangs from the run");
+    assert_eq!(pull.parent, root.id, "image.pull hangs from the run");
     let fetched: Vec<_> = spans
         .iter()
-        .filter(|s| s.0 == "image.pull.blob" && s.2 == pull.1)
-        .map(|s| s.3["blob.cached"].as_str())
+        .filter(|s| s.name == "image.pull.blob" && s.parent == pull.id)
+        .map(|s| s.attrs["blob.cached"].as_str())
         .collect();
     assert_eq!(
         fetched,
