@@ -2,7 +2,8 @@
 //! `docker-registry`, distribution 2.8, plain HTTP as loopback registries are), the busybox
 //! image pushed into it with `skopeo`: blobs verified and stored once, a second pull downloads
 //! nothing, pulls by digest, a tampered blob refused with nothing stored, an unknown tag named,
-//! credentials from the Docker configuration file for a registry with htpasswd auth,
+//! two pulls at once download each blob once, credentials from the Docker configuration file
+//! reach a registry with htpasswd auth,
 //! and a pulled image runs in a VM with `image.pull` in the run's trace (ADR 021).
 
 mod common;
@@ -330,4 +331,33 @@ fn credentials_from_the_docker_config_reach_a_registry_that_wants_them() {
     let out = pull();
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(counts(&out.stdout), (2, 0));
+}
+
+#[test]
+fn two_pulls_of_one_image_at_once_download_each_blob_once() {
+    let env = TestEnv::new();
+    let reg = Registry::start(env.dir.path());
+    let image = reg.push_busybox("shoji/busybox:v1");
+    let spawn = || {
+        env.cmd()
+            .args(["pull", &image])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("running shoji")
+    };
+    let (a, b) = (spawn(), spawn());
+    let (a, b) = (
+        a.wait_with_output().expect("waiting"),
+        b.wait_with_output().expect("waiting"),
+    );
+    for o in [&a, &b] {
+        assert!(o.status.success(), "{}", text(&o.stderr));
+    }
+    let (da, ca) = counts(&a.stdout);
+    let (db, cb) = counts(&b.stdout);
+    // A lock per blob: whoever comes second waits, then finds it stored.
+    assert_eq!((da + db, ca + cb), (2, 2), "{:?} {:?}", (da, ca), (db, cb));
+    let ls = env.ok(&["image", "ls"]);
+    assert_eq!(text(&ls.stdout).matches(&image).count(), 1);
 }
