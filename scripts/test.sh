@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it (.ci/run calls this): installs what is missing, then
 # format and lint checks, the Rust tests (VM tests boot real QEMU guests, one at a time), critest
-# (CRI conformance through containerd, scripts/critest.sh), and the viewer's tests: its model under node --test, its pages in headless Chromium.
+# (CRI conformance through containerd, scripts/critest.sh), and the viewer's tests: its model
+# under node --test, its pages in headless Chromium.
 # Runs every stage, fails if any failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
