@@ -59,6 +59,20 @@ skips=(
 )
 skip_re=$(IFS='|'; echo "${skips[*]}")
 
+# Specs that run and fail today although a VM runtime can pass them: work not done yet, each
+# with its reason in docs/cri-conformance.md ("Failing"). They are run and counted as failures;
+# only a failure outside this list fails the script, and one of them passing is reported so
+# that the list shrinks. Regular expressions matched against the failed spec's line.
+known_failures=(
+  # No pod-wide PID namespace in the guest yet: each container has its own.
+  'should support PodPID'
+  # The spec runs `brctl addbr`; the guest kernel is built without CONFIG_BRIDGE.
+  'Privileged is true'
+  'should support adding capability'
+  # A read-only bind of a host directory also covers the host's mounts below it in the share.
+  'should support non-recursive read-only mounts'
+)
+
 # A short path: a sandbox's sockets are <sandbox root>/<64-hex pod id>/..., and a Unix socket's
 # path has at most 107 bytes.
 work=$(mktemp -d /tmp/cri.XXXXXX)
@@ -261,7 +275,8 @@ start=$SECONDS
 rc=0
 (cd "$work" && "$critest" "${args[@]}") > "$work/critest.log" 2>&1 || rc=$?
 took=$((SECONDS - start))
-grep -a -E '^\s*\[(FAIL|PANICKED|TIMEDOUT)\]' "$work/critest.log" | sed 's/^ */    /' >&2 || true
+failed_lines=$(grep -a -E '^\s*\[(FAIL|PANICKED|TIMEDOUT)\]' "$work/critest.log" | sed 's/^ */    /' | sort -u || true)
+[ -z "$failed_lines" ] || printf '%s\n' "$failed_lines" >&2
 # Ginkgo's summary: "Ran N of M Specs in ...", then "... -- P Passed | F Failed | 0 Pending |
 # S Skipped". grep -a: the log holds NUL bytes (a spec prints /proc/1/cmdline).
 summary=$(grep -a -E 'Passed \| [0-9]+ Failed' "$work/critest.log" | tail -1 | sed 's/.*-- //' || true)
@@ -272,5 +287,20 @@ if [ -z "$summary" ]; then
   exit 1
 fi
 say "critest: $summary ($ran; ${took}s); skipped by name: ${#skips[@]} patterns (docs/cri-conformance.md)"
+if [ "$rc" != 0 ] && [ -z "$focus" ]; then
+  # Failures outside the known list fail the run; the known ones are reported.
+  unexpected=$(printf '%s\n' "$failed_lines" | grep -v -E "$(IFS='|'; echo "${known_failures[*]}")" | grep . || true)
+  known=$(printf '%s\n' "$failed_lines" | grep -c -E "$(IFS='|'; echo "${known_failures[*]}")" || true)
+  for k in "${known_failures[@]}"; do
+    printf '%s\n' "$failed_lines" | grep -q -E "$k" ||
+      say "known failure '$k' did not fail this time: remove it from known_failures and the docs"
+  done
+  if [ -z "$unexpected" ] && [ -n "$summary" ] && grep -a -q -E 'Ran [0-9]+ of' "$work/critest.log"; then
+    say "critest: $known failed spec(s), all known (docs/cri-conformance.md, Failing); no other failure"
+    rc=0
+  else
+    say "critest: failures outside the known list:"; printf '%s\n' "$unexpected" >&2
+  fi
+fi
 [ "$rc" = 0 ] || [ -n "$keep" ] || say "the failures' details: scripts/critest.sh --keep --focus 'SPEC TEXT', then critest.log"
 exit "$rc"
