@@ -110,6 +110,8 @@ impl Ctr {
 #[derive(Debug)]
 pub struct Pod {
     pub vm: Option<SandboxVm>,
+    /// The pod's network, kept until the VM has stopped (see [`Pod::stop_vm`]).
+    pub network: Option<crate::network::PodNetwork>,
     pub containers: HashMap<String, Arc<Ctr>>,
     next_port: u32,
 }
@@ -118,6 +120,7 @@ impl Default for Pod {
     fn default() -> Self {
         Self {
             vm: None,
+            network: None,
             containers: HashMap::new(),
             next_port: FIRST_STDIO_PORT,
         }
@@ -134,6 +137,14 @@ impl Pod {
 
     pub fn get(&self, id: &str) -> Option<Arc<Ctr>> {
         self.containers.get(id).cloned()
+    }
+
+    /// Stops the VM, then undoes the pod network's set-up in the namespace.
+    pub async fn stop_vm(&mut self) {
+        if let Some(vm) = self.vm.take() {
+            vm.stop().await;
+        }
+        self.network = None;
     }
 }
 

@@ -3,7 +3,8 @@
 //! Each request runs in a server span `containerd.task.v3.Task/<Method>` continuing the trace
 //! context containerd sends in the ttRPC metadata (without one it is a root). `Create` boots the
 //! VM inside its span, so `vm.start`, `guest.boot` and the agent's spans join containerd's
-//! trace; `container.wait` (from create to the init's exit) is a child of `Create` too.
+//! trace; `container.wait` (from create to the init's exit) is a child of `Create` too, and
+//! so are a pod's `network.prepare` and `network.setup` (with the agent's `network.configure`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -37,6 +38,7 @@ use shoji_runtime::spec::ProcessOptions;
 use tokio::sync::Mutex;
 use tracing::{info_span, Instrument};
 
+use crate::network::PodNetwork;
 use crate::pod::{Ctr, Pod};
 use crate::process::{Exit, Proc, UNKNOWN_EXIT};
 use crate::rootfs;
@@ -137,22 +139,42 @@ impl Inner {
             .ok_or_else(|| not_found(&format!("no container {id:?} in sandbox {}", self.id)))
     }
 
-    /// Boots the sandbox's VM with container `id`'s root filesystem (`src`) in its share.
-    async fn boot(&self, id: &str, src: &Path) -> Result<(SandboxVm, SharedRootfs), String> {
+    /// Boots the sandbox's VM with container `id`'s root filesystem (`src`) in its share, plugged
+    /// into the network namespace its spec (`spec_json`) joins, if any.
+    async fn boot(
+        &self,
+        id: &str,
+        src: &Path,
+        spec_json: &[u8],
+    ) -> Result<(SandboxVm, SharedRootfs, Option<PodNetwork>), String> {
         let config = &self.config;
         let bins = Binaries::locate(config).map_err(|e| error_chain(&e))?;
+        let mut opts =
+            BootOptions::for_process(config, &ProcessOptions::default(), self.agent_tracing)
+                .map_err(|e| error_chain(&e))?;
+        // Dropped after the VM on every path below: it undoes the namespace's set-up.
+        let network = PodNetwork::prepare(&self.id, spec_json).map_err(|e| error_chain(&e))?;
+        if let Some(n) = &network {
+            opts.network = n.vm();
+        }
         let root = sandbox_root(config);
         let sb = SandboxDir::create(&root, &self.id).map_err(|e| error_chain(&e))?;
         // `sb` removes the directory, mounts first, if anything below fails.
         let shared = sb.share_rootfs(id, src).map_err(|e| error_chain(&e))?;
-        let opts = BootOptions::for_process(config, &ProcessOptions::default(), self.agent_tracing)
-            .map_err(|e| error_chain(&e))?;
         let mut hooks = self.hooks.lock().await;
         let mut vm = SandboxVm::boot(config, &bins, sb, &shared.share, &opts, &mut *hooks)
             .await
             .map_err(|e| error_chain(&e))?;
+        drop(hooks);
         vm.drain_stderr();
-        Ok((vm, shared))
+        if let Some(n) = &network {
+            if let Err(e) = n.configure(&vm).await {
+                let message = error_chain(&e);
+                vm.stop().await;
+                return Err(message);
+            }
+        }
+        Ok((vm, shared, network))
     }
 
     async fn create(&self, req: CreateTaskRequest) -> TtrpcResult<CreateTaskResponse> {
@@ -206,8 +228,11 @@ impl Inner {
                     return Err(failed(ttrpc::Code::INTERNAL, error_chain(&e)));
                 }
             },
-            None => match self.boot(&req.id, &src).await {
-                Ok((vm, shared)) => (vm, shared, true),
+            None => match self.boot(&req.id, &src, &spec_json).await {
+                Ok((vm, shared, network)) => {
+                    pod.network = network;
+                    (vm, shared, true)
+                }
                 Err(message) => {
                     unmount(&bundle);
                     return Err(failed(ttrpc::Code::INTERNAL, message));
@@ -252,6 +277,7 @@ impl Inner {
             Err(message) => {
                 if booted {
                     vm.stop().await;
+                    pod.network = None;
                 } else {
                     rootfs::unshare(&vm.sb, &req.id);
                     pod.vm = Some(vm);
@@ -548,9 +574,7 @@ impl Task for TaskService {
                 // The VM goes with its last container. Before that, a container leaves it:
                 // its mounts in the guest first, then its root filesystem in the share.
                 if pod.containers.is_empty() {
-                    if let Some(vm) = pod.vm.take() {
-                        vm.stop().await;
-                    }
+                    pod.stop_vm().await;
                 } else if let Some(vm) = &pod.vm {
                     if let Err(e) = ctr.client.remove_container(&ctr.id).await {
                         tracing::warn!(error = %error_chain(&e), "the guest did not remove the container");
@@ -705,15 +729,12 @@ impl Task for TaskService {
     async fn shutdown(&self, ctx: &TtrpcContext, req: ShutdownRequest) -> TtrpcResult<Empty> {
         let span = server_span!(ctx, "Shutdown", req.id, "");
         async {
-            let vm = {
+            {
                 let mut pod = self.0.pod.lock().await;
                 if !pod.containers.is_empty() && !req.now {
                     return Ok(Empty::new());
                 }
-                pod.vm.take()
-            };
-            if let Some(vm) = vm {
-                vm.stop().await;
+                pod.stop_vm().await;
             }
             self.0.exit.signal();
             Ok(Empty::new())

@@ -106,17 +106,7 @@ impl Drop for NetnsAttachment {
     fn drop(&mut self) {
         let index = self.link_index;
         let r = in_netns(&self.path, move |handle, path| {
-            Box::pin(async move {
-                let mut del = handle.qdisc().del(index as i32);
-                del.message_mut().header.parent = TcHandle::INGRESS;
-                del.message_mut().header.handle = TcHandle {
-                    major: 0xffff,
-                    minor: 0,
-                };
-                del.execute()
-                    .await
-                    .map_err(nl(&path, "remove the ingress qdisc"))
-            })
+            Box::pin(async move { del_ingress(&handle, &path, index).await })
         });
         if let Err(e) = r {
             tracing::warn!(error = %e, "network namespace clean-up failed");
@@ -167,6 +157,101 @@ pub fn attach(path: &Path) -> Result<NetnsAttachment, NetnsError> {
     })
 }
 
+/// `tc qdisc del dev X ingress` (its filters go with it).
+async fn del_ingress(handle: &Handle, path: &Path, index: u32) -> Result<(), NetnsError> {
+    let mut del = handle.qdisc().del(index as i32);
+    del.message_mut().header.parent = TcHandle::INGRESS;
+    del.message_mut().header.handle = TcHandle {
+        major: 0xffff,
+        minor: 0,
+    };
+    del.execute()
+        .await
+        .map_err(nl(path, "remove the ingress qdisc"))
+}
+
+/// The interface [`attach`] mirrors: the first one, loopback and the TAP aside, with an IPv4
+/// address.
+fn mirrored_link<'a>(
+    links: &'a [LinkMessage],
+    addrs: &[rtnetlink::packet_route::address::AddressMessage],
+) -> Option<&'a LinkMessage> {
+    let has_v4 = |index: u32| {
+        addrs.iter().any(|a| {
+            a.header.index == index
+                && a.attributes
+                    .iter()
+                    .any(|at| matches!(at, AddressAttribute::Address(IpAddr::V4(_))))
+        })
+    };
+    links.iter().find(|l| {
+        !l.header.flags.contains(LinkFlags::Loopback)
+            && link_name(l) != Some(TAP_NAME)
+            && has_v4(l.header.index)
+    })
+}
+
+fn link_name(l: &LinkMessage) -> Option<&str> {
+    l.attributes.iter().find_map(|a| match a {
+        LinkAttribute::IfName(n) => Some(n.as_str()),
+        _ => None,
+    })
+}
+
+/// Undoes [`attach`] in the namespace at `path` for an owner that died before it could (a
+/// killed shim): removes the TAP if it is still there (it normally goes with the last
+/// descriptor) and the ingress qdisc, with its redirect, of the interface `attach` mirrors.
+/// Pieces already gone are fine. Says whether anything was removed.
+pub fn detach(path: &Path) -> Result<bool, NetnsError> {
+    in_netns(path, |handle, path| {
+        Box::pin(async move {
+            let links: Vec<LinkMessage> = handle
+                .link()
+                .get()
+                .execute()
+                .try_collect()
+                .await
+                .map_err(nl(&path, "list links"))?;
+            let mut removed = false;
+            if let Some(tap) = links.iter().find(|l| link_name(l) == Some(TAP_NAME)) {
+                handle
+                    .link()
+                    .del(tap.header.index)
+                    .execute()
+                    .await
+                    .map_err(nl(&path, "remove the TAP device"))?;
+                removed = true;
+            }
+            let addrs: Vec<_> = handle
+                .address()
+                .get()
+                .execute()
+                .try_collect()
+                .await
+                .map_err(nl(&path, "list addresses"))?;
+            let Some(link) = mirrored_link(&links, &addrs) else {
+                return Ok(removed);
+            };
+            let index = link.header.index;
+            let qdiscs: Vec<_> = handle
+                .qdisc()
+                .get()
+                .execute()
+                .try_collect()
+                .await
+                .map_err(nl(&path, "list qdiscs"))?;
+            let ingress = qdiscs
+                .iter()
+                .any(|q| q.header.index == index as i32 && q.header.parent == TcHandle::INGRESS);
+            if ingress {
+                del_ingress(&handle, &path, index).await?;
+                removed = true;
+            }
+            Ok(removed)
+        })
+    })
+}
+
 type Mirrored = (
     OwnedFd,
     agent::ConfigureNetworkRequest,
@@ -190,17 +275,7 @@ async fn mirror(handle: Handle, path: PathBuf) -> Result<Mirrored, NetnsError> {
         .try_collect()
         .await
         .map_err(nl(&path, "list addresses"))?;
-    let has_v4 = |index: u32| {
-        addrs.iter().any(|a| {
-            a.header.index == index
-                && a.attributes
-                    .iter()
-                    .any(|at| matches!(at, AddressAttribute::Address(IpAddr::V4(_))))
-        })
-    };
-    let link = links
-        .iter()
-        .find(|l| !l.header.flags.contains(LinkFlags::Loopback) && has_v4(l.header.index))
+    let link = mirrored_link(&links, &addrs)
         .ok_or_else(|| NetnsError::NoInterface { path: path.clone() })?;
     let index = link.header.index;
     let mut mac = String::new();
