@@ -3,9 +3,10 @@
 //! has the pod IP CRI reports, a server in a pod container is reached from the host through the
 //! test's own bridge, a CRI `hostPort` (portmap's DNAT) reaches it too, and a container reaches
 //! a server the test runs on the host at the bridge's address. Everything stays on this machine.
-//! After `rmp`, nothing Shoji or the test's plugins made is left: no veth on the bridge, no pod
-//! namespace, no portmap chain; the test removes its bridge (CNI's DEL leaves bridges) and the
-//! top-level portmap chain if it made it.
+//! The shim is then killed: the TAP goes with QEMU and containerd's `delete` of the dead shim
+//! removes the qdiscs from the pod's veth. After `rmp`, nothing Shoji or the test's plugins made
+//! is left: no veth on the bridge, no pod namespace, no portmap chain; the test removes its
+//! bridge (CNI's DEL leaves bridges) and the top-level portmap chain if it made it.
 //!
 //! The bridge has no gateway role in CNI's sense (`isGateway` would switch the host's IPv4
 //! forwarding on): the test makes it with its address, and host-local gives the pod a default
@@ -287,6 +288,44 @@ fn vm_a_pod_on_a_cni_bridge_serves_publishes_and_reaches_the_host() {
     );
     c.crictl_ok(&["stop", "--timeout", "1", &server]);
     c.crictl_ok(&["rm", &server]);
+    // The shim's tc set-up is on the pod's veth; killed, the shim takes QEMU (and the TAP) with
+    // it, and `delete`, which containerd runs for the dead shim, removes the qdiscs. (With a
+    // container of the pod still running, CRI then refuses `rmp`: containerd hears of the
+    // pause container's end only.)
+    let info = &c.inspect("inspectp", &pod)["info"];
+    let netns = info["runtimeSpec"]["linux"]["namespaces"]
+        .as_array()
+        .and_then(|ns| ns.iter().find(|n| n["type"] == "network"))
+        .and_then(|n| n["path"].as_str())
+        .expect("the pod's network namespace")
+        .to_string();
+    let qdiscs = || {
+        run_ok(
+            "nsenter",
+            &[&format!("--net={netns}"), "tc", "qdisc", "show"],
+        )
+    };
+    let links = || run_ok("nsenter", &[&format!("--net={netns}"), "ip", "-o", "link"]);
+    assert!(qdiscs().contains("ingress"), "{}", qdiscs());
+    assert!(links().contains("shoji-tap0"), "{}", links());
+    let shim = info["pid"].as_i64().expect("the sandbox's pid") as i32;
+    let cmdline = std::fs::read_to_string(format!("/proc/{shim}/cmdline")).unwrap_or_default();
+    assert!(cmdline.contains("containerd-shim-shoji-v2"), "{cmdline:?}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(shim),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("killing the shim");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while qdiscs().contains("ingress") || links().contains("shoji-tap0") {
+        assert!(
+            Instant::now() < deadline,
+            "left in the pod's namespace after the shim's death: {}{}",
+            qdiscs(),
+            links()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     c.crictl_ok(&["stopp", &pod]);
     c.crictl_ok(&["rmp", &pod]);
     c.wait_until_nothing_left(Duration::from_secs(20));
