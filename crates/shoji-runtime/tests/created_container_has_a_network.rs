@@ -8,21 +8,13 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::{busybox_image, text, TestEnv};
-
-/// Deletes `id` even if the test failed half-way, so that no VM outlives the test.
-struct Cleanup<'a>(&'a TestEnv, &'a str);
-impl Drop for Cleanup<'_> {
-    fn drop(&mut self) {
-        let _ = self.0.cmd().args(["delete", "--force", self.1]).output();
-    }
-}
+use common::{busybox_image, text, DeleteOnDrop, TestEnv};
 
 #[test]
 fn vm_created_container_reaches_the_host_and_publishes_a_port() {
     let env = TestEnv::new();
     let id = "net-1";
-    let _cleanup = Cleanup(&env, id);
+    let _cleanup = DeleteOnDrop(&env, id);
     let host = TcpListener::bind("127.0.0.1:0").expect("a host server");
     let host_port = host.local_addr().expect("its address").port();
     let served = std::thread::spawn(move || {

@@ -214,7 +214,13 @@ fn vm_a_pod_on_a_cni_bridge_serves_publishes_and_reaches_the_host() {
         serde_json::json!([{"protocol": 0, "container_port": 8080, "host_port": host_port}]);
     std::fs::write(&pod_json, pod_cfg.to_string()).expect("pod config");
 
+    let started = Instant::now();
     let pod = c.crictl_ok(&["runp", "--runtime", HANDLER, &pod_json]);
+    // docs/networking.md's figure: runp with CNI's bridge and the VM plugged into it.
+    eprintln!(
+        "runp on the CNI bridge: {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
     let pod_ip: Ipv4Addr = c.inspect("inspectp", &pod)["status"]["network"]["ip"]
         .as_str()
         .unwrap_or_default()

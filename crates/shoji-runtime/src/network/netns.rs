@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 
 use futures::TryStreamExt;
-use rtnetlink::packet_route::address::AddressAttribute;
+use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
 use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage};
 use rtnetlink::packet_route::tc::TcHandle;
@@ -174,7 +174,7 @@ async fn del_ingress(handle: &Handle, path: &Path, index: u32) -> Result<(), Net
 /// address.
 fn mirrored_link<'a>(
     links: &'a [LinkMessage],
-    addrs: &[rtnetlink::packet_route::address::AddressMessage],
+    addrs: &[AddressMessage],
 ) -> Option<&'a LinkMessage> {
     let has_v4 = |index: u32| {
         addrs.iter().any(|a| {
@@ -205,13 +205,7 @@ fn link_name(l: &LinkMessage) -> Option<&str> {
 pub fn detach(path: &Path) -> Result<bool, NetnsError> {
     in_netns(path, |handle, path| {
         Box::pin(async move {
-            let links: Vec<LinkMessage> = handle
-                .link()
-                .get()
-                .execute()
-                .try_collect()
-                .await
-                .map_err(nl(&path, "list links"))?;
+            let (links, addrs) = links_and_addresses(&handle, &path).await?;
             let mut removed = false;
             if let Some(tap) = links.iter().find(|l| link_name(l) == Some(TAP_NAME)) {
                 handle
@@ -222,13 +216,6 @@ pub fn detach(path: &Path) -> Result<bool, NetnsError> {
                     .map_err(nl(&path, "remove the TAP device"))?;
                 removed = true;
             }
-            let addrs: Vec<_> = handle
-                .address()
-                .get()
-                .execute()
-                .try_collect()
-                .await
-                .map_err(nl(&path, "list addresses"))?;
             let Some(link) = mirrored_link(&links, &addrs) else {
                 return Ok(removed);
             };
@@ -260,21 +247,30 @@ type Mirrored = (
     u32,
 );
 
-async fn mirror(handle: Handle, path: PathBuf) -> Result<Mirrored, NetnsError> {
-    let links: Vec<LinkMessage> = handle
+/// Every link of the namespace and every address.
+async fn links_and_addresses(
+    handle: &Handle,
+    path: &Path,
+) -> Result<(Vec<LinkMessage>, Vec<AddressMessage>), NetnsError> {
+    let links = handle
         .link()
         .get()
         .execute()
         .try_collect()
         .await
-        .map_err(nl(&path, "list links"))?;
-    let addrs: Vec<_> = handle
+        .map_err(nl(path, "list links"))?;
+    let addrs = handle
         .address()
         .get()
         .execute()
         .try_collect()
         .await
-        .map_err(nl(&path, "list addresses"))?;
+        .map_err(nl(path, "list addresses"))?;
+    Ok((links, addrs))
+}
+
+async fn mirror(handle: Handle, path: PathBuf) -> Result<Mirrored, NetnsError> {
+    let (links, addrs) = links_and_addresses(&handle, &path).await?;
     let link = mirrored_link(&links, &addrs)
         .ok_or_else(|| NetnsError::NoInterface { path: path.clone() })?;
     let index = link.header.index;
