@@ -127,6 +127,9 @@ ensure_test_deps() {
   ensure_containerd || return 1
   ensure_crictl || return 1
   ensure_cni_plugins || return 1
+  # The pod network test: portmap's iptables backend, tc and nsenter to look into the pod's
+  # network namespace, ip for the test's bridge.
+  ensure_debian_packages iptables iproute2 util-linux
   # A real Jaeger for the interop test (built once with Go, cached outside the clone).
   SHOJI_JAEGER=$(ensure_jaeger) || return 1
   export SHOJI_JAEGER
