@@ -130,6 +130,9 @@ ensure_test_deps() {
   # The pod network test: portmap's iptables backend, tc and nsenter to look into the pod's
   # network namespace, ip for the test's bridge.
   ensure_debian_packages iptables iproute2 util-linux
+  # The registry tests (ADR 021): a real registry on loopback, images pushed into it, and
+  # htpasswd (bcrypt) for the one that wants credentials.
+  ensure_debian_packages docker-registry skopeo apache2-utils
   # A real Jaeger for the interop test (built once with Go, cached outside the clone).
   SHOJI_JAEGER=$(ensure_jaeger) || return 1
   export SHOJI_JAEGER
