@@ -470,6 +470,11 @@ impl Container {
         })
     }
 
+    /// The container's cgroup directory (every process of it is in there).
+    pub fn cgroup(&self) -> &std::path::Path {
+        &self.cgroup
+    }
+
     /// The init process (`exec_id` empty) or an exec'd one.
     pub fn process_mut(&mut self, exec_id: &str) -> Option<&mut Process> {
         if exec_id.is_empty() {
