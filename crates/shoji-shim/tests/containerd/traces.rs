@@ -14,6 +14,12 @@ use super::common::shoji_bin;
 
 /// `shoji trace serve` on free ports, storing into `data`; returns it and its OTLP/HTTP base URL.
 pub fn serve(data: &Path) -> (std::process::Child, String) {
+    let (child, http, _) = serve_both(data);
+    (child, http)
+}
+
+/// [`serve`], also returning its OTLP/gRPC address (`HOST:PORT`).
+pub fn serve_both(data: &Path) -> (std::process::Child, String, String) {
     let mut child = Command::new(shoji_bin())
         .args(["trace", "serve", "--grpc-port", "0", "--http-port", "0"])
         .args(["--query-port", "0", "--zipkin-port", "0", "--data-dir"])
@@ -29,12 +35,18 @@ pub fn serve(data: &Path) -> (std::process::Child, String) {
         .map_while(Result::ok)
         .take(5)
         .collect();
-    let http = lines
-        .iter()
-        .find_map(|l| l.strip_prefix("otlp-http "))
-        .map(|u| u.trim_end_matches("/v1/traces").to_string())
-        .unwrap_or_else(|| panic!("serve printed {lines:?}"));
-    (child, http)
+    let printed = |key: &str| {
+        lines
+            .iter()
+            .find_map(|l| l.strip_prefix(key))
+            .map(str::to_string)
+            .unwrap_or_else(|| panic!("serve printed {lines:?}"))
+    };
+    let http = printed("otlp-http ")
+        .trim_end_matches("/v1/traces")
+        .to_string();
+    let grpc = printed("otlp-grpc ");
+    (child, http, grpc)
 }
 
 /// containerd's environment for tracing to the receiver at `http` (OTLP/HTTP), exporting
