@@ -19,12 +19,14 @@ pub enum CgroupError {
     #[error("writing {value:?} to {path}")]
     Write {
         path: PathBuf,
-        value: &'static str,
+        value: String,
         #[source]
         source: std::io::Error,
     },
     #[error("{path} is not a number: {text:?}")]
     Parse { path: PathBuf, text: String },
+    #[error("{field}: {value} is out of range")]
+    Range { field: &'static str, value: i64 },
     #[error("the cgroup {path} did not report frozen={want} within {secs} s")]
     FreezeTimeout { path: PathBuf, want: u8, secs: u64 },
 }
@@ -91,15 +93,68 @@ pub fn oom_kills(dir: &Path) -> Result<u64, CgroupError> {
         .unwrap_or(0))
 }
 
+fn write(dir: &Path, file: &str, value: &str) -> Result<(), CgroupError> {
+    let path = dir.join(file);
+    std::fs::write(&path, value).map_err(|source| CgroupError::Write {
+        path,
+        value: value.to_string(),
+        source,
+    })
+}
+
+/// cgroup v1 CPU shares (2..=262144) as a cgroup v2 `cpu.weight` (1..=10000), as runc and crun
+/// convert them.
+pub fn weight_of_shares(shares: u64) -> u64 {
+    let shares = shares.clamp(2, 262_144);
+    1 + ((shares - 2) * 9999) / 262_142
+}
+
+/// Applies the OCI `linux.resources` limits Shoji honours to the cgroup `dir`: `memory.limit`
+/// (`memory.max`, swap off; -1: no limit, 0: unset), `cpu.quota`/`cpu.period` (`cpu.max`; quota -1: no
+/// limit), `cpu.shares` (`cpu.weight`) and `pids.limit` (`pids.max`; -1 or 0: no limit). An
+/// absent field leaves its file as it is.
+pub fn apply(dir: &Path, res: &oci_spec::runtime::LinuxResources) -> Result<(), CgroupError> {
+    if let Some(limit) = res.memory().as_ref().and_then(|m| m.limit()) {
+        match limit {
+            -1 => write(dir, "memory.max", "max")?,
+            // Unset, as containerd's CRI plugin and runc read it.
+            0 => {}
+            l if l > 0 => {
+                write(dir, "memory.max", &l.to_string())?;
+                // Best effort: a kernel without swap accounting has no such file.
+                let _ = std::fs::write(dir.join("memory.swap.max"), "0");
+            }
+            value => {
+                return Err(CgroupError::Range {
+                    field: "memory.limit",
+                    value,
+                })
+            }
+        }
+    }
+    if let Some(cpu) = res.cpu() {
+        let period = cpu.period().unwrap_or(100_000);
+        match cpu.quota() {
+            Some(q) if q > 0 => write(dir, "cpu.max", &format!("{q} {period}"))?,
+            Some(-1) => write(dir, "cpu.max", &format!("max {period}"))?,
+            _ => {}
+        }
+        if let Some(shares) = cpu.shares().filter(|s| *s > 0) {
+            write(dir, "cpu.weight", &weight_of_shares(shares).to_string())?;
+        }
+    }
+    if let Some(pids) = res.pids() {
+        match pids.limit() {
+            l if l > 0 => write(dir, "pids.max", &l.to_string())?,
+            _ => write(dir, "pids.max", "max")?,
+        }
+    }
+    Ok(())
+}
+
 /// Freezes (`true`) or thaws the cgroup and waits until `cgroup.events` says it is done.
 pub fn freeze(dir: &Path, frozen: bool) -> Result<(), CgroupError> {
-    let path = dir.join("cgroup.freeze");
-    let value = if frozen { "1" } else { "0" };
-    std::fs::write(&path, value).map_err(|source| CgroupError::Write {
-        path: path.clone(),
-        value,
-        source,
-    })?;
+    write(dir, "cgroup.freeze", if frozen { "1" } else { "0" })?;
     let want = u64::from(frozen);
     let deadline = Instant::now() + FREEZE_TIMEOUT;
     loop {

@@ -382,6 +382,34 @@ impl AgentService for Agent {
         self.freeze(&req.container_id, false).instrument(span).await
     }
 
+    async fn update_container(
+        &self,
+        ctx: &TtrpcContext,
+        req: agent::UpdateContainerRequest,
+    ) -> ttrpc::Result<Empty> {
+        let span = server_span!(self, ctx, "UpdateContainer", req.container_id);
+        let _e = span.enter();
+        let res: oci_spec::runtime::LinuxResources = serde_path_to_error::deserialize(
+            &mut serde_json::Deserializer::from_slice(&req.resources_json),
+        )
+        .map_err(|e| {
+            status(
+                ttrpc::Code::INVALID_ARGUMENT,
+                format!("invalid linux.resources at {}: {}", e.path(), e.inner()),
+            )
+        })?;
+        let dir = self.cgroup_of(&req.container_id)?;
+        let _s = tracing::info_span!(
+            "cgroup.update",
+            source = "agent",
+            subsystem = "container",
+            container_id = %req.container_id
+        )
+        .entered();
+        crate::cgroup::apply(&dir, &res).map_err(|e| status(ttrpc::Code::INTERNAL, chain(&e)))?;
+        Ok(Empty::default())
+    }
+
     async fn exec_process(
         &self,
         ctx: &TtrpcContext,

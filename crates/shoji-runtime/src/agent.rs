@@ -393,6 +393,20 @@ impl AgentClient {
         }
     }
 
+    /// Applies OCI `linux.resources` (JSON) to the container's cgroup in the guest.
+    pub async fn update_container(
+        &self,
+        container_id: &str,
+        resources_json: Vec<u8>,
+    ) -> Result<(), AgentError> {
+        let req = agent::UpdateContainerRequest {
+            container_id: container_id.into(),
+            resources_json,
+            ..Default::default()
+        };
+        call!(self, "UpdateContainer", update_container, &req, SHORT).map(|_| ())
+    }
+
     pub async fn shutdown(&self) -> Result<agent::ShutdownResponse, AgentError> {
         let req = agent::ShutdownRequest::default();
         call!(

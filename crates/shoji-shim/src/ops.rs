@@ -1,11 +1,13 @@
 //! The task API's resource requests on a container in the guest: `Stats` (its cgroup
-//! statistics, [`crate::metrics`]), `Pause` and `Resume` (the guest's cgroup freezer), and the
-//! OOM kills the agent reports with a process's exit, told to containerd as `TaskOOM`.
+//! statistics, [`crate::metrics`]), `Pause` and `Resume` (the guest's cgroup freezer), `Update`
+//! (its cgroup's limits); the OOM kills the agent reports with a process's exit, told to
+//! containerd as `TaskOOM`; and a process's wait raced with its VM's death.
 
 use std::sync::atomic::Ordering;
 
 use containerd_shim::api::{Empty, StatsResponse};
 use containerd_shim::protos::events::task::{TaskOOM, TaskPaused, TaskResumed};
+use containerd_shim::protos::protobuf::well_known_types::any::Any;
 use containerd_shim::protos::protobuf::MessageField;
 use containerd_shim::protos::topics;
 use containerd_shim::protos::ttrpc;
@@ -86,6 +88,24 @@ impl Inner {
             )
             .await;
         }
+        Ok(Empty::new())
+    }
+
+    /// `Update`: containerd's `linux.resources` (JSON in the `Any`, as runc's shim takes them)
+    /// applied to the container's cgroup in the guest.
+    pub async fn update(&self, id: &str, resources: Option<&Any>) -> TtrpcResult<Empty> {
+        let ctr = self.container(id).await?;
+        let json = resources.map(|a| a.value.clone()).unwrap_or_default();
+        if let Err(e) = serde_json::from_slice::<oci_spec::runtime::LinuxResources>(&json) {
+            return Err(failed(
+                ttrpc::Code::INVALID_ARGUMENT,
+                format!("update of {id}: the resources are not OCI linux.resources: {e}"),
+            ));
+        }
+        ctr.client
+            .update_container(&ctr.id, json)
+            .await
+            .map_err(|e| failed(ttrpc::Code::INTERNAL, error_chain(&e)))?;
         Ok(Empty::new())
     }
 

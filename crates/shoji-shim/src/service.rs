@@ -13,7 +13,8 @@ use containerd_shim::api::{
     CloseIORequest, ConnectRequest, ConnectResponse, CreateTaskRequest, CreateTaskResponse,
     DeleteRequest, Empty, ExecProcessRequest, KillRequest, PauseRequest, PidsRequest, PidsResponse,
     ResizePtyRequest, ResumeRequest, ShutdownRequest, StartRequest, StartResponse, StateRequest,
-    StateResponse, StatsRequest, StatsResponse, Status, WaitRequest, WaitResponse,
+    StateResponse, StatsRequest, StatsResponse, Status, UpdateTaskRequest, WaitRequest,
+    WaitResponse,
 };
 use containerd_shim::asynchronous::io::Stdio;
 use containerd_shim::asynchronous::publisher::RemotePublisher;
@@ -712,6 +713,14 @@ impl Task for TaskService {
     async fn resume(&self, ctx: &TtrpcContext, req: ResumeRequest) -> TtrpcResult<Empty> {
         let span = server_span!(ctx, "Resume", req.id, "");
         self.0.freeze(&req.id, false).instrument(span).await
+    }
+
+    async fn update(&self, ctx: &TtrpcContext, req: UpdateTaskRequest) -> TtrpcResult<Empty> {
+        let span = server_span!(ctx, "Update", req.id, "");
+        self.0
+            .update(&req.id, req.resources.as_ref())
+            .instrument(span)
+            .await
     }
 
     async fn connect(

@@ -1,7 +1,8 @@
 //! Through CRI, a pod's containers' resources are their cgroups' in the guest: `crictl stats`
 //! shows a running container's CPU time and memory, and a container that outgrows its memory
 //! limit (CRI `memory_limit_in_bytes`, applied in the guest) is OOM-killed there and shown
-//! exited with code 137 and reason `OOMKilled`, while the pod's other container runs on. One VM.
+//! exited with code 137 and reason `OOMKilled`, while the pod's other container runs on;
+//! `crictl update` changes a running container's memory and CPU limits in the guest. One VM.
 
 mod containerd;
 
@@ -56,6 +57,23 @@ fn vm_crictl_stats_and_an_oom_killed_container() {
         value(&s["memory"]["workingSetBytes"]) > 0,
         "memory: {stats}"
     );
+
+    // UpdateContainerResources: the new limit in the container's cgroup in the guest.
+    let memory = (96u64 << 20).to_string();
+    c.crictl_ok(&[
+        "update",
+        "--memory",
+        &memory,
+        "--cpu-quota",
+        "50000",
+        "--cpu-period",
+        "100000",
+        &worker,
+    ]);
+    let cat =
+        |file: &str| c.crictl_ok(&["exec", &worker, "cat", &format!("/sys/fs/cgroup/{file}")]);
+    assert_eq!(cat("memory.max"), memory);
+    assert_eq!(cat("cpu.max"), "50000 100000");
 
     // `tail` keeps the line it reads; /dev/zero has no end of line.
     let hog_json = limited(&c, "hog", 32 << 20, &["sh", "-c", "exec tail /dev/zero"]);

@@ -6,8 +6,6 @@
 
 mod containerd;
 
-use std::io::{BufRead, BufReader};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use containerd::{text, Containerd, RUNTIME};
@@ -84,24 +82,7 @@ fn vm_ctr_task_metrics_and_pause_come_from_the_guest_cgroup() {
 fn vm_an_oom_kill_in_the_guest_reaches_containerd_before_the_exit() {
     let mut c = Containerd::start(&[]);
     let image = c.import_busybox();
-    // containerd's event stream, one line per event: `TIME NAMESPACE TOPIC {EVENT}`; the time
-    // has spaces in it.
-    let mut events = c
-        .ctr_cmd()
-        .arg("events")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("ctr events");
-    let lines = BufReader::new(events.stdout.take().expect("stdout"));
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for l in lines.lines().map_while(Result::ok) {
-            if tx.send(l).is_err() {
-                break;
-            }
-        }
-    });
+    let events = c.events(containerd::NAMESPACE);
     // `tail` keeps the line it reads, and /dev/zero has no end of line: it grows until the
     // kernel's OOM killer ends it.
     let limit = (32u64 << 20).to_string();
@@ -128,16 +109,13 @@ fn vm_an_oom_kill_in_the_guest_reaches_containerd_before_the_exit() {
     let mut topics = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(10);
     while !topics.iter().any(|t| t == "/tasks/delete") && Instant::now() < deadline {
-        if let Ok(l) = rx.recv_timeout(Duration::from_millis(200)) {
+        if let Some(l) = events.next(Duration::from_millis(200)) {
             if l.contains("oom-1") {
-                if let Some(topic) = l.split_whitespace().find(|w| w.starts_with("/tasks/")) {
-                    topics.push(topic.to_string());
-                }
+                topics.extend(containerd::topic(&l).map(String::from));
             }
         }
     }
-    let _ = events.kill();
-    let _ = events.wait();
+    drop(events);
     let at = |t: &str| topics.iter().position(|x| x == t);
     let (oom, exit) = (at("/tasks/oom"), at("/tasks/exit"));
     assert!(

@@ -5,8 +5,6 @@
 
 mod containerd;
 
-use std::io::{BufRead, BufReader};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use containerd::{Containerd, CRI_NAMESPACE, HANDLER};
@@ -36,23 +34,7 @@ fn state(c: &Containerd, id: &str) -> String {
 #[test]
 fn vm_a_pods_vm_killed_under_it_and_a_second_pod_beside_it() {
     let c = Containerd::start_cri(&[]);
-    // containerd's task events in CRI's namespace; the time in each line has spaces in it.
-    let mut events = c
-        .ctr_cmd_in(CRI_NAMESPACE)
-        .arg("events")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("ctr events");
-    let lines = BufReader::new(events.stdout.take().expect("stdout"));
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for l in lines.lines().map_while(Result::ok) {
-            if tx.send(l).is_err() {
-                break;
-            }
-        }
-    });
+    let events = c.events(CRI_NAMESPACE);
 
     let mut pods = Vec::new();
     for name in ["doomed", "survivor"] {
@@ -86,8 +68,8 @@ fn vm_a_pods_vm_killed_under_it_and_a_second_pod_beside_it() {
             "exits seen: {exited:?}\ncontainerd log:\n{}",
             c.log()
         );
-        if let Ok(l) = rx.recv_timeout(Duration::from_millis(200)) {
-            if l.contains("/tasks/exit") {
+        if let Some(l) = events.next(Duration::from_millis(200)) {
+            if containerd::topic(&l) == Some("/tasks/exit") {
                 for id in [doomed, doomed_ctr] {
                     if l.contains(&format!("\"container_id\":\"{id}\"")) {
                         exited.insert(id.clone());
@@ -96,8 +78,7 @@ fn vm_a_pods_vm_killed_under_it_and_a_second_pod_beside_it() {
             }
         }
     }
-    let _ = events.kill();
-    let _ = events.wait();
+    drop(events);
     let deadline = Instant::now() + Duration::from_secs(30);
     while state(&c, doomed_ctr) != "CONTAINER_EXITED" {
         assert!(
