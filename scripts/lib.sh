@@ -127,6 +127,9 @@ ensure_test_deps() {
   ensure_containerd || return 1
   ensure_crictl || return 1
   ensure_cni_plugins || return 1
+  # The registry tests (ADR 021): a real registry on loopback, images pushed into it, and
+  # htpasswd (bcrypt) for the one that wants credentials.
+  ensure_debian_packages docker-registry skopeo apache2-utils
   # A real Jaeger for the interop test (built once with Go, cached outside the clone).
   SHOJI_JAEGER=$(ensure_jaeger) || return 1
   export SHOJI_JAEGER

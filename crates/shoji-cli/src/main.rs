@@ -25,7 +25,9 @@ struct Cli {
 enum Command {
     #[command(flatten)]
     Runtime(cmd::runtime::RuntimeCommand),
-    /// The guest image (`build`) and the image store (`load`, `ls`, `rm`, `prune`)
+    /// Pull an image from a registry into the image store
+    Pull(cmd::image::PullArgs),
+    /// The guest image (`build`) and the image store (`load`, `pull`, `ls`, `rm`, `prune`)
     #[command(subcommand)]
     Image(cmd::image::ImageCommand),
     /// Store, serve, forward, inspect and export traces
@@ -42,6 +44,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Runtime(c) => c.run(&cli.global),
+        Command::Pull(a) => cmd::image::pull(a, &cli.global),
         Command::Image(c) => c.run(&cli.global),
         Command::Trace(c) => c.run(&cli.global),
     };

@@ -130,6 +130,44 @@ enum Hasher {
     Sha512(sha2::Sha512),
 }
 
+/// Hashes and counts bytes given to it piece by piece (a download's chunks).
+pub struct Digester {
+    hasher: Hasher,
+    count: u64,
+}
+
+impl Digester {
+    pub fn new(algorithm: Algorithm) -> Self {
+        let hasher = match algorithm {
+            Algorithm::Sha256 => Hasher::Sha256(sha2::Sha256::new()),
+            Algorithm::Sha512 => Hasher::Sha512(sha2::Sha512::new()),
+        };
+        Self { hasher, count: 0 }
+    }
+
+    pub fn update(&mut self, bytes: &[u8]) {
+        match &mut self.hasher {
+            Hasher::Sha256(h) => h.update(bytes),
+            Hasher::Sha512(h) => h.update(bytes),
+        }
+        self.count += bytes.len() as u64;
+    }
+
+    /// Bytes seen so far.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// The digest and length of everything given.
+    pub fn finish(self) -> (Digest, u64) {
+        let (algorithm, hex) = match self.hasher {
+            Hasher::Sha256(h) => (Algorithm::Sha256, hex::encode(h.finalize())),
+            Hasher::Sha512(h) => (Algorithm::Sha512, hex::encode(h.finalize())),
+        };
+        (Digest { algorithm, hex }, self.count)
+    }
+}
+
 /// Hashes and counts everything read through it.
 pub struct DigestReader<R> {
     inner: R,

@@ -47,6 +47,8 @@ pub enum LayoutError {
     Digest(#[from] DigestError),
     #[error("neither an OCI image layout (index.json) nor a docker save archive (manifest.json)")]
     UnknownFormat,
+    #[error("no image tagged {tag:?} (tags present: {present}); give one of those after the `:`")]
+    NoSuchTag { tag: String, present: String },
     #[error("malformed {what}: {message}")]
     Malformed { what: String, message: String },
 }
@@ -152,12 +154,13 @@ impl Source {
         format!("blobs/{}/{}", digest.algorithm_name(), digest.hex())
     }
 
-    /// Reads the image's manifests and configuration.
-    pub fn resolve(&self) -> Result<Resolved, LayoutError> {
+    /// Reads the image's manifests and configuration: those of the entry tagged `tag` (an OCI
+    /// layout's `org.opencontainers.image.ref.name`, a `docker save`'s `RepoTags`) when given.
+    pub fn resolve(&self, tag: Option<&str>) -> Result<Resolved, LayoutError> {
         if self.exists("index.json") {
-            self.resolve_oci()
+            self.resolve_oci(tag)
         } else if self.exists("manifest.json") {
-            self.resolve_docker()
+            self.resolve_docker(tag)
         } else {
             Err(LayoutError::UnknownFormat)
         }
@@ -208,9 +211,12 @@ impl Source {
         Ok((v, digest))
     }
 
-    fn resolve_oci(&self) -> Result<Resolved, LayoutError> {
+    fn resolve_oci(&self, tag: Option<&str>) -> Result<Resolved, LayoutError> {
         let index: ImageIndex = self.read_json("index.json", None)?;
-        let mut desc = pick_manifest(&index, "index.json")?;
+        let mut desc = match tag {
+            Some(t) => pick_tagged(&index, t)?,
+            None => pick_manifest(&index, "index.json")?,
+        };
         // Nested indexes (multi-platform images), to a bounded depth.
         for _ in 0..4 {
             let mt = desc.media_type().to_string();
@@ -256,22 +262,44 @@ impl Source {
         })
     }
 
-    fn resolve_docker(&self) -> Result<Resolved, LayoutError> {
+    fn resolve_docker(&self, tag: Option<&str>) -> Result<Resolved, LayoutError> {
         #[derive(serde::Deserialize)]
         #[serde(rename_all = "PascalCase")]
         struct Entry {
             config: String,
             layers: Vec<String>,
+            #[serde(default)]
+            repo_tags: Option<Vec<String>>,
         }
         let entries: Vec<Entry> = self.read_json("manifest.json", None)?;
         let malformed = |message: String| LayoutError::Malformed {
             what: "manifest.json".into(),
             message,
         };
-        let first = entries
-            .into_iter()
-            .next()
-            .ok_or_else(|| malformed("no images".into()))?;
+        let first = match tag {
+            None => entries
+                .into_iter()
+                .next()
+                .ok_or_else(|| malformed("no images".into()))?,
+            Some(t) => {
+                // `docker save` tags are `NAME:TAG`: either the whole or the part after the
+                // last `:` names the entry.
+                let matches = |rt: &String| {
+                    rt == t || rt.rsplit_once(':').is_some_and(|(_, short)| short == t)
+                };
+                let present: Vec<String> = entries
+                    .iter()
+                    .flat_map(|e| e.repo_tags.iter().flatten().cloned())
+                    .collect();
+                entries
+                    .into_iter()
+                    .find(|e| e.repo_tags.iter().flatten().any(matches))
+                    .ok_or_else(|| LayoutError::NoSuchTag {
+                        tag: t.into(),
+                        present: tag_list(&present),
+                    })?
+            }
+        };
         // The configuration is named by its digest: `blobs/sha256/<hex>` (Docker 25 and later)
         // or `<hex>.json` (earlier).
         let config_digest = digest_from_name(&first.config).ok_or_else(|| {
@@ -336,6 +364,39 @@ fn diff_ids(config: &ImageConfiguration) -> Result<Vec<Digest>, LayoutError> {
         .collect()
 }
 
+/// The annotation an OCI layout names its entries with (`skopeo copy ... oci:DIR:TAG`).
+pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
+
+fn tag_list(tags: &[String]) -> String {
+    if tags.is_empty() {
+        "none".into()
+    } else {
+        tags.join(", ")
+    }
+}
+
+/// The entry of `index.json` whose `org.opencontainers.image.ref.name` is `tag`.
+fn pick_tagged(index: &ImageIndex, tag: &str) -> Result<Descriptor, LayoutError> {
+    let name = |d: &Descriptor| {
+        d.annotations()
+            .as_ref()
+            .and_then(|a| a.get(REF_NAME))
+            .cloned()
+    };
+    index
+        .manifests()
+        .iter()
+        .find(|d| name(d).as_deref() == Some(tag))
+        .cloned()
+        .ok_or_else(|| {
+            let present: Vec<String> = index.manifests().iter().filter_map(name).collect();
+            LayoutError::NoSuchTag {
+                tag: tag.into(),
+                present: tag_list(&present),
+            }
+        })
+}
+
 fn host_arch() -> &'static str {
     match std::env::consts::ARCH {
         "x86_64" => "amd64",
@@ -345,7 +406,7 @@ fn host_arch() -> &'static str {
 }
 
 /// The index entry for this host: one without a platform, or linux on this architecture.
-fn pick_manifest(index: &ImageIndex, what: &str) -> Result<Descriptor, LayoutError> {
+pub(crate) fn pick_manifest(index: &ImageIndex, what: &str) -> Result<Descriptor, LayoutError> {
     let arch = host_arch();
     index
         .manifests()

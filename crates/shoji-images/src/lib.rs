@@ -13,6 +13,7 @@ pub mod apply;
 pub mod archive;
 pub mod digest;
 pub mod layout;
+pub mod pull;
 pub mod root;
 pub mod store;
 
@@ -107,9 +108,28 @@ pub(crate) fn open_regular(path: &Path) -> Result<File, OpenRegularError> {
     Ok(File::from(fd))
 }
 
+/// Splits `DIR:TAG` (or `ARCHIVE:TAG`) into the path and the tag. A path that exists is taken
+/// whole, `:` and all; otherwise the longest part before a `:` that exists is the path and the
+/// rest the tag. `None` when no such path exists (a registry reference, or a typo).
+pub fn split_tag(arg: &Path) -> Option<(PathBuf, Option<String>)> {
+    if std::fs::symlink_metadata(arg).is_ok() {
+        return Some((arg.to_path_buf(), None));
+    }
+    let s = arg.to_str()?;
+    s.rmatch_indices(':').find_map(|(i, _)| {
+        let (dir, tag) = (&s[..i], &s[i + 1..]);
+        (!dir.is_empty() && !tag.is_empty() && std::fs::symlink_metadata(dir).is_ok())
+            .then(|| (PathBuf::from(dir), Some(tag.to_string())))
+    })
+}
+
 /// An opened image: its source, configuration and layers, manifests verified.
 pub struct Image {
+    /// As given (`DIR:TAG` included), for messages and the store's record.
     path: PathBuf,
+    /// The layout directory or archive, and the tag picked in it.
+    layout: PathBuf,
+    tag: Option<String>,
     source: layout::Source,
     config: ImageConfiguration,
     config_digest: Digest,
@@ -117,27 +137,40 @@ pub struct Image {
 }
 
 impl Image {
-    /// Opens `path` (directory or archive); `scratch` holds a decompressed copy of a gzip
-    /// archive (an unnamed file, gone when the image is dropped).
+    /// Opens `path` (directory or archive, `:TAG` after it to pick a tagged entry: see
+    /// [`split_tag`]); `scratch` holds a decompressed copy of a gzip archive (an unnamed file,
+    /// gone when the image is dropped).
     pub fn open(path: &Path, scratch: &Path) -> Result<Self, ImageError> {
-        if std::fs::symlink_metadata(path).is_err() {
+        let Some((layout, tag)) = split_tag(path) else {
             return Err(ImageError::NotFound {
                 path: path.to_path_buf(),
             });
-        }
+        };
         let layout_err = |source| ImageError::Layout {
             path: path.to_path_buf(),
             source,
         };
-        let source = layout::Source::open(path, scratch).map_err(layout_err)?;
-        let r = source.resolve().map_err(layout_err)?;
+        let source = layout::Source::open(&layout, scratch).map_err(layout_err)?;
+        let r = source.resolve(tag.as_deref()).map_err(layout_err)?;
         Ok(Self {
             path: path.to_path_buf(),
+            layout,
+            tag,
             source,
             config: r.config,
             config_digest: r.config_digest,
             layers: r.layers,
         })
+    }
+
+    /// The layout directory or archive, without the tag.
+    pub fn layout(&self) -> &Path {
+        &self.layout
+    }
+
+    /// The tag picked in the layout, if one was given.
+    pub fn tag(&self) -> Option<&str> {
+        self.tag.as_deref()
     }
 
     pub fn config(&self) -> &ImageConfiguration {
@@ -286,4 +319,36 @@ pub fn unpack(
         "image unpacked"
     );
     Ok(img.config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_tag_takes_existing_paths_whole_and_the_longest_existing_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap();
+        std::fs::create_dir(dir.path().join("img")).unwrap();
+        std::fs::create_dir(dir.path().join("img:v1")).unwrap();
+        let split = |s: &str| split_tag(Path::new(s));
+        assert_eq!(
+            split(&format!("{d}/img:v1")),
+            Some((PathBuf::from(format!("{d}/img:v1")), None))
+        );
+        assert_eq!(
+            split(&format!("{d}/img:v2")),
+            Some((PathBuf::from(format!("{d}/img")), Some("v2".into())))
+        );
+        // A tag with `:` of its own (a whole reference), after the longest path that exists.
+        assert_eq!(
+            split(&format!("{d}/img:v1:reg:5000/x:latest")),
+            Some((
+                PathBuf::from(format!("{d}/img:v1")),
+                Some("reg:5000/x:latest".into())
+            ))
+        );
+        assert_eq!(split("busybox:latest"), None);
+        assert_eq!(split(&format!("{d}/img:")), None);
+    }
 }

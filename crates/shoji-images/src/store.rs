@@ -178,6 +178,19 @@ impl Store {
         &self.root
     }
 
+    /// The OCI layout that pulled images' blobs and tags are kept in (`oci/`).
+    pub fn pulled_dir(&self) -> PathBuf {
+        self.root.join("oci")
+    }
+
+    /// `locks/<name>`, held exclusively: waits for whoever holds it.
+    pub(crate) fn lock_exclusive(&self, name: &str) -> Result<File, StoreError> {
+        let f = self.open_lock(name)?;
+        rustix::fs::flock(&f, FlockOperation::LockExclusive)
+            .map_err(|e| self.io("lock", &self.root.join("locks").join(name), e.into()))?;
+        Ok(f)
+    }
+
     fn io(&self, op: &'static str, path: &Path, source: io::Error) -> StoreError {
         StoreError::Io {
             op,
@@ -222,10 +235,20 @@ impl Store {
     /// Every layer of `image` in the store, each unpacked once whoever else asks for it at the
     /// same time, and leased (shared locks) until the result is dropped. Records the image.
     pub fn prepare(&self, image: &Image) -> Result<Prepared, StoreError> {
+        self.prepare_reporting(image, &mut |_, _| {})
+    }
+
+    /// [`Store::prepare`], calling `report(n, layer)` before it unpacks the `n`th layer
+    /// (from 1) and `report(0, layer)` once that layer is done (progress on a terminal).
+    pub fn prepare_reporting(
+        &self,
+        image: &Image,
+        report: &mut dyn FnMut(usize, &LayerBlob),
+    ) -> Result<Prepared, StoreError> {
         let mut layers = Vec::new();
         let mut locks = Vec::new();
         let mut unpacked = 0;
-        for layer in image.layers() {
+        for (i, layer) in image.layers().iter().enumerate() {
             let lock = self.lock_file(&layer.diff_id)?;
             let dir = self.layer_dir(&layer.diff_id);
             // Shared: no one removes the layer from here on (rm and prune need it exclusive).
@@ -236,7 +259,10 @@ impl Store {
                 let unpacking = self.open_lock(&format!("{}.unpack", key(&layer.diff_id)))?;
                 self.flock(&unpacking, FlockOperation::LockExclusive, &layer.diff_id)?;
                 if !dir.is_dir() {
-                    self.unpack_layer(image, layer)?;
+                    report(i + 1, layer);
+                    let r = self.unpack_layer(image, layer);
+                    report(0, layer);
+                    r?;
                     unpacked += 1;
                 }
             }
@@ -313,9 +339,14 @@ impl Store {
     }
 
     fn record_image(&self, image: &Image) -> Result<(), StoreError> {
+        // A pulled image is named by its reference, not by the store's own layout.
+        let source = match image.tag() {
+            Some(t) if image.layout() == self.pulled_dir() => PathBuf::from(t),
+            _ => std::path::absolute(&image.path).unwrap_or_else(|_| image.path.clone()),
+        };
         let rec = ImageRecord {
             config_digest: image.config_digest().clone(),
-            source: std::path::absolute(&image.path).unwrap_or_else(|_| image.path.clone()),
+            source,
             layers: image.layers().iter().map(|l| l.diff_id.clone()).collect(),
             last_used: now(),
         };
@@ -399,6 +430,7 @@ impl Store {
             .filter(|r| {
                 (hex.len() >= 4 && r.config_digest.hex().starts_with(hex))
                     || by_path.as_deref() == Some(r.source.as_path())
+                    || r.source.as_os_str() == id
             })
             .collect();
         match found.len() {

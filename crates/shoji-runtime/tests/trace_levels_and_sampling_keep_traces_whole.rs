@@ -4,49 +4,9 @@
 //! source, and the sampling decision at the root holds for the whole sandbox, host and guest.
 
 mod common;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
-use common::{busybox_image, text, TestEnv};
-use serde_json::Value;
-
-#[derive(Debug, Clone)]
-struct S {
-    id: String,
-    parent: String,
-    trace: String,
-    name: String,
-    service: String,
-    attrs: HashMap<String, String>,
-}
-
-/// Every span in the store of `env`.
-fn stored_spans(env: &TestEnv) -> Vec<S> {
-    let ls = env.ok(&["trace", "ls", "--json"]);
-    let ids: Vec<String> = text(&ls.stdout)
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            let v: Value = serde_json::from_str(l).expect("trace ls --json line");
-            v["trace_id"].as_str().expect("a trace id").to_string()
-        })
-        .collect();
-    let mut out = Vec::new();
-    for id in ids {
-        let export = env.ok(&["trace", "export", &id, "--format", "otlp-json"]);
-        for (service, sp) in common::otlp_json_spans(&text(&export.stdout)) {
-            let attrs = common::otlp_span_attrs(&sp);
-            out.push(S {
-                id: sp["spanId"].as_str().unwrap_or("").into(),
-                parent: sp["parentSpanId"].as_str().unwrap_or("").into(),
-                trace: sp["traceId"].as_str().unwrap_or("").into(),
-                name: sp["name"].as_str().unwrap_or("").into(),
-                service,
-                attrs,
-            });
-        }
-    }
-    out
-}
+use common::{busybox_image, stored_spans, text, StoredSpan as S, TestEnv};
 
 /// A traced `shoji run` of `echo hi` under `env`, with `vars` in its environment.
 fn traced_run(env: &TestEnv, vars: &[(&str, &str)]) -> String {

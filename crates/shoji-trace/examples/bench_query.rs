@@ -7,62 +7,12 @@
 
 use std::time::{Duration, Instant};
 
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use shoji_trace::cli::{ColorChoice, LsArgs, ShowArgs};
 use shoji_trace::server::{self, ServeConfig};
 use shoji_trace::store::Store;
 
-fn kv(k: &str, v: &str) -> KeyValue {
-    KeyValue {
-        key: k.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(v.into())),
-        }),
-        ..KeyValue::default()
-    }
-}
-
-fn request(trace_id: [u8; 16], first: u64, n: u64, t0: u64) -> ExportTraceServiceRequest {
-    let spans = (first..first + n)
-        .map(|i| Span {
-            trace_id: trace_id.to_vec(),
-            span_id: i.to_be_bytes().to_vec(),
-            parent_span_id: if i == 1 {
-                vec![]
-            } else {
-                (i / 2).max(1).to_be_bytes().to_vec()
-            },
-            name: format!("op{}", i % 32),
-            start_time_unix_nano: t0 + i * 1000,
-            end_time_unix_nano: t0 + i * 1000 + 900,
-            attributes: vec![kv("source", "agent"), kv("subsystem", "bench")],
-            ..Span::default()
-        })
-        .collect();
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![kv("service.name", "bench")],
-                ..Resource::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..ScopeSpans::default()
-            }],
-            schema_url: String::new(),
-        }],
-    }
-}
-
-fn arg(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
-}
+mod common;
+use common::{arg, request};
 
 fn report(what: &str, mut times: Vec<Duration>) {
     times.sort();
@@ -181,7 +131,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     report("GET /api/traces/{id} (10,000 spans)", api);
     let url = format!(
-        "http://{}/api/traces?service=bench&limit=20",
+        "http://{}/api/traces?service=shoji-agent&limit=20",
         running.query_addr
     );
     let mut search = Vec::new();

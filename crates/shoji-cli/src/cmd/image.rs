@@ -1,9 +1,11 @@
 //! `shoji image` commands.
 
-use std::path::PathBuf;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
+use tracing::Instrument;
 
 use shoji_images::{Image, Store};
 
@@ -17,6 +19,8 @@ pub enum ImageCommand {
     /// Unpack an OCI image (layout directory or archive) into the image store, each layer
     /// once, without running it
     Load(LoadArgs),
+    /// Pull an image from a registry into the image store (the same as `shoji pull`)
+    Pull(PullArgs),
     /// List the images in the image store, their layers and sizes
     #[command(alias = "list")]
     Ls(LsArgs),
@@ -30,8 +34,65 @@ pub enum ImageCommand {
 
 #[derive(Debug, clap::Args)]
 pub struct LoadArgs {
-    /// OCI image layout directory, OCI archive or docker-save archive
+    /// OCI image layout directory, OCI archive or docker-save archive (`PATH:TAG` picks a
+    /// tagged entry)
     pub image: PathBuf,
+    /// No progress (there is none anyway when standard error is not a terminal)
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PullArgs {
+    /// [REGISTRY/]NAME[:TAG|@DIGEST]; a bare NAME is docker.io/library/NAME:latest
+    #[arg(value_name = "REF")]
+    pub reference: String,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+    /// Trace the pull (overrides enable_tracing in the config)
+    #[arg(long)]
+    pub trace: bool,
+}
+
+/// How `pull`, `run` and `create` reach a registry.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RegistryArgs {
+    /// Speak plain HTTP to the registry (registries on localhost, 127.0.0.0/8 and [::1] always
+    /// are)
+    #[arg(long)]
+    pub plain_http: bool,
+    /// No progress bars (there are none anyway when standard error is not a terminal)
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}
+
+impl RegistryArgs {
+    pub fn options(&self) -> shoji_images::pull::PullOptions {
+        shoji_images::pull::PullOptions {
+            plain_http: self.plain_http,
+            progress: !self.quiet && std::io::stderr().is_terminal(),
+            docker_config: None,
+        }
+    }
+}
+
+/// The image a `run` or `create` names: a local layout or archive (`DIR:TAG` included) as it
+/// is, anything else a registry reference, pulled into the store at `store` first.
+pub async fn resolve_image(
+    arg: &Path,
+    store: &Path,
+    opts: &shoji_images::pull::PullOptions,
+) -> anyhow::Result<PathBuf> {
+    if shoji_images::split_tag(arg).is_some() {
+        return Ok(arg.to_path_buf());
+    }
+    let reference = arg.to_string_lossy();
+    let store = Store::open(store)
+        .with_context(|| format!("while opening the image store {}", store.display()))?;
+    let pulled = shoji_images::pull::pull(&store, &reference, opts)
+        .await
+        .with_context(|| format!("while pulling {reference}"))?;
+    Ok(pulled.image)
 }
 
 #[derive(Debug, clap::Args)]
@@ -96,11 +157,44 @@ impl ImageCommand {
         match self {
             ImageCommand::Build(a) => build(a),
             ImageCommand::Load(a) => load(a, global),
+            ImageCommand::Pull(a) => pull(a, global),
             ImageCommand::Ls(a) => ls(a, global),
             ImageCommand::Rm(a) => rm(a, global),
             ImageCommand::Prune(a) => prune(a, global),
         }
     }
+}
+
+/// `store.prepare(img)` with a spinner per layer unpacked when `progress` (a terminal).
+fn prepare_with_progress(
+    store: &Store,
+    img: &Image,
+    progress: bool,
+) -> Result<shoji_images::store::Prepared, shoji_images::StoreError> {
+    if !progress {
+        return store.prepare(img);
+    }
+    let total = img.layers().len();
+    let mut bar: Option<indicatif::ProgressBar> = None;
+    store.prepare_reporting(img, &mut |n, layer| {
+        if n == 0 {
+            if let Some(b) = bar.take() {
+                b.finish_and_clear();
+            }
+            return;
+        }
+        let b = indicatif::ProgressBar::new_spinner();
+        b.set_message(format!(
+            "unpacking layer {n}/{total} {} ({})",
+            short(&layer.diff_id),
+            layer
+                .size
+                .map(shoji_units::fmt_size)
+                .unwrap_or_else(|| "size unknown".into())
+        ));
+        b.enable_steady_tick(std::time::Duration::from_millis(120));
+        bar = Some(b);
+    })
 }
 
 fn open_store(global: &GlobalArgs) -> anyhow::Result<Store> {
@@ -122,14 +216,90 @@ fn load(a: LoadArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     // A gzip archive is decompressed into an unnamed file there (gone when `img` is dropped).
     let img = Image::open(&a.image, &store.root().join("tmp"))
         .with_context(|| format!("while reading image {}", a.image.display()))?;
-    let prepared = store
-        .prepare(&img)
+    let progress = !a.quiet && std::io::stderr().is_terminal();
+    let prepared = prepare_with_progress(&store, &img, progress)
         .with_context(|| format!("while loading image {}", a.image.display()))?;
     println!(
         "{}: {} layers, {} unpacked in {:.2} s",
         short(img.config_digest()),
         prepared.layers.len(),
         prepared.unpacked,
+        start.elapsed().as_secs_f64()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `shoji pull`: the image's blobs into the store's layout, then (as root, where the store
+/// unpacks layers) its layers unpacked, each verified against its `diff_id`.
+pub fn pull(a: PullArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+    let config = super::load_config(global)?;
+    let store = open_store(global)?;
+    let runtime_tracing = config
+        .tracing
+        .runtime_traced(a.trace || config.runtime.enable_tracing);
+    let tcfg = super::telemetry::config(&config, global, runtime_tracing, false);
+    let mut telemetry = shoji_telemetry::host::init(&tcfg).context("while setting up tracing")?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("while starting the async runtime")?;
+    let opts = a.registry.options();
+    let progress = opts.progress;
+    let start = std::time::Instant::now();
+    let result = rt.block_on(async {
+        let span = super::telemetry::root_span!("pull");
+        let r = async {
+            let pulled = shoji_images::pull::pull(&store, &a.reference, &opts).await?;
+            // Unpacking needs root (overlayfs whiteouts are device nodes); without it, runs
+            // unpack the stored blobs themselves.
+            let unpacked = if nix::unistd::geteuid().is_root() {
+                let (store, image) = (store.clone(), pulled.image.clone());
+                let span = tracing::info_span!(
+                    "image.unpack",
+                    source = "runtime",
+                    subsystem = "image",
+                    image.layers.unpacked = tracing::field::Empty
+                );
+                let n = tokio::task::spawn_blocking(move || {
+                    span.in_scope(|| -> anyhow::Result<usize> {
+                        let img = Image::open(&image, &store.root().join("tmp"))?;
+                        let prepared = prepare_with_progress(&store, &img, progress)?;
+                        tracing::Span::current().record("image.layers.unpacked", prepared.unpacked);
+                        Ok(prepared.unpacked)
+                    })
+                })
+                .await
+                .context("the unpacking task failed")?
+                .context("while unpacking the pulled layers into the image store")?;
+                Some(n)
+            } else {
+                None
+            };
+            anyhow::Ok((pulled, unpacked))
+        }
+        .instrument(span.clone())
+        .await;
+        if let Err(e) = &r {
+            span.record("otel.status_code", "ERROR");
+            span.record("otel.status_message", format!("{e:#}").as_str());
+        }
+        span.record("shoji.dropped_spans", telemetry.dropped());
+        r
+    });
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    telemetry.flush();
+    let (pulled, unpacked) = result.with_context(|| format!("while pulling {}", a.reference))?;
+    println!(
+        "{}: {} ({} blobs downloaded, {}; {} already stored){} in {:.2} s",
+        pulled.reference,
+        pulled.manifest_digest,
+        pulled.blobs_downloaded,
+        shoji_units::fmt_size(pulled.bytes_downloaded),
+        pulled.blobs_cached,
+        unpacked
+            .map(|n| format!(", {n} layers unpacked"))
+            .unwrap_or_default(),
         start.elapsed().as_secs_f64()
     );
     Ok(ExitCode::SUCCESS)

@@ -63,10 +63,13 @@ pub struct CreateArgs {
     /// A root filesystem directory
     #[arg(long, value_name = "DIR")]
     pub rootfs: Option<PathBuf>,
-    /// IMAGE (an OCI image layout directory, OCI archive or `docker save` tarball; not with
-    /// --bundle or --rootfs), then the container ID
+    /// IMAGE (an OCI image layout directory, OCI archive or `docker save` tarball, `PATH:TAG`
+    /// for a tagged entry, or a registry reference, pulled first; not with --bundle or
+    /// --rootfs), then the container ID
     #[arg(value_name = "[IMAGE] ID", num_args = 1..=2, required = true)]
     pub positional: Vec<String>,
+    #[command(flatten)]
+    pub registry: super::image::RegistryArgs,
     /// Command and arguments (default: the image's Entrypoint and Cmd, or the bundle's)
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -157,7 +160,12 @@ impl CreateArgs {
         let source = match (self.bundle, self.rootfs, image) {
             (Some(b), None, None) => RootSource::Bundle(b),
             (None, Some(r), None) => RootSource::Rootfs(r),
-            (None, None, Some(i)) => RootSource::Image(PathBuf::from(i)),
+            (None, None, Some(i)) => {
+                let (arg, store) = (PathBuf::from(i), config.image_store());
+                let opts = self.registry.options();
+                let image = block_on(super::image::resolve_image(&arg, &store, &opts))??;
+                RootSource::Image(image)
+            }
             (None, None, None) => {
                 anyhow::bail!("give an IMAGE, --bundle DIR or --rootfs DIR before the ID {id:?}")
             }

@@ -106,9 +106,12 @@ pub struct RunArgs {
     /// A root filesystem directory
     #[arg(long, value_name = "DIR", conflicts_with = "image")]
     pub rootfs: Option<PathBuf>,
-    /// OCI image layout directory, OCI archive or `docker save` tarball
+    /// OCI image layout directory, OCI archive or `docker save` tarball (`PATH:TAG` picks a
+    /// tagged entry), or a registry reference [REGISTRY/]NAME[:TAG|@DIGEST], pulled first
     #[arg(value_name = "IMAGE", required_unless_present_any = ["bundle", "rootfs"])]
     pub image: Option<PathBuf>,
+    #[command(flatten)]
+    pub registry: super::image::RegistryArgs,
     /// Command and arguments (default: the image's Entrypoint and Cmd)
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -242,12 +245,24 @@ impl RunArgs {
             .enable_all()
             .build()
             .context("while starting the async runtime")?;
+        let pull_opts = self.registry.options();
         let outcome = rt.block_on(async {
             let span = telemetry::root_span!("run");
             let mut hooks = TraceHooks::new(&telemetry, runtime_tracing, agent_tracing);
-            let result = shoji_runtime::run::run(&config, req, &mut hooks)
-                .instrument(span.clone())
-                .await;
+            let mut req = req;
+            let result = async {
+                // A registry reference is pulled first, in the run's trace.
+                if let Some(RootSource::Image(arg)) = &req.source {
+                    let image =
+                        super::image::resolve_image(arg, &config.image_store(), &pull_opts).await?;
+                    req.source = Some(RootSource::Image(image));
+                }
+                shoji_runtime::run::run(&config, req, &mut hooks)
+                    .await
+                    .map_err(anyhow::Error::from)
+            }
+            .instrument(span.clone())
+            .await;
             let rejected = hooks.finish(std::time::Duration::from_secs(2)).await;
             match &result {
                 Ok(o) => {
@@ -257,10 +272,7 @@ impl RunArgs {
                 }
                 Err(e) => {
                     span.record("otel.status_code", "ERROR");
-                    span.record(
-                        "otel.status_message",
-                        shoji_runtime::error_chain(e).as_str(),
-                    );
+                    span.record("otel.status_message", format!("{e:#}").as_str());
                 }
             }
             span.record("shoji.dropped_spans", telemetry.dropped() + rejected);

@@ -457,6 +457,46 @@ pub fn otlp_json_spans(export: &str) -> Vec<(String, serde_json::Value)> {
     out
 }
 
+/// A span read back from a test's trace store.
+#[derive(Debug, Clone)]
+pub struct StoredSpan {
+    pub id: String,
+    pub parent: String,
+    pub trace: String,
+    pub name: String,
+    pub service: String,
+    pub attrs: std::collections::HashMap<String, String>,
+}
+
+/// Every span in the store of `env`.
+pub fn stored_spans(env: &TestEnv) -> Vec<StoredSpan> {
+    let ls = env.ok(&["trace", "ls", "--json"]);
+    let ids: Vec<String> = text(&ls.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("trace ls --json line");
+            v["trace_id"].as_str().expect("a trace id").to_string()
+        })
+        .collect();
+    let mut out = Vec::new();
+    for id in ids {
+        let export = env.ok(&["trace", "export", &id, "--format", "otlp-json"]);
+        for (service, sp) in otlp_json_spans(&text(&export.stdout)) {
+            let attrs = otlp_span_attrs(&sp);
+            out.push(StoredSpan {
+                id: sp["spanId"].as_str().unwrap_or("").into(),
+                parent: sp["parentSpanId"].as_str().unwrap_or("").into(),
+                trace: sp["traceId"].as_str().unwrap_or("").into(),
+                name: sp["name"].as_str().unwrap_or("").into(),
+                service,
+                attrs,
+            });
+        }
+    }
+    out
+}
+
 /// Deletes the container `id` (`shoji delete --force`) when dropped, so that no VM outlives a test
 /// that failed half-way.
 pub struct DeleteOnDrop<'a>(pub &'a TestEnv, pub &'a str);
