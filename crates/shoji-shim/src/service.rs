@@ -307,8 +307,8 @@ fn watch_exit(inner: Arc<Inner>, ctr: Arc<Ctr>, p: Arc<Proc>) {
     let span = info_span!("container.wait", source = "runtime", subsystem = "container", container_id = %ctr.id, container.id = %ctr.id, exec_id = %p.exec_id, process.exit_code = tracing::field::Empty);
     tokio::spawn(
         async move {
-            // Also ends when the VM dies (QEMU killed): the agent connection may stay open in
-            // the vsock device, so QEMU's exit is watched too.
+            // Also ends when the VM dies (QEMU killed): QEMU's exit is watched beside the
+            // agent's connection, whatever the vsock device does with that connection.
             let code = match inner.wait_in_guest(&ctr, &p.exec_id).await {
                 Ok(r) => {
                     // An OOM kill reaches containerd before the exit it caused.
