@@ -93,6 +93,23 @@ ensure_crictl() {
     sigs.k8s.io/cri-tools/cmd/crictl crictl) && export SHOJI_CRICTL
 }
 
+# critest (cri-tools' CRI validation suite, scripts/critest.sh) is a Go test binary: `go test -c`
+# of its command package, as cri-tools' Makefile builds it, from the same pinned tools module as
+# crictl. Prints its path (~/.cache/shoji/go-tools/critest-VERSION).
+ensure_critest() {
+  local dir go
+  dir="${XDG_CACHE_HOME:-$HOME/.cache}/shoji/go-tools"
+  if [ -x "$dir/critest-$CRI_TOOLS_VERSION" ]; then echo "$dir/critest-$CRI_TOOLS_VERSION"; return 0; fi
+  go=$(command -v go || echo /usr/local/go/bin/go)
+  [ -x "$go" ] || { echo "error: building critest needs Go (https://go.dev/dl), not found" >&2; return 1; }
+  say "building critest $CRI_TOOLS_VERSION with Go (a few minutes, once)"
+  mkdir -p "$dir"
+  (cd scripts/go-tools/cri-tools && GOFLAGS=-mod=readonly nice "$go" test -c -trimpath \
+    -o "$dir/critest-$CRI_TOOLS_VERSION.tmp" sigs.k8s.io/cri-tools/cmd/critest) &&
+    mv "$dir/critest-$CRI_TOOLS_VERSION.tmp" "$dir/critest-$CRI_TOOLS_VERSION" &&
+    echo "$dir/critest-$CRI_TOOLS_VERSION"
+}
+
 # CNI plugins for the shim's CRI VM tests, built into one directory (containerd finds a plugin by
 # its type name there): loopback, tap and the static IPAM. containerd's CRI plugin insists on a
 # pod IP from CNI; a TAP device eth0 with a static address inside the pod's network namespace
@@ -127,8 +144,9 @@ ensure_test_deps() {
   ensure_containerd || return 1
   ensure_crictl || return 1
   ensure_cni_plugins || return 1
-  # The registry tests (ADR 021): a real registry on loopback, images pushed into it, and
-  # htpasswd (bcrypt) for the one that wants credentials.
+  # The registry tests (ADR 021) and critest (CRI conformance, scripts/critest.sh): a real
+  # registry on loopback, images pushed into it, and htpasswd (bcrypt) for the one that wants
+  # credentials.
   ensure_debian_packages docker-registry skopeo apache2-utils
   # A real Jaeger for the interop test (built once with Go, cached outside the clone).
   SHOJI_JAEGER=$(ensure_jaeger) || return 1

@@ -7,17 +7,28 @@
 # With --data MIB:FILES a second (uncompressed) layer adds FILES files of random bytes, MIB MiB
 # in all, under /data: the synthetic "real-size" image of the image-store benchmark.
 #
+# Variants of the busybox image (critest's test images, scripts/critest.sh): --name REF names it
+# in the layout (default busybox:latest), --extra DIR copies DIR's tree over the root filesystem
+# (files replace busybox's, e.g. etc/passwd; with --pause too), --user, --entrypoint JSON and --cmd JSON set the
+# image configuration's User, Entrypoint and Cmd (JSON arrays; the default Cmd is ["sh"]).
+#
 # usage: scripts/make-busybox-image.sh OUT_DIR [--tar OUT.tar] [--data MIB:FILES] [--pause]
+#          [--name REF] [--extra DIR] [--user USER] [--entrypoint JSON] [--cmd JSON]
 set -euo pipefail
-usage="usage: make-busybox-image.sh OUT_DIR [--tar OUT.tar] [--data MIB:FILES] [--pause]"
+usage="usage: make-busybox-image.sh OUT_DIR [--tar OUT.tar] [--data MIB:FILES] [--pause] [--name REF] [--extra DIR] [--user USER] [--entrypoint JSON] [--cmd JSON]"
 out=${1:?$usage}
 shift
-tarball= data= pause=
+tarball= data= pause= ref= extra= user= entrypoint= cmd_json=
 while [ $# -gt 0 ]; do
   case $1 in
     --tar) tarball=${2:?--tar needs a file name}; shift 2 ;;
     --data) data=${2:?--data needs MIB:FILES}; shift 2 ;;
     --pause) pause=1; shift ;;
+    --name) ref=${2:?--name needs an image reference}; shift 2 ;;
+    --extra) extra=${2:?--extra needs a directory}; shift 2 ;;
+    --user) user=${2:?--user needs a user}; shift 2 ;;
+    --entrypoint) entrypoint=${2:?--entrypoint needs a JSON array}; shift 2 ;;
+    --cmd) cmd_json=${2:?--cmd needs a JSON array}; shift 2 ;;
     *) echo "error: unknown argument $1; $usage" >&2; exit 2 ;;
   esac
 done
@@ -35,13 +46,22 @@ else
   mkdir -p "$root"/{bin,etc,tmp,proc,sys,dev,root,home/user}
   cp "$busybox" "$root/bin/busybox"
   for applet in $("$busybox" --list); do
-    [ "$applet" = busybox ] || ln -sf busybox "$root/bin/$applet"
+    # Hard links, as in the busybox images of registries: a bind mount over one applet (CRI masked
+    # paths: /dev/null on /bin/ls) hides that applet alone.
+    [ "$applet" = busybox ] || ln -f "$root/bin/busybox" "$root/bin/$applet"
   done
   printf 'root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000:user:/home/user:/bin/sh\n' > "$root/etc/passwd"
   printf 'root:x:0:\nuser:x:1000:\n' > "$root/etc/group"
   chmod 1777 "$root/tmp"
-  name=busybox:latest cmd='"Cmd":["sh"]'
+  name=busybox:latest cmd="\"Cmd\":${cmd_json:-[\"sh\"]}"
+  [ -z "$entrypoint" ] || cmd="\"Entrypoint\":$entrypoint,$cmd"
+  [ -z "$user" ] || cmd="\"User\":\"$user\",$cmd"
 fi
+if [ -n "$extra" ]; then
+  [ -d "$extra" ] || { echo "error: --extra $extra is not a directory" >&2; exit 1; }
+  cp -a "$extra/." "$root/"
+fi
+[ -z "$ref" ] || name=$ref
 
 tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -C "$root" -cf "$work/layer.tar" .
 diff_id=$(sha256sum "$work/layer.tar" | cut -d' ' -f1)

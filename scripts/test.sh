@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it (.ci/run calls this): installs what is missing, then
-# format and lint checks, the Rust tests (VM tests boot real QEMU guests, one at a time), and the
-# viewer's tests: its model under node --test, its pages in headless Chromium.
+# format and lint checks, the Rust tests (VM tests boot real QEMU guests, one at a time), critest
+# (CRI conformance through containerd, scripts/critest.sh), and the viewer's tests: its model
+# under node --test, its pages in headless Chromium.
 # Runs every stage, fails if any failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -28,6 +29,8 @@ stage() { # name cmd... : runs one stage, records its wall time and whether it f
 stage "cargo fmt --check" cargo fmt --all --check
 stage "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
 stage "rust tests" cargo nextest run --workspace --no-tests=fail
+# CRI conformance: critest against containerd with the shoji handler (prints its counts).
+stage "critest (CRI conformance)" scripts/critest.sh
 stage "viewer unit tests" node --test crates/shoji-viewer/tests/unit/
 if [ -x crates/shoji-viewer/tests/browser/run.sh ]; then
   stage "viewer browser tests" crates/shoji-viewer/tests/browser/run.sh

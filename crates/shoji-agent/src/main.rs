@@ -16,6 +16,7 @@ mod reaper;
 mod security;
 mod service;
 mod share;
+mod signals;
 mod telemetry;
 mod user;
 

@@ -242,6 +242,9 @@ impl AgentService for Agent {
         })?;
         // A PID-namespace init ignores signals it has no handler for; only SIGKILL always lands.
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
+        if req.exec_id.is_empty() {
+            crate::signals::redeliver_once_caught(pid, sig);
+        }
         Ok(Empty::default())
     }
 

@@ -1,4 +1,5 @@
-// Pins cri-tools (crictl) for the shim's CRI VM tests (scripts/lib.sh, ensure_crictl).
+// Pins cri-tools for the shim's CRI VM tests: crictl (scripts/lib.sh, ensure_crictl) and the
+// critest test binary (ensure_critest, scripts/critest.sh; its test dependencies are in go.sum).
 module shoji.local/go-tools/cri-tools
 
 go 1.26.6
