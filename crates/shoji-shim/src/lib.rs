@@ -16,8 +16,10 @@
 //! and the agent's spans are its children, as in `shoji run`.
 
 pub mod info;
+pub mod metrics;
 pub mod mounts;
 pub mod network;
+pub mod ops;
 pub mod pod;
 pub mod process;
 pub mod rootfs;

@@ -84,6 +84,8 @@ pub struct Ctr {
     pub init: Arc<Proc>,
     pub execs: Mutex<HashMap<String, Arc<Proc>>>,
     pub record: Mutex<Container>,
+    /// The container's OOM kills in the guest that containerd has been told of (TaskOOM).
+    pub oom_kills: std::sync::atomic::AtomicU64,
 }
 
 impl Ctr {

@@ -12,9 +12,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use containerd_shim::api::{
     CloseIORequest, ConnectRequest, ConnectResponse, CreateTaskRequest, CreateTaskResponse,
-    DeleteRequest, Empty, ExecProcessRequest, KillRequest, PidsRequest, PidsResponse,
-    ResizePtyRequest, ShutdownRequest, StartRequest, StartResponse, StateRequest, StateResponse,
-    Status, WaitRequest, WaitResponse,
+    DeleteRequest, Empty, ExecProcessRequest, KillRequest, PauseRequest, PidsRequest, PidsResponse,
+    ResizePtyRequest, ResumeRequest, ShutdownRequest, StartRequest, StartResponse, StateRequest,
+    StateResponse, StatsRequest, StatsResponse, Status, UpdateTaskRequest, WaitRequest,
+    WaitResponse,
 };
 use containerd_shim::asynchronous::io::Stdio;
 use containerd_shim::asynchronous::publisher::RemotePublisher;
@@ -68,7 +69,7 @@ fn not_found(what: &str) -> ttrpc::Error {
 }
 
 /// Marks the current span failed and turns `message` into the ttRPC error containerd sees.
-fn failed(code: ttrpc::Code, message: String) -> ttrpc::Error {
+pub(crate) fn failed(code: ttrpc::Code, message: String) -> ttrpc::Error {
     let span = tracing::Span::current();
     span.record("otel.status_code", "ERROR");
     span.record("otel.status_message", message.as_str());
@@ -120,7 +121,7 @@ fn host_pid() -> u32 {
 }
 
 impl Inner {
-    async fn publish(&self, topic: &str, event: Box<dyn MessageDyn>) {
+    pub(crate) async fn publish(&self, topic: &str, event: Box<dyn MessageDyn>) {
         let ctx = ttrpc::context::Context::default();
         if let Err(e) = self
             .publisher
@@ -131,7 +132,7 @@ impl Inner {
         }
     }
 
-    async fn container(&self, id: &str) -> TtrpcResult<Arc<Ctr>> {
+    pub(crate) async fn container(&self, id: &str) -> TtrpcResult<Arc<Ctr>> {
         self.pod
             .lock()
             .await
@@ -296,6 +297,7 @@ impl Inner {
             init: Arc::new(init),
             execs: Default::default(),
             record: std::sync::Mutex::new(Container::created(&req.id, guest_pid)),
+            oom_kills: Default::default(),
         });
         pod.vm = Some(vm);
         pod.containers.insert(req.id.clone(), ctr.clone());
@@ -331,11 +333,16 @@ fn watch_exit(inner: Arc<Inner>, ctr: Arc<Ctr>, p: Arc<Proc>) {
     let span = info_span!("container.wait", source = "runtime", subsystem = "container", container_id = %ctr.id, container.id = %ctr.id, exec_id = %p.exec_id, process.exit_code = tracing::field::Empty);
     tokio::spawn(
         async move {
-            // Also ends when the VM dies: the agent connection breaks.
-            let code = match ctr.client.wait_process(&ctr.id, &p.exec_id).await {
-                Ok(r) => r.exit_code as u32,
+            // Also ends when the VM dies (QEMU killed): QEMU's exit is watched beside the
+            // agent's connection, whatever the vsock device does with that connection.
+            let code = match inner.wait_in_guest(&ctr, &p.exec_id).await {
+                Ok(r) => {
+                    // An OOM kill reaches containerd before the exit it caused.
+                    inner.oom_killed(&ctr, r.oom_kills).await;
+                    r.exit_code as u32
+                }
                 Err(e) => {
-                    tracing::warn!(error = %error_chain(&e), "the process's end was not seen");
+                    tracing::warn!(error = %e, "the process's end was not seen");
                     UNKNOWN_EXIT
                 }
             };
@@ -576,8 +583,12 @@ impl Task for TaskService {
                 if pod.containers.is_empty() {
                     pod.stop_vm().await;
                 } else if let Some(vm) = &pod.vm {
-                    if let Err(e) = ctr.client.remove_container(&ctr.id).await {
-                        tracing::warn!(error = %error_chain(&e), "the guest did not remove the container");
+                    // A dead VM has nothing left to remove (and would not answer).
+                    let alive = vm.exit_watch().borrow().is_none();
+                    if alive {
+                        if let Err(e) = ctr.client.remove_container(&ctr.id).await {
+                            tracing::warn!(error = %error_chain(&e), "the guest did not remove the container");
+                        }
                     }
                     rootfs::unshare(&vm.sb, &ctr.id);
                 }
@@ -711,6 +722,29 @@ impl Task for TaskService {
         }
         .instrument(span)
         .await
+    }
+
+    async fn stats(&self, ctx: &TtrpcContext, req: StatsRequest) -> TtrpcResult<StatsResponse> {
+        let span = server_span!(ctx, "Stats", req.id, "");
+        self.0.stats(&req.id).instrument(span).await
+    }
+
+    async fn pause(&self, ctx: &TtrpcContext, req: PauseRequest) -> TtrpcResult<Empty> {
+        let span = server_span!(ctx, "Pause", req.id, "");
+        self.0.freeze(&req.id, true).instrument(span).await
+    }
+
+    async fn resume(&self, ctx: &TtrpcContext, req: ResumeRequest) -> TtrpcResult<Empty> {
+        let span = server_span!(ctx, "Resume", req.id, "");
+        self.0.freeze(&req.id, false).instrument(span).await
+    }
+
+    async fn update(&self, ctx: &TtrpcContext, req: UpdateTaskRequest) -> TtrpcResult<Empty> {
+        let span = server_span!(ctx, "Update", req.id, "");
+        self.0
+            .update(&req.id, req.resources.as_ref())
+            .instrument(span)
+            .await
     }
 
     async fn connect(

@@ -345,6 +345,29 @@ disabled_plugins = [{disabled}]
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("crictl {what} {id}: {e}: {out}"))
     }
 
+    /// containerd's event stream in `namespace` (`ctr events`), from now on.
+    pub fn events(&self, namespace: &str) -> Events {
+        let mut child = self
+            .ctr_cmd_in(namespace)
+            .arg("events")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("ctr events");
+        let lines = std::io::BufRead::lines(std::io::BufReader::new(
+            child.stdout.take().expect("ctr events' stdout"),
+        ));
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for l in lines.map_while(Result::ok) {
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        Events { child, lines: rx }
+    }
+
     /// Imports the test busybox image (an OCI archive); returns its name.
     pub fn import_busybox(&self) -> String {
         let tar = busybox_image().1.display().to_string();
@@ -458,6 +481,32 @@ disabled_plugins = [{disabled}]
         assert!(procs.is_empty(), "processes left behind: {procs:?}");
         let mounts = mounts_naming(self.env.dir.path());
         assert!(mounts.is_empty(), "mounts left behind: {mounts:?}");
+    }
+}
+
+/// A running `ctr events`: one line per event, `TIME NAMESPACE TOPIC {EVENT JSON}` (the time
+/// has spaces in it). Stopped on drop.
+pub struct Events {
+    child: Child,
+    pub lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Events {
+    /// The next event line, if one comes within `max`.
+    pub fn next(&self, max: Duration) -> Option<String> {
+        self.lines.recv_timeout(max).ok()
+    }
+}
+
+/// The topic of an event line (`/tasks/exit`...).
+pub fn topic(line: &str) -> Option<&str> {
+    line.split_whitespace().find(|w| w.starts_with("/tasks/"))
+}
+
+impl Drop for Events {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
