@@ -43,7 +43,8 @@ skips=(
   'portforward in host network'
   # Port forwarding into the pod's network namespace: not implemented through the agent.
   'should support portforward'
-  # The pod's CNI network is not plugged into the VM: its IP and host ports do not reach the pod.
+  # The CNI here is a lone TAP with a fixed address (no bridge, no portmap): nothing reaches the
+  # pod's IP or a host port. The shim does plug a real CNI network into the VM (its own test).
   'should support port mapping with'
   'multiple containers in a pod should support network'
   # Mount propagation between the host and the VM: virtio-fs does not carry new mounts across.

@@ -120,13 +120,13 @@ CNI_PLUGINS_VERSION=v1.10.0
 ensure_cni_plugins() {
   local dir go p pkgs=()
   dir="${XDG_CACHE_HOME:-$HOME/.cache}/shoji/go-tools/cni-plugins-$CNI_PLUGINS_VERSION"
-  if [ ! -x "$dir/static" ]; then
+  if [ ! -x "$dir/portmap" ]; then
     go=$(command -v go || echo /usr/local/go/bin/go)
     [ -x "$go" ] || { echo "error: building the CNI plugins needs Go, not found" >&2; return 1; }
     grep -q "$CNI_PLUGINS_VERSION" scripts/go-tools/cni-plugins/go.mod || {
       echo "error: scripts/go-tools/cni-plugins/go.mod does not pin $CNI_PLUGINS_VERSION" >&2; return 1; }
     say "building the CNI plugins $CNI_PLUGINS_VERSION with Go (a minute, once)"
-    for p in main/loopback main/tap ipam/static; do
+    for p in main/loopback main/tap ipam/static main/bridge ipam/host-local meta/portmap; do
       pkgs+=("github.com/containernetworking/plugins/plugins/$p")
     done
     rm -rf "$dir.tmp" && mkdir -p "$dir.tmp" &&
@@ -144,6 +144,9 @@ ensure_test_deps() {
   ensure_containerd || return 1
   ensure_crictl || return 1
   ensure_cni_plugins || return 1
+  # The pod network test: portmap's iptables backend, tc and nsenter to look into the pod's
+  # network namespace, ip for the test's bridge.
+  ensure_debian_packages iptables iproute2 util-linux
   # The registry tests (ADR 021) and critest (CRI conformance, scripts/critest.sh): a real
   # registry on loopback, images pushed into it, and htpasswd (bcrypt) for the one that wants
   # credentials.

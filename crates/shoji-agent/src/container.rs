@@ -32,6 +32,8 @@ pub enum ContainerError {
     Security(#[from] crate::security::SecurityError),
     #[error("cgroup {path}: {err}")]
     Cgroup { path: PathBuf, err: std::io::Error },
+    #[error("applying the container's linux.resources")]
+    Resources(#[from] crate::cgroup::CgroupError),
     #[error(transparent)]
     Mounts(#[from] crate::mounts::MountError),
     #[error("container file {path:?}: {reason}")]
@@ -428,17 +430,9 @@ impl Container {
             err,
         })?;
         if let Some(res) = spec.linux().as_ref().and_then(|l| l.resources().as_ref()) {
-            if let Some(limit) = res.memory().as_ref().and_then(|m| m.limit()) {
-                if limit > 0 {
-                    write_cgroup(&cgroup, "memory.max", &limit.to_string())?;
-                    let _ = std::fs::write(cgroup.join("memory.swap.max"), "0");
-                }
-            }
-            if let Some(cpu) = res.cpu() {
-                if let Some(quota) = cpu.quota().filter(|q| *q > 0) {
-                    let period = cpu.period().unwrap_or(100_000);
-                    write_cgroup(&cgroup, "cpu.max", &format!("{quota} {period}"))?;
-                }
+            if let Err(e) = crate::cgroup::apply(&cgroup, res) {
+                let _ = std::fs::remove_dir(&cgroup);
+                return Err(e.into());
             }
         }
         let init = {
@@ -468,6 +462,11 @@ impl Container {
             cgroup,
             seccomp,
         })
+    }
+
+    /// The container's cgroup directory (every process of it is in there).
+    pub fn cgroup(&self) -> &std::path::Path {
+        &self.cgroup
     }
 
     /// The init process (`exec_id` empty) or an exec'd one.

@@ -4,6 +4,7 @@
 //! never a hang.
 
 mod boot;
+mod cgroup;
 mod console;
 mod container;
 mod init;

@@ -158,17 +158,19 @@ impl AgentService for Agent {
     ) -> ttrpc::Result<agent::WaitProcessResponse> {
         let span = server_span!(self, ctx, "WaitProcess", req.container_id);
         async {
-            let (waiter, pid) = {
+            let (waiter, pid, cgroup) = {
                 let mut m = self
                     .containers
                     .lock()
                     .map_err(|_| status(ttrpc::Code::INTERNAL, "lock"))?;
-                let p = m
+                let c = m
                     .get_mut(&req.container_id)
-                    .ok_or_else(|| not_found(&req.container_id))?
+                    .ok_or_else(|| not_found(&req.container_id))?;
+                let cgroup = c.cgroup().to_path_buf();
+                let p = c
                     .process_mut(&req.exec_id)
                     .ok_or_else(|| no_exec(&req.exec_id))?;
-                (p.waiter(), p.pid)
+                (p.waiter(), p.pid, cgroup)
             };
             let (code, signal) = waiter
                 .wait()
@@ -180,10 +182,22 @@ impl AgentService for Agent {
                     process.exit_code = tracing::field::Empty
                 ))
                 .await;
-            tracing::info!(process.exit_code = code, signal, "process exited");
+            // The kernel counts an OOM kill before it sends the SIGKILL: by the reaping, the count
+            // includes it.
+            let oom_kills = crate::cgroup::oom_kills(&cgroup).unwrap_or_else(|e| {
+                tracing::warn!(error = %crate::error_chain(&e), "cannot read the container's OOM kills");
+                0
+            });
+            tracing::info!(
+                process.exit_code = code,
+                signal,
+                oom_kills,
+                "process exited"
+            );
             Ok(agent::WaitProcessResponse {
                 exit_code: code,
                 signal,
+                oom_kills,
                 ..Default::default()
             })
         }
@@ -331,6 +345,65 @@ impl AgentService for Agent {
         Ok(agent::ConfigureNetworkResponse::default())
     }
 
+    async fn stats_container(
+        &self,
+        ctx: &TtrpcContext,
+        req: agent::StatsContainerRequest,
+    ) -> ttrpc::Result<agent::StatsContainerResponse> {
+        let span = server_span!(self, ctx, "StatsContainer", req.container_id);
+        let _e = span.enter();
+        let dir = self.cgroup_of(&req.container_id)?;
+        crate::cgroup::stats(&dir)
+            .map_err(|e| status(ttrpc::Code::INTERNAL, crate::error_chain(&e)))
+    }
+
+    async fn pause_container(
+        &self,
+        ctx: &TtrpcContext,
+        req: agent::PauseContainerRequest,
+    ) -> ttrpc::Result<Empty> {
+        let span = server_span!(self, ctx, "PauseContainer", req.container_id);
+        self.freeze(&req.container_id, true).instrument(span).await
+    }
+
+    async fn resume_container(
+        &self,
+        ctx: &TtrpcContext,
+        req: agent::ResumeContainerRequest,
+    ) -> ttrpc::Result<Empty> {
+        let span = server_span!(self, ctx, "ResumeContainer", req.container_id);
+        self.freeze(&req.container_id, false).instrument(span).await
+    }
+
+    async fn update_container(
+        &self,
+        ctx: &TtrpcContext,
+        req: agent::UpdateContainerRequest,
+    ) -> ttrpc::Result<Empty> {
+        let span = server_span!(self, ctx, "UpdateContainer", req.container_id);
+        let _e = span.enter();
+        let res: oci_spec::runtime::LinuxResources = serde_path_to_error::deserialize(
+            &mut serde_json::Deserializer::from_slice(&req.resources_json),
+        )
+        .map_err(|e| {
+            status(
+                ttrpc::Code::INVALID_ARGUMENT,
+                format!("invalid linux.resources at {}: {}", e.path(), e.inner()),
+            )
+        })?;
+        let dir = self.cgroup_of(&req.container_id)?;
+        let _s = tracing::info_span!(
+            "cgroup.update",
+            source = "agent",
+            subsystem = "container",
+            container_id = %req.container_id
+        )
+        .entered();
+        crate::cgroup::apply(&dir, &res)
+            .map_err(|e| status(ttrpc::Code::INTERNAL, crate::error_chain(&e)))?;
+        Ok(Empty::default())
+    }
+
     async fn exec_process(
         &self,
         ctx: &TtrpcContext,
@@ -370,6 +443,37 @@ impl AgentService for Agent {
             pid: pid as u32,
             ..Default::default()
         })
+    }
+}
+
+impl Agent {
+    /// Container `id`'s cgroup directory.
+    fn cgroup_of(&self, id: &str) -> ttrpc::Result<std::path::PathBuf> {
+        let m = self
+            .containers
+            .lock()
+            .map_err(|_| status(ttrpc::Code::INTERNAL, "lock"))?;
+        Ok(m.get(id)
+            .ok_or_else(|| not_found(id))?
+            .cgroup()
+            .to_path_buf())
+    }
+
+    /// Freezes or thaws container `id` in a blocking task, within a `cgroup.freeze` span.
+    async fn freeze(&self, id: &str, frozen: bool) -> ttrpc::Result<Empty> {
+        let dir = self.cgroup_of(id)?;
+        let span = tracing::info_span!(
+            "cgroup.freeze",
+            source = "agent",
+            subsystem = "container",
+            container_id = %id,
+            frozen
+        );
+        tokio::task::spawn_blocking(move || span.in_scope(|| crate::cgroup::freeze(&dir, frozen)))
+            .await
+            .map_err(|e| status(ttrpc::Code::INTERNAL, e.to_string()))?
+            .map_err(|e| status(ttrpc::Code::INTERNAL, crate::error_chain(&e)))?;
+        Ok(Empty::default())
     }
 }
 

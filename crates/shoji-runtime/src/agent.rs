@@ -360,6 +360,53 @@ impl AgentClient {
         call!(self, "ConfigureNetwork", configure_network, req, SHORT).map(|_| ())
     }
 
+    /// The container's cgroup v2 statistics in the guest.
+    pub async fn stats_container(
+        &self,
+        container_id: &str,
+    ) -> Result<agent::StatsContainerResponse, AgentError> {
+        let req = agent::StatsContainerRequest {
+            container_id: container_id.into(),
+            ..Default::default()
+        };
+        call!(self, "StatsContainer", stats_container, &req, SHORT)
+    }
+
+    /// Freezes (`true`) or thaws every process of the container (the guest's cgroup freezer).
+    pub async fn freeze_container(
+        &self,
+        container_id: &str,
+        frozen: bool,
+    ) -> Result<(), AgentError> {
+        if frozen {
+            let req = agent::PauseContainerRequest {
+                container_id: container_id.into(),
+                ..Default::default()
+            };
+            call!(self, "PauseContainer", pause_container, &req, SHORT).map(|_| ())
+        } else {
+            let req = agent::ResumeContainerRequest {
+                container_id: container_id.into(),
+                ..Default::default()
+            };
+            call!(self, "ResumeContainer", resume_container, &req, SHORT).map(|_| ())
+        }
+    }
+
+    /// Applies OCI `linux.resources` (JSON) to the container's cgroup in the guest.
+    pub async fn update_container(
+        &self,
+        container_id: &str,
+        resources_json: Vec<u8>,
+    ) -> Result<(), AgentError> {
+        let req = agent::UpdateContainerRequest {
+            container_id: container_id.into(),
+            resources_json,
+            ..Default::default()
+        };
+        call!(self, "UpdateContainer", update_container, &req, SHORT).map(|_| ())
+    }
+
     pub async fn shutdown(&self) -> Result<agent::ShutdownResponse, AgentError> {
         let req = agent::ShutdownRequest::default();
         call!(

@@ -13,7 +13,6 @@ use crate::agent::{AgentClient, AgentError, ClockOffset};
 use crate::config::Config;
 use crate::image;
 use crate::lifecycle::state::ProcessRecord;
-use crate::network::NetworkPlan;
 use crate::reclaim::{OwnerRecord, OWNER_FILE};
 use crate::sandbox::rootfs::{image_rootfs, unpack_image};
 use crate::sandbox::{
@@ -105,8 +104,7 @@ pub async fn run(
     // Dropped after the VM (declared before it): netns mode undoes its set-up then.
     // The id is chosen here so that every span, network.prepare included, can carry it.
     let sandbox_id = sandbox::new_sandbox_id();
-    let net_plan = info_span!("network.prepare", source = "runtime", subsystem = "network", sandbox_id = %sandbox_id, network.mode = %req.network.mode)
-        .in_scope(|| NetworkPlan::new(&req.network))?;
+    let net_plan = crate::network::prepare(&sandbox_id, &req.network)?;
 
     // Resolve everything that can be missing before anything is started.
     let bins = Binaries::locate(config)?;
@@ -231,7 +229,7 @@ pub async fn run(
     crate::network::apply_hostname(&mut spec, &hostname, &req.process.env);
     let spec_json = serde_json::to_vec(&spec).map_err(|e| SpecError::Build(e.to_string()))?;
     let client = &vm.client;
-    let files = match setup_network(&vm, &req.network, &net_plan, &hostname).await {
+    let files = match crate::network::setup(&vm, &req.network, &net_plan, &hostname).await {
         Ok(f) => f,
         Err(cause) => return Err(vm.explain(cause).await.into()),
     };
@@ -296,40 +294,6 @@ pub async fn run(
 
     outcome.agent_spans = vm.stop().await;
     Ok(outcome)
-}
-
-/// Configures the guest's network (when there is more than loopback) and returns the container's
-/// `/etc` files, in the `network.setup` span.
-async fn setup_network(
-    vm: &SandboxVm,
-    opts: &crate::network::NetworkOptions,
-    plan: &NetworkPlan,
-    hostname: &str,
-) -> Result<Vec<agent::ContainerFile>, AgentError> {
-    let span = info_span!(
-        "network.setup",
-        source = "runtime",
-        subsystem = "network",
-        sandbox_id = %vm.sb.id,
-        network.mode = %opts.mode,
-        network.ports = opts.ports.len(),
-        network.address = plan.address.map(|a| a.to_string()).unwrap_or_default(),
-        host.name = hostname,
-    );
-    async {
-        if let Some(guest) = &plan.guest {
-            vm.client.configure_network(guest).await?;
-        }
-        Ok(crate::network::files::container_files(
-            hostname,
-            &opts.extra_hosts,
-            plan.address,
-            &opts.dns,
-            plan.loopback_dns,
-        ))
-    }
-    .instrument(span)
-    .await
 }
 
 /// Waits for the container's init; SIGINT/SIGTERM/SIGHUP/SIGQUIT received meanwhile are

@@ -8,14 +8,18 @@
 //! API on a [`pod::Pod`]: one [`shoji_runtime::sandbox::SandboxVm`] holding containers, each
 //! with its init and execs ([`process`]) in the lifecycle's status model
 //! ([`shoji_runtime::lifecycle::status`]), and each with its root filesystem mounted on the
-//! host from containerd's snapshot ([`rootfs`]) and shared with the guest over virtio-fs.
+//! host from containerd's snapshot ([`rootfs`]) and shared with the guest over virtio-fs. A
+//! pod's VM is plugged into the pod's CNI network namespace ([`network`]).
 //!
 //! Tracing: every task request is a server span `containerd.task.v3.Task/<Method>` whose parent
 //! is the W3C `traceparent` containerd sends in the ttRPC metadata, when it sends one; the boot
 //! and the agent's spans are its children, as in `shoji run`.
 
 pub mod info;
+pub mod metrics;
 pub mod mounts;
+pub mod network;
+pub mod ops;
 pub mod pod;
 pub mod process;
 pub mod rootfs;

@@ -84,6 +84,8 @@ pub struct Ctr {
     pub init: Arc<Proc>,
     pub execs: Mutex<HashMap<String, Arc<Proc>>>,
     pub record: Mutex<Container>,
+    /// The container's OOM kills in the guest that containerd has been told of (TaskOOM).
+    pub oom_kills: std::sync::atomic::AtomicU64,
 }
 
 impl Ctr {
@@ -110,6 +112,8 @@ impl Ctr {
 #[derive(Debug)]
 pub struct Pod {
     pub vm: Option<SandboxVm>,
+    /// The pod's network, kept until the VM has stopped (see [`Pod::stop_vm`]).
+    pub network: Option<crate::network::PodNetwork>,
     pub containers: HashMap<String, Arc<Ctr>>,
     next_port: u32,
 }
@@ -118,6 +122,7 @@ impl Default for Pod {
     fn default() -> Self {
         Self {
             vm: None,
+            network: None,
             containers: HashMap::new(),
             next_port: FIRST_STDIO_PORT,
         }
@@ -134,6 +139,14 @@ impl Pod {
 
     pub fn get(&self, id: &str) -> Option<Arc<Ctr>> {
         self.containers.get(id).cloned()
+    }
+
+    /// Stops the VM, then undoes the pod network's set-up in the namespace.
+    pub async fn stop_vm(&mut self) {
+        if let Some(vm) = self.vm.take() {
+            vm.stop().await;
+        }
+        self.network = None;
     }
 }
 

@@ -3,7 +3,8 @@
 //! Each request runs in a server span `containerd.task.v3.Task/<Method>` continuing the trace
 //! context containerd sends in the ttRPC metadata (without one it is a root). `Create` boots the
 //! VM inside its span, so `vm.start`, `guest.boot` and the agent's spans join containerd's
-//! trace; `container.wait` (from create to the init's exit) is a child of `Create` too.
+//! trace; `container.wait` (from create to the init's exit) is a child of `Create` too, and
+//! so are a pod's `network.prepare` and `network.setup` (with the agent's `network.configure`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -11,9 +12,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use containerd_shim::api::{
     CloseIORequest, ConnectRequest, ConnectResponse, CreateTaskRequest, CreateTaskResponse,
-    DeleteRequest, Empty, ExecProcessRequest, KillRequest, PidsRequest, PidsResponse,
-    ResizePtyRequest, ShutdownRequest, StartRequest, StartResponse, StateRequest, StateResponse,
-    Status, WaitRequest, WaitResponse,
+    DeleteRequest, Empty, ExecProcessRequest, KillRequest, PauseRequest, PidsRequest, PidsResponse,
+    ResizePtyRequest, ResumeRequest, ShutdownRequest, StartRequest, StartResponse, StateRequest,
+    StateResponse, StatsRequest, StatsResponse, Status, UpdateTaskRequest, WaitRequest,
+    WaitResponse,
 };
 use containerd_shim::asynchronous::io::Stdio;
 use containerd_shim::asynchronous::publisher::RemotePublisher;
@@ -37,6 +39,7 @@ use shoji_runtime::spec::ProcessOptions;
 use tokio::sync::Mutex;
 use tracing::{info_span, Instrument};
 
+use crate::network::PodNetwork;
 use crate::pod::{Ctr, Pod};
 use crate::process::{Exit, Proc, UNKNOWN_EXIT};
 use crate::rootfs;
@@ -66,7 +69,7 @@ fn not_found(what: &str) -> ttrpc::Error {
 }
 
 /// Marks the current span failed and turns `message` into the ttRPC error containerd sees.
-fn failed(code: ttrpc::Code, message: String) -> ttrpc::Error {
+pub(crate) fn failed(code: ttrpc::Code, message: String) -> ttrpc::Error {
     let span = tracing::Span::current();
     span.record("otel.status_code", "ERROR");
     span.record("otel.status_message", message.as_str());
@@ -118,7 +121,7 @@ fn host_pid() -> u32 {
 }
 
 impl Inner {
-    async fn publish(&self, topic: &str, event: Box<dyn MessageDyn>) {
+    pub(crate) async fn publish(&self, topic: &str, event: Box<dyn MessageDyn>) {
         let ctx = ttrpc::context::Context::default();
         if let Err(e) = self
             .publisher
@@ -129,7 +132,7 @@ impl Inner {
         }
     }
 
-    async fn container(&self, id: &str) -> TtrpcResult<Arc<Ctr>> {
+    pub(crate) async fn container(&self, id: &str) -> TtrpcResult<Arc<Ctr>> {
         self.pod
             .lock()
             .await
@@ -137,22 +140,42 @@ impl Inner {
             .ok_or_else(|| not_found(&format!("no container {id:?} in sandbox {}", self.id)))
     }
 
-    /// Boots the sandbox's VM with container `id`'s root filesystem (`src`) in its share.
-    async fn boot(&self, id: &str, src: &Path) -> Result<(SandboxVm, SharedRootfs), String> {
+    /// Boots the sandbox's VM with container `id`'s root filesystem (`src`) in its share, plugged
+    /// into the network namespace its spec (`spec_json`) joins, if any.
+    async fn boot(
+        &self,
+        id: &str,
+        src: &Path,
+        spec_json: &[u8],
+    ) -> Result<(SandboxVm, SharedRootfs, Option<PodNetwork>), String> {
         let config = &self.config;
         let bins = Binaries::locate(config).map_err(|e| error_chain(&e))?;
+        let mut opts =
+            BootOptions::for_process(config, &ProcessOptions::default(), self.agent_tracing)
+                .map_err(|e| error_chain(&e))?;
+        // Dropped after the VM on every path below: it undoes the namespace's set-up.
+        let network = PodNetwork::prepare(&self.id, spec_json).map_err(|e| error_chain(&e))?;
+        if let Some(n) = &network {
+            opts.network = n.vm();
+        }
         let root = sandbox_root(config);
         let sb = SandboxDir::create(&root, &self.id).map_err(|e| error_chain(&e))?;
         // `sb` removes the directory, mounts first, if anything below fails.
         let shared = sb.share_rootfs(id, src).map_err(|e| error_chain(&e))?;
-        let opts = BootOptions::for_process(config, &ProcessOptions::default(), self.agent_tracing)
-            .map_err(|e| error_chain(&e))?;
         let mut hooks = self.hooks.lock().await;
         let mut vm = SandboxVm::boot(config, &bins, sb, &shared.share, &opts, &mut *hooks)
             .await
             .map_err(|e| error_chain(&e))?;
+        drop(hooks);
         vm.drain_stderr();
-        Ok((vm, shared))
+        if let Some(n) = &network {
+            if let Err(e) = n.configure(&vm).await {
+                let message = error_chain(&e);
+                vm.stop().await;
+                return Err(message);
+            }
+        }
+        Ok((vm, shared, network))
     }
 
     async fn create(&self, req: CreateTaskRequest) -> TtrpcResult<CreateTaskResponse> {
@@ -206,8 +229,11 @@ impl Inner {
                     return Err(failed(ttrpc::Code::INTERNAL, error_chain(&e)));
                 }
             },
-            None => match self.boot(&req.id, &src).await {
-                Ok((vm, shared)) => (vm, shared, true),
+            None => match self.boot(&req.id, &src, &spec_json).await {
+                Ok((vm, shared, network)) => {
+                    pod.network = network;
+                    (vm, shared, true)
+                }
                 Err(message) => {
                     unmount(&bundle);
                     return Err(failed(ttrpc::Code::INTERNAL, message));
@@ -252,6 +278,7 @@ impl Inner {
             Err(message) => {
                 if booted {
                     vm.stop().await;
+                    pod.network = None;
                 } else {
                     rootfs::unshare(&vm.sb, &req.id);
                     pod.vm = Some(vm);
@@ -270,6 +297,7 @@ impl Inner {
             init: Arc::new(init),
             execs: Default::default(),
             record: std::sync::Mutex::new(Container::created(&req.id, guest_pid)),
+            oom_kills: Default::default(),
         });
         pod.vm = Some(vm);
         pod.containers.insert(req.id.clone(), ctr.clone());
@@ -305,11 +333,16 @@ fn watch_exit(inner: Arc<Inner>, ctr: Arc<Ctr>, p: Arc<Proc>) {
     let span = info_span!("container.wait", source = "runtime", subsystem = "container", container_id = %ctr.id, container.id = %ctr.id, exec_id = %p.exec_id, process.exit_code = tracing::field::Empty);
     tokio::spawn(
         async move {
-            // Also ends when the VM dies: the agent connection breaks.
-            let code = match ctr.client.wait_process(&ctr.id, &p.exec_id).await {
-                Ok(r) => r.exit_code as u32,
+            // Also ends when the VM dies (QEMU killed): QEMU's exit is watched beside the
+            // agent's connection, whatever the vsock device does with that connection.
+            let code = match inner.wait_in_guest(&ctr, &p.exec_id).await {
+                Ok(r) => {
+                    // An OOM kill reaches containerd before the exit it caused.
+                    inner.oom_killed(&ctr, r.oom_kills).await;
+                    r.exit_code as u32
+                }
                 Err(e) => {
-                    tracing::warn!(error = %error_chain(&e), "the process's end was not seen");
+                    tracing::warn!(error = %e, "the process's end was not seen");
                     UNKNOWN_EXIT
                 }
             };
@@ -548,12 +581,14 @@ impl Task for TaskService {
                 // The VM goes with its last container. Before that, a container leaves it:
                 // its mounts in the guest first, then its root filesystem in the share.
                 if pod.containers.is_empty() {
-                    if let Some(vm) = pod.vm.take() {
-                        vm.stop().await;
-                    }
+                    pod.stop_vm().await;
                 } else if let Some(vm) = &pod.vm {
-                    if let Err(e) = ctr.client.remove_container(&ctr.id).await {
-                        tracing::warn!(error = %error_chain(&e), "the guest did not remove the container");
+                    // A dead VM has nothing left to remove (and would not answer).
+                    let alive = vm.exit_watch().borrow().is_none();
+                    if alive {
+                        if let Err(e) = ctr.client.remove_container(&ctr.id).await {
+                            tracing::warn!(error = %error_chain(&e), "the guest did not remove the container");
+                        }
                     }
                     rootfs::unshare(&vm.sb, &ctr.id);
                 }
@@ -689,6 +724,29 @@ impl Task for TaskService {
         .await
     }
 
+    async fn stats(&self, ctx: &TtrpcContext, req: StatsRequest) -> TtrpcResult<StatsResponse> {
+        let span = server_span!(ctx, "Stats", req.id, "");
+        self.0.stats(&req.id).instrument(span).await
+    }
+
+    async fn pause(&self, ctx: &TtrpcContext, req: PauseRequest) -> TtrpcResult<Empty> {
+        let span = server_span!(ctx, "Pause", req.id, "");
+        self.0.freeze(&req.id, true).instrument(span).await
+    }
+
+    async fn resume(&self, ctx: &TtrpcContext, req: ResumeRequest) -> TtrpcResult<Empty> {
+        let span = server_span!(ctx, "Resume", req.id, "");
+        self.0.freeze(&req.id, false).instrument(span).await
+    }
+
+    async fn update(&self, ctx: &TtrpcContext, req: UpdateTaskRequest) -> TtrpcResult<Empty> {
+        let span = server_span!(ctx, "Update", req.id, "");
+        self.0
+            .update(&req.id, req.resources.as_ref())
+            .instrument(span)
+            .await
+    }
+
     async fn connect(
         &self,
         _ctx: &TtrpcContext,
@@ -705,15 +763,12 @@ impl Task for TaskService {
     async fn shutdown(&self, ctx: &TtrpcContext, req: ShutdownRequest) -> TtrpcResult<Empty> {
         let span = server_span!(ctx, "Shutdown", req.id, "");
         async {
-            let vm = {
+            {
                 let mut pod = self.0.pod.lock().await;
                 if !pod.containers.is_empty() && !req.now {
                     return Ok(Empty::new());
                 }
-                pod.vm.take()
-            };
-            if let Some(vm) = vm {
-                vm.stop().await;
+                pod.stop_vm().await;
             }
             self.0.exit.signal();
             Ok(Empty::new())

@@ -167,7 +167,8 @@ impl containerd_shim::Shim for ShojiShim {
 
     async fn delete_shim(&mut self) -> containerd_shim::Result<DeleteResponse> {
         // The server is gone (killed, or it crashed): its QEMU and helpers died with it
-        // (PR_SET_PDEATHSIG); what is left is the rootfs mounts and the sandbox directory.
+        // (PR_SET_PDEATHSIG), the pod network's TAP with QEMU; what is left is the rootfs
+        // mounts, the sandbox directory and the qdiscs in the pod's network namespace.
         if let Err(e) = rootfs::unmount(&self.bundle) {
             eprintln!("shoji-shim: {}", shoji_runtime::error_chain(&e));
         }
@@ -178,6 +179,11 @@ impl containerd_shim::Shim for ShojiShim {
             let sandbox = crate::pod::grouping(&self.bundle, &self.id).unwrap_or(self.id.clone());
             if shoji_runtime::lifecycle::state::validate_id(&self.id).is_ok() {
                 let dir = sandbox_root(config).join(&sandbox);
+                // The pod network's qdiscs go with the sandbox's own container, whose spec
+                // names the pod's network namespace.
+                if sandbox == self.id {
+                    crate::network::clean_after_kill(&self.bundle);
+                }
                 let dir = if sandbox == self.id {
                     dir
                 } else {

@@ -1,7 +1,7 @@
 //! With containerd's tracing on, a CRI request that reaches the shim is ONE trace from
 //! containerd's CRI server span down to the agent's spans: `RunPodSandbox` (containerd) > its
-//! task create (containerd's ttRPC client span) > the shim's `Create` > `vm.start` and the boot >
-//! the agent's `CreateContainer`, and the pause container's start down to the agent's
+//! task create (containerd's ttRPC client span) > the shim's `Create` > `vm.start` and the boot,
+//! the pod network's set-up (host and agent sides) > the agent's `CreateContainer`, and the pause container's start down to the agent's
 //! `StartContainer`, with containerd's spans the ancestors of the shim's and nothing orphaned. All three services export to one real receiver, `shoji trace serve`.
 
 mod containerd;
@@ -38,6 +38,10 @@ fn vm_cri_run_pod_sandbox_to_agent_is_one_trace() {
             ("shoji-shim", "containerd.task.v3.Task/Create"),
             ("shoji-shim", "vm.start"),
             ("shoji-shim", "guest.boot"),
+            // The pod's network namespace mirrored into the VM, the guest told.
+            ("shoji-shim", "network.prepare"),
+            ("shoji-shim", "network.setup"),
+            ("shoji-agent", "network.configure"),
             ("shoji-shim", "container.create"),
             ("shoji-agent", "agent.boot"),
             ("shoji-agent", "shoji.agent.v1.AgentService/CreateContainer"),
@@ -78,6 +82,30 @@ fn vm_cri_run_pod_sandbox_to_agent_is_one_trace() {
             s.name(),
             p.service
         );
+    }
+    // The pod network's spans hang under the shim's Create, the agent's under the shim's setup.
+    let parent = |s: &SpanRecord| by_id[&s.parent_id.expect("a parent")];
+    let span = |svc: &str, name: &str| {
+        t.spans
+            .iter()
+            .find(|s| s.service == svc && s.name() == name)
+            .expect("a span")
+    };
+    for name in ["network.prepare", "network.setup"] {
+        let mut p = parent(span("shoji-shim", name));
+        while p.name() != "containerd.task.v3.Task/Create" {
+            p = parent(p);
+        }
+        assert_eq!(p.service, "shoji-shim", "{name} is under the shim's Create");
+    }
+    let mut p = parent(span("shoji-agent", "network.configure"));
+    while p.name() != "network.setup" {
+        assert_ne!(
+            p.name(),
+            "containerd.task.v3.Task/Create",
+            "the agent's side is under the host's network.setup"
+        );
+        p = parent(p);
     }
     let _ = server.kill();
     let _ = server.wait();

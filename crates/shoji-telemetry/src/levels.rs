@@ -37,13 +37,16 @@ pub fn span_level(name: &str) -> TraceLevel {
         "run" | "sandbox" | "agent" | "vm.start" | "helper.start" | "qemu.launch"
         | "guest.boot" | "vm.firmware" | "clock.sync" | "agent.boot" | "kernel.boot"
         | "modules.load" | "agent.start" => TraceLevel::Boot,
+        // Polled by the kubelet (CRI stats) and monitoring: one pair per poll.
+        "containerd.task.v3.Task/Stats" | "shoji.agent.v1.AgentService/StatsContainer" => {
+            TraceLevel::Debug
+        }
         n if n.starts_with("containerd.task.v3.Task/") => TraceLevel::Boot,
         "image.unpack" | "network.prepare" | "network.setup" | "network.configure"
         | "container.create" | "container.start" | "container.wait" | "container.exec"
         | "container.kill" | "container.delete" | "stdio.copy" | "vm.stop" | "sandbox.cleanup"
-        | "rootfs.mount" | "process.spawn" | "security.check" | "process.wait" => {
-            TraceLevel::Lifecycle
-        }
+        | "rootfs.mount" | "process.spawn" | "security.check" | "process.wait"
+        | "container.oom" | "cgroup.freeze" | "cgroup.update" => TraceLevel::Lifecycle,
         // Polled: five per clock sync, one or more per boot while the runtime waits.
         "shoji.agent.v1.AgentService/Ping" => TraceLevel::Debug,
         n if n.starts_with(RPC_PREFIX) => TraceLevel::Rpc,
@@ -407,6 +410,12 @@ mod tests {
             span_level("shoji.agent.v1.AgentService/Ping"),
             TraceLevel::Debug
         );
+        assert_eq!(
+            span_level("containerd.task.v3.Task/Stats"),
+            TraceLevel::Debug
+        );
+        assert_eq!(span_level("container.oom"), TraceLevel::Lifecycle);
+        assert_eq!(span_level("cgroup.update"), TraceLevel::Lifecycle);
         assert_eq!(span_level("something.new"), TraceLevel::Debug);
         let l = Levels {
             runtime: TraceLevel::Lifecycle,

@@ -57,6 +57,8 @@ pub struct CreateArgs {
     pub trace: bool,
     #[command(flatten)]
     pub volumes: super::volumes::VolumeArgs,
+    #[command(flatten)]
+    pub net: super::network::NetworkArgs,
     /// A runc-style bundle directory (config.json + rootfs)
     #[arg(long, value_name = "DIR", conflicts_with = "rootfs")]
     pub bundle: Option<PathBuf>,
@@ -200,7 +202,12 @@ impl CreateArgs {
                 read_only: self.volumes.read_only,
             },
             trace: self.trace,
+            network: self.net.options(),
         };
+        // Refused here, before the sandbox process starts (it checks again).
+        req.network
+            .validate()
+            .context("while checking the network options")?;
         let root = StateRoot::from_config(&config);
         let exe = std::env::current_exe().context("while finding the shoji binary")?;
         let dir = root.path().join(&id);

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 pub mod image;
 pub mod lifecycle;
+pub mod network;
 pub mod runtime;
 pub mod telemetry;
 pub mod trace;

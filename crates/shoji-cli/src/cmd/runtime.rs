@@ -6,7 +6,6 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use shoji_runtime::config::Config;
-use shoji_runtime::network::{parse_add_host, parse_dns, NetworkMode, NetworkOptions, PortMapping};
 use shoji_runtime::run::RunRequest;
 use shoji_runtime::sandbox::RootSource;
 use shoji_runtime::spec::{parse_size, ProcessOptions};
@@ -81,23 +80,8 @@ pub struct RunArgs {
     /// Container id (default: the sandbox id); also the hostname unless --hostname is given
     #[arg(long)]
     pub name: Option<String>,
-    /// Network: user (QEMU's user-mode stack, no root needed), none (loopback only), or
-    /// netns:PATH (a TAP device in that network namespace; needs root)
-    #[arg(long, value_name = "MODE", default_value = "user", value_parser = clap::value_parser!(NetworkMode))]
-    pub network: NetworkMode,
-    /// Publish a container port on the host: [IP:]HOST_PORT:CONTAINER_PORT[/tcp|udp], on
-    /// 127.0.0.1 unless IP is given; repeatable (user-mode network only)
-    #[arg(short = 'p', long = "publish", value_name = "[IP:]HOST:CONTAINER[/PROTO]", value_parser = clap::value_parser!(PortMapping))]
-    pub publish: Vec<PortMapping>,
-    /// Hostname inside the container (default: the container's name)
-    #[arg(long, value_name = "NAME")]
-    pub hostname: Option<String>,
-    /// Add a line to the container's /etc/hosts: NAME:IP, repeatable
-    #[arg(long = "add-host", value_name = "NAME:IP", value_parser = parse_add_host)]
-    pub add_host: Vec<(String, std::net::IpAddr)>,
-    /// Nameserver for the container's /etc/resolv.conf (replaces the host's), repeatable
-    #[arg(long, value_name = "IP", value_parser = parse_dns)]
-    pub dns: Vec<std::net::IpAddr>,
+    #[command(flatten)]
+    pub net: super::network::NetworkArgs,
     #[command(flatten)]
     pub volumes: super::volumes::VolumeArgs,
     /// A runc-style bundle directory (config.json + rootfs)
@@ -225,13 +209,7 @@ impl RunArgs {
                 .tracing
                 .agent_traced(self.trace || config.agent.shoji.enable_tracing),
             traceparent: None,
-            network: NetworkOptions {
-                mode: self.network,
-                ports: self.publish,
-                hostname: self.hostname,
-                extra_hosts: self.add_host,
-                dns: self.dns,
-            },
+            network: self.net.options(),
         };
         let runtime_tracing = config
             .tracing

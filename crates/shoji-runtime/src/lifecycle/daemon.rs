@@ -8,7 +8,8 @@
 //! the container `stopped`, for `delete`.
 //!
 //! Tracing: [`serve`] runs inside the caller's root span (`sandbox`, one trace per sandbox) and
-//! records its spans there: the boot exactly as `shoji run` does, `container.create`,
+//! records its spans there: the boot and the network's set-up exactly as `shoji run` does,
+//! `container.create`,
 //! `container.wait` for the init, and one span per control request (`container.start`,
 //! `container.exec`, `container.kill`, `container.delete`; not `state`, which is polled). Every
 //! task it spawns is instrumented, so no agent call leaves without a parent, and every one of
@@ -54,6 +55,9 @@ pub struct CreateRequest {
     /// `shoji create --trace`: runtime and agent tracing, whatever the configuration says.
     #[serde(default)]
     pub trace: bool,
+    /// `--network`, `-p`, `--hostname`, `--add-host`, `--dns`, as for `shoji run`.
+    #[serde(default)]
+    pub network: crate::network::NetworkOptions,
 }
 
 impl CreateRequest {
@@ -151,7 +155,8 @@ pub async fn serve(
     hooks: &mut dyn RunHooks,
 ) -> Result<SandboxExit, LifecycleError> {
     let created = create(config, root, &req, hooks).await;
-    let (sandbox, vm, relay, listener) = match created {
+    // The network plan outlives the VM: netns mode undoes its set-up when it is dropped.
+    let (sandbox, vm, relay, listener, _network) = match created {
         Ok(c) => c,
         Err(e) => {
             report(&CreateResult::Failed {
@@ -164,7 +169,13 @@ pub async fn serve(
     sandbox.run(vm, relay, listener).await
 }
 
-type Created = (Arc<Sandbox>, SandboxVm, StdioRelay, UnixListener);
+type Created = (
+    Arc<Sandbox>,
+    SandboxVm,
+    StdioRelay,
+    UnixListener,
+    crate::network::NetworkPlan,
+);
 
 async fn create(
     config: &Config,
@@ -173,6 +184,8 @@ async fn create(
     hooks: &mut dyn RunHooks,
 ) -> Result<Created, LifecycleError> {
     state::validate_id(&req.id)?;
+    // Bad network options are refused before anything starts.
+    req.network.validate()?;
     let id = req.id.clone();
     let root_span = tracing::Span::current();
     root_span.record("sandbox_id", id.as_str());
@@ -228,6 +241,13 @@ async fn create(
     let (spec, rootfs) =
         info_span!("image.unpack", source = "runtime", subsystem = "image", sandbox_id = %id, image.layers.unpacked = tracing::field::Empty)
             .in_scope(|| prepare_rootfs(&req.source, &sb, &id, &req.process, &config.image_store()))?;
+    let mut spec = spec;
+    let hostname = match (&req.network.hostname, &req.source, spec.hostname()) {
+        // A bundle's own hostname stands unless --hostname is given.
+        (None, RootSource::Bundle(_), Some(h)) if !h.is_empty() => h.clone(),
+        _ => default_hostname(&req.network, &id)?,
+    };
+    crate::network::apply_hostname(&mut spec, &hostname, &req.process.env);
     let spec_json = serde_json::to_vec_pretty(&spec)
         .map_err(|e| BootError::Spec(SpecError::Build(e.to_string())))?;
     // The spec actually used: with an image or a rootfs, the state directory is the bundle.
@@ -242,12 +262,23 @@ async fn create(
         .clone()
         .ok_or(BootError::Spec(SpecError::NoCommand))?;
 
+    // Dropped after the VM on every path (declared before it).
+    let network = crate::network::prepare(&id, &req.network)?;
+    let mut opts = opts;
+    opts.network = network.vm.clone();
     let mut vm = SandboxVm::boot(config, &bins, sb, &rootfs.share, &opts, hooks).await?;
     root_span.record("shoji.clock_offset_ns", vm.clock.offset_ns);
     vm.drain_stderr();
-    let created = create_container(&vm, &id, spec_json, &rootfs.in_share, &dir)
-        .instrument(info_span!("container.create", source = "runtime", subsystem = "container", container_id = %id, container.id = %id))
-        .await;
+    let created = async {
+        let files = match crate::network::setup(&vm, &req.network, &network, &hostname).await {
+            Ok(f) => f,
+            Err(cause) => return Err(vm.explain(cause).await.into()),
+        };
+        create_container(&vm, &id, spec_json, &rootfs.in_share, &dir, files)
+            .instrument(info_span!("container.create", source = "runtime", subsystem = "container", container_id = %id, container.id = %id))
+            .await
+    }
+    .await;
     match created {
         Ok((guest_pid, relay, listener)) => {
             st.processes = vm
@@ -279,7 +310,7 @@ async fn create(
                     container,
                 }),
             });
-            Ok((sandbox, vm, relay, listener))
+            Ok((sandbox, vm, relay, listener, network))
         }
         Err(e) => {
             vm.stop().await;
@@ -288,12 +319,27 @@ async fn create(
     }
 }
 
+/// `--hostname`, else the id, or its first 12 characters when the id is too long for a hostname
+/// (as Docker names a container's host after its id's first 12: OCI callers pass 64-character
+/// ids).
+fn default_hostname(
+    opts: &crate::network::NetworkOptions,
+    id: &str,
+) -> Result<String, crate::network::NetworkError> {
+    opts.hostname_for(id)
+        .or_else(|e| match (&opts.hostname, id.get(..12)) {
+            (None, Some(short)) if id.len() > 63 => opts.hostname_for(short),
+            _ => Err(e),
+        })
+}
+
 async fn create_container(
     vm: &SandboxVm,
     id: &str,
     spec_json: Vec<u8>,
     rootfs_path: &str,
     dir: &Path,
+    files: Vec<agent::ContainerFile>,
 ) -> Result<(u32, StdioRelay, UnixListener), LifecycleError> {
     let log = |name: &str| {
         let path = dir.join(name);
@@ -319,6 +365,7 @@ async fn create_container(
             rootfs_tag: crate::sandbox::SHARE_TAG.into(),
             rootfs_path: rootfs_path.into(),
             stdio: Some(ports).into(),
+            files,
             ..Default::default()
         })
         .await;

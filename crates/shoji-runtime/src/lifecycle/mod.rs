@@ -30,6 +30,8 @@ pub enum LifecycleError {
     PathTooLong { id: String, root: PathBuf },
     #[error(transparent)]
     Volume(#[from] crate::volumes::VolumeError),
+    #[error(transparent)]
+    Network(#[from] crate::network::NetworkError),
     #[error("a container {id:?} already exists in {root}")]
     Exists { id: String, root: PathBuf },
     #[error("no container {id:?} in the state root {root} ([runtime] sandbox_root)")]

@@ -166,6 +166,34 @@ impl Container {
         }
     }
 
+    /// Claims `pause` (a running container) or `resume` (a paused one): the init counts as
+    /// paused, or running, from now; [`Self::freeze_failed`] undoes it.
+    pub fn freeze(&mut self, paused: bool) -> Result<(), Refused> {
+        let (from, to, wanted) = if paused {
+            (TaskStatus::Running, TaskStatus::Paused, "running")
+        } else {
+            (TaskStatus::Paused, TaskStatus::Running, "paused")
+        };
+        if self.init.status != from {
+            return Err(self.status().refusal(&self.id, wanted));
+        }
+        self.init.status = to;
+        Ok(())
+    }
+
+    /// The guest refused `pause` (`paused`) or `resume`: the init is as it was, unless it ended
+    /// meanwhile.
+    pub fn freeze_failed(&mut self, paused: bool) {
+        let (claimed, back) = if paused {
+            (TaskStatus::Paused, TaskStatus::Running)
+        } else {
+            (TaskStatus::Running, TaskStatus::Paused)
+        };
+        if self.init.status == claimed {
+            self.init.status = back;
+        }
+    }
+
     pub fn check_kill(&self) -> Result<(), Refused> {
         let status = self.status();
         if status.can_kill() {
@@ -280,6 +308,28 @@ mod tests {
         c.start_failed();
         assert_eq!(c.status(), Status::Stopped);
         assert_eq!(c.init.exit_code, Some(0));
+    }
+
+    #[test]
+    fn pause_and_resume_go_between_running_and_paused() {
+        let mut c = Container::created("c1", 7);
+        let e = c.freeze(true).unwrap_err();
+        assert_eq!(e.to_string(), "container c1 is created, not running");
+        c.start().unwrap();
+        c.freeze(true).unwrap();
+        assert_eq!(c.status(), Status::Paused);
+        assert!(c.freeze(true).is_err(), "paused twice");
+        assert!(!c.status().can_exec(), "no exec into a paused container");
+        c.freeze(false).unwrap();
+        assert_eq!(c.status(), Status::Running);
+        // A failed pause is undone; an init that ended meanwhile stays stopped.
+        c.freeze(true).unwrap();
+        c.freeze_failed(true);
+        assert_eq!(c.status(), Status::Running);
+        c.freeze(true).unwrap();
+        c.exited("", Some(137));
+        c.freeze_failed(true);
+        assert_eq!(c.status(), Status::Stopped);
     }
 
     #[test]

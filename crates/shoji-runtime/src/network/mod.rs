@@ -15,6 +15,10 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 
 use shoji_protocols::agent;
+use tracing::{info_span, Instrument};
+
+use crate::agent::AgentError;
+use crate::sandbox::SandboxVm;
 
 pub use ports::{PortMapping, Protocol};
 
@@ -309,6 +313,47 @@ impl NetworkPlan {
             ],
         }
     }
+}
+
+/// Makes the plan for sandbox `sandbox_id` (in netns mode: the TAP and the redirects in the
+/// namespace), in the `network.prepare` span. Keep the plan until the VM is gone.
+pub fn prepare(sandbox_id: &str, opts: &NetworkOptions) -> Result<NetworkPlan, NetworkError> {
+    info_span!("network.prepare", source = "runtime", subsystem = "network", sandbox_id = %sandbox_id, network.mode = %opts.mode)
+        .in_scope(|| NetworkPlan::new(opts))
+}
+
+/// Configures the guest's network (when there is more than loopback) and returns the container's
+/// `/etc` files, in the `network.setup` span (the agent's `network.configure` is its child).
+pub async fn setup(
+    vm: &SandboxVm,
+    opts: &NetworkOptions,
+    plan: &NetworkPlan,
+    hostname: &str,
+) -> Result<Vec<agent::ContainerFile>, AgentError> {
+    let span = info_span!(
+        "network.setup",
+        source = "runtime",
+        subsystem = "network",
+        sandbox_id = %vm.sb.id,
+        network.mode = %opts.mode,
+        network.ports = opts.ports.len(),
+        network.address = plan.address.map(|a| a.to_string()).unwrap_or_default(),
+        host.name = hostname,
+    );
+    async {
+        if let Some(guest) = &plan.guest {
+            vm.client.configure_network(guest).await?;
+        }
+        Ok(files::container_files(
+            hostname,
+            &opts.extra_hosts,
+            plan.address,
+            &opts.dns,
+            plan.loopback_dns,
+        ))
+    }
+    .instrument(span)
+    .await
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 
 use futures::TryStreamExt;
-use rtnetlink::packet_route::address::AddressAttribute;
+use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
 use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage};
 use rtnetlink::packet_route::tc::TcHandle;
@@ -106,17 +106,7 @@ impl Drop for NetnsAttachment {
     fn drop(&mut self) {
         let index = self.link_index;
         let r = in_netns(&self.path, move |handle, path| {
-            Box::pin(async move {
-                let mut del = handle.qdisc().del(index as i32);
-                del.message_mut().header.parent = TcHandle::INGRESS;
-                del.message_mut().header.handle = TcHandle {
-                    major: 0xffff,
-                    minor: 0,
-                };
-                del.execute()
-                    .await
-                    .map_err(nl(&path, "remove the ingress qdisc"))
-            })
+            Box::pin(async move { del_ingress(&handle, &path, index).await })
         });
         if let Err(e) = r {
             tracing::warn!(error = %e, "network namespace clean-up failed");
@@ -167,29 +157,25 @@ pub fn attach(path: &Path) -> Result<NetnsAttachment, NetnsError> {
     })
 }
 
-type Mirrored = (
-    OwnedFd,
-    agent::ConfigureNetworkRequest,
-    String,
-    Option<IpAddr>,
-    u32,
-);
+/// `tc qdisc del dev X ingress` (its filters go with it).
+async fn del_ingress(handle: &Handle, path: &Path, index: u32) -> Result<(), NetnsError> {
+    let mut del = handle.qdisc().del(index as i32);
+    del.message_mut().header.parent = TcHandle::INGRESS;
+    del.message_mut().header.handle = TcHandle {
+        major: 0xffff,
+        minor: 0,
+    };
+    del.execute()
+        .await
+        .map_err(nl(path, "remove the ingress qdisc"))
+}
 
-async fn mirror(handle: Handle, path: PathBuf) -> Result<Mirrored, NetnsError> {
-    let links: Vec<LinkMessage> = handle
-        .link()
-        .get()
-        .execute()
-        .try_collect()
-        .await
-        .map_err(nl(&path, "list links"))?;
-    let addrs: Vec<_> = handle
-        .address()
-        .get()
-        .execute()
-        .try_collect()
-        .await
-        .map_err(nl(&path, "list addresses"))?;
+/// The interface [`attach`] mirrors: the first one, loopback and the TAP aside, with an IPv4
+/// address.
+fn mirrored_link<'a>(
+    links: &'a [LinkMessage],
+    addrs: &[AddressMessage],
+) -> Option<&'a LinkMessage> {
     let has_v4 = |index: u32| {
         addrs.iter().any(|a| {
             a.header.index == index
@@ -198,9 +184,94 @@ async fn mirror(handle: Handle, path: PathBuf) -> Result<Mirrored, NetnsError> {
                     .any(|at| matches!(at, AddressAttribute::Address(IpAddr::V4(_))))
         })
     };
-    let link = links
-        .iter()
-        .find(|l| !l.header.flags.contains(LinkFlags::Loopback) && has_v4(l.header.index))
+    links.iter().find(|l| {
+        !l.header.flags.contains(LinkFlags::Loopback)
+            && link_name(l) != Some(TAP_NAME)
+            && has_v4(l.header.index)
+    })
+}
+
+fn link_name(l: &LinkMessage) -> Option<&str> {
+    l.attributes.iter().find_map(|a| match a {
+        LinkAttribute::IfName(n) => Some(n.as_str()),
+        _ => None,
+    })
+}
+
+/// Undoes [`attach`] in the namespace at `path` for an owner that died before it could (a
+/// killed shim): removes the TAP if it is still there (it normally goes with the last
+/// descriptor) and the ingress qdisc, with its redirect, of the interface `attach` mirrors.
+/// Pieces already gone are fine. Says whether anything was removed.
+pub fn detach(path: &Path) -> Result<bool, NetnsError> {
+    in_netns(path, |handle, path| {
+        Box::pin(async move {
+            let (links, addrs) = links_and_addresses(&handle, &path).await?;
+            let mut removed = false;
+            if let Some(tap) = links.iter().find(|l| link_name(l) == Some(TAP_NAME)) {
+                handle
+                    .link()
+                    .del(tap.header.index)
+                    .execute()
+                    .await
+                    .map_err(nl(&path, "remove the TAP device"))?;
+                removed = true;
+            }
+            let Some(link) = mirrored_link(&links, &addrs) else {
+                return Ok(removed);
+            };
+            let index = link.header.index;
+            let qdiscs: Vec<_> = handle
+                .qdisc()
+                .get()
+                .execute()
+                .try_collect()
+                .await
+                .map_err(nl(&path, "list qdiscs"))?;
+            let ingress = qdiscs
+                .iter()
+                .any(|q| q.header.index == index as i32 && q.header.parent == TcHandle::INGRESS);
+            if ingress {
+                del_ingress(&handle, &path, index).await?;
+                removed = true;
+            }
+            Ok(removed)
+        })
+    })
+}
+
+type Mirrored = (
+    OwnedFd,
+    agent::ConfigureNetworkRequest,
+    String,
+    Option<IpAddr>,
+    u32,
+);
+
+/// Every link of the namespace and every address.
+async fn links_and_addresses(
+    handle: &Handle,
+    path: &Path,
+) -> Result<(Vec<LinkMessage>, Vec<AddressMessage>), NetnsError> {
+    let links = handle
+        .link()
+        .get()
+        .execute()
+        .try_collect()
+        .await
+        .map_err(nl(path, "list links"))?;
+    let addrs = handle
+        .address()
+        .get()
+        .execute()
+        .try_collect()
+        .await
+        .map_err(nl(path, "list addresses"))?;
+    Ok((links, addrs))
+}
+
+async fn mirror(handle: Handle, path: PathBuf) -> Result<Mirrored, NetnsError> {
+    let (links, addrs) = links_and_addresses(&handle, &path).await?;
+    let link = mirrored_link(&links, &addrs)
         .ok_or_else(|| NetnsError::NoInterface { path: path.clone() })?;
     let index = link.header.index;
     let mut mac = String::new();

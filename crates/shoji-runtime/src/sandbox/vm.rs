@@ -399,7 +399,16 @@ impl SandboxVm {
     pub async fn stop(mut self) -> AgentSpanCounts {
         let mut dropped = AgentSpanCounts::default();
         async {
-            match self.client.shutdown().await {
+            // A VM that already died (killed under its sandbox) has no agent to ask.
+            let dead = self.vm_exit.borrow().is_some();
+            let shutdown = if dead {
+                Err(AgentError::VmExited {
+                    status: self.vm_exit.borrow().clone().unwrap_or_default(),
+                })
+            } else {
+                self.client.shutdown().await
+            };
+            match shutdown {
                 Ok(r) => {
                     dropped = AgentSpanCounts {
                         dropped: r.dropped_spans,

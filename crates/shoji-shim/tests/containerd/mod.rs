@@ -4,10 +4,12 @@
 //!
 //! With CRI ([`Containerd::start_cri`]) its CRI plugin serves `crictl` with the runtime handler
 //! `shoji` (pod sandboxes through the pause container, `sandboxer = "podsandbox"`), the pause and
-//! busybox images imported into CRI's namespace (nothing is pulled), and CNI reduced to what
-//! containerd insists on: a pod network namespace on the host with `lo` and a TAP `eth0` at
-//! [`POD_IP`] (the pod IP CRI reports), touching nothing of the host's own network. The VM is
-//! not plugged into that namespace: its network is the guest's own (loopback here).
+//! busybox images imported into CRI's namespace (nothing is pulled), and by default CNI reduced
+//! to what containerd insists on: a pod network namespace on the host with `lo` and a TAP `eth0`
+//! at [`POD_IP`] (the pod IP CRI reports), touching nothing of the host's own network; the shim
+//! mirrors that `eth0` into the VM, whose guest then has [`POD_IP`] on a link that leads nowhere.
+//! [`Containerd::start_cri_with_cni`] gives containerd a network configuration of the test's
+//! own instead (`pod_network_on_a_cni_bridge.rs`: bridge, host-local, portmap).
 
 #![allow(dead_code)]
 
@@ -72,22 +74,19 @@ const CRICTL: (&str, &str, &str) = ("SHOJI_CRICTL", "crictl", "v1.37.0");
 const CNI_PLUGINS: (&str, &str, &str) = ("SHOJI_CNI_DIR", "cni-plugins", "v1.10.0");
 
 /// containerd's CRI configuration for the tests: the `shoji` handler, the pause image, CNI with
-/// a TAP device alone (`dir/cni`), network namespaces under containerd's state directory (so that
-/// the test's leftover check sees them).
-fn cri_config(dir: &Path) -> String {
+/// `conflist` (default: a TAP device alone) in `dir/cni`, network namespaces under containerd's
+/// state directory (so that the test's leftover check sees them).
+fn cri_config(dir: &Path, conflist: Option<&str>) -> String {
     let d = dir.display();
     let conf = dir.join("cni");
     let (var, name, version) = CNI_PLUGINS;
     let bin = tool(var, name, version);
     let bin = bin.display();
     std::fs::create_dir_all(&conf).expect("CNI conf dir");
-    std::fs::write(
-        conf.join("10-shoji-tap.conflist"),
-        format!(
-            r#"{{"cniVersion":"1.0.0","name":"shoji-tap","plugins":[{{"type":"tap","ipam":{{"type":"static","addresses":[{{"address":"{POD_IP}/24"}}]}}}}]}}"#
-        ),
-    )
-    .expect("CNI conflist");
+    let tap = format!(
+        r#"{{"cniVersion":"1.0.0","name":"shoji-tap","plugins":[{{"type":"tap","ipam":{{"type":"static","addresses":[{{"address":"{POD_IP}/24"}}]}}}}]}}"#
+    );
+    std::fs::write(conf.join("10-shoji.conflist"), conflist.unwrap_or(&tap)).expect("CNI conflist");
     format!(
         r#"[plugins."io.containerd.cri.v1.images"]
   snapshotter = "overlayfs"
@@ -109,13 +108,22 @@ impl Containerd {
     /// Starts containerd, CRI off, with `extra_env` added to its environment (and so to its
     /// shims').
     pub fn start(extra_env: &[(&str, &str)]) -> Self {
-        Self::launch(extra_env, false)
+        Self::launch(extra_env, None)
     }
 
     /// Starts containerd with its CRI plugin (see the module's doc) and imports the pause and
     /// busybox images into CRI's namespace.
     pub fn start_cri(extra_env: &[(&str, &str)]) -> Self {
-        let c = Self::launch(extra_env, true);
+        Self::start_cri_cni(extra_env, None)
+    }
+
+    /// As [`Self::start_cri`], with the CNI network configuration `conflist` (JSON) for pods.
+    pub fn start_cri_with_cni(extra_env: &[(&str, &str)], conflist: &str) -> Self {
+        Self::start_cri_cni(extra_env, Some(conflist))
+    }
+
+    fn start_cri_cni(extra_env: &[(&str, &str)], conflist: Option<&str>) -> Self {
+        let c = Self::launch(extra_env, Some(conflist));
         // `ctr images import` names an image as its layout does (`pause:3.10`); CRI looks
         // images up by their full names.
         for ((_, tar), short, full) in [
@@ -138,14 +146,15 @@ impl Containerd {
         c
     }
 
-    fn launch(extra_env: &[(&str, &str)], cri: bool) -> Self {
+    /// `cri`: CRI on, with this CNI configuration (`None`: the default one).
+    fn launch(extra_env: &[(&str, &str)], cri: Option<Option<&str>>) -> Self {
         let env = TestEnv::new();
         let dir = env.dir.path().join("containerd");
         std::fs::create_dir_all(&dir).expect("containerd dir");
         let config = dir.join("config.toml");
         let d = dir.display();
-        let (disabled, plugins) = if cri {
-            (r#""io.containerd.nri.v1.nri""#, cri_config(&dir))
+        let (disabled, plugins) = if let Some(conflist) = cri {
+            (r#""io.containerd.nri.v1.nri""#, cri_config(&dir, conflist))
         } else {
             (
                 r#""io.containerd.grpc.v1.cri", "io.containerd.cri.v1.runtime", "io.containerd.cri.v1.images", "io.containerd.nri.v1.nri""#,
@@ -193,7 +202,7 @@ disabled_plugins = [{disabled}]
             env,
             dir: dir.clone(),
             child: Some(child),
-            cri,
+            cri: cri.is_some(),
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         while c.ctr(&["version"]).status.code() != Some(0) {
@@ -336,6 +345,29 @@ disabled_plugins = [{disabled}]
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("crictl {what} {id}: {e}: {out}"))
     }
 
+    /// containerd's event stream in `namespace` (`ctr events`), from now on.
+    pub fn events(&self, namespace: &str) -> Events {
+        let mut child = self
+            .ctr_cmd_in(namespace)
+            .arg("events")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("ctr events");
+        let lines = std::io::BufRead::lines(std::io::BufReader::new(
+            child.stdout.take().expect("ctr events' stdout"),
+        ));
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for l in lines.map_while(Result::ok) {
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        Events { child, lines: rx }
+    }
+
     /// Imports the test busybox image (an OCI archive); returns its name.
     pub fn import_busybox(&self) -> String {
         let tar = busybox_image().1.display().to_string();
@@ -449,6 +481,32 @@ disabled_plugins = [{disabled}]
         assert!(procs.is_empty(), "processes left behind: {procs:?}");
         let mounts = mounts_naming(self.env.dir.path());
         assert!(mounts.is_empty(), "mounts left behind: {mounts:?}");
+    }
+}
+
+/// A running `ctr events`: one line per event, `TIME NAMESPACE TOPIC {EVENT JSON}` (the time
+/// has spaces in it). Stopped on drop.
+pub struct Events {
+    child: Child,
+    pub lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Events {
+    /// The next event line, if one comes within `max`.
+    pub fn next(&self, max: Duration) -> Option<String> {
+        self.lines.recv_timeout(max).ok()
+    }
+}
+
+/// The topic of an event line (`/tasks/exit`...).
+pub fn topic(line: &str) -> Option<&str> {
+    line.split_whitespace().find(|w| w.starts_with("/tasks/"))
+}
+
+impl Drop for Events {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
