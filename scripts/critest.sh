@@ -71,7 +71,7 @@ known_failures=(
   'Privileged is true'
   'should support adding capability'
   # A read-only bind of a host directory also covers the host's mounts below it in the share.
-  'should support non-recursive read-only mounts'
+  'should support non-recursive readonly mounts'
 )
 
 # A short path: a sandbox's sockets are <sandbox root>/<64-hex pod id>/..., and a Unix socket's

@@ -9,7 +9,8 @@ mod containerd;
 use std::collections::HashMap;
 
 use containerd::traces::{
-    assert_one_tree_from_containerd, containerd_tracing_env, serve, trace_with,
+    assert_one_tree_from_containerd, assert_services_nest, containerd_tracing_env, serve,
+    trace_with,
 };
 use containerd::{Containerd, HANDLER};
 use shoji_trace::model::SpanRecord;
@@ -64,25 +65,10 @@ fn vm_cri_run_pod_sandbox_to_agent_is_one_trace() {
     );
     // Every span of the shim and the agent descends from containerd's spans: walking up from
     // each, the first span of another service is containerd's (shim) or the shim's (agent).
-    for s in t.spans.iter().filter(|s| s.service != "containerd") {
-        let mut p = by_id[&s.parent_id.expect("only containerd's root has no parent")];
-        while p.service == s.service {
-            p = by_id[&p.parent_id.expect("a parent")];
-        }
-        let want = if s.service == "shoji-agent" {
-            "shoji-shim"
-        } else {
-            "containerd"
-        };
-        assert_eq!(
-            p.service,
-            want,
-            "{}:{} hangs under {}",
-            s.service,
-            s.name(),
-            p.service
-        );
-    }
+    assert_services_nest(&t, "containerd", |service| match service {
+        "shoji-agent" => "shoji-shim",
+        _ => "containerd",
+    });
     // The pod network's spans hang under the shim's Create, the agent's under the shim's setup.
     let parent = |s: &SpanRecord| by_id[&s.parent_id.expect("a parent")];
     let span = |svc: &str, name: &str| {

@@ -7,10 +7,11 @@
 
 mod containerd;
 
-use std::collections::HashMap;
 use std::time::Duration;
 
-use containerd::traces::{containerd_tracing_env, names, serve_both, trace_with, traces_with};
+use containerd::traces::{
+    assert_services_nest, containerd_tracing_env, names, serve_both, trace_with, traces_with,
+};
 use containerd::{Containerd, HANDLER};
 use shoji_trace::model::{SpanRecord, Trace};
 use shoji_trace::store::{Store, SummaryFilter};
@@ -121,7 +122,6 @@ fn vm_crictl_traces_reach_the_agent_and_their_sampling_is_followed() {
 /// One root, crictl's client span; no orphan; the first ancestor of another service is crictl's
 /// for containerd's spans, containerd's for the shim's and the shim's for the agent's.
 fn assert_one_tree_from_crictl(t: &Trace) {
-    let by_id: HashMap<[u8; 8], &SpanRecord> = t.spans.iter().map(|s| (s.span_id, s)).collect();
     let roots: Vec<&SpanRecord> = t.spans.iter().filter(|s| s.parent_id.is_none()).collect();
     assert_eq!(
         roots.iter().map(|s| s.service.as_str()).collect::<Vec<_>>(),
@@ -129,25 +129,9 @@ fn assert_one_tree_from_crictl(t: &Trace) {
         "one root, crictl's: {}",
         names(t)
     );
-    for s in t.spans.iter().filter(|s| s.service != "cri-tools") {
-        let mut p = *by_id
-            .get(&s.parent_id.expect("only crictl's root has no parent"))
-            .unwrap_or_else(|| panic!("orphan {}:{} in {}", s.service, s.name(), names(t)));
-        while p.service == s.service {
-            p = by_id[&p.parent_id.expect("a parent")];
-        }
-        let want = match s.service.as_str() {
-            "containerd" => "cri-tools",
-            "shoji-shim" => "containerd",
-            _ => "shoji-shim",
-        };
-        assert_eq!(
-            p.service,
-            want,
-            "{}:{} hangs under {}",
-            s.service,
-            s.name(),
-            p.service
-        );
-    }
+    assert_services_nest(t, "cri-tools", |service| match service {
+        "containerd" => "cri-tools",
+        "shoji-shim" => "containerd",
+        _ => "shoji-shim",
+    });
 }

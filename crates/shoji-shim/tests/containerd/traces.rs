@@ -164,3 +164,32 @@ pub fn assert_one_tree_from_containerd(t: &Trace, name: &str) {
         "the shim's server span is under containerd's ttRPC client span"
     );
 }
+
+/// Every span of a service other than `root_service` descends from the service `above` names for
+/// it: walking up from the span, the first span of another service is of that service (e.g. the
+/// agent's under the shim's, the shim's under containerd's). Parents must all be in the trace.
+pub fn assert_services_nest(t: &Trace, root_service: &str, above: impl Fn(&str) -> &'static str) {
+    let by_id: HashMap<[u8; 8], &SpanRecord> = t.spans.iter().map(|s| (s.span_id, s)).collect();
+    let parent = |s: &SpanRecord| {
+        let id = s
+            .parent_id
+            .unwrap_or_else(|| panic!("{}:{} has no parent in {}", s.service, s.name(), names(t)));
+        *by_id
+            .get(&id)
+            .unwrap_or_else(|| panic!("orphan {}:{} in {}", s.service, s.name(), names(t)))
+    };
+    for s in t.spans.iter().filter(|s| s.service != root_service) {
+        let mut p = parent(s);
+        while p.service == s.service {
+            p = parent(p);
+        }
+        assert_eq!(
+            p.service,
+            above(&s.service),
+            "{}:{} hangs under {}",
+            s.service,
+            s.name(),
+            p.service
+        );
+    }
+}
