@@ -8,14 +8,12 @@
 
 use std::collections::BTreeMap;
 
-use opentelemetry_proto::tonic::common::v1::{
-    any_value::Value, AnyValue, InstrumentationScope, KeyValue,
-};
+use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{span, ResourceSpans, ScopeSpans, Span, Status};
+use opentelemetry_proto::tonic::trace::v1::{span, ResourceSpans, Span, Status};
 use serde::Deserialize;
 
-use crate::jaeger::import::parse_id;
+use crate::jaeger::import::{parse_id, resource_spans};
 
 /// One Zipkin v2 span (`zipkin2.Span`, as in zipkin-api's `zipkin2-api.yaml`).
 #[derive(Debug, Deserialize)]
@@ -124,25 +122,11 @@ pub fn to_otlp(spans: Vec<ZipkinSpan>) -> Converted {
         }
     }
     for (service, scopes) in by_service {
-        out.resource_spans.push(ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![str_kv("service.name", &service)],
-                ..Resource::default()
-            }),
-            scope_spans: scopes
-                .into_iter()
-                .map(|((name, version), spans)| ScopeSpans {
-                    scope: (!name.is_empty()).then(|| InstrumentationScope {
-                        name,
-                        version,
-                        ..InstrumentationScope::default()
-                    }),
-                    spans,
-                    schema_url: String::new(),
-                })
-                .collect(),
-            schema_url: String::new(),
-        });
+        let resource = Resource {
+            attributes: vec![str_kv("service.name", &service)],
+            ..Resource::default()
+        };
+        out.resource_spans.push(resource_spans(resource, scopes));
     }
     out
 }

@@ -76,25 +76,35 @@ pub fn to_otlp(traces: Vec<JaegerTrace>) -> Converted {
             }
         }
         for (pid, scopes) in groups {
-            out.resource_spans.push(ResourceSpans {
-                resource: Some(resource(t.processes.get(&pid))),
-                scope_spans: scopes
-                    .into_iter()
-                    .map(|((name, version), spans)| ScopeSpans {
-                        scope: (!name.is_empty()).then(|| InstrumentationScope {
-                            name,
-                            version,
-                            ..InstrumentationScope::default()
-                        }),
-                        spans,
-                        schema_url: String::new(),
-                    })
-                    .collect(),
-                schema_url: String::new(),
-            });
+            out.resource_spans
+                .push(resource_spans(resource(t.processes.get(&pid)), scopes));
         }
     }
     out
+}
+
+/// One resource's spans, grouped by instrumentation scope `(name, version)`; an empty name is
+/// no scope. Shared by the Jaeger and Zipkin imports.
+pub(crate) fn resource_spans(
+    resource: Resource,
+    scopes: impl IntoIterator<Item = ((String, String), Vec<Span>)>,
+) -> ResourceSpans {
+    ResourceSpans {
+        resource: Some(resource),
+        scope_spans: scopes
+            .into_iter()
+            .map(|((name, version), spans)| ScopeSpans {
+                scope: (!name.is_empty()).then(|| InstrumentationScope {
+                    name,
+                    version,
+                    ..InstrumentationScope::default()
+                }),
+                spans,
+                schema_url: String::new(),
+            })
+            .collect(),
+        schema_url: String::new(),
+    }
 }
 
 type Converted1 = (String, (String, String), Span);

@@ -15,22 +15,38 @@ use prost::Message;
 
 use crate::store::Store;
 
+/// What a span receiver's handler gets: the store and the request size limit.
 #[derive(Clone)]
-struct Ctx {
-    store: Store,
-    max: usize,
+pub(super) struct Ctx {
+    pub(super) store: Store,
+    pub(super) max: usize,
 }
 
-/// The receiver's routes. The `Host` check is added by the caller, like on every listener.
-pub(super) fn router(store: Store, max_request_bytes: usize) -> Router {
+/// A span receiver's routes: `POST path` to `handler`, a body over `max_request_bytes` refused
+/// with 413 before it is read whole. The `Host` check is added by the caller, like on every
+/// listener. The OTLP/HTTP and Zipkin receivers are built with it.
+pub(super) fn receiver<H, T>(
+    path: &str,
+    handler: H,
+    store: Store,
+    max_request_bytes: usize,
+) -> Router
+where
+    H: axum::handler::Handler<T, Ctx>,
+    T: 'static,
+{
     Router::new()
-        .route("/v1/traces", post(export))
-        // Refuses a body over the limit with 413 before reading it all.
+        .route(path, post(handler))
         .layer(DefaultBodyLimit::max(max_request_bytes))
         .with_state(Ctx {
             store,
             max: max_request_bytes,
         })
+}
+
+/// The OTLP/HTTP receiver's routes.
+pub(super) fn router(store: Store, max_request_bytes: usize) -> Router {
+    receiver("/v1/traces", export, store, max_request_bytes)
 }
 
 #[derive(Clone, Copy, PartialEq)]

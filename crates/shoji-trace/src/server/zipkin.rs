@@ -4,31 +4,18 @@
 //! reporters send by default).
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
 use axum::Router;
 
-use super::http::{gunzip_if_asked, media_type};
+use super::http::{gunzip_if_asked, media_type, receiver, Ctx};
 use crate::formats::zipkin;
 use crate::store::Store;
 
-#[derive(Clone)]
-struct Ctx {
-    store: Store,
-    max: usize,
-}
-
-/// The receiver's routes. The `Host` check is added by the caller, like on every listener.
+/// The receiver's routes ([`receiver`]).
 pub(super) fn router(store: Store, max_request_bytes: usize) -> Router {
-    Router::new()
-        .route("/api/v2/spans", post(spans))
-        .layer(DefaultBodyLimit::max(max_request_bytes))
-        .with_state(Ctx {
-            store,
-            max: max_request_bytes,
-        })
+    receiver("/api/v2/spans", spans, store, max_request_bytes)
 }
 
 async fn spans(State(ctx): State<Ctx>, headers: HeaderMap, body: Bytes) -> Response {
