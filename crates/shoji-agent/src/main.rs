@@ -22,17 +22,7 @@ mod user;
 
 use std::time::Duration;
 
-/// An error and its causes, `: `-separated, formatted once where it is reported (a failed
-/// request's status for the host, the init's report to its parent, the console).
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        text.push_str(&format!(": {c}"));
-        cause = c.source();
-    }
-    text
-}
+pub(crate) use shoji_protocols::error_chain;
 
 fn main() {
     if std::env::args().nth(1).as_deref() == Some("__container-init") {

@@ -11,6 +11,7 @@
 //! filling the host's memory or losing spans (ADR 006).
 
 pub mod hooks;
+pub mod roots;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};

@@ -41,6 +41,21 @@ pub mod agent_ttrpc {
     include!(concat!(env!("OUT_DIR"), "/agent_ttrpc.rs"));
 }
 
+/// An error and its sources, as one line (`: `-separated), step first and root cause last:
+/// what a user, a log line, a span's status or a failed request's status shows of an error.
+/// One formatting for the host and the guest (both sides of this contract use it), applied once,
+/// where the error is reported.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
 /// Guest vsock port the agent serves ttRPC on.
 /// The mounts (destination, type) the agent's container init makes itself for every container
 /// (runc's `spec` lists them): the host accepts them in a spec and leaves them to the agent,

@@ -32,15 +32,4 @@ pub mod stdio;
 pub mod volumes;
 pub mod vsock;
 
-/// `e` and its sources, as one line (`: `-separated): what a user, a log line or a span's
-/// status shows of an error, its step first and the root cause last.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
+pub use shoji_protocols::error_chain;
