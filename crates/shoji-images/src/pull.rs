@@ -279,8 +279,6 @@ pub async fn pull(store: &Store, reference: &str, opts: &PullOptions) -> Result<
         read_timeout: Some(std::time::Duration::from_secs(60)),
         ..ClientConfig::default()
     };
-    // rustls needs one crypto provider for the process; a second install is refused, harmlessly.
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let auth = credentials(r.resolve_registry(), opts.docker_config.as_deref())?;
     let dir = store.pulled_dir();
     let blobs = dir.join("blobs");

@@ -79,17 +79,7 @@ pub fn load_for_search(
     }
 }
 
-/// `e` and its sources, as one line (`: `-separated).
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
+pub(crate) use shoji_protocols::error_chain;
 
 /// Matching traces, newest first, at most `q.limit`.
 pub fn search(store: &Store, q: &TraceQuery) -> Result<SearchOutcome, StoreError> {

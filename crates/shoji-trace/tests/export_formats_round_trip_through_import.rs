@@ -167,15 +167,7 @@ fn chrome_events_nest_strictly_per_track() {
         .any(|e| e["ph"] == "M" && e["args"]["name"] == "shoji-agent"));
 }
 
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s = format!("{s}: {c}");
-        cur = c.source();
-    }
-    s
-}
+use shoji_protocols::error_chain as chain;
 
 #[test]
 fn import_rejects_garbage_with_a_line_number() {

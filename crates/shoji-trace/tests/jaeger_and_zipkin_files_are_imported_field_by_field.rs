@@ -102,15 +102,7 @@ fn export(dir: &std::path::Path, id: &str, format: ExportFormat) -> String {
     .expect("export")
 }
 
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s = format!("{s}: {c}");
-        cur = c.source();
-    }
-    s
-}
+use shoji_protocols::error_chain as chain;
 
 fn span<'a>(trace: &'a Value, op: &str) -> &'a Value {
     trace["spans"]

@@ -265,14 +265,6 @@ impl Host {
     }
 }
 
-/// An error and its sources, as one line.
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
+/// An error and its sources, as one line (not every test file uses it).
+#[allow(unused_imports)]
+pub use shoji_protocols::error_chain as chain;
