@@ -83,7 +83,10 @@ pub async fn resolve_image(
     store: &Path,
     opts: &shoji_images::pull::PullOptions,
 ) -> anyhow::Result<PathBuf> {
-    if shoji_images::split_tag(arg).is_some() {
+    // A path (absolute, or relative from `.` or `..`) is never a registry reference: a missing
+    // one is reported by the run as a missing image, not as a failed pull of a strange name.
+    let a_path = arg.is_absolute() || arg.starts_with(".") || arg.starts_with("..");
+    if a_path || shoji_images::split_tag(arg).is_some() {
         return Ok(arg.to_path_buf());
     }
     let reference = arg.to_string_lossy();
