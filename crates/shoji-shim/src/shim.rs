@@ -169,6 +169,14 @@ impl containerd_shim::Shim for ShojiShim {
         // The server is gone (killed, or it crashed): its QEMU and helpers died with it
         // (PR_SET_PDEATHSIG), the pod network's TAP with QEMU; what is left is the rootfs
         // mounts, the sandbox directory and the qdiscs in the pod's network namespace.
+        // containerd gives this command 5 s (io.containerd.timeout.shim.cleanup): the pod
+        // network's qdiscs (made for the sandbox's own container, whose spec names the pod's
+        // network namespace) are cheap and affect the pod's traffic, so they go first, before
+        // unmounting and removing files.
+        let sandbox = crate::pod::grouping(&self.bundle, &self.id).unwrap_or(self.id.clone());
+        if sandbox == self.id {
+            crate::network::clean_after_kill(&self.bundle);
+        }
         if let Err(e) = rootfs::unmount(&self.bundle) {
             eprintln!("shoji-shim: {}", shoji_runtime::error_chain(&e));
         }
@@ -176,14 +184,8 @@ impl containerd_shim::Shim for ShojiShim {
         // other container takes only its own root filesystem out of the share. Mounts are
         // detached before anything is removed.
         if let Ok(config) = &self.config {
-            let sandbox = crate::pod::grouping(&self.bundle, &self.id).unwrap_or(self.id.clone());
             if shoji_runtime::lifecycle::state::validate_id(&self.id).is_ok() {
                 let dir = sandbox_root(config).join(&sandbox);
-                // The pod network's qdiscs go with the sandbox's own container, whose spec
-                // names the pod's network namespace.
-                if sandbox == self.id {
-                    crate::network::clean_after_kill(&self.bundle);
-                }
                 let dir = if sandbox == self.id {
                     dir
                 } else {

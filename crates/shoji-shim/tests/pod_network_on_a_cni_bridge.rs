@@ -326,9 +326,14 @@ fn vm_a_pod_on_a_cni_bridge_serves_publishes_and_reaches_the_host() {
     while qdiscs().contains("ingress") || links().contains("shoji-tap0") {
         assert!(
             Instant::now() < deadline,
-            "left in the pod's namespace after the shim's death: {}{}",
+            "left in the pod's namespace after the shim's death: {}{}\ncontainerd's clean-up:\n{}",
             qdiscs(),
-            links()
+            links(),
+            c.log()
+                .lines()
+                .filter(|l| l.contains("shim") && !l.contains("level=debug"))
+                .collect::<Vec<_>>()
+                .join("\n")
         );
         std::thread::sleep(Duration::from_millis(200));
     }
