@@ -153,7 +153,10 @@ export function buildTraceCompact(doc) {
   const parents = new Array(n);
   for (let i = 0; i < n; i++) {
     const p = doc.parent[i];
-    if (p >= 0 && p < n) [spans[i].parentId, parents[i]] = [spans[p].id, spans[p]];
+    if (p >= 0 && p < n) {
+      spans[i].parentId = spans[p].id;
+      parents[i] = spans[p];
+    }
   }
   for (const [i, id] of Object.entries(doc.missingParents || {})) spans[i].parentId = id;
   for (const [i, refs] of Object.entries(doc.links || {})) {

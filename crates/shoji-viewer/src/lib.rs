@@ -141,6 +141,22 @@ mod tests {
         }
     }
 
+    /// The page names every module up front, so the browser fetches them side by side
+    /// instead of discovering them one import level at a time before the trace is asked for.
+    #[test]
+    fn the_page_preloads_every_module() {
+        for (name, ty, _) in ASSETS
+            .iter()
+            .filter(|(n, ty, _)| *ty == JS && *n != "app.js")
+        {
+            let link = format!("<link rel=\"modulepreload\" href=\"/assets/{name}\">");
+            assert!(
+                INDEX.contains(&link),
+                "index.html does not preload {name} ({ty})"
+            );
+        }
+    }
+
     #[tokio::test]
     async fn no_script_builds_markup_from_strings() {
         for (name, _, body) in ASSETS {

@@ -3,15 +3,18 @@
 
 pub mod import;
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 use serde::{Deserialize, Serialize};
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 
-use crate::model::{any_value_text, span_id_hex, trace_id_hex, Trace};
+use crate::model::{any_value_text, span_id_hex, trace_id_hex, SpanRecord, Trace};
 
 /// The query API's response wrapper: `{data, total, limit, offset, errors}`.
 #[derive(Debug, Serialize, Deserialize)]
@@ -160,113 +163,23 @@ const KINDS: [&str; 6] = ["", "internal", "server", "client", "producer", "consu
 
 impl JaegerTrace {
     pub fn from_trace(trace: &Trace) -> JaegerTrace {
-        // One process per distinct resource (service + its attributes), numbered p1, p2...
-        let mut processes: BTreeMap<String, Process> = BTreeMap::new();
-        let mut process_of: Vec<(*const _, String)> = Vec::new();
         let trace_id = trace_id_hex(&trace.trace_id);
+        let mut processes = Processes::default();
         let mut spans = Vec::with_capacity(trace.spans.len());
         for s in &trace.spans {
-            let key = std::sync::Arc::as_ptr(&s.context);
-            let pid = match process_of.iter().find(|(k, _)| *k == key) {
-                Some((_, pid)) => pid.clone(),
-                None => {
-                    let pid = format!("p{}", process_of.len() + 1);
-                    let tags = s
-                        .context
-                        .resource
-                        .as_ref()
-                        .map(|r| {
-                            r.attributes
-                                .iter()
-                                .filter(|kv| kv.key != "service.name")
-                                .map(tag)
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    processes.insert(
-                        pid.clone(),
-                        Process {
-                            service_name: s.service.clone(),
-                            tags,
-                        },
-                    );
-                    process_of.push((key, pid.clone()));
-                    pid
-                }
-            };
-            // Jaeger's order (the OpenTelemetry Collector's translator, which Jaeger uses):
-            // scope, attributes, kind, status, error, status message, trace state.
+            let pid = format!("p{}", processes.of(s) + 1);
             let mut tags: Vec<Tag> = Vec::with_capacity(s.span.attributes.len() + 4);
-            if let Some(scope) = s
-                .context
-                .scope_spans
-                .first()
-                .and_then(|ss| ss.scope.as_ref())
-                .filter(|sc| !sc.name.is_empty())
-            {
-                tags.push(str_tag(SCOPE_NAME, &scope.name));
-                if !scope.version.is_empty() {
-                    tags.push(str_tag(SCOPE_VERSION, &scope.version));
-                }
-            }
-            let mut warnings = None;
-            for kv in &s.span.attributes {
-                if kv.key == WARNINGS {
-                    warnings = Some(string_list(kv.value.as_ref()));
-                } else {
-                    tags.push(tag(kv));
-                }
-            }
-            if let Some(kind) = KINDS.get(s.span.kind as usize).filter(|k| !k.is_empty()) {
-                tags.push(str_tag("span.kind", kind));
-            }
-            if let Some(st) = &s.span.status {
-                match st.code {
-                    1 => tags.push(str_tag(STATUS_CODE, "OK")),
-                    2 => {
-                        tags.push(str_tag(STATUS_CODE, "ERROR"));
-                        tags.push(Tag {
-                            key: "error".into(),
-                            kind: "bool".into(),
-                            value: true.into(),
-                        });
-                    }
-                    _ => {}
-                }
-                if !st.message.is_empty() {
-                    tags.push(str_tag(STATUS_DESCRIPTION, &st.message));
-                }
-            }
-            if !s.span.trace_state.is_empty() {
-                tags.push(str_tag(TRACE_STATE, &s.span.trace_state));
-            }
-            let logs = s
-                .span
-                .events
-                .iter()
-                .map(|e| {
-                    let mut fields = Vec::with_capacity(e.attributes.len() + 1);
-                    if !e.name.is_empty() && !e.attributes.iter().any(|kv| kv.key == "event") {
-                        fields.push(str_tag("event", &e.name));
-                    }
-                    fields.extend(e.attributes.iter().map(tag));
-                    Log {
-                        timestamp: e.time_unix_nano / 1000,
-                        fields,
-                    }
-                })
-                .collect();
-            let references = references(s);
+            let warnings = span_tags(s, |key, value| tags.push(value.into_tag(key)));
             spans.push(JaegerSpan {
                 trace_id: trace_id.clone(),
                 span_id: span_id_hex(&s.span_id),
                 flags: s.span.flags & 0xff,
                 operation_name: s.span.name.clone(),
-                references,
+                references: references(s),
                 start_time: s.start_ns / 1000,
                 duration: s.duration_ns() / 1000,
                 tags,
-                logs,
+                logs: logs(s),
                 process_id: pid,
                 warnings,
                 parent_span_id: None,
@@ -276,16 +189,197 @@ impl JaegerTrace {
         JaegerTrace {
             trace_id,
             spans,
-            processes,
+            processes: processes
+                .list
+                .into_iter()
+                .enumerate()
+                .map(|(i, p)| (format!("p{}", i + 1), p))
+                .collect(),
             warnings: None,
         }
     }
 }
 
+/// Jaeger's processes: one per distinct resource and scope a span arrived with (the store
+/// shares one `Arc` per distinct context), numbered in order of first use.
+#[derive(Default)]
+pub(crate) struct Processes {
+    index: HashMap<*const ResourceSpans, usize>,
+    pub(crate) list: Vec<Process>,
+}
+
+impl Processes {
+    /// The index in `list` of the span's process, added on first sight.
+    pub(crate) fn of(&mut self, s: &SpanRecord) -> usize {
+        let key = Arc::as_ptr(&s.context);
+        if let Some(&i) = self.index.get(&key) {
+            return i;
+        }
+        let tags = s
+            .context
+            .resource
+            .as_ref()
+            .map(|r| {
+                r.attributes
+                    .iter()
+                    .filter(|kv| kv.key != "service.name")
+                    .map(|kv| TagValue::of(kv).into_tag(&kv.key))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let i = self.list.len();
+        self.list.push(Process {
+            service_name: s.service.clone(),
+            tags,
+        });
+        self.index.insert(key, i);
+        i
+    }
+}
+
+/// A tag's value as Jaeger's JSON carries it, borrowed from the span where it can be.
+#[derive(Debug, Clone)]
+pub(crate) enum TagValue<'a> {
+    Str(Cow<'a, str>),
+    Bool(bool),
+    Int(i64),
+    /// Written as `null` when not finite, as JSON has no NaN or infinity.
+    Double(f64),
+    /// Base64 text: Jaeger's JSON carries binary values as Go encodes a byte slice.
+    Binary(String),
+}
+
+impl<'a> TagValue<'a> {
+    /// An OTLP attribute's value; lists and maps become their display text.
+    pub(crate) fn of(kv: &'a KeyValue) -> TagValue<'a> {
+        match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+            Some(Value::BoolValue(b)) => TagValue::Bool(*b),
+            Some(Value::IntValue(i)) => TagValue::Int(*i),
+            Some(Value::DoubleValue(d)) => TagValue::Double(*d),
+            Some(Value::BytesValue(b)) => TagValue::Binary(BASE64.encode(b)),
+            Some(Value::StringValue(s)) => TagValue::Str(Cow::Borrowed(s)),
+            _ => TagValue::Str(Cow::Owned(any_value_text(kv.value.as_ref()))),
+        }
+    }
+
+    /// Jaeger's tag `type`.
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            TagValue::Str(_) => "string",
+            TagValue::Bool(_) => "bool",
+            TagValue::Int(_) => "int64",
+            TagValue::Double(_) => "float64",
+            TagValue::Binary(_) => "binary",
+        }
+    }
+
+    fn into_tag(self, key: &str) -> Tag {
+        Tag {
+            key: key.into(),
+            kind: self.kind().into(),
+            value: match self {
+                TagValue::Str(s) => s.into_owned().into(),
+                TagValue::Bool(b) => b.into(),
+                TagValue::Int(i) => i.into(),
+                TagValue::Double(d) => d.into(),
+                TagValue::Binary(b) => b.into(),
+            },
+        }
+    }
+}
+
+impl Serialize for TagValue<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            TagValue::Str(v) => s.serialize_str(v),
+            TagValue::Binary(v) => s.serialize_str(v),
+            TagValue::Bool(b) => s.serialize_bool(*b),
+            TagValue::Int(i) => s.serialize_i64(*i),
+            TagValue::Double(d) if d.is_finite() => s.serialize_f64(*d),
+            TagValue::Double(_) => s.serialize_unit(),
+        }
+    }
+}
+
+/// Calls `tag` with every tag of the span in Jaeger's order (the OpenTelemetry Collector's
+/// translator, which Jaeger uses): scope, attributes, kind, status, error, status message,
+/// trace state. Returns the span's warnings, which travel as an attribute in OTLP. The Jaeger
+/// model and the viewer's compact form are both made by this, so they cannot differ.
+pub(crate) fn span_tags<'a>(
+    s: &'a SpanRecord,
+    mut tag: impl FnMut(&'a str, TagValue<'a>),
+) -> Option<Vec<String>> {
+    let str_tag = |v: &'a str| TagValue::Str(Cow::Borrowed(v));
+    if let Some(scope) = s
+        .context
+        .scope_spans
+        .first()
+        .and_then(|ss| ss.scope.as_ref())
+        .filter(|sc| !sc.name.is_empty())
+    {
+        tag(SCOPE_NAME, str_tag(&scope.name));
+        if !scope.version.is_empty() {
+            tag(SCOPE_VERSION, str_tag(&scope.version));
+        }
+    }
+    let mut warnings = None;
+    for kv in &s.span.attributes {
+        if kv.key == WARNINGS {
+            warnings = Some(string_list(kv.value.as_ref()));
+        } else {
+            tag(&kv.key, TagValue::of(kv));
+        }
+    }
+    if let Some(kind) = KINDS.get(s.span.kind as usize).filter(|k| !k.is_empty()) {
+        tag("span.kind", str_tag(kind));
+    }
+    if let Some(st) = &s.span.status {
+        match st.code {
+            1 => tag(STATUS_CODE, str_tag("OK")),
+            2 => {
+                tag(STATUS_CODE, str_tag("ERROR"));
+                tag("error", TagValue::Bool(true));
+            }
+            _ => {}
+        }
+        if !st.message.is_empty() {
+            tag(STATUS_DESCRIPTION, str_tag(&st.message));
+        }
+    }
+    if !s.span.trace_state.is_empty() {
+        tag(TRACE_STATE, str_tag(&s.span.trace_state));
+    }
+    warnings
+}
+
+/// The span's events as Jaeger logs: the event name as an `event` field unless an attribute
+/// is named so.
+pub(crate) fn logs(s: &SpanRecord) -> Vec<Log> {
+    s.span
+        .events
+        .iter()
+        .map(|e| {
+            let mut fields = Vec::with_capacity(e.attributes.len() + 1);
+            if !e.name.is_empty() && !e.attributes.iter().any(|kv| kv.key == "event") {
+                fields.push(TagValue::Str(Cow::Borrowed(&e.name)).into_tag("event"));
+            }
+            fields.extend(
+                e.attributes
+                    .iter()
+                    .map(|kv| TagValue::of(kv).into_tag(&kv.key)),
+            );
+            Log {
+                timestamp: e.time_unix_nano / 1000,
+                fields,
+            }
+        })
+        .collect()
+}
+
 /// The parent as `CHILD_OF` first, then every link, typed by its `opentracing.ref_type`
 /// attribute (`FOLLOWS_FROM` unless it says `child_of`); a link to the parent itself only
 /// changes the parent reference's type. As Jaeger does.
-fn references(s: &crate::model::SpanRecord) -> Vec<Reference> {
+pub(crate) fn references(s: &SpanRecord) -> Vec<Reference> {
     let trace_id = trace_id_hex(&s.trace_id);
     let mut refs = Vec::with_capacity(s.span.links.len() + 1);
     if let Some(p) = s.parent_id {
@@ -322,34 +416,6 @@ fn string_list(v: Option<&AnyValue>) -> Vec<String> {
     match v.and_then(|v| v.value.as_ref()) {
         Some(Value::ArrayValue(a)) => a.values.iter().map(|v| any_value_text(Some(v))).collect(),
         _ => vec![any_value_text(v)],
-    }
-}
-
-fn str_tag(key: &str, value: &str) -> Tag {
-    Tag {
-        key: key.into(),
-        kind: "string".into(),
-        value: value.into(),
-    }
-}
-
-fn tag(kv: &KeyValue) -> Tag {
-    let (kind, value) = match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
-        Some(Value::BoolValue(b)) => ("bool", serde_json::Value::from(*b)),
-        Some(Value::IntValue(i)) => ("int64", serde_json::Value::from(*i)),
-        Some(Value::DoubleValue(d)) => ("float64", serde_json::Value::from(*d)),
-        // Jaeger's JSON carries binary values as base64 (Go's encoding of a byte slice).
-        Some(Value::BytesValue(b)) => ("binary", serde_json::Value::from(BASE64.encode(b))),
-        Some(Value::StringValue(s)) => ("string", serde_json::Value::from(s.as_str())),
-        _ => (
-            "string",
-            serde_json::Value::from(any_value_text(kv.value.as_ref())),
-        ),
-    };
-    Tag {
-        key: kv.key.clone(),
-        kind: kind.into(),
-        value,
     }
 }
 

@@ -26,13 +26,20 @@ pub(super) fn router(store: Store) -> Router {
         .route("/api/traces", get(search))
         .route("/api/traces/{id}", get(trace))
         .route("/api/dependencies", get(dependencies))
-        .route("/api/viewer/traces/{id}", get(super::viewer_api::trace))
         // Shoji's own analysis, for the viewer: same answers as the CLI, as JSON.
         .route("/api/analysis/search", get(search_summaries))
         .route("/api/analysis/summary/{id}", get(summary))
         .route("/api/analysis/critical-path/{id}", get(critical_path))
         .route("/api/analysis/diff/{a}/{b}", get(diff))
-        .with_state(store)
+        .with_state(store.clone())
+        .merge(
+            Router::new()
+                .route("/api/viewer/traces/{id}", get(super::viewer_api::trace))
+                .with_state(super::viewer_api::ViewerState {
+                    store,
+                    cache: Default::default(),
+                }),
+        )
 }
 
 pub(super) fn fail(code: StatusCode, msg: String) -> Response {

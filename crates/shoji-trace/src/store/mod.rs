@@ -18,7 +18,7 @@ use std::time::Duration;
 use rusqlite::Connection;
 
 pub use ingest::IngestStats;
-pub use read::{IdError, SummaryFilter, TraceSummary};
+pub use read::{IdError, SummaryFilter, TraceSummary, TraceVersion};
 
 /// File name of the database inside the data directory.
 pub const DB_FILE: &str = "traces.db";

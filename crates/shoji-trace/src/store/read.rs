@@ -50,6 +50,26 @@ pub enum IdError {
     Empty,
 }
 
+/// What changes whenever a trace gains spans: an answer made from a trace is still its answer
+/// while its version is the same (the query server keeps encoded answers by it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceVersion {
+    span_count: i64,
+    bytes: i64,
+    updated_ns: i64,
+}
+
+impl TraceVersion {
+    #[cfg(test)]
+    pub(crate) fn for_tests(n: i64) -> TraceVersion {
+        TraceVersion {
+            span_count: n,
+            bytes: n,
+            updated_ns: n,
+        }
+    }
+}
+
 /// Conditions that the `traces` table can answer by itself (no span decoding).
 #[derive(Debug, Clone, Default)]
 pub struct SummaryFilter {
@@ -159,6 +179,25 @@ impl Store {
         })
         .optional()
         .doing("looking up a trace summary")
+    }
+
+    /// The trace's version, or `None` if the store has no such trace. Read it before the
+    /// trace: spans that arrive in between then make the next version, never a stale answer
+    /// under a new one.
+    pub fn version(&self, id: &TraceId) -> Result<Option<TraceVersion>, StoreError> {
+        let conn = self.reader();
+        let mut stmt = conn
+            .prepare_cached("SELECT span_count, bytes, updated_ns FROM traces WHERE trace_id = ?1")
+            .doing("preparing a trace version lookup")?;
+        stmt.query_row([&id[..]], |r| {
+            Ok(TraceVersion {
+                span_count: r.get(0)?,
+                bytes: r.get(1)?,
+                updated_ns: r.get(2)?,
+            })
+        })
+        .optional()
+        .doing("looking up a trace version")
     }
 
     /// Every stored span of a trace, or `None` if the store has none. A span stored twice

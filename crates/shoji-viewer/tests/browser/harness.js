@@ -32,9 +32,12 @@ export function shoji(dataDir, args, opts = {}) {
   });
 }
 
-/** Starts `shoji trace serve` on free ports; resolves when it has printed its addresses. */
-export async function startServer(dataDir) {
-  const child = spawn(shojiBin(), ['trace', 'serve', '--grpc-port', '0', '--http-port', '0', '--query-port', '0', '--zipkin-port', '0'], {
+/**
+ * Starts `shoji trace serve` (this build's, or `bin`) on free ports; resolves when it has
+ * printed its addresses.
+ */
+export async function startServer(dataDir, bin = shojiBin()) {
+  const child = spawn(bin, ['trace', 'serve', '--grpc-port', '0', '--http-port', '0', '--query-port', '0', '--zipkin-port', '0'], {
     env: { ...process.env, SHOJI_DATA_DIR: dataDir },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
