@@ -190,6 +190,18 @@ impl Inner {
         })?;
         let sandbox = crate::pod::sandbox_id(&spec_json, &bundle.join("config.json"))
             .map_err(|e| failed(ttrpc::Code::INVALID_ARGUMENT, error_chain(&e)))?;
+        // A pod's container that shares the pod's PID namespace joins its sandbox container's
+        // (the pause process is its PID 1), as runc joins the path the spec names.
+        let pid_namespace_of = match &sandbox {
+            Some(s)
+                if *s != req.id
+                    && crate::pod::joins_pid_namespace(&spec_json, &bundle.join("config.json"))
+                        .map_err(|e| failed(ttrpc::Code::INVALID_ARGUMENT, error_chain(&e)))? =>
+            {
+                s.clone()
+            }
+            _ => String::new(),
+        };
         if sandbox.as_ref().is_some_and(|s| *s != self.id) {
             return Err(failed(
                 ttrpc::Code::INVALID_ARGUMENT,
@@ -263,6 +275,7 @@ impl Inner {
                     stdio: Some(init.ports()).into(),
                     // A pod's containers share its UTS and IPC namespaces in the guest.
                     pod_namespaces: sandbox.is_some(),
+                    pid_namespace_of,
                     ..Default::default()
                 })
                 .await;

@@ -131,9 +131,10 @@ pub fn make_share(dir: &Path) -> Result<(), MountError> {
     Ok(())
 }
 
-/// Mount points at or below `dir`, deepest first, from `/proc/self/mountinfo`.
+/// Mount points at or below `dir`, deepest first, from the calling thread's mountinfo (a thread
+/// may have a mount namespace of its own).
 pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
-    let Ok(text) = std::fs::read("/proc/self/mountinfo") else {
+    let Ok(text) = std::fs::read("/proc/thread-self/mountinfo") else {
         return Vec::new();
     };
     let mut found: Vec<PathBuf> = text

@@ -40,9 +40,12 @@ pub enum VolumeError {
 /// they always are when a bundle lists them with their usual type. `/dev/shm` may carry a size.
 pub use shoji_protocols::STANDARD_MOUNTS;
 
-/// Options a bind or tmpfs mount may carry; the agent knows the same set.
-const FLAG_OPTIONS: [&str; 18] = [
+/// Options a bind or tmpfs mount may carry; the agent knows the same set. `ro` on a bind makes
+/// its own mount read-only, `rro` the mounts below it too (OCI's recursive read-only, which
+/// `-v ...:ro` and `--mount ...,readonly` ask for, as Docker's do since Docker 25).
+pub const FLAG_OPTIONS: [&str; 19] = [
     "ro",
+    "rro",
     "rw",
     "bind",
     "rbind",
@@ -112,7 +115,8 @@ pub fn parse_volume(s: &str) -> Result<Mount, VolumeError> {
     let mut propagation = "rprivate";
     for o in opts.split(',').filter(|o| !o.is_empty()) {
         match o {
-            "ro" | "rw" => options.push(o.into()),
+            "ro" => options.push("rro".into()),
+            "rw" => options.push(o.into()),
             // `shared`/`rshared` parse, to be refused by [`check`] with the reason.
             "private" | "rprivate" | "slave" | "rslave" | "shared" | "rshared" => propagation = o,
             _ => {
@@ -190,7 +194,7 @@ pub fn parse_mount(s: &str) -> Result<Mount, VolumeError> {
         }
     }
     let target = target.ok_or_else(|| syntax("--mount", s, "no target="))?;
-    let ro = if readonly { "ro" } else { "rw" };
+    let ro = if readonly { "rro" } else { "rw" };
     match typ {
         Some("bind") => {
             if size.is_some() || mode.is_some() {
@@ -417,14 +421,23 @@ pub enum PrepareError {
     Stage(#[from] StageError),
 }
 
-/// Whether a mount's options ask for it read-only (the last of `ro`/`rw` wins).
+/// Whether a mount's options ask for it read-only (the last of `ro`/`rro`/`rw` wins).
 pub fn is_readonly(m: &Mount) -> bool {
+    readonly_option(m).is_some_and(|o| o != "rw")
+}
+
+/// Whether a mount's options ask for it and every mount below it read-only (`rro` last).
+pub fn is_recursively_readonly(m: &Mount) -> bool {
+    readonly_option(m) == Some("rro")
+}
+
+fn readonly_option(m: &Mount) -> Option<&str> {
     m.options()
         .iter()
         .flatten()
         .rev()
-        .find(|o| *o == "ro" || *o == "rw")
-        .is_some_and(|o| o == "ro")
+        .map(String::as_str)
+        .find(|o| matches!(*o, "ro" | "rro" | "rw"))
 }
 
 #[cfg(test)]
@@ -440,11 +453,11 @@ mod tests {
         let v = parse_volume("/data:/srv:ro").unwrap();
         assert_eq!(v.destination(), Path::new("/srv"));
         assert_eq!(v.source().as_deref(), Some(Path::new("/data")));
-        assert_eq!(opts(&v), ["rbind", "ro", "rprivate"]);
-        assert!(is_bind(&v) && is_readonly(&v));
+        assert_eq!(opts(&v), ["rbind", "rro", "rprivate"]);
+        assert!(is_bind(&v) && is_readonly(&v) && is_recursively_readonly(&v));
         let v = parse_volume("/data:/srv:rw,rslave").unwrap();
         assert_eq!(opts(&v), ["rbind", "rw", "rslave"]);
-        assert!(!is_readonly(&v));
+        assert!(!is_readonly(&v) && !is_recursively_readonly(&v));
         for (bad, says) in [
             ("data:/srv", "not absolute"),
             ("/data", "expected HOST_PATH"),
@@ -473,7 +486,7 @@ mod tests {
         assert!(parse_tmpfs("/run:uid=me").is_err());
 
         let b = parse_mount("type=bind,source=/data,target=/srv,readonly").unwrap();
-        assert_eq!(opts(&b), ["rbind", "ro", "rprivate"]);
+        assert_eq!(opts(&b), ["rbind", "rro", "rprivate"]);
         let b = parse_mount("type=bind,src=/data,dst=/srv,bind-propagation=rslave").unwrap();
         assert_eq!(opts(&b), ["rbind", "rw", "rslave"]);
         let t = parse_mount("type=tmpfs,dst=/scratch,tmpfs-size=1m,tmpfs-mode=700").unwrap();

@@ -321,6 +321,16 @@ disabled_plugins = [{disabled}]
     /// A busybox container's CRI configuration (`crictl create`): `command`, logging to
     /// `<name>.log` in its pod's log directory.
     pub fn container_config(&self, name: &str, command: &[&str]) -> String {
+        self.container_config_linux(name, command, serde_json::json!({}))
+    }
+
+    /// [`Self::container_config`] with this `linux` section (a security context, ...).
+    pub fn container_config_linux(
+        &self,
+        name: &str,
+        command: &[&str],
+        linux: serde_json::Value,
+    ) -> String {
         self.write_json(
             &format!("{name}-container.json"),
             serde_json::json!({
@@ -328,7 +338,7 @@ disabled_plugins = [{disabled}]
                 "image": {"image": BUSYBOX_IMAGE},
                 "command": command,
                 "log_path": format!("{name}.log"),
-                "linux": {}
+                "linux": linux
             }),
         )
     }
