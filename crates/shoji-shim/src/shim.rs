@@ -241,7 +241,9 @@ impl containerd_shim::Shim for ShojiShim {
             namespace: self.namespace.clone(),
             config,
             agent_tracing: self.tracing.agent,
-            publisher,
+            // containerd-shim's publisher loses events across a containerd restart (see
+            // `events`): its address is all that is kept.
+            events: crate::events::EventForwarder::start(&publisher.address),
             exit: self.exit.clone(),
             hooks: Mutex::new(hooks),
             pod: Mutex::new(Pod::default()),
