@@ -16,6 +16,16 @@
 //! is the W3C `traceparent` containerd sends in the ttRPC metadata, when it sends one; the boot
 //! and the agent's spans are its children, as in `shoji run`.
 
+/// One line to the shim's stderr (containerd's log FIFO for the server, a buffer for the
+/// `delete` action), a failed write ignored: while containerd is down the FIFO has no reader,
+/// and `log_line!` would panic on EPIPE and take the VM with it.
+macro_rules! log_line {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 pub mod events;
 pub mod info;
 pub mod metrics;
@@ -43,7 +53,7 @@ pub fn main() -> std::process::ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("{RUNTIME_ID}: cannot start the async runtime: {e}");
+            log_line!("{RUNTIME_ID}: cannot start the async runtime: {e}");
             return std::process::ExitCode::FAILURE;
         }
     };
