@@ -177,12 +177,14 @@ install_shim() {
   as_root install -D -m 0755 "target/$profile/containerd-shim-shoji-v2" "$dir/containerd-shim-shoji-v2"
 }
 
-# build_shoji_binaries PROFILE : the shoji binary and the static guest agent next to it.
+# build_shoji_binaries PROFILE [CARGO-ARGS...] : shoji (or what CARGO-ARGS name, e.g. the whole
+# workspace with its tests) and the static agent.
 build_shoji_binaries() {
-  local profile=$1 flag=()
+  local profile=$1 flag=() what=(-p shoji-cli); shift
   [ "$profile" = release ] && flag=(--release)
+  [ $# -gt 0 ] && what=("$@")
   say "building shoji ($profile)"
-  cargo build "${flag[@]}" -p shoji-cli
+  cargo build "${flag[@]}" "${what[@]}"
   say "building the static guest agent"
   PROFILE_DIR=$profile ./scripts/build-agent.sh
 }

@@ -14,7 +14,9 @@ since() { # name start : records the wall time of a set-up step that began at SE
 }
 set -e
 t=$SECONDS; ensure_host_deps; ensure_test_deps; since "dependencies" "$t"
-t=$SECONDS; build_shoji_binaries debug; since "build shoji and the agent" "$t"
+# The whole workspace with its tests: dependencies are resolved with the tests' features once,
+# here, rather than built for shoji-cli alone and again for the tests (113 crates twice).
+t=$SECONDS; build_shoji_binaries debug --workspace --all-targets; since "build shoji, its tests and the agent" "$t"
 # Shoji's kernel: compiled here on a fresh machine, else taken from ~/.cache/shoji/kernel.
 t=$SECONDS; build_guest_image debug; since "guest image (kernel built or cached)" "$t"
 set +e

@@ -244,10 +244,14 @@ pub fn spawn_init(
     ];
     let mut cmd = Command::new("/proc/self/exe");
     let new_namespaces = cfg.enter_pid.is_none();
-    // A pod's container joins the pod's UTS and IPC namespaces (in `__container-init`).
-    let mut flags = libc::CLONE_NEWPID | libc::CLONE_NEWNS;
+    // A pod's container joins the pod's UTS and IPC namespaces, and maybe its PID namespace, in
+    // `__container-init`.
+    let mut flags = libc::CLONE_NEWNS;
     if cfg.join_namespaces.is_empty() {
         flags |= libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
+    }
+    if cfg.join_pid_namespace.is_none() {
+        flags |= libc::CLONE_NEWPID;
     }
     cmd.arg("__container-init")
         .stdin(Stdio::from(stdin))
@@ -330,7 +334,7 @@ fn security_span() -> tracing::Span {
 impl Container {
     /// Mounts the rootfs, makes the cgroup, spawns the (held) init process; with `pod`, the
     /// init joins the pod's UTS and IPC namespaces (made with this spec's hostname if they are
-    /// not yet).
+    /// not yet); with `pid_namespace` (an nsfs file), the PID namespace it names.
     // The request's parts, one argument each, as CreateContainer carries them.
     #[allow(clippy::too_many_arguments)]
     pub fn create(
@@ -342,6 +346,7 @@ impl Container {
         ports: &StdioPorts,
         reaper: &Reaper,
         pod: Option<&std::sync::Mutex<PodNamespaces>>,
+        pid_namespace: Option<PathBuf>,
     ) -> Result<Self, ContainerError> {
         if id.is_empty() || id.contains('/') || id.starts_with('.') {
             return Err(ContainerError::Spec(format!("bad container id {id:?}")));
@@ -410,6 +415,7 @@ impl Container {
             rlimits: crate::init::rlimits_of(process),
             enter_pid: None,
             join_namespaces,
+            join_pid_namespace: pid_namespace,
             files,
             mounts,
             shm_options,
@@ -512,6 +518,7 @@ impl Container {
             rlimits: crate::init::rlimits_of(process),
             enter_pid: Some(self.init.pid),
             join_namespaces: Vec::new(),
+            join_pid_namespace: None,
             user: process.user().username().clone(),
             security,
             root_security: Default::default(),

@@ -1,5 +1,6 @@
 //! The container's init, run as `shoji-agent __container-init` in fresh mount, UTS, IPC (a pod's
-//! container: the pod's, `crate::podns`) and (for its children) PID namespaces. It is a freshly exec'd, single-threaded process, so it may
+//! container: the pod's, `crate::podns`) and (for its children) PID namespaces (or, sharing the
+//! pod's, the sandbox container's PID namespace, joined for its children). It is a freshly exec'd, single-threaded process, so it may
 //! fork and then use ordinary Rust in the child; the agent itself is multi-threaded and never
 //! forks anything but an immediate exec.
 //!
@@ -149,6 +150,10 @@ pub struct InitConfig {
     /// of making its own UTS and IPC namespaces; its hostname is the pod's, not set again.
     #[serde(default)]
     pub join_namespaces: Vec<PathBuf>,
+    /// For a container sharing its pod's PID namespace: that namespace's nsfs file (the sandbox
+    /// container's init's), joined for the container init (a child) instead of a new one.
+    #[serde(default)]
+    pub join_pid_namespace: Option<PathBuf>,
     /// OCI `process.rlimits`: (type name such as `RLIMIT_NOFILE`, soft, hard).
     #[serde(default)]
     pub rlimits: Vec<(String, u64, u64)>,
@@ -240,7 +245,8 @@ pub fn stage1() -> ! {
         Err(e) => report_failure(&mut pid_file, &crate::error_chain(&e)),
     };
     drop(cfg_file);
-    for ns in &cfg.join_namespaces {
+    // setns on a PID namespace applies to the children only: the container init forked below.
+    for ns in cfg.join_namespaces.iter().chain(&cfg.join_pid_namespace) {
         if let Err(e) = join(ns) {
             report_failure(&mut pid_file, &crate::error_chain(&e));
         }

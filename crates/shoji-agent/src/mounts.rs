@@ -141,7 +141,9 @@ fn options_of(options: &[String]) -> Result<(MsFlags, bool, bool, String), Strin
     let mut data = Vec::new();
     for o in options {
         match o.as_str() {
-            "ro" => flags |= MsFlags::MS_RDONLY,
+            // The guest sees a volume as one file system (virtio-fs): `rro` is `ro` here; the
+            // host made the mounts below it read-only (or, for `ro`, left them writable).
+            "ro" | "rro" => flags |= MsFlags::MS_RDONLY,
             "rw" => flags &= !MsFlags::MS_RDONLY,
             "nosuid" => flags |= MsFlags::MS_NOSUID,
             "suid" => flags &= !MsFlags::MS_NOSUID,

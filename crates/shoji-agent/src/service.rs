@@ -114,8 +114,9 @@ impl AgentService for Agent {
             let (tag, rootfs_path) = (req.rootfs_tag.clone(), req.rootfs_path.clone());
             let files: Vec<(String, Vec<u8>)> = req.files.iter().map(|f| (f.path.clone(), f.content.clone())).collect();
             let pod = req.pod_namespaces.then(|| self.pod_namespaces.clone());
-            let span = tracing::info_span!("container.create", source = "agent", subsystem = "container", container_id = %id, container.id = %id, pod_namespaces = req.pod_namespaces);
-            let c = tokio::task::spawn_blocking(move || span.in_scope(|| Container::create(&id, &spec, &tag, &rootfs_path, &files, &ports, &reaper, pod.as_deref())))
+            let pid_namespace = self.pid_namespace_of(&id, &req.pid_namespace_of)?;
+            let span = tracing::info_span!("container.create", source = "agent", subsystem = "container", container_id = %id, container.id = %id, pod_namespaces = req.pod_namespaces, pid_namespace_of = req.pid_namespace_of);
+            let c = tokio::task::spawn_blocking(move || span.in_scope(|| Container::create(&id, &spec, &tag, &rootfs_path, &files, &ports, &reaper, pod.as_deref(), pid_namespace)))
                 .await
                 .map_err(|e| status(ttrpc::Code::INTERNAL, e.to_string()))?
                 .map_err(|e| status(ttrpc::Code::INTERNAL, crate::error_chain(&e)))?;
@@ -447,6 +448,30 @@ impl AgentService for Agent {
 }
 
 impl Agent {
+    /// The PID namespace container `id` is to join (`CreateContainerRequest.pid_namespace_of`):
+    /// that of container `of`'s init, which must be running (its PID names it until it is
+    /// reaped, and a namespace whose PID 1 has exited takes no new process).
+    fn pid_namespace_of(&self, id: &str, of: &str) -> ttrpc::Result<Option<std::path::PathBuf>> {
+        if of.is_empty() {
+            return Ok(None);
+        }
+        let m = self
+            .containers
+            .lock()
+            .map_err(|_| status(ttrpc::Code::INTERNAL, "lock"))?;
+        let unusable = |why: &str| {
+            status(
+                ttrpc::Code::FAILED_PRECONDITION,
+                format!("container {id:?} is to share the PID namespace of container {of:?}, which {why}"),
+            )
+        };
+        let c = m.get(of).ok_or_else(|| unusable("does not exist"))?;
+        if c.init.exit.borrow().is_some() {
+            return Err(unusable("has exited"));
+        }
+        Ok(Some(format!("/proc/{}/ns/pid", c.init.pid).into()))
+    }
+
     /// Container `id`'s cgroup directory.
     fn cgroup_of(&self, id: &str) -> ttrpc::Result<std::path::PathBuf> {
         let m = self

@@ -11,11 +11,13 @@
 
 pub mod apply;
 pub mod archive;
+pub mod credentials;
 pub mod digest;
 pub mod layout;
 pub mod pull;
 pub mod root;
 pub mod store;
+pub mod tags;
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};

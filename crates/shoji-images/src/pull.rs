@@ -22,6 +22,7 @@ use oci_spec::image::{ImageIndex, ImageManifest};
 use tracing::info_span;
 use tracing::Instrument;
 
+use crate::credentials::{credentials, CredentialsError};
 use crate::digest::{self, Digest, DigestError, Digester};
 use crate::layout::{self, MAX_JSON_BYTES, REF_NAME};
 use crate::store::{Store, StoreError};
@@ -37,12 +38,8 @@ pub enum PullError {
         #[source]
         source: oci_client::ParseError,
     },
-    #[error("cannot read registry credentials from {path}; fix the file or remove it")]
-    Credentials {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Credentials(#[from] CredentialsError),
     #[error("registry {registry}: {step} of {reference} failed{hint}")]
     Registry {
         registry: String,
@@ -126,86 +123,13 @@ pub fn is_loopback(registry: &str) -> bool {
     host.eq_ignore_ascii_case("localhost") || host.parse::<IpAddr>().is_ok_and(|a| a.is_loopback())
 }
 
-/// The credentials for `registry` in the Docker configuration file (`auths`: a base64
-/// `user:password` in `auth`, or `username` and `password`); anonymous when there are none.
-pub fn credentials(registry: &str, dir: Option<&Path>) -> Result<RegistryAuth, PullError> {
-    let dir = match dir {
-        Some(d) => d.to_path_buf(),
-        None => match std::env::var_os("DOCKER_CONFIG") {
-            Some(d) => PathBuf::from(d),
-            None => match std::env::var_os("HOME") {
-                Some(h) => PathBuf::from(h).join(".docker"),
-                None => return Ok(RegistryAuth::Anonymous),
-            },
-        },
-    };
-    let path = dir.join("config.json");
-    let bad = |source| PullError::Credentials {
-        path: path.clone(),
-        source,
-    };
-    let bytes = match std::fs::read(&path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(RegistryAuth::Anonymous),
-        Err(e) => return Err(bad(e)),
-    };
-    #[derive(serde::Deserialize)]
-    struct Entry {
-        auth: Option<String>,
-        username: Option<String>,
-        password: Option<String>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Config {
-        #[serde(default)]
-        auths: std::collections::BTreeMap<String, Entry>,
-    }
-    let cfg: Config = serde_json::from_slice(&bytes).map_err(|e| bad(e.into()))?;
-    // Keys are `HOST[:PORT]` or URLs (`https://index.docker.io/v1/` for Docker Hub).
-    let host_of = |k: &str| {
-        let k = k
-            .strip_prefix("https://")
-            .or_else(|| k.strip_prefix("http://"))
-            .unwrap_or(k);
-        k.split('/').next().unwrap_or(k).to_string()
-    };
-    let wanted = |k: &str| {
-        let h = host_of(k);
-        h == registry
-            || (registry == "docker.io" || registry == "index.docker.io")
-                && (h == "index.docker.io" || h == "docker.io" || h == "registry-1.docker.io")
-    };
-    let Some((_, e)) = cfg.auths.iter().find(|(k, _)| wanted(k)) else {
-        return Ok(RegistryAuth::Anonymous);
-    };
-    if let (Some(u), Some(p)) = (&e.username, &e.password) {
-        return Ok(RegistryAuth::Basic(u.clone(), p.clone()));
-    }
-    let Some(auth) = &e.auth else {
-        return Ok(RegistryAuth::Anonymous);
-    };
-    use base64::Engine as _;
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(auth.trim())
-        .map_err(|e| bad(io::Error::new(io::ErrorKind::InvalidData, e)))?;
-    let text = String::from_utf8(decoded)
-        .map_err(|e| bad(io::Error::new(io::ErrorKind::InvalidData, e)))?;
-    let (u, p) = text.split_once(':').ok_or_else(|| {
-        bad(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("the auth entry for {registry} is not base64 of user:password"),
-        ))
-    })?;
-    Ok(RegistryAuth::Basic(u.into(), p.into()))
-}
-
 /// What to tell the user to do about a registry error.
 fn hint(e: &OciDistributionError, registry: &str) -> &'static str {
     match e {
         OciDistributionError::UnauthorizedError { .. }
         | OciDistributionError::AuthenticationFailure(_) => {
-            "; not authorized: put credentials for this registry in the `auths` of \
-             ~/.docker/config.json (or $DOCKER_CONFIG/config.json)"
+            "; not authorized: put credentials for this registry in ~/.docker/config.json (or \
+             $DOCKER_CONFIG/config.json): `auths`, or a helper in `credHelpers` or `credsStore`"
         }
         OciDistributionError::RegistryError { envelope, .. }
             if envelope.errors.iter().any(|e| {
@@ -225,8 +149,8 @@ fn hint(e: &OciDistributionError, registry: &str) -> &'static str {
                 .iter()
                 .any(|e| matches!(e.code, OciErrorCode::Unauthorized | OciErrorCode::Denied)) =>
         {
-            "; access denied: put credentials for this registry in the `auths` of \
-             ~/.docker/config.json (or $DOCKER_CONFIG/config.json)"
+            "; access denied: put credentials for this registry in ~/.docker/config.json (or \
+             $DOCKER_CONFIG/config.json): `auths`, or a helper in `credHelpers` or `credsStore`"
         }
         OciDistributionError::RequestError(_) if !is_loopback(registry) => {
             "; is the registry reachable? (a registry without TLS needs --plain-http)"
@@ -294,6 +218,15 @@ pub async fn pull(store: &Store, reference: &str, opts: &PullOptions) -> Result<
             _ => {}
         }
     }
+    // No blob collection (`image rm`, `prune`) until the tag names what this pull stores.
+    let gc_store = store.clone();
+    let _gc = tokio::task::spawn_blocking(move || crate::tags::hold_for_pull(&gc_store))
+        .await
+        .map_err(|e| PullError::Io {
+            op: "lock",
+            path: store.root().join("locks").join(crate::tags::GC_LOCK),
+            source: io::Error::other(e.to_string()),
+        })??;
     let mut p = Puller {
         client: Client::new(config),
         auth,
@@ -315,7 +248,7 @@ pub async fn pull(store: &Store, reference: &str, opts: &PullOptions) -> Result<
         manifest_digest.to_string().as_str(),
     );
     let name = p.reference.whole();
-    write_index(store, &dir, &name, &manifest_digest, &media_type, size)?;
+    write_index(store, &name, &manifest_digest, &media_type, size)?;
     Ok(Pulled {
         image: PathBuf::from(format!("{}:{name}", dir.display())),
         reference: name,
@@ -610,55 +543,23 @@ fn media_type_of(body: &[u8]) -> String {
 }
 
 /// Tags `digest` as `name` in the layout's `index.json` (replacing an older entry of that
-/// name), under the store's index lock, through a temporary file renamed into place.
+/// name).
 fn write_index(
     store: &Store,
-    dir: &Path,
     name: &str,
     digest: &Digest,
     media_type: &str,
     size: u64,
 ) -> Result<(), PullError> {
-    let _lock = store.lock_exclusive("oci-index")?;
-    let path = dir.join("index.json");
-    let io_err = |op, source| PullError::Io {
-        op,
-        path: path.clone(),
-        source,
-    };
-    let mut index: serde_json::Value = match std::fs::read(&path) {
-        Ok(b) => serde_json::from_slice(&b).map_err(|e| io_err("read", e.into()))?,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            serde_json::json!({ "schemaVersion": 2, "manifests": [] })
-        }
-        Err(e) => return Err(io_err("read", e)),
-    };
-    let entries = index
-        .get_mut("manifests")
-        .and_then(|m| m.as_array_mut())
-        .ok_or_else(|| {
-            io_err(
-                "read",
-                io::Error::new(io::ErrorKind::InvalidData, "no manifests array"),
-            )
-        })?;
-    entries.retain(|e| e["annotations"][REF_NAME].as_str() != Some(name));
-    entries.push(serde_json::json!({
-        "mediaType": media_type,
-        "digest": digest.to_string(),
-        "size": size,
-        "annotations": { REF_NAME: name },
-    }));
-    let layout = dir.join("oci-layout");
-    if !layout.exists() {
-        std::fs::write(&layout, br#"{"imageLayoutVersion":"1.0.0"}"#)
-            .map_err(|e| io_err("write", e))?;
-    }
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| io_err("create", e))?;
-    let json = serde_json::to_vec_pretty(&index).map_err(|e| io_err("write", e.into()))?;
-    tmp.write_all(&json).map_err(|e| io_err("write", e))?;
-    tmp.persist(&path)
-        .map_err(|e| io_err("rename into place", e.error))?;
+    crate::tags::update_index(store, |entries| {
+        entries.retain(|e| e["annotations"][REF_NAME].as_str() != Some(name));
+        entries.push(serde_json::json!({
+            "mediaType": media_type,
+            "digest": digest.to_string(),
+            "size": size,
+            "annotations": { REF_NAME: name },
+        }));
+    })?;
     Ok(())
 }
 
@@ -697,33 +598,5 @@ mod tests {
             ("127.0.0.1:5000", "x/y", Some("v1"))
         );
         assert!(parse_reference("UPPER/Case::").is_err());
-    }
-
-    #[test]
-    fn credentials_come_from_the_docker_config() {
-        let dir = tempfile::tempdir().unwrap();
-        // No file: anonymous.
-        assert!(matches!(
-            credentials("127.0.0.1:5000", Some(dir.path())).unwrap(),
-            RegistryAuth::Anonymous
-        ));
-        std::fs::write(
-            dir.path().join("config.json"),
-            r#"{"auths": {
-                "127.0.0.1:5000": {"auth": "dTE6cDE="},
-                "https://index.docker.io/v1/": {"username": "u2", "password": "p2"}
-            }}"#,
-        )
-        .unwrap();
-        let basic = |r| match credentials(r, Some(dir.path())).unwrap() {
-            RegistryAuth::Basic(u, p) => Some((u, p)),
-            _ => None,
-        };
-        assert_eq!(basic("127.0.0.1:5000"), Some(("u1".into(), "p1".into())));
-        assert_eq!(basic("index.docker.io"), Some(("u2".into(), "p2".into())));
-        assert_eq!(basic("127.0.0.1:5001"), None);
-        std::fs::write(dir.path().join("config.json"), "{").unwrap();
-        let e = credentials("x", Some(dir.path())).unwrap_err();
-        assert!(e.to_string().contains("config.json"), "{e}");
     }
 }

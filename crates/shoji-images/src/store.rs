@@ -15,6 +15,7 @@
 //!   lock file is never removed: a process waiting on a removed one would lock a file nobody
 //!   else sees.
 //! - `images/<alg>-<hex>.json`: one [`ImageRecord`] per image (its configuration's digest).
+//! - `oci/`: pulled images' blobs and tags, an OCI layout ([`crate::pull`], [`crate::tags`]).
 //!
 //! The digest in a layer's name has no `:`, so the directory can be an overlayfs `lowerdir`.
 
@@ -26,6 +27,7 @@ use rustix::fs::FlockOperation;
 
 use crate::apply::ApplyOptions;
 use crate::digest::Digest;
+use crate::tags::Tag;
 use crate::{Image, ImageError, LayerBlob, Root};
 
 #[derive(Debug, thiserror::Error)]
@@ -53,10 +55,14 @@ pub enum StoreError {
     #[error("{id:?} matches {count} images in the store; give more of the digest")]
     Ambiguous { id: String, count: usize },
     #[error(
-        "layer {layer} of image {image} is used by a running sandbox; stop it first (nothing \
-         was removed)"
+        "image {image} is in use: its layer {layer} is under {users}; stop and remove that \
+         first (nothing was removed)"
     )]
-    InUse { layer: Digest, image: Digest },
+    InUse {
+        layer: Digest,
+        image: String,
+        users: String,
+    },
 }
 
 /// What `layers/<key>/layer.json` says about a complete layer.
@@ -119,6 +125,21 @@ pub struct Removed {
     pub partial: usize,
     /// Images kept because a running sandbox uses one of their layers.
     pub kept_in_use: usize,
+    /// Tags of pulled images dropped from the store's OCI layout.
+    pub tags: usize,
+    /// Pulled blobs (manifests, configurations, compressed layers) no tag reached any more.
+    pub blobs: usize,
+    pub blob_bytes: u64,
+    /// Blobs were not collected because a pull was running.
+    pub pull_running: bool,
+}
+
+impl Removed {
+    fn add_collected(&mut self, c: crate::tags::Collected) {
+        self.blobs += c.blobs;
+        self.blob_bytes += c.bytes;
+        self.pull_running |= c.pull_running;
+    }
 }
 
 /// A store directory; see the module's documentation.
@@ -185,10 +206,26 @@ impl Store {
 
     /// `locks/<name>`, held exclusively: waits for whoever holds it.
     pub(crate) fn lock_exclusive(&self, name: &str) -> Result<File, StoreError> {
+        self.lock(name, FlockOperation::LockExclusive)
+    }
+
+    /// `locks/<name>`, locked with `op` (waiting, unless `op` is a non-blocking one).
+    pub(crate) fn lock(&self, name: &str, op: FlockOperation) -> Result<File, StoreError> {
         let f = self.open_lock(name)?;
-        rustix::fs::flock(&f, FlockOperation::LockExclusive)
+        rustix::fs::flock(&f, op)
             .map_err(|e| self.io("lock", &self.root.join("locks").join(name), e.into()))?;
         Ok(f)
+    }
+
+    /// `locks/<name>` exclusively without waiting: `None` if someone holds it.
+    pub(crate) fn try_lock_exclusive(&self, name: &str) -> Result<Option<File>, StoreError> {
+        match self.lock(name, FlockOperation::NonBlockingLockExclusive) {
+            Ok(f) => Ok(Some(f)),
+            Err(StoreError::Io { source, .. }) if source.kind() == io::ErrorKind::WouldBlock => {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     fn io(&self, op: &'static str, path: &Path, source: io::Error) -> StoreError {
@@ -419,61 +456,190 @@ impl Store {
         Ok(out)
     }
 
-    /// The image `id` names: a configuration digest or a prefix of its hex (4 digits at
-    /// least), or the path it was run from.
-    pub fn find(&self, id: &str) -> Result<ImageRecord, StoreError> {
+    /// What `rm ID` removes: the image record and the pulled layout's tags `id` names. A
+    /// reference (`busybox`, `127.0.0.1:5000/x:v1`) names that tag only; a configuration
+    /// digest or a prefix of its hex (4 digits at least), a manifest digest (`sha256:...`,
+    /// `NAME@sha256:...`) or the path an image was run from name the image and all its tags.
+    fn target(
+        &self,
+        id: &str,
+        records: &[ImageRecord],
+        tags: &[Tag],
+    ) -> Result<Target, StoreError> {
+        let record_of = |configs: &[Digest]| {
+            records
+                .iter()
+                .find(|r| configs.contains(&r.config_digest))
+                .cloned()
+        };
+        let whole = crate::pull::parse_reference(id).ok().map(|r| r.whole());
+        if let Some(t) = tags
+            .iter()
+            .find(|t| t.name == id || whole.as_deref() == Some(t.name.as_str()))
+        {
+            return Ok(Target {
+                record: record_of(&t.configs),
+                tags: vec![t.name.clone()],
+                name: t.name.clone(),
+            });
+        }
         let hex = id.rsplit(':').next().unwrap_or(id);
+        let by_prefix = |d: &Digest| hex.len() >= 4 && d.hex().starts_with(hex);
         let by_path = std::path::absolute(id).ok();
-        let found: Vec<ImageRecord> = self
-            .images()?
-            .into_iter()
+        let manifest = Digest::parse(id.rsplit('@').next().unwrap_or(id)).ok();
+        let mut configs: Vec<Digest> = records
+            .iter()
             .filter(|r| {
-                (hex.len() >= 4 && r.config_digest.hex().starts_with(hex))
+                by_prefix(&r.config_digest)
                     || by_path.as_deref() == Some(r.source.as_path())
                     || r.source.as_os_str() == id
             })
+            .map(|r| r.config_digest.clone())
             .collect();
-        match found.len() {
-            0 => Err(StoreError::NoSuchImage { id: id.into() }),
-            1 => Ok(found.into_iter().next().expect("one element")),
-            n => Err(StoreError::Ambiguous {
-                id: id.into(),
-                count: n,
-            }),
+        for t in tags {
+            for c in &t.configs {
+                if by_prefix(c) || manifest.as_ref() == Some(&t.manifest) {
+                    configs.push(c.clone());
+                }
+            }
         }
+        let mut unique = Vec::new();
+        for c in configs {
+            if !unique.contains(&c) {
+                unique.push(c);
+            }
+        }
+        let config = match unique.len() {
+            0 => return Err(StoreError::NoSuchImage { id: id.into() }),
+            1 => unique.remove(0),
+            n => {
+                return Err(StoreError::Ambiguous {
+                    id: id.into(),
+                    count: n,
+                })
+            }
+        };
+        let record = record_of(std::slice::from_ref(&config));
+        let tag_names: Vec<String> = tags
+            .iter()
+            .filter(|t| t.configs.contains(&config))
+            .map(|t| t.name.clone())
+            .collect();
+        let name = match (&record, tag_names.first()) {
+            (_, Some(t)) => t.clone(),
+            (Some(r), None) => r.source.display().to_string(),
+            (None, None) => config.to_string(),
+        };
+        Ok(Target {
+            record,
+            tags: tag_names,
+            name,
+        })
     }
 
-    /// Removes the image `id` and those of its layers no other image has. Refused, removing
-    /// nothing, if a running sandbox uses one of those.
+    /// The image record `id` names (see [`Store::remove_image`] for what `id` may be).
+    pub fn find(&self, id: &str) -> Result<ImageRecord, StoreError> {
+        let tags = crate::tags::tags(self)?;
+        self.target(id, &self.images()?, &tags)?
+            .record
+            .ok_or_else(|| StoreError::NoSuchImage { id: id.into() })
+    }
+
+    /// Removes what `id` names (a pulled reference: that tag; an image's digest, short id or
+    /// path: the image and all its tags), the layers no other image or tag has, and the
+    /// pulled blobs no tag reaches any more. Refused, removing nothing, if a running or created
+    /// container uses one of the layers that would go; the error names the containers.
     pub fn remove_image(&self, id: &str) -> Result<Removed, StoreError> {
-        let rec = self.find(id)?;
-        let others = self.images()?;
-        let shared = |d: &Digest| {
-            others
+        let records = self.images()?;
+        let tags = crate::tags::tags(self)?;
+        let t = self.target(id, &records, &tags)?;
+        let kept_tags: Vec<&Tag> = tags.iter().filter(|x| !t.tags.contains(&x.name)).collect();
+        // The record goes with its last tag: another tag of the same image keeps it.
+        let record = t.record.clone().filter(|r| {
+            !kept_tags
                 .iter()
-                .any(|o| o.config_digest != rec.config_digest && o.layers.contains(d))
+                .any(|k| k.configs.contains(&r.config_digest))
+        });
+        let gone = record.as_ref().map(|r| &r.config_digest);
+        let dropped = tags.iter().filter(|x| t.tags.contains(&x.name));
+        let mut candidates: Vec<&Digest> = record.iter().flat_map(|r| &r.layers).collect();
+        candidates.extend(dropped.flat_map(|x| &x.diff_ids));
+        let kept = |d: &Digest| {
+            records
+                .iter()
+                .any(|o| Some(&o.config_digest) != gone && o.layers.contains(d))
+                || kept_tags.iter().any(|k| k.diff_ids.contains(d))
         };
         // Only the layers that go are locked: one that another image keeps may be in use.
-        let mut held = Vec::new();
-        for d in rec.layers.iter().filter(|d| !shared(d)) {
+        let mut held: Vec<(Digest, File)> = Vec::new();
+        for d in candidates {
+            if kept(d) || held.iter().any(|(h, _)| h == d) {
+                continue;
+            }
             match self.try_exclusive(d)? {
                 Some(lock) => held.push((d.clone(), lock)),
                 None => {
                     return Err(StoreError::InUse {
                         layer: d.clone(),
-                        image: rec.config_digest.clone(),
+                        image: t.name.clone(),
+                        users: self.users_of(d),
                     })
                 }
             }
         }
-        let mut removed = Removed::default();
-        self.remove_record(&rec.config_digest)?;
-        removed.images = 1;
+        let mut removed = Removed {
+            images: 1,
+            ..Removed::default()
+        };
+        removed.tags = crate::tags::remove_tags(self, &t.tags)?;
+        if let Some(r) = &record {
+            self.remove_record(&r.config_digest)?;
+        }
         for (d, _lock) in &held {
             removed.bytes += self.remove_layer(d)?;
             removed.layers += 1;
         }
+        removed.add_collected(crate::tags::collect_blobs(self)?);
         Ok(removed)
+    }
+
+    /// Who uses layer `d`: the overlays whose lower layers include it (`/proc/self/mountinfo`),
+    /// a runtime's `<sandbox>/shared/<container>/rootfs` named as that container.
+    fn users_of(&self, d: &Digest) -> String {
+        let fs = self.layer_dir(d).join("fs");
+        let canonical = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+        let fs = canonical(&fs);
+        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let mut users = Vec::new();
+        for line in info.lines() {
+            // `ID PARENT MAJ:MIN ROOT MOUNT-POINT OPTIONS [OPTIONAL...] - TYPE SOURCE SUPER`
+            let Some((mount, fs_part)) = line.split_once(" - ") else {
+                continue;
+            };
+            let mut f = fs_part.split(' ');
+            if f.next() != Some("overlay") {
+                continue;
+            }
+            // `lowerdir=A:B` as mounted, or one `lowerdir+=A` per layer (new mount API).
+            let mut lowers = f.nth(1).unwrap_or("").split(',').flat_map(|o| {
+                o.strip_prefix("lowerdir=")
+                    .or_else(|| o.strip_prefix("lowerdir+="))
+                    .unwrap_or("")
+                    .split(':')
+            });
+            if !lowers.any(|l| !l.is_empty() && canonical(&unescape_mountinfo(l.as_bytes())) == fs)
+            {
+                continue;
+            }
+            if let Some(mp) = mount.split(' ').nth(4) {
+                users.push(describe_mount(&unescape_mountinfo(mp.as_bytes())));
+            }
+        }
+        if users.is_empty() {
+            "a running or created container (its mount is not visible here)".into()
+        } else {
+            users.join(", ")
+        }
     }
 
     fn remove_record(&self, d: &Digest) -> Result<(), StoreError> {
@@ -505,8 +671,9 @@ impl Store {
         Ok(bytes)
     }
 
-    /// Removes leftovers of interrupted unpacks and the layers no image record names; with
-    /// `all`, also every image none of whose layers a running sandbox uses.
+    /// Removes leftovers of interrupted unpacks and downloads, the layers no image record or
+    /// pulled tag names and the pulled blobs no tag reaches; with `all`, first every image
+    /// (record and tags) none of whose layers a running or created container uses.
     pub fn prune(&self, all: bool) -> Result<Removed, StoreError> {
         let mut removed = Removed::default();
         let tmp_root = self.root.join("tmp");
@@ -528,14 +695,11 @@ impl Store {
             }
         }
         let mut images = self.images()?;
+        let mut tags = crate::tags::tags(self)?;
         if all {
             let mut kept = Vec::new();
             for rec in images {
-                let mut free = true;
-                for d in &rec.layers {
-                    free &= self.try_exclusive(d)?.is_some();
-                }
-                if free {
+                if self.all_free(&rec.layers)? {
                     self.remove_record(&rec.config_digest)?;
                     removed.images += 1;
                 } else {
@@ -544,10 +708,23 @@ impl Store {
                 }
             }
             images = kept;
+            let (mut dropped, mut kept_tags) = (Vec::new(), Vec::new());
+            for t in tags {
+                let recorded = images.iter().any(|r| t.configs.contains(&r.config_digest));
+                if !recorded && self.all_free(&t.diff_ids)? {
+                    dropped.push(t.name.clone());
+                } else {
+                    kept_tags.push(t);
+                }
+            }
+            removed.tags = crate::tags::remove_tags(self, &dropped)?;
+            tags = kept_tags;
         }
         for info in self.layers()? {
             let d = &info.record.diff_id;
-            if images.iter().any(|r| r.layers.contains(d)) {
+            if images.iter().any(|r| r.layers.contains(d))
+                || tags.iter().any(|t| t.diff_ids.contains(d))
+            {
                 continue;
             }
             if let Some(_lock) = self.try_exclusive(d)? {
@@ -555,6 +732,88 @@ impl Store {
                 removed.layers += 1;
             }
         }
+        removed.add_collected(crate::tags::collect_blobs(self)?);
         Ok(removed)
+    }
+
+    /// No running or created container uses any of `layers`.
+    fn all_free(&self, layers: &[Digest]) -> Result<bool, StoreError> {
+        for d in layers {
+            if self.try_exclusive(d)?.is_none() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+}
+
+/// What `rm` removes (see [`Store::remove_image`]).
+struct Target {
+    record: Option<ImageRecord>,
+    tags: Vec<String>,
+    /// How the user knows the image: its first tag, else its source.
+    name: String,
+}
+
+/// A path from `/proc/self/mountinfo`, whose space, tab, newline and backslash are `\ooo`
+/// octal escapes (also used by the runtime's mount code).
+pub fn unescape_mountinfo(b: &[u8]) -> PathBuf {
+    use std::os::unix::ffi::OsStringExt;
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let octal = b
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        if let (b'\\', Some(d)) = (b[i], octal) {
+            let n = d.iter().fold(0u32, |n, c| n * 8 + u32::from(c - b'0'));
+            if let Ok(n) = u8::try_from(n) {
+                out.push(n);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    PathBuf::from(std::ffi::OsString::from_vec(out))
+}
+
+/// A mount point as a user knows it: the runtime mounts a container's root filesystem at
+/// `<sandbox root>/<sandbox>/shared/<container>/rootfs`.
+fn describe_mount(mp: &Path) -> String {
+    let names: Vec<String> = mp
+        .iter()
+        .rev()
+        .take(4)
+        .map(|c| c.to_string_lossy().into_owned())
+        .collect();
+    match names.as_slice() {
+        [rootfs, container, shared, sandbox] if rootfs == "rootfs" && shared == "shared" => {
+            format!("container {container} of sandbox {sandbox}")
+        }
+        _ => format!("the overlay mounted at {}", mp.display()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mount_points_name_their_container() {
+        assert_eq!(
+            unescape_mountinfo(br"/a\040b/c\134d"),
+            Path::new(r"/a b/c\d")
+        );
+        assert_eq!(unescape_mountinfo(br"/x\0"), Path::new(r"/x\0"));
+        assert_eq!(
+            describe_mount(Path::new("/run/shoji/sb-1/shared/web/rootfs")),
+            "container web of sandbox sb-1"
+        );
+        assert_eq!(
+            describe_mount(Path::new("/mnt/x")),
+            "the overlay mounted at /mnt/x"
+        );
     }
 }

@@ -241,7 +241,7 @@ fn in_use_layers_are_not_removed_and_prune_clears_the_rest() {
     let id1 = img1.config_digest().hex()[..12].to_string();
     let err = store.remove_image(&id1).unwrap_err();
     assert!(
-        err.to_string().contains("used by a running sandbox"),
+        err.to_string().contains("is in use") && err.to_string().contains("nothing was removed"),
         "{err}"
     );
     assert_eq!(

@@ -35,6 +35,9 @@ pub struct RunRequest {
     pub traceparent: Option<String>,
     /// `--network`, `-p`, `--hostname`, `--add-host`, `--dns`.
     pub network: crate::network::NetworkOptions,
+    /// Told about each layer unpacked into the image store (as root; a rootless run unpacks
+    /// into its sandbox while the guest boots and reports nothing).
+    pub unpack_progress: Option<crate::sandbox::UnpackProgress>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -133,82 +136,85 @@ pub async fn run(
     // 2-core host the unpack and QEMU's start overlap (issue #2). virtiofsd serves the
     // directory as it fills. As root the store's layers are put under the container's
     // overlay first (a first run unpacks them into the store; ADR 018).
-    let (vm, spec, rootfs) =
-        if let (RootSource::Image(path), false) = (&source, sandbox::mounts::can_mount()) {
-            let rootfs = image_rootfs(&sb, &container_id)?;
-            // The volumes are staged in the share before virtiofsd serves it; the spec built
-            // from the image then names the staged copies.
-            let mut process = req.process.clone();
-            crate::volumes::prepare(
-                &mut process.mounts,
-                &sb.shared().join(&container_id),
-                std::slice::from_ref(&root),
-            )
-            .map_err(BootError::from)?;
-            let (path, work, dest) = (path.clone(), sb.path().join("image"), rootfs.host.clone());
-            let mut unpack = tokio::task::spawn_blocking(move || {
-                unpack_span.in_scope(|| unpack_image(&path, &work, &dest, &process))
-            });
-            let joined = |r: Result<Result<_, BootError>, tokio::task::JoinError>| {
-                r.unwrap_or_else(|e| {
-                    Err(BootError::Image(image::ImageError::Io {
-                        path: source.path().to_path_buf(),
-                        source: std::io::Error::other(format!("the unpacking task failed: {e}")),
-                    }))
-                })
-            };
-            let sb_path = sb.path().to_path_buf();
-            let share = rootfs.share.clone();
-            let mut boot = Box::pin(SandboxVm::boot(config, &bins, sb, &share, &opts, hooks));
-            // A bad image is reported as soon as the unpack fails: dropping the boot future stops
-            // whatever it started (its guards) without waiting for the guest.
-            let (booted, unpacked) = tokio::select! {
-                u = &mut unpack => match joined(u) {
-                    Ok(spec) => ((&mut boot).await, Ok(spec)),
-                    Err(e) => {
-                        drop(boot);
-                        let _ = remove_sandbox_dir(&sb_path);
-                        return Err(e.into());
-                    }
-                },
-                b = &mut boot => (b, joined(unpack.await)),
-            };
-            match (booted, unpacked) {
-                (Ok(vm), Ok(spec)) => (vm, spec, rootfs),
-                (Ok(vm), Err(e)) => {
-                    vm.stop().await;
-                    return Err(e.into());
-                }
-                (Err(e), _) => {
-                    // The sandbox directory went with the failed boot, possibly while the unpack
-                    // was still writing into it.
+    let (vm, spec, rootfs) = if let (RootSource::Image(path), false) =
+        (&source, sandbox::mounts::can_mount())
+    {
+        let rootfs = image_rootfs(&sb, &container_id)?;
+        // The volumes are staged in the share before virtiofsd serves it; the spec built
+        // from the image then names the staged copies.
+        let mut process = req.process.clone();
+        crate::volumes::prepare(
+            &mut process.mounts,
+            &sb.shared().join(&container_id),
+            std::slice::from_ref(&root),
+        )
+        .map_err(BootError::from)?;
+        let (path, work, dest) = (path.clone(), sb.path().join("image"), rootfs.host.clone());
+        let mut unpack = tokio::task::spawn_blocking(move || {
+            unpack_span.in_scope(|| unpack_image(&path, &work, &dest, &process))
+        });
+        let joined = |r: Result<Result<_, BootError>, tokio::task::JoinError>| {
+            r.unwrap_or_else(|e| {
+                Err(BootError::Image(image::ImageError::Io {
+                    path: source.path().to_path_buf(),
+                    source: std::io::Error::other(format!("the unpacking task failed: {e}")),
+                }))
+            })
+        };
+        let sb_path = sb.path().to_path_buf();
+        let share = rootfs.share.clone();
+        let mut boot = Box::pin(SandboxVm::boot(config, &bins, sb, &share, &opts, hooks));
+        // A bad image is reported as soon as the unpack fails: dropping the boot future stops
+        // whatever it started (its guards) without waiting for the guest.
+        let (booted, unpacked) = tokio::select! {
+            u = &mut unpack => match joined(u) {
+                Ok(spec) => ((&mut boot).await, Ok(spec)),
+                Err(e) => {
+                    drop(boot);
                     let _ = remove_sandbox_dir(&sb_path);
                     return Err(e.into());
                 }
-            }
-        } else {
-            // On a blocking thread: a first run unpacks the image's layers into the store.
-            let (src, cid, process, store) = (
-                source.clone(),
-                container_id.clone(),
-                req.process.clone(),
-                config.image_store(),
-            );
-            let (sb, prepared) = tokio::task::spawn_blocking(move || {
-                let r = unpack_span.in_scope(|| prepare_rootfs(&src, &sb, &cid, &process, &store));
-                (sb, r)
-            })
-            .await
-            .map_err(|e| {
-                BootError::Image(image::ImageError::Io {
-                    path: source.path().to_path_buf(),
-                    source: std::io::Error::other(format!("the unpacking task failed: {e}")),
-                })
-            })?;
-            let (spec, rootfs) = prepared?;
-            let vm = SandboxVm::boot(config, &bins, sb, &rootfs.share, &opts, hooks).await?;
-            (vm, spec, rootfs)
+            },
+            b = &mut boot => (b, joined(unpack.await)),
         };
+        match (booted, unpacked) {
+            (Ok(vm), Ok(spec)) => (vm, spec, rootfs),
+            (Ok(vm), Err(e)) => {
+                vm.stop().await;
+                return Err(e.into());
+            }
+            (Err(e), _) => {
+                // The sandbox directory went with the failed boot, possibly while the unpack
+                // was still writing into it.
+                let _ = remove_sandbox_dir(&sb_path);
+                return Err(e.into());
+            }
+        }
+    } else {
+        // On a blocking thread: a first run unpacks the image's layers into the store.
+        let (src, cid, process, store, progress) = (
+            source.clone(),
+            container_id.clone(),
+            req.process.clone(),
+            config.image_store(),
+            req.unpack_progress.clone(),
+        );
+        let (sb, prepared) = tokio::task::spawn_blocking(move || {
+            let r = unpack_span
+                .in_scope(|| prepare_rootfs(&src, &sb, &cid, &process, &store, progress.as_ref()));
+            (sb, r)
+        })
+        .await
+        .map_err(|e| {
+            BootError::Image(image::ImageError::Io {
+                path: source.path().to_path_buf(),
+                source: std::io::Error::other(format!("the unpacking task failed: {e}")),
+            })
+        })?;
+        let (spec, rootfs) = prepared?;
+        let vm = SandboxVm::boot(config, &bins, sb, &rootfs.share, &opts, hooks).await?;
+        (vm, spec, rootfs)
+    };
     // What a reclaimer must kill if this process is SIGKILLed (they should die with it).
     if let Some(o) = &mut owner {
         o.processes = vm

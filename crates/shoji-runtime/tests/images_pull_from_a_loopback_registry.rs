@@ -3,113 +3,17 @@
 //! image pushed into it with `skopeo`: blobs verified and stored once, a second pull downloads
 //! nothing, pulls by digest, a tampered blob refused with nothing stored, an unknown tag named,
 //! two pulls at once download each blob once, credentials from the Docker configuration file
-//! reach a registry with htpasswd auth,
-//! and a pulled image runs in a VM with `image.pull` in the run's trace (ADR 021).
+//! (`auths`, `credHelpers`, `credsStore`) reach a registry with htpasswd auth,
+//! and a pulled image runs in a VM with `image.pull` in the run's trace and, on a terminal, a
+//! spinner while its layer is unpacked (ADR 021).
 
 mod common;
 
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
-use common::{busybox_image, stored_spans, text, TestEnv};
-
-/// A `docker-registry serve` on a free loopback port, storage in `dir`; killed when dropped
-/// (a failed assertion included).
-struct Registry {
-    child: Child,
-    port: u16,
-    storage: PathBuf,
-}
-
-impl Registry {
-    fn start(dir: &Path) -> Self {
-        Self::start_with(dir, "")
-    }
-
-    /// With `extra` appended to its configuration (an `auth:` section).
-    fn start_with(dir: &Path, extra: &str) -> Self {
-        // A port the kernel just handed out and took back: free unless someone races for it.
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free loopback port")
-            .port();
-        let storage = dir.join("registry-data");
-        let config = dir.join("registry.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    \
-                 rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n{extra}",
-                storage.display()
-            ),
-        )
-        .expect("writing the registry's configuration");
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting docker-registry (scripts/lib.sh installs it)");
-        let reg = Self {
-            child,
-            port,
-            storage,
-        };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "the registry did not listen");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        reg
-    }
-
-    /// `127.0.0.1:PORT/NAME:TAG`, after pushing the busybox layout there with skopeo.
-    fn push_busybox(&self, name_tag: &str) -> String {
-        self.push_busybox_as(name_tag, &[])
-    }
-
-    fn push_busybox_as(&self, name_tag: &str, creds: &[&str]) -> String {
-        let layout = busybox_image().0.display().to_string();
-        let dest = format!("127.0.0.1:{}/{name_tag}", self.port);
-        let out = Command::new("skopeo")
-            .args(["copy", "--quiet", "--dest-tls-verify=false"])
-            .args(creds)
-            .arg(format!("oci:{layout}:busybox:latest"))
-            .arg(format!("docker://{dest}"))
-            .output()
-            .expect("running skopeo (scripts/lib.sh installs it)");
-        assert!(out.status.success(), "skopeo: {}", text(&out.stderr));
-        dest
-    }
-
-    /// The largest blob the registry stores: the busybox layer.
-    fn layer_blob(&self) -> PathBuf {
-        let mut files = Vec::new();
-        let mut dirs = vec![self.storage.join("docker/registry/v2/blobs")];
-        while let Some(d) = dirs.pop() {
-            for e in std::fs::read_dir(&d).expect("registry storage").flatten() {
-                let m = e.metadata().expect("metadata");
-                if m.is_dir() {
-                    dirs.push(e.path());
-                } else {
-                    files.push((m.len(), e.path()));
-                }
-            }
-        }
-        files.sort();
-        files.pop().expect("a blob in the registry").1
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::registry::Registry;
+use common::{run_in_pty, stored_spans, text, TestEnv};
 
 /// `blob.cached` as `common::otlp_span_attrs` shows an OTLP JSON boolean.
 const CACHED: &str = r#"{"boolValue":true}"#;
@@ -252,7 +156,10 @@ fn vm_a_pulled_image_runs_with_the_pull_in_the_runs_trace() {
     let env = TestEnv::new();
     let reg = Registry::start(env.dir.path());
     let image = reg.push_busybox("shoji/busybox:v1");
-    let out = env.run(&[
+    // On a terminal, as a user would see it: download bars, then (as root, where the layer
+    // goes into the store) a spinner while the layer is unpacked.
+    let mut cmd = env.cmd();
+    cmd.args([
         "run",
         "--rm",
         "--trace",
@@ -261,8 +168,13 @@ fn vm_a_pulled_image_runs_with_the_pull_in_the_runs_trace() {
         "echo",
         "pulled-and-ran",
     ]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("pulled-and-ran"));
+    let (out, code) = run_in_pty(cmd);
+    env.assert_nothing_left();
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("pulled-and-ran"), "{out}");
+    if nix::unistd::geteuid().is_root() {
+        assert!(out.contains("unpacking layer 1/1"), "{out}");
+    }
     let spans = stored_spans(&env);
     let root = spans.iter().find(|s| s.name == "run").expect("a run span");
     let pull = spans
@@ -282,9 +194,9 @@ fn vm_a_pulled_image_runs_with_the_pull_in_the_runs_trace() {
     );
 }
 
-#[test]
-fn credentials_from_the_docker_config_reach_a_registry_that_wants_them() {
-    let env = TestEnv::new();
+/// A registry that wants user `alice`, password `s3cret` (htpasswd auth), busybox pushed into
+/// it; returns it and the image's reference.
+fn registry_with_auth(env: &TestEnv) -> (Registry, String) {
     let htpasswd = env.dir.path().join("htpasswd");
     let out = Command::new("htpasswd")
         .args(["-Bbn", "alice", "s3cret"])
@@ -300,6 +212,13 @@ fn credentials_from_the_docker_config_reach_a_registry_that_wants_them() {
         ),
     );
     let image = reg.push_busybox_as("shoji/busybox:v1", &["--dest-creds", "alice:s3cret"]);
+    (reg, image)
+}
+
+#[test]
+fn credentials_from_the_docker_config_reach_a_registry_that_wants_them() {
+    let env = TestEnv::new();
+    let (reg, image) = registry_with_auth(&env);
 
     // No credentials: refused, saying where they go.
     let docker = env.dir.path().join("docker");
@@ -331,6 +250,98 @@ fn credentials_from_the_docker_config_reach_a_registry_that_wants_them() {
     let out = pull();
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(counts(&out.stdout), (2, 0));
+}
+
+/// Writes `docker-credential-NAME` into `bin`: it answers for `registry` only (what it was
+/// asked for goes to `asked`), with `answer` on standard output and `status`.
+fn write_helper(bin: &Path, name: &str, registry: &str, answer: &str, status: i32) {
+    use std::os::unix::fs::PermissionsExt;
+    let asked = bin.join(format!("{name}.asked"));
+    let script = format!(
+        "#!/bin/sh\n[ \"$1\" = get ] || exit 2\nserver=$(cat)\nprintf %s \"$server\" >{asked}\n\
+         [ \"$server\" = {registry} ] || {{ echo \"credentials not found in native keychain\"; \
+         exit 1; }}\necho '{answer}'\nexit {status}\n",
+        asked = asked.display()
+    );
+    let path = bin.join(format!("docker-credential-{name}"));
+    std::fs::write(&path, script).expect("writing the helper");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+}
+
+#[test]
+fn credential_helpers_in_the_docker_config_reach_a_registry_that_wants_them() {
+    let env = TestEnv::new();
+    let (reg, image) = registry_with_auth(&env);
+    let registry = format!("127.0.0.1:{}", reg.port);
+    let docker = env.dir.path().join("docker");
+    let bin = env.dir.path().join("bin");
+    for d in [&docker, &bin] {
+        std::fs::create_dir(d).expect("mkdir");
+    }
+    let good = format!(r#"{{"ServerURL":"{registry}","Username":"alice","Secret":"s3cret"}}"#);
+    write_helper(&bin, "shoji-good", &registry, &good, 0);
+    write_helper(&bin, "shoji-broken", &registry, "the keychain is locked", 3);
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let pull_with = |config: String| {
+        std::fs::write(docker.join("config.json"), config).expect("writing config.json");
+        env.cmd()
+            .env("DOCKER_CONFIG", &docker)
+            .env("PATH", &path)
+            .args(["pull", &image])
+            .output()
+            .expect("running shoji")
+    };
+
+    // credHelpers for this registry, beside a wrong `auths` entry: the helper wins, and was
+    // asked for the registry.
+    let out = pull_with(format!(
+        r#"{{"credHelpers": {{"{registry}": "shoji-good"}},
+            "auths": {{"{registry}": {{"username": "alice", "password": "wrong"}}}}}}"#
+    ));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        std::fs::read_to_string(bin.join("shoji-good.asked")).expect("the helper was asked"),
+        registry
+    );
+
+    // credsStore, the default helper.
+    let out = pull_with(r#"{"credsStore": "shoji-good"}"#.into());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    // A helper that fails, one that is missing: named, with the registry.
+    for (helper, needle) in [
+        ("shoji-broken", "the keychain is locked"),
+        ("shoji-missing", "install it on PATH"),
+    ] {
+        let out = pull_with(format!(
+            r#"{{"credHelpers": {{"{registry}": "{helper}"}}}}"#
+        ));
+        assert!(!out.status.success());
+        let err = text(&out.stderr);
+        for part in [
+            format!("docker-credential-{helper}"),
+            registry.clone(),
+            needle.to_string(),
+        ] {
+            assert!(err.contains(&part), "{part:?} not in: {err}");
+        }
+    }
+
+    // A helper with nothing for this registry ("credentials not found"): `auths` is used.
+    write_helper(&bin, "shoji-other", "127.0.0.1:1", &good, 0);
+    let out = pull_with(format!(
+        r#"{{"credsStore": "shoji-other",
+            "auths": {{"{registry}": {{"auth": "YWxpY2U6czNjcmV0"}}}}}}"#
+    ));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        std::fs::read_to_string(bin.join("shoji-other.asked")).expect("the helper was asked"),
+        registry
+    );
 }
 
 #[test]

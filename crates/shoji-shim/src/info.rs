@@ -3,8 +3,8 @@
 //! The `containerd-shim` crate answers with the runtime's name alone when a shim does not say
 //! more; runc's shim runs `runc features`. Shoji answers with what its agent gives a container
 //! (OCI runtime-spec `features.json`): the namespaces it makes in the guest, cgroup v2 only, no
-//! OCI hooks (nothing of the container runs on the host), no mount options (the container's
-//! mounts are the agent's, not the spec's).
+//! OCI hooks (nothing of the container runs on the host), the mount options a volume may carry
+//! (`rro` among them: containerd's CRI plugin then offers recursive read-only mounts).
 
 use containerd_shim::protos::protobuf::well_known_types::any::Any;
 use containerd_shim::protos::protobuf::MessageField;
@@ -20,7 +20,7 @@ pub fn features() -> serde_json::Value {
         "ociVersionMin": "1.0.0",
         "ociVersionMax": "1.2.0",
         "hooks": [],
-        "mountOptions": [],
+        "mountOptions": shoji_runtime::volumes::FLAG_OPTIONS,
         "linux": {
             "namespaces": ["pid", "mount", "uts", "ipc", "cgroup"],
             "cgroup": { "v1": false, "v2": true, "systemd": false, "systemdUser": false },
@@ -66,6 +66,10 @@ mod tests {
         let f: serde_json::Value = serde_json::from_slice(&any.value).expect("JSON");
         assert_eq!(f["linux"]["cgroup"]["v2"], true);
         assert_eq!(f["hooks"], serde_json::json!([]));
+        // containerd's CRI plugin offers recursive read-only mounts to runtimes that name it.
+        assert!(f["mountOptions"]
+            .as_array()
+            .is_some_and(|o| o.iter().any(|x| x == "rro")));
         assert!(f["linux"]["namespaces"]
             .as_array()
             .is_some_and(|n| n.iter().any(|x| x == "pid")));

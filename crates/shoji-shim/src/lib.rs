@@ -3,8 +3,9 @@
 //!
 //! How the parts compose (decisions in `docs/adr/016-containerd-shim.md`): containerd's own
 //! `containerd-shim` crate does the shim protocol (the `start`/`delete` actions, the ttRPC
-//! server, the event publisher, the stdio FIFOs); [`shim`] answers its `Shim` trait (spawning
-//! the server, cleaning up after a dead one, `-info` from [`info`]); [`service`] is the task
+//! server, the stdio FIFOs); [`shim`] answers its `Shim` trait (spawning the server, cleaning
+//! up after a dead one, `-info` from [`info`]); [`events`] sends containerd the task events, in
+//! order and across a containerd restart; [`service`] is the task
 //! API on a [`pod::Pod`]: one [`shoji_runtime::sandbox::SandboxVm`] holding containers, each
 //! with its init and execs ([`process`]) in the lifecycle's status model
 //! ([`shoji_runtime::lifecycle::status`]), and each with its root filesystem mounted on the
@@ -15,6 +16,17 @@
 //! is the W3C `traceparent` containerd sends in the ttRPC metadata, when it sends one; the boot
 //! and the agent's spans are its children, as in `shoji run`.
 
+/// One line to the shim's stderr (containerd's log FIFO for the server, a buffer for the
+/// `delete` action), a failed write ignored: while containerd is down the FIFO has no reader,
+/// and `log_line!` would panic on EPIPE and take the VM with it.
+macro_rules! log_line {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+pub mod events;
 pub mod info;
 pub mod metrics;
 pub mod mounts;
@@ -41,7 +53,7 @@ pub fn main() -> std::process::ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("{RUNTIME_ID}: cannot start the async runtime: {e}");
+            log_line!("{RUNTIME_ID}: cannot start the async runtime: {e}");
             return std::process::ExitCode::FAILURE;
         }
     };

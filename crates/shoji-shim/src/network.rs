@@ -119,7 +119,7 @@ pub fn clean_after_kill(bundle: &Path) {
         return;
     }
     if let Err(e) = shoji_runtime::network::netns::detach(&path) {
-        eprintln!(
+        log_line!(
             "shoji-shim: cannot clean up network namespace {}: {}",
             path.display(),
             shoji_runtime::error_chain(&e)

@@ -60,6 +60,40 @@ pub fn sandbox_id(spec_json: &[u8], path: &Path) -> Result<Option<String>, PodEr
     }
 }
 
+/// Whether a pod's container shares the pod's PID namespace: its spec names an existing one
+/// (`linux.namespaces` has a `pid` entry with a `path`), as containerd's CRI plugin writes it for
+/// a container whose `namespace_options.pid` is POD (or TARGET). The path is a host `/proc` path
+/// that means nothing in the guest; the agent joins the sandbox container's namespace instead.
+pub fn joins_pid_namespace(spec_json: &[u8], path: &Path) -> Result<bool, PodError> {
+    #[derive(serde::Deserialize)]
+    struct Namespace {
+        #[serde(rename = "type")]
+        kind: String,
+        #[serde(default)]
+        path: Option<String>,
+    }
+    #[derive(serde::Deserialize, Default)]
+    struct Linux {
+        #[serde(default)]
+        namespaces: Vec<Namespace>,
+    }
+    #[derive(serde::Deserialize)]
+    struct WithLinux {
+        #[serde(default)]
+        linux: Option<Linux>,
+    }
+    let spec: WithLinux = serde_json::from_slice(spec_json).map_err(|source| PodError::Parse {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(spec
+        .linux
+        .unwrap_or_default()
+        .namespaces
+        .iter()
+        .any(|ns| ns.kind == "pid" && ns.path.as_deref().is_some_and(|p| !p.is_empty())))
+}
+
 /// The shim that serves the container whose bundle is `bundle`: its pod's (the pod sandbox id)
 /// for a container of a pod, else its own (`id`). As runc's shim groups a pod's containers.
 pub fn grouping(bundle: &Path, id: &str) -> Result<String, PodError> {
@@ -178,5 +212,17 @@ mod tests {
             grouping(dir.path(), "c1"),
             Err(PodError::Parse { .. })
         ));
+    }
+
+    #[test]
+    fn a_pid_namespace_with_a_path_is_the_pods() {
+        let joins = |spec: &str| joins_pid_namespace(spec.as_bytes(), Path::new("config.json"));
+        let pod = r#"{"linux":{"namespaces":[{"type":"network","path":"/proc/7/ns/net"},{"type":"pid","path":"/proc/7/ns/pid"}]}}"#;
+        assert!(joins(pod).expect("parsed"));
+        let own = r#"{"linux":{"namespaces":[{"type":"network","path":"/proc/7/ns/net"},{"type":"pid"}]}}"#;
+        assert!(!joins(own).expect("parsed"));
+        assert!(!joins(r#"{"linux":{"namespaces":[{"type":"pid","path":""}]}}"#).expect("parsed"));
+        assert!(!joins(r#"{"ociVersion":"1.2.0"}"#).expect("parsed"));
+        assert!(matches!(joins("["), Err(PodError::Parse { .. })));
     }
 }

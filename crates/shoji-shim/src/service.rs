@@ -18,7 +18,6 @@ use containerd_shim::api::{
     WaitResponse,
 };
 use containerd_shim::asynchronous::io::Stdio;
-use containerd_shim::asynchronous::publisher::RemotePublisher;
 use containerd_shim::asynchronous::ExitSignal;
 use containerd_shim::protos::events::task::{
     TaskCreate, TaskDelete, TaskExecStarted, TaskExit, TaskIO, TaskStart,
@@ -50,7 +49,7 @@ pub struct Inner {
     pub namespace: String,
     pub config: Config,
     pub agent_tracing: bool,
-    pub publisher: RemotePublisher,
+    pub events: crate::events::EventForwarder,
     pub exit: Arc<ExitSignal>,
     pub hooks: Mutex<TraceHooks>,
     pub pod: Mutex<Pod>,
@@ -122,13 +121,8 @@ fn host_pid() -> u32 {
 
 impl Inner {
     pub(crate) async fn publish(&self, topic: &str, event: Box<dyn MessageDyn>) {
-        let ctx = ttrpc::context::Context::default();
-        if let Err(e) = self
-            .publisher
-            .publish(ctx, topic, &self.namespace, event)
-            .await
-        {
-            tracing::warn!(topic, error = %e, "cannot publish the event to containerd");
+        if let Err(e) = self.events.publish(topic, &self.namespace, event) {
+            tracing::warn!(topic, error = %error_chain(&e), "cannot publish the event to containerd");
         }
     }
 
@@ -190,6 +184,18 @@ impl Inner {
         })?;
         let sandbox = crate::pod::sandbox_id(&spec_json, &bundle.join("config.json"))
             .map_err(|e| failed(ttrpc::Code::INVALID_ARGUMENT, error_chain(&e)))?;
+        // A pod's container that shares the pod's PID namespace joins its sandbox container's
+        // (the pause process is its PID 1), as runc joins the path the spec names.
+        let pid_namespace_of = match &sandbox {
+            Some(s)
+                if *s != req.id
+                    && crate::pod::joins_pid_namespace(&spec_json, &bundle.join("config.json"))
+                        .map_err(|e| failed(ttrpc::Code::INVALID_ARGUMENT, error_chain(&e)))? =>
+            {
+                s.clone()
+            }
+            _ => String::new(),
+        };
         if sandbox.as_ref().is_some_and(|s| *s != self.id) {
             return Err(failed(
                 ttrpc::Code::INVALID_ARGUMENT,
@@ -263,6 +269,7 @@ impl Inner {
                     stdio: Some(init.ports()).into(),
                     // A pod's containers share its UTS and IPC namespaces in the guest.
                     pod_namespaces: sandbox.is_some(),
+                    pid_namespace_of,
                     ..Default::default()
                 })
                 .await;
@@ -627,6 +634,16 @@ impl Task for TaskService {
         async {
             let ctr = self.0.container(&req.id).await?;
             let record = ctr.record();
+            // A restarted containerd asks every shim it finds for its task's pids, and takes an
+            // empty answer for a shim whose task was never made, which it kills: a container
+            // whose processes ended while containerd was down would be lost with its exit
+            // status. Like runc's shim (`runc ps` of a stopped container fails), say so instead.
+            if record.init.status == TaskStatus::Stopped {
+                return Err(failed(
+                    ttrpc::Code::FAILED_PRECONDITION,
+                    format!("container {} is stopped: it has no processes", req.id),
+                ));
+            }
             let live = |t: &shoji_runtime::lifecycle::status::Task| t.status != TaskStatus::Stopped;
             let processes = std::iter::once(&record.init)
                 .chain(record.execs.values())

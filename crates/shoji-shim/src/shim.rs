@@ -133,7 +133,7 @@ impl containerd_shim::Shim for ShojiShim {
                 match shoji_telemetry::host::init(&tcfg) {
                     Ok(t) => Some(t),
                     Err(e) => {
-                        eprintln!("shoji-shim: tracing is off: {e}");
+                        log_line!("shoji-shim: tracing is off: {e}");
                         None
                     }
                 }
@@ -178,7 +178,7 @@ impl containerd_shim::Shim for ShojiShim {
             crate::network::clean_after_kill(&self.bundle);
         }
         if let Err(e) = rootfs::unmount(&self.bundle) {
-            eprintln!("shoji-shim: {}", shoji_runtime::error_chain(&e));
+            log_line!("shoji-shim: {}", shoji_runtime::error_chain(&e));
         }
         // The sandbox directory goes with its sandbox's (the pod's first) container; a pod's
         // other container takes only its own root filesystem out of the share. Mounts are
@@ -192,7 +192,7 @@ impl containerd_shim::Shim for ShojiShim {
                     dir.join("shared").join(&self.id)
                 };
                 if let Err(e) = shoji_runtime::sandbox::remove_sandbox_dir(&dir) {
-                    eprintln!("shoji-shim: cannot remove {}: {e}", dir.display());
+                    log_line!("shoji-shim: cannot remove {}: {e}", dir.display());
                 }
             }
         }
@@ -226,7 +226,7 @@ impl containerd_shim::Shim for ShojiShim {
             Err(e) => {
                 // containerd shows the shim's log; the first Create fails on the defaults'
                 // missing pieces if they matter.
-                eprintln!("shoji-shim: cannot load the configuration ({e}); using the defaults");
+                log_line!("shoji-shim: cannot load the configuration ({e}); using the defaults");
                 Config::default()
             }
         };
@@ -241,7 +241,9 @@ impl containerd_shim::Shim for ShojiShim {
             namespace: self.namespace.clone(),
             config,
             agent_tracing: self.tracing.agent,
-            publisher,
+            // containerd-shim's publisher loses events across a containerd restart (see
+            // `events`): its address is all that is kept.
+            events: crate::events::EventForwarder::start(&publisher.address),
             exit: self.exit.clone(),
             hooks: Mutex::new(hooks),
             pod: Mutex::new(Pod::default()),

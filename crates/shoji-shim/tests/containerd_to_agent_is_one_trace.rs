@@ -17,7 +17,7 @@ use shoji_trace::model::SpanRecord;
 #[test]
 fn vm_containerd_request_to_agent_is_one_trace() {
     let data = tempfile::tempdir().expect("tempdir");
-    let (mut server, http) = serve(data.path());
+    let (server, http) = serve(data.path());
     let mut c = Containerd::start(&containerd_tracing_env(&http));
     let image = c.import_busybox();
     let out = c.ctr(&[
@@ -78,6 +78,5 @@ fn vm_containerd_request_to_agent_is_one_trace() {
         "one trace per containerd request"
     );
 
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
 }

@@ -18,7 +18,7 @@ use shoji_trace::model::SpanRecord;
 #[test]
 fn vm_cri_run_pod_sandbox_to_agent_is_one_trace() {
     let data = tempfile::tempdir().expect("tempdir");
-    let (mut server, http) = serve(data.path());
+    let (server, http) = serve(data.path());
     let mut c = Containerd::start_cri(&containerd_tracing_env(&http));
     let pod_json = c.pod_config("traced", "traced-pod");
     let pod = c.crictl_ok(&["runp", "--runtime", HANDLER, &pod_json]);
@@ -93,6 +93,5 @@ fn vm_cri_run_pod_sandbox_to_agent_is_one_trace() {
         );
         p = parent(p);
     }
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
 }

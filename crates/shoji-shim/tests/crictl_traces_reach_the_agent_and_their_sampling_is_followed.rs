@@ -32,7 +32,7 @@ fn traced<'a>(grpc: &'a str, per_million: &'a str, args: &[&'a str]) -> Vec<&'a 
 #[test]
 fn vm_crictl_traces_reach_the_agent_and_their_sampling_is_followed() {
     let data = tempfile::tempdir().expect("tempdir");
-    let (mut server, http, grpc) = serve_both(data.path());
+    let (server, http, grpc) = serve_both(data.path());
     let mut c = Containerd::start_cri(&containerd_tracing_env(&http));
     let pod_json = c.pod_config("sampled", "sampled-pod");
     // Unsampled at crictl: the pod's VM boots under a `traceparent` whose sampled flag is off.
@@ -115,8 +115,7 @@ fn vm_crictl_traces_reach_the_agent_and_their_sampling_is_followed() {
         })
         .sum();
     assert_eq!(creates, 1, "the shim's Create spans stored");
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
 }
 
 /// One root, crictl's client span; no orphan; the first ancestor of another service is crictl's

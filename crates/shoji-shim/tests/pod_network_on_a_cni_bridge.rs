@@ -2,7 +2,9 @@
 //! plugins (bridge, host-local, portmap, loopback; pinned, `scripts/lib.sh`): the guest's `eth0`
 //! has the pod IP CRI reports, a server in a pod container is reached from the host through the
 //! test's own bridge, a CRI `hostPort` (portmap's DNAT) reaches it too, and a container reaches
-//! a server the test runs on the host at the bridge's address. Everything stays on this machine.
+//! a server the test runs on the host at the bridge's address. The network is dual-stack: the
+//! guest has the pod's IPv6 address and IPv6 default route too, and the server answers the host
+//! over IPv6. Everything stays on this machine.
 //! The shim is then killed: the TAP goes with QEMU and containerd's `delete` of the dead shim
 //! removes the qdiscs from the pod's veth. After `rmp`, nothing Shoji or the test's plugins made
 //! is left: no veth on the bridge, no pod namespace, no portmap chain; the test removes its
@@ -15,7 +17,7 @@
 mod containerd;
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -45,12 +47,19 @@ fn nat_rules() -> String {
     run_ok("iptables-save", &["-t", "nat"])
 }
 
+/// The same for IPv6 (portmap maps the pod's IPv6 address with ip6tables).
+fn nat6_rules() -> String {
+    run_ok("ip6tables-save", &["-t", "nat"])
+}
+
 /// The test's bridge and what portmap adds to iptables, removed on drop (also after a failure).
 struct TestNet {
     bridge: String,
     subnet: u8,
-    /// Whether portmap's top-level chain is the test's to remove (it was not there before).
+    /// Whether portmap's top-level chain is the test's to remove (it was not there before),
+    /// in iptables and in ip6tables.
     owns_hostport_chain: bool,
+    owns_hostport6_chain: bool,
 }
 
 impl TestNet {
@@ -71,6 +80,7 @@ impl TestNet {
             bridge: format!("shojibr{}", pid % 100_000),
             subnet,
             owns_hostport_chain: !nat_rules().contains(&format!(":{HOSTPORT_CHAIN} ")),
+            owns_hostport6_chain: !nat6_rules().contains(&format!(":{HOSTPORT_CHAIN} ")),
         };
         run_ok(
             "ip",
@@ -86,12 +96,31 @@ impl TestNet {
                 &net.bridge,
             ],
         );
+        // Dual stack: an IPv6 prefix of the test's own beside the IPv4 one (nodad: usable at
+        // once).
+        run_ok(
+            "ip",
+            &[
+                "-6",
+                "addr",
+                "add",
+                &format!("{}/64", net.gateway6()),
+                "dev",
+                &net.bridge,
+                "nodad",
+            ],
+        );
         run_ok("ip", &["link", "set", &net.bridge, "up"]);
         net
     }
 
     fn gateway(&self) -> Ipv4Addr {
         Ipv4Addr::new(10, 88, self.subnet, 1)
+    }
+
+    /// The bridge's IPv6 address, in a unique local prefix `fd88:0:N::/64`.
+    fn gateway6(&self) -> Ipv6Addr {
+        Ipv6Addr::new(0xfd88, 0, self.subnet.into(), 0, 0, 0, 0, 1)
     }
 
     /// bridge (an existing bridge, no gateway role, no masquerading), host-local (addresses
@@ -111,13 +140,24 @@ impl TestNet {
                     "ipam": {
                         "type": "host-local",
                         "dataDir": dir.join("cni-ipam"),
-                        "ranges": [[{
-                            "subnet": format!("10.88.{n}.0/24"),
-                            "rangeStart": format!("10.88.{n}.10"),
-                            "rangeEnd": format!("10.88.{n}.99"),
-                            "gateway": self.gateway().to_string(),
-                        }]],
-                        "routes": [{"dst": "0.0.0.0/0", "gw": self.gateway().to_string()}]
+                        "ranges": [
+                            [{
+                                "subnet": format!("10.88.{n}.0/24"),
+                                "rangeStart": format!("10.88.{n}.10"),
+                                "rangeEnd": format!("10.88.{n}.99"),
+                                "gateway": self.gateway().to_string(),
+                            }],
+                            [{
+                                "subnet": format!("fd88:0:{n:x}::/64"),
+                                "rangeStart": format!("fd88:0:{n:x}::10"),
+                                "rangeEnd": format!("fd88:0:{n:x}::99"),
+                                "gateway": self.gateway6().to_string(),
+                            }]
+                        ],
+                        "routes": [
+                            {"dst": "0.0.0.0/0", "gw": self.gateway().to_string()},
+                            {"dst": "::/0", "gw": self.gateway6().to_string()}
+                        ]
                     }
                 },
                 {
@@ -141,10 +181,16 @@ impl TestNet {
 impl Drop for TestNet {
     fn drop(&mut self) {
         let _ = run("ip", &["link", "del", &self.bridge]);
-        if self.owns_hostport_chain {
+        for (tool, owned) in [
+            ("iptables", self.owns_hostport_chain),
+            ("ip6tables", self.owns_hostport6_chain),
+        ] {
+            if !owned {
+                continue;
+            }
             for hook in ["PREROUTING", "OUTPUT"] {
                 let _ = run(
-                    "iptables",
+                    tool,
                     &[
                         "-t",
                         "nat",
@@ -159,8 +205,8 @@ impl Drop for TestNet {
                     ],
                 );
             }
-            let _ = run("iptables", &["-t", "nat", "-F", HOSTPORT_CHAIN]);
-            let _ = run("iptables", &["-t", "nat", "-X", HOSTPORT_CHAIN]);
+            let _ = run(tool, &["-t", "nat", "-F", HOSTPORT_CHAIN]);
+            let _ = run(tool, &["-t", "nat", "-X", HOSTPORT_CHAIN]);
         }
     }
 }
@@ -232,6 +278,17 @@ fn vm_a_pod_on_a_cni_bridge_serves_publishes_and_reaches_the_host() {
         "host-local's range"
     );
     assert_eq!(net.ports().lines().count(), 1, "one veth on the bridge");
+    let pod_ip6: Ipv6Addr = c.inspect("inspectp", &pod)["status"]["network"]["additionalIps"][0]
+        ["ip"]
+        .as_str()
+        .unwrap_or_default()
+        .parse()
+        .expect("CRI reports the pod's IPv6 address");
+    assert_eq!(
+        pod_ip6.segments()[..4],
+        [0xfd88, 0, net.subnet.into(), 0],
+        "host-local's IPv6 range"
+    );
 
     let server_json = c.container_config(
         "server",
@@ -258,9 +315,26 @@ fn vm_a_pod_on_a_cni_bridge_serves_publishes_and_reaches_the_host() {
         "{routes}"
     );
 
-    // (a) The pod's server, from the host through the bridge.
+    // Dual stack: the pod's IPv6 address and IPv6 default route are the guest's too.
+    let addr6 = exec_ok(
+        &c,
+        &server,
+        &["ip", "-6", "-o", "addr", "show", "dev", "eth0"],
+    );
+    assert!(addr6.contains(&format!("inet6 {pod_ip6}/64")), "{addr6}");
+    let routes6 = exec_ok(&c, &server, &["ip", "-6", "route"]);
+    assert!(
+        routes6.contains(&format!("default via {}", net.gateway6())),
+        "{routes6}"
+    );
+
+    // (a) The pod's server, from the host through the bridge, over IPv4 and IPv6.
     assert_eq!(
         http_get_eventually(SocketAddr::from((pod_ip, 8080))),
+        "hello from the pod"
+    );
+    assert_eq!(
+        http_get_eventually(SocketAddr::from((pod_ip6, 8080))),
         "hello from the pod"
     );
     // (b) The hostPort: portmap's DNAT of a host address's port to the pod.
@@ -349,9 +423,15 @@ fn vm_a_pod_on_a_cni_bridge_serves_publishes_and_reaches_the_host() {
         !left.contains(&format!("--dport {host_port}")) && !left.contains(&pod_ip.to_string()),
         "portmap rules left: {left}"
     );
+    let left6 = nat6_rules();
+    assert!(
+        !left6.contains(&pod_ip6.to_string()),
+        "portmap's IPv6 rules left: {left6}"
+    );
     drop(c);
     let bridge = net.bridge.clone();
     let owned = net.owns_hostport_chain;
+    let owned6 = net.owns_hostport6_chain;
     drop(net);
     assert!(
         !run("ip", &["link", "show", &bridge]).status.success(),
@@ -361,6 +441,12 @@ fn vm_a_pod_on_a_cni_bridge_serves_publishes_and_reaches_the_host() {
         assert!(
             !nat_rules().contains(HOSTPORT_CHAIN),
             "portmap's top-level chain left"
+        );
+    }
+    if owned6 {
+        assert!(
+            !nat6_rules().contains(HOSTPORT_CHAIN),
+            "portmap's top-level ip6tables chain left"
         );
     }
 }

@@ -42,11 +42,13 @@ pub fn span_level(name: &str) -> TraceLevel {
             TraceLevel::Debug
         }
         n if n.starts_with("containerd.task.v3.Task/") => TraceLevel::Boot,
-        "image.unpack" | "network.prepare" | "network.setup" | "network.configure"
-        | "container.create" | "container.start" | "container.wait" | "container.exec"
-        | "container.kill" | "container.delete" | "stdio.copy" | "vm.stop" | "sandbox.cleanup"
-        | "rootfs.mount" | "process.spawn" | "security.check" | "process.wait"
-        | "container.oom" | "cgroup.freeze" | "cgroup.update" => TraceLevel::Lifecycle,
+        "image.pull" | "image.pull.blob" | "image.unpack" | "network.prepare" | "network.setup"
+        | "network.configure" | "container.create" | "container.start" | "container.wait"
+        | "container.exec" | "container.kill" | "container.delete" | "stdio.copy" | "vm.stop"
+        | "sandbox.cleanup" | "rootfs.mount" | "process.spawn" | "security.check"
+        | "process.wait" | "container.oom" | "cgroup.freeze" | "cgroup.update" => {
+            TraceLevel::Lifecycle
+        }
         // Polled: five per clock sync, one or more per boot while the runtime waits.
         "shoji.agent.v1.AgentService/Ping" => TraceLevel::Debug,
         n if n.starts_with(RPC_PREFIX) => TraceLevel::Rpc,
@@ -402,6 +404,9 @@ mod tests {
         );
         assert_eq!(span_level("kernel.boot"), TraceLevel::Boot);
         assert_eq!(span_level("container.wait"), TraceLevel::Lifecycle);
+        // A registry pull, as docs/tracing.md lists it.
+        assert_eq!(span_level("image.pull"), TraceLevel::Lifecycle);
+        assert_eq!(span_level("image.pull.blob"), TraceLevel::Lifecycle);
         assert_eq!(
             span_level("shoji.agent.v1.AgentService/CreateContainer"),
             TraceLevel::Rpc

@@ -24,11 +24,11 @@ pub enum ImageCommand {
     /// List the images in the image store, their layers and sizes
     #[command(alias = "list")]
     Ls(LsArgs),
-    /// Remove an image and those of its layers no other image uses (refused while a running
-    /// sandbox uses one of them)
+    /// Remove an image (or one tag of a pulled one), the layers no other image uses and the
+    /// pulled blobs no tag reaches (refused while a running or created container uses them)
     Rm(RmArgs),
-    /// Remove what interrupted unpacks left and layers no image names; with --all, every
-    /// image no running sandbox uses
+    /// Remove what interrupted unpacks and pulls left, layers no image names and pulled blobs
+    /// no tag reaches; with --all, first every image no running or created container uses
     Prune(PruneArgs),
 }
 
@@ -107,15 +107,17 @@ pub struct LsArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct RmArgs {
-    /// The image: its configuration digest (or 4 or more of its first hex digits, as `ls`
-    /// shows them), or the path it was run from
+    /// The image: a pulled reference (removes that tag only), or its configuration digest
+    /// (4 or more of its first hex digits, as `ls` shows them), a pulled manifest digest or
+    /// the path it was run from (each removes the image and all its tags)
     #[arg(required = true)]
     pub images: Vec<String>,
 }
 
 #[derive(Debug, clap::Args)]
 pub struct PruneArgs {
-    /// Also remove every image none of whose layers a running sandbox uses
+    /// Also remove every image (and pulled tag) none of whose layers a running or created
+    /// container uses
     #[arg(long)]
     pub all: bool,
 }
@@ -168,22 +170,17 @@ impl ImageCommand {
     }
 }
 
-/// `store.prepare(img)` with a spinner per layer unpacked when `progress` (a terminal).
-fn prepare_with_progress(
-    store: &Store,
-    img: &Image,
-    progress: bool,
-) -> Result<shoji_images::store::Prepared, shoji_images::StoreError> {
-    if !progress {
-        return store.prepare(img);
-    }
-    let total = img.layers().len();
-    let mut bar: Option<indicatif::ProgressBar> = None;
-    store.prepare_reporting(img, &mut |n, layer| {
+/// A spinner per layer unpacked into the store: `unpacking layer N/TOTAL DIGEST (SIZE)`,
+/// cleared once the layer is done.
+pub fn unpack_spinner() -> shoji_runtime::sandbox::UnpackProgress {
+    let bar = std::sync::Mutex::new(None::<indicatif::ProgressBar>);
+    shoji_runtime::sandbox::UnpackProgress(std::sync::Arc::new(move |n, total, layer| {
+        // A poisoned lock only loses a spinner.
+        let Ok(mut bar) = bar.lock() else { return };
+        if let Some(b) = bar.take() {
+            b.finish_and_clear();
+        }
         if n == 0 {
-            if let Some(b) = bar.take() {
-                b.finish_and_clear();
-            }
             return;
         }
         let b = indicatif::ProgressBar::new_spinner();
@@ -195,9 +192,25 @@ fn prepare_with_progress(
                 .map(shoji_units::fmt_size)
                 .unwrap_or_else(|| "size unknown".into())
         ));
+        // Drawn now: a layer unpacked before the first tick would show nothing.
+        b.tick();
         b.enable_steady_tick(std::time::Duration::from_millis(120));
-        bar = Some(b);
-    })
+        *bar = Some(b);
+    }))
+}
+
+/// `store.prepare(img)` with a spinner per layer unpacked when `progress` (a terminal).
+fn prepare_with_progress(
+    store: &Store,
+    img: &Image,
+    progress: bool,
+) -> Result<shoji_images::store::Prepared, shoji_images::StoreError> {
+    if !progress {
+        return store.prepare(img);
+    }
+    let total = img.layers().len();
+    let spinner = unpack_spinner();
+    store.prepare_reporting(img, &mut |n, layer| (spinner.0)(n, total, layer))
 }
 
 fn open_store(global: &GlobalArgs) -> anyhow::Result<Store> {
@@ -363,12 +376,49 @@ fn ls(a: LsArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
             }
         );
     }
+    // Pulled tags no record shows (another tag of that image, or pulled without root, when
+    // layers are unpacked by the run that uses them).
+    let tags = shoji_images::tags::tags(&store)?;
+    for t in &tags {
+        let shown = images
+            .iter()
+            .any(|r| r.source.as_os_str() == t.name.as_str());
+        let Some(config) = t.configs.first().filter(|_| !shown) else {
+            continue;
+        };
+        let mine: Vec<_> = layers
+            .iter()
+            .filter(|l| t.diff_ids.contains(&l.record.diff_id))
+            .collect();
+        println!(
+            "{:<12}  {:>6} {:>10}  {:<7} {:<20} {}{}",
+            short(config),
+            t.diff_ids.len(),
+            shoji_units::fmt_size(mine.iter().map(|l| l.record.bytes).sum()),
+            if mine.iter().any(|l| l.in_use) {
+                "yes"
+            } else {
+                "no"
+            },
+            "-",
+            t.name,
+            if mine.len() < t.diff_ids.len() {
+                " (pulled; layers unpacked on first use)"
+            } else {
+                ""
+            }
+        );
+    }
     let total: u64 = layers.iter().map(|l| l.record.bytes).sum();
+    let (blobs, blob_bytes) = shoji_images::tags::blob_usage(&store);
     eprintln!(
-        "{} images, {} layers, {} in {}",
+        "{} images, {} tags, {} layers, {}; {} pulled blobs, {}; in {}",
         images.len(),
+        tags.len(),
         layers.len(),
         shoji_units::fmt_size(total),
+        blobs,
+        shoji_units::fmt_size(blob_bytes),
         store.root().display()
     );
     Ok(ExitCode::SUCCESS)
@@ -381,12 +431,24 @@ fn rm(a: RmArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
             .remove_image(id)
             .with_context(|| format!("while removing image {id}"))?;
         println!(
-            "removed {id}: {} layers, {}",
+            "removed {id}: {} tags, {} layers ({}), {} pulled blobs ({})",
+            r.tags,
             r.layers,
-            shoji_units::fmt_size(r.bytes)
+            shoji_units::fmt_size(r.bytes),
+            r.blobs,
+            shoji_units::fmt_size(r.blob_bytes)
         );
+        pull_running_note(&r);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn pull_running_note(r: &shoji_images::store::Removed) {
+    if r.pull_running {
+        println!(
+            "pulled blobs not collected: a pull is running; `shoji image prune` later does it"
+        );
+    }
 }
 
 fn prune(a: PruneArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
@@ -395,18 +457,23 @@ fn prune(a: PruneArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
         .prune(a.all)
         .context("while pruning the image store")?;
     println!(
-        "removed {} images, {} layers ({}), {} leftovers of interrupted unpacks",
+        "removed {} images, {} tags, {} layers ({}), {} pulled blobs ({}), {} leftovers of \
+         interrupted unpacks",
         r.images,
+        r.tags,
         r.layers,
         shoji_units::fmt_size(r.bytes),
+        r.blobs,
+        shoji_units::fmt_size(r.blob_bytes),
         r.partial
     );
     if r.kept_in_use > 0 {
         println!(
-            "kept {} images whose layers running sandboxes use",
+            "kept {} images whose layers running or created containers use",
             r.kept_in_use
         );
     }
+    pull_running_note(&r);
     Ok(ExitCode::SUCCESS)
 }
 

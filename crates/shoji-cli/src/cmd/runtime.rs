@@ -210,6 +210,12 @@ impl RunArgs {
                 .agent_traced(self.trace || config.agent.shoji.enable_tracing),
             traceparent: None,
             network: self.net.options(),
+            // As `shoji pull` shows it: a spinner per layer, on a terminal only.
+            unpack_progress: self
+                .registry
+                .options()
+                .progress
+                .then(super::image::unpack_spinner),
         };
         let runtime_tracing = config
             .tracing

@@ -12,7 +12,8 @@ pub struct VolumeArgs {
     #[arg(short = 'v', long = "volume", value_name = "HOST:CONTAINER[:ro]")]
     pub volume: Vec<String>,
     /// A mount as Docker spells it: type=bind|tmpfs,source=,target=[,readonly][,bind-propagation=]
-    /// [,tmpfs-size=][,tmpfs-mode=]; repeatable
+    /// [,tmpfs-size=][,tmpfs-mode=]; comma-separated as CSV, so a field holding a comma is
+    /// quoted whole ('"source=/a,b"'); repeatable
     #[arg(long = "mount", value_name = "type=...,target=...")]
     pub mount: Vec<String>,
     /// Mount a tmpfs (noexec,nosuid,nodev by default): PATH[:size=64m,mode=1777,...]; repeatable

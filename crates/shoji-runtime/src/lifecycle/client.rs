@@ -239,8 +239,7 @@ impl StateRoot {
         let id = req.id.as_str();
         state::validate_id(id)?;
         let dir = self.root.join(id);
-        // The longest socket path in the directory is a hybrid-vsock port socket.
-        if dir.join("vm.vsock_65535").as_os_str().len() > 107 {
+        if !crate::sandbox::dir::socket_paths_fit(&dir) {
             return Err(LifecycleError::PathTooLong {
                 id: id.into(),
                 root: self.root.clone(),

@@ -240,7 +240,7 @@ async fn create(
     let bins = Binaries::locate(config)?;
     let (spec, rootfs) =
         info_span!("image.unpack", source = "runtime", subsystem = "image", sandbox_id = %id, image.layers.unpacked = tracing::field::Empty)
-            .in_scope(|| prepare_rootfs(&req.source, &sb, &id, &req.process, &config.image_store()))?;
+            .in_scope(|| prepare_rootfs(&req.source, &sb, &id, &req.process, &config.image_store(), None))?;
     let mut spec = spec;
     let hostname = match (&req.network.hostname, &req.source, spec.hostname()) {
         // A bundle's own hostname stands unless --hostname is given.

@@ -20,6 +20,10 @@ pub enum SandboxError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "sandbox directory {path} would hold Unix sockets longer than the {MAX_SOCKET_PATH} bytes a socket path may have; use a shorter sandbox_root (docs/configuration.md) or container id"
+    )]
+    PathTooLong { path: PathBuf },
     #[error(transparent)]
     Private(#[from] PrivateFsError),
     #[error(transparent)]
@@ -65,6 +69,15 @@ pub fn default_root() -> PathBuf {
     }
 }
 
+/// The most bytes a Unix socket's path may have (`sun_path` without its terminating NUL).
+pub const MAX_SOCKET_PATH: usize = 107;
+
+/// Whether every socket a sandbox directory at `dir` holds has a path a Unix socket may have.
+/// The longest is a hybrid-vsock port socket, `vm.vsock_<port>` (ports up to 65535).
+pub fn socket_paths_fit(dir: &Path) -> bool {
+    dir.join("vm.vsock_65535").as_os_str().len() <= MAX_SOCKET_PATH
+}
+
 #[derive(Debug)]
 pub struct SandboxDir {
     pub id: String,
@@ -79,8 +92,11 @@ impl SandboxDir {
     /// Makes `root` (0700) and `root/id` (0700, new). The caller records who owns it
     /// ([`crate::reclaim::OwnerRecord`]) so that a killed owner's directory can be reclaimed.
     pub fn create(root: &Path, id: &str) -> Result<Self, SandboxError> {
-        private_fs::private_dir(root)?;
         let path = root.join(id);
+        if !socket_paths_fit(&path) {
+            return Err(SandboxError::PathTooLong { path });
+        }
+        private_fs::private_dir(root)?;
         private_fs::create_private_dir(&path).map_err(|source| SandboxError::Create {
             path: path.clone(),
             source,
@@ -305,5 +321,26 @@ impl Drop for SandboxDir {
         if let Err(e) = remove_sandbox_dir(&self.path) {
             tracing::warn!(path = %self.path.display(), error = %e, "cannot remove the sandbox directory");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sandbox_whose_sockets_would_not_fit_is_refused_before_anything_is_made() {
+        let t = tempfile::tempdir().expect("a temporary directory");
+        let root = t.path().join("r".repeat(MAX_SOCKET_PATH));
+        let err = SandboxDir::create(&root, "a").expect_err("too long");
+        assert!(matches!(err, SandboxError::PathTooLong { .. }), "{err:?}");
+        assert!(err.to_string().contains("sandbox_root"), "{err}");
+        assert!(!root.exists(), "nothing made");
+        // The limit is exact: a directory whose longest socket has 107 bytes is fine.
+        let base = t.path().join("x");
+        let fill = MAX_SOCKET_PATH - base.join("a/vm.vsock_65535").as_os_str().len();
+        let root = t.path().join(format!("x{}", "y".repeat(fill)));
+        assert!(socket_paths_fit(&root.join("a")));
+        assert!(!socket_paths_fit(&root.join("ab")));
     }
 }

@@ -28,7 +28,7 @@ pub use dir::{
 };
 pub use error::BootError;
 pub use hooks::{NoHooks, PastSpan, RunHooks, SpanCount};
-pub use rootfs::{prepare_rootfs, RootSource};
+pub use rootfs::{prepare_rootfs, RootSource, UnpackProgress};
 pub use vm::{AgentSpanCounts, BootOptions, SandboxVm, StartedProcess};
 
 use std::path::PathBuf;

@@ -4,6 +4,7 @@
 //! are found and detached before anything is removed (a bundle's rootfs is the user's own
 //! directory, bind-mounted, not ours to delete). Decisions in `docs/adr/009-host-side-sandbox.md`.
 
+use shoji_images::store::unescape_mountinfo;
 use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
@@ -131,9 +132,10 @@ pub fn make_share(dir: &Path) -> Result<(), MountError> {
     Ok(())
 }
 
-/// Mount points at or below `dir`, deepest first, from `/proc/self/mountinfo`.
+/// Mount points at or below `dir`, deepest first, from the calling thread's mountinfo (a thread
+/// may have a mount namespace of its own).
 pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
-    let Ok(text) = std::fs::read("/proc/self/mountinfo") else {
+    let Ok(text) = std::fs::read("/proc/thread-self/mountinfo") else {
         return Vec::new();
     };
     let mut found: Vec<PathBuf> = text
@@ -146,29 +148,6 @@ pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
     found.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
     found.dedup();
     found
-}
-
-/// mountinfo writes space, tab, newline and backslash as `\ooo` octal escapes.
-fn unescape_mountinfo(b: &[u8]) -> PathBuf {
-    use std::os::unix::ffi::OsStringExt;
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let octal = b
-            .get(i + 1..i + 4)
-            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
-        if let (b'\\', Some(d)) = (b[i], octal) {
-            let n = d.iter().fold(0u32, |n, c| n * 8 + u32::from(c - b'0'));
-            if let Ok(n) = u8::try_from(n) {
-                out.push(n);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    PathBuf::from(std::ffi::OsString::from_vec(out))
 }
 
 /// Detaches every mount at or below `dir`; true if none is left.

@@ -66,6 +66,21 @@ pub fn image_rootfs(sb: &SandboxDir, container_id: &str) -> Result<SharedRootfs,
     Ok(sb.share_rootfs(container_id, &rootfs)?)
 }
 
+/// Told about each layer a run unpacks into the image store, for a spinner on a terminal:
+/// `(n, total, layer)` before the `n`th layer (from 1) of `total`, `(0, total, layer)` once it
+/// is done. Layers already in the store are not reported.
+#[derive(Clone)]
+pub struct UnpackProgress(pub std::sync::Arc<UnpackReport>);
+
+/// What [`UnpackProgress`] calls: `(n, total, layer)`.
+pub type UnpackReport = dyn Fn(usize, usize, &shoji_images::LayerBlob) + Send + Sync;
+
+impl std::fmt::Debug for UnpackProgress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("UnpackProgress")
+    }
+}
+
 /// The image's layers from the store at `store` (unpacked there if missing, verified), under
 /// an overlay mounted at container `container_id`'s root filesystem in the sandbox's share,
 /// with the container's own writable layer; and the spec. Root only ([`mounts::can_mount`]).
@@ -75,10 +90,16 @@ pub fn image_from_store(
     sb: &SandboxDir,
     container_id: &str,
     opts: &ProcessOptions,
+    progress: Option<&UnpackProgress>,
 ) -> Result<(oci_spec::runtime::Spec, SharedRootfs), BootError> {
     let work = sb.path().join("image");
     let img = Image::open(path, &work)?;
-    let prepared = Store::open(store)?.prepare(&img)?;
+    let total = img.layers().len();
+    let prepared = Store::open(store)?.prepare_reporting(&img, &mut |n, layer| {
+        if let Some(p) = progress {
+            (p.0)(n, total, layer)
+        }
+    })?;
     tracing::Span::current().record("image.layers.unpacked", prepared.unpacked);
     let rootfs = sb.mount_image_layers(container_id, &prepared.layers, prepared.lease)?;
     let spec = crate::spec::from_image(img.config(), &rootfs.host, opts)?;
@@ -98,10 +119,11 @@ pub fn prepare_rootfs(
     container_id: &str,
     opts: &ProcessOptions,
     store: &Path,
+    progress: Option<&UnpackProgress>,
 ) -> Result<(oci_spec::runtime::Spec, SharedRootfs), BootError> {
     let (mut spec, rootfs) = match source {
         RootSource::Image(path) if mounts::can_mount() => {
-            image_from_store(path, store, sb, container_id, opts)?
+            image_from_store(path, store, sb, container_id, opts, progress)?
         }
         RootSource::Image(path) => {
             let rootfs = image_rootfs(sb, container_id)?;

@@ -40,9 +40,12 @@ pub enum VolumeError {
 /// they always are when a bundle lists them with their usual type. `/dev/shm` may carry a size.
 pub use shoji_protocols::STANDARD_MOUNTS;
 
-/// Options a bind or tmpfs mount may carry; the agent knows the same set.
-const FLAG_OPTIONS: [&str; 18] = [
+/// Options a bind or tmpfs mount may carry; the agent knows the same set. `ro` on a bind makes
+/// its own mount read-only, `rro` the mounts below it too (OCI's recursive read-only, which
+/// `-v ...:ro` and `--mount ...,readonly` ask for, as Docker's do since Docker 25).
+pub const FLAG_OPTIONS: [&str; 19] = [
     "ro",
+    "rro",
     "rw",
     "bind",
     "rbind",
@@ -112,7 +115,8 @@ pub fn parse_volume(s: &str) -> Result<Mount, VolumeError> {
     let mut propagation = "rprivate";
     for o in opts.split(',').filter(|o| !o.is_empty()) {
         match o {
-            "ro" | "rw" => options.push(o.into()),
+            "ro" => options.push("rro".into()),
+            "rw" => options.push(o.into()),
             // `shared`/`rshared` parse, to be refused by [`check`] with the reason.
             "private" | "rprivate" | "slave" | "rslave" | "shared" | "rshared" => propagation = o,
             _ => {
@@ -160,37 +164,115 @@ fn tmpfs_option(flag: &'static str, whole: &str, o: &str) -> Result<String, Volu
     }
 }
 
-/// `--mount type=bind|tmpfs,source=...,target=...,readonly,...` as Docker spells it (`src`,
-/// `dst`, `destination`, `ro`, `bind-propagation`, `tmpfs-size`, `tmpfs-mode`).
+/// The fields of a `--mount` value, read as Docker reads it: one CSV record, so that a field
+/// holding a comma or a quote is quoted whole (`"source=/srv/a,b"`, a quote inside doubled).
+fn mount_fields(s: &str) -> Result<Vec<String>, VolumeError> {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(s.as_bytes());
+    let mut records = reader.records();
+    let record = match records.next() {
+        Some(Ok(r)) => r,
+        Some(Err(e)) => {
+            return Err(syntax(
+                "--mount",
+                s,
+                format!("not one line of comma-separated fields: {e}"),
+            ))
+        }
+        None => return Err(syntax("--mount", s, "empty (give type=, source=, target=)")),
+    };
+    if records.next().is_some() {
+        return Err(syntax(
+            "--mount",
+            s,
+            "more than one line (one mount per --mount)",
+        ));
+    }
+    Ok(record.iter().map(String::from).collect())
+}
+
+/// A boolean field's value as Go's `strconv.ParseBool` (which Docker uses) takes it; a key
+/// alone is `true`.
+fn mount_bool(whole: &str, key: &str, v: Option<&str>) -> Result<bool, VolumeError> {
+    match v {
+        None | Some("1" | "t" | "T" | "true" | "TRUE" | "True") => Ok(true),
+        Some("0" | "f" | "F" | "false" | "FALSE" | "False") => Ok(false),
+        Some(v) => Err(syntax(
+            "--mount",
+            whole,
+            format!("{key}={v:?} is not a boolean (true or false)"),
+        )),
+    }
+}
+
+/// `--mount type=bind|tmpfs,source=...,target=...,readonly,...` as Docker spells it: CSV
+/// fields ([`mount_fields`]), keys case-insensitive, `src`, `dst`, `destination`, `ro`,
+/// `bind-propagation`, `tmpfs-size`, `tmpfs-mode`; `consistency` (macOS only) is accepted and
+/// ignored, as Docker on Linux does.
 pub fn parse_mount(s: &str) -> Result<Mount, VolumeError> {
     let (mut typ, mut source, mut target) = (None, None, None);
     let (mut readonly, mut propagation, mut size, mut mode) = (false, None, None, None);
-    for field in s.split(',').filter(|f| !f.is_empty()) {
-        let (k, v) = field.split_once('=').unwrap_or((field, ""));
-        let boolean = |v: &str| match v {
-            "" | "1" | "true" => Ok(true),
-            "0" | "false" => Ok(false),
-            _ => Err(syntax("--mount", s, format!("{k}={v:?} is not a boolean"))),
+    let fields = mount_fields(s)?;
+    for field in &fields {
+        let (k, v) = match field.split_once('=') {
+            Some((k, v)) => (k.to_ascii_lowercase(), Some(v)),
+            None => (field.to_ascii_lowercase(), None),
         };
-        match k {
-            "type" => typ = Some(v),
-            "source" | "src" => source = Some(v),
-            "target" | "dst" | "destination" => target = Some(v),
-            "readonly" | "ro" => readonly = boolean(v)?,
-            "bind-propagation" => propagation = Some(v),
-            "tmpfs-size" => size = Some(v),
-            "tmpfs-mode" => mode = Some(v),
+        let value = || {
+            v.ok_or_else(|| {
+                syntax(
+                    "--mount",
+                    s,
+                    format!("field {field:?} must be a key=value pair"),
+                )
+            })
+        };
+        match k.as_str() {
+            "type" => typ = Some(value()?),
+            "source" | "src" => source = Some(value()?),
+            "target" | "dst" | "destination" => target = Some(value()?),
+            "readonly" | "ro" => readonly = mount_bool(s, &k, v)?,
+            "bind-propagation" => {
+                let p = value()?;
+                // `shared`/`rshared` parse, to be refused by [`check`] with the reason.
+                if ![
+                    "private", "rprivate", "slave", "rslave", "shared", "rshared",
+                ]
+                .contains(&p)
+                {
+                    return Err(syntax(
+                        "--mount",
+                        s,
+                        format!(
+                            "bind-propagation {p:?} is not one of rprivate, private, rslave, slave"
+                        ),
+                    ));
+                }
+                propagation = Some(p);
+            }
+            "tmpfs-size" => size = Some(value()?),
+            "tmpfs-mode" => mode = Some(value()?),
+            "consistency" => {
+                value()?;
+            }
             _ => {
+                let hint = if field.contains('"') {
+                    " (a field with a comma is quoted whole: \"source=/a,b\")"
+                } else {
+                    ""
+                };
                 return Err(syntax(
                     "--mount",
                     s,
-                    format!("unknown field {k:?} (type, source, target, readonly, bind-propagation, tmpfs-size, tmpfs-mode)"),
-                ))
+                    format!("unknown field {field:?}{hint}; known: type, source, target, readonly, bind-propagation, tmpfs-size, tmpfs-mode"),
+                ));
             }
         }
     }
     let target = target.ok_or_else(|| syntax("--mount", s, "no target="))?;
-    let ro = if readonly { "ro" } else { "rw" };
+    let ro = if readonly { "rro" } else { "rw" };
     match typ {
         Some("bind") => {
             if size.is_some() || mode.is_some() {
@@ -417,14 +499,23 @@ pub enum PrepareError {
     Stage(#[from] StageError),
 }
 
-/// Whether a mount's options ask for it read-only (the last of `ro`/`rw` wins).
+/// Whether a mount's options ask for it read-only (the last of `ro`/`rro`/`rw` wins).
 pub fn is_readonly(m: &Mount) -> bool {
+    readonly_option(m).is_some_and(|o| o != "rw")
+}
+
+/// Whether a mount's options ask for it and every mount below it read-only (`rro` last).
+pub fn is_recursively_readonly(m: &Mount) -> bool {
+    readonly_option(m) == Some("rro")
+}
+
+fn readonly_option(m: &Mount) -> Option<&str> {
     m.options()
         .iter()
         .flatten()
         .rev()
-        .find(|o| *o == "ro" || *o == "rw")
-        .is_some_and(|o| o == "ro")
+        .map(String::as_str)
+        .find(|o| matches!(*o, "ro" | "rro" | "rw"))
 }
 
 #[cfg(test)]
@@ -440,11 +531,11 @@ mod tests {
         let v = parse_volume("/data:/srv:ro").unwrap();
         assert_eq!(v.destination(), Path::new("/srv"));
         assert_eq!(v.source().as_deref(), Some(Path::new("/data")));
-        assert_eq!(opts(&v), ["rbind", "ro", "rprivate"]);
-        assert!(is_bind(&v) && is_readonly(&v));
+        assert_eq!(opts(&v), ["rbind", "rro", "rprivate"]);
+        assert!(is_bind(&v) && is_readonly(&v) && is_recursively_readonly(&v));
         let v = parse_volume("/data:/srv:rw,rslave").unwrap();
         assert_eq!(opts(&v), ["rbind", "rw", "rslave"]);
-        assert!(!is_readonly(&v));
+        assert!(!is_readonly(&v) && !is_recursively_readonly(&v));
         for (bad, says) in [
             ("data:/srv", "not absolute"),
             ("/data", "expected HOST_PATH"),
@@ -473,9 +564,22 @@ mod tests {
         assert!(parse_tmpfs("/run:uid=me").is_err());
 
         let b = parse_mount("type=bind,source=/data,target=/srv,readonly").unwrap();
-        assert_eq!(opts(&b), ["rbind", "ro", "rprivate"]);
+        assert_eq!(opts(&b), ["rbind", "rro", "rprivate"]);
         let b = parse_mount("type=bind,src=/data,dst=/srv,bind-propagation=rslave").unwrap();
         assert_eq!(opts(&b), ["rbind", "rw", "rslave"]);
+        // CSV as Docker reads it: a field with a comma or a quote is quoted whole; keys are
+        // case-insensitive; booleans as Go spells them.
+        let b = parse_mount(r#"type=bind,"source=/srv/a,b",target=/data,ro=1"#).unwrap();
+        assert_eq!(b.source().as_deref(), Some(Path::new("/srv/a,b")));
+        assert_eq!(opts(&b), ["rbind", "ro", "rprivate"]);
+        let b =
+            parse_mount(r#"TYPE=bind,"Source=/srv/say ""hi""",Target=/x,readonly=false"#).unwrap();
+        assert_eq!(b.source().as_deref(), Some(Path::new(r#"/srv/say "hi""#)));
+        assert_eq!(b.destination(), Path::new("/x"));
+        assert_eq!(opts(&b), ["rbind", "rw", "rprivate"]);
+        let b =
+            parse_mount("type=bind,source=/a,target=/b,readonly=True,consistency=cached").unwrap();
+        assert!(is_readonly(&b));
         let t = parse_mount("type=tmpfs,dst=/scratch,tmpfs-size=1m,tmpfs-mode=700").unwrap();
         assert_eq!(
             opts(&t),
@@ -493,6 +597,14 @@ mod tests {
                 "not a boolean",
             ),
             ("type=tmpfs,source=/x,target=/y", "takes no source"),
+            (
+                "type=bind,source=/x,target=/y,bind-propagation=sideways",
+                "not one of rprivate",
+            ),
+            ("type,source=/x,target=/y", "must be a key=value pair"),
+            (r#"type=bind,source="/a,b",target=/y"#, "quoted whole"),
+            ("type=bind,source=/x\ntarget=/y", "more than one line"),
+            ("", "empty"),
         ] {
             let e = parse_mount(bad).unwrap_err().to_string();
             assert!(e.contains(says), "{bad}: {e}");

@@ -5,6 +5,12 @@
 //! propagation. No step looks the path up again, so swapping a directory for a symlink between
 //! the check and the bind gains nothing, and a read-only volume is never writable on the host,
 //! not even for a moment, not even for virtiofsd (root).
+//!
+//! `ro` makes the volume's own mount read-only, not the mounts below it (as runc's `rbind,ro`:
+//! CRI's non-recursive read-only mount); `rro` makes them all read-only. The guest sees the whole tree through virtio-fs as one
+//! file system, so it cannot tell where such a writable mount starts: for a read-only volume
+//! with mounts below it, the guest's mount is left read-write and the host's read-only mount
+//! refuses the writes (`EROFS`, "Read-only file system" in the container) everywhere but below.
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -13,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::Mount;
 
-use super::{inside_forbidden, is_bind, is_readonly, is_standard};
+use super::{inside_forbidden, is_bind, is_readonly, is_recursively_readonly, is_standard};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StageError {
@@ -59,8 +65,14 @@ pub fn stage(
         let destination = m.destination().display().to_string();
         let src = m.source().clone().unwrap_or_default();
         let dst = container_dir.join(guest_source(n));
-        stage_one(m, &src, &dst, forbidden).map_err(|e| e.named(&destination))?;
+        let submounts = stage_one(m, &src, &dst, forbidden).map_err(|e| e.named(&destination))?;
         m.set_source(Some(guest_source(n)));
+        if submounts && is_readonly(m) && !is_recursively_readonly(m) {
+            // The host enforces `ro` where it applies; in the guest it would cover the whole tree.
+            let options = m.options().iter().flatten();
+            let options = options.map(|o| if o == "ro" { "rw".into() } else { o.clone() });
+            m.set_options(Some(options.collect()));
+        }
         n += 1;
     }
     Ok(())
@@ -100,7 +112,8 @@ fn last_error(step: &'static str, path: &Path) -> Failure {
     Failure::Step(step, path.to_path_buf(), std::io::Error::last_os_error())
 }
 
-fn stage_one(m: &Mount, src: &Path, dst: &Path, forbidden: &[PathBuf]) -> Result<(), Failure> {
+/// Stages one bind; returns whether its tree has mounts below its top one.
+fn stage_one(m: &Mount, src: &Path, dst: &Path, forbidden: &[PathBuf]) -> Result<bool, Failure> {
     let src_c = CString::new(src.as_os_str().as_bytes())
         .map_err(|e| Failure::Open(src.into(), e.into()))?;
     // SAFETY: src_c is a valid NUL-terminated string; open returns a new fd or -1.
@@ -147,11 +160,18 @@ fn stage_one(m: &Mount, src: &Path, dst: &Path, forbidden: &[PathBuf]) -> Result
     }
     // SAFETY: open_tree returned a new fd that nothing else owns.
     let tree = unsafe { OwnedFd::from_raw_fd(tree as i32) };
-    let mut attr_set = libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV;
+    let attr_set = libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV;
+    set_attr(&tree, attr_set, 0, true)
+        .map_err(|e| Failure::Step("mount_setattr", src.into(), e))?;
     if is_readonly(m) {
-        attr_set |= libc::MOUNT_ATTR_RDONLY;
+        set_attr(
+            &tree,
+            libc::MOUNT_ATTR_RDONLY,
+            0,
+            is_recursively_readonly(m),
+        )
+        .map_err(|e| Failure::Step("mount_setattr ro", src.into(), e))?;
     }
-    set_attr(&tree, attr_set, 0).map_err(|e| Failure::Step("mount_setattr", src.into(), e))?;
     let dst_c = CString::new(dst.as_os_str().as_bytes())
         .map_err(|e| Failure::Open(dst.into(), e.into()))?;
     // SAFETY: move_mount of the detached tree (fd, empty path) onto dst, a valid C string.
@@ -178,11 +198,24 @@ fn stage_one(m: &Mount, src: &Path, dst: &Path, forbidden: &[PathBuf]) -> Result
     } else {
         libc::MS_PRIVATE
     };
-    set_attr(&tree, 0, propagation).map_err(|e| Failure::Step("set propagation", dst.into(), e))
+    set_attr(&tree, 0, propagation, true)
+        .map_err(|e| Failure::Step("set propagation", dst.into(), e))?;
+    // `dst` itself is one of them.
+    Ok(crate::sandbox::mounts::mounts_under(dst).len() > 1)
 }
 
-/// `mount_setattr(fd, "", AT_EMPTY_PATH | AT_RECURSIVE)` setting `attr_set` and `propagation`.
-fn set_attr(fd: &OwnedFd, attr_set: u64, propagation: libc::c_ulong) -> std::io::Result<()> {
+/// `mount_setattr(fd, "", AT_EMPTY_PATH [| AT_RECURSIVE])` setting `attr_set` and `propagation`
+/// on the tree's top mount or (`recursive`) on every mount of it.
+fn set_attr(
+    fd: &OwnedFd,
+    attr_set: u64,
+    propagation: libc::c_ulong,
+    recursive: bool,
+) -> std::io::Result<()> {
+    let mut flags = libc::AT_EMPTY_PATH;
+    if recursive {
+        flags |= libc::AT_RECURSIVE;
+    }
     let attr = libc::mount_attr {
         attr_set,
         attr_clr: 0,
@@ -196,7 +229,7 @@ fn set_attr(fd: &OwnedFd, attr_set: u64, propagation: libc::c_ulong) -> std::io:
             libc::SYS_mount_setattr,
             fd.as_raw_fd(),
             c"".as_ptr(),
-            libc::AT_EMPTY_PATH | libc::AT_RECURSIVE,
+            flags,
             &attr as *const libc::mount_attr,
             std::mem::size_of::<libc::mount_attr>(),
         )
@@ -321,6 +354,65 @@ mod tests {
                 nix::mount::umount2(&container.join(n), nix::mount::MntFlags::MNT_DETACH).unwrap();
             }
             nix::mount::umount2(host.path(), nix::mount::MntFlags::MNT_DETACH).unwrap();
+        });
+    }
+
+    /// Issue 12 (critest's `should support non-recursive readonly mounts`): `ro` (CRI's
+    /// read-only volume) is the volume's own mount, a tmpfs mounted below it on the host stays
+    /// writable; `rro` (`-v ...:ro`, CRI's recursive read-only) covers the tmpfs too.
+    #[test]
+    fn a_read_only_volume_leaves_the_mounts_below_it_writable_unless_recursive() {
+        in_private_mount_ns(|| {
+            let host = tempfile::tempdir().unwrap();
+            let state = tempfile::tempdir().unwrap();
+            let (plain, below) = (host.path().join("plain"), host.path().join("vol"));
+            std::fs::create_dir(&plain).unwrap();
+            std::fs::create_dir_all(below.join("tmpfs")).unwrap();
+            let tmpfs = below.join("tmpfs");
+            nix::mount::mount(
+                Some("none"),
+                &tmpfs,
+                Some("tmpfs"),
+                nix::mount::MsFlags::empty(),
+                None::<&str>,
+            )
+            .unwrap();
+            let container = state.path().join("sb/shared/c1");
+            // As containerd's CRI plugin writes a read-only volume.
+            let cri = |host: &Path, dst: &str| {
+                let mut m = parse_volume(&format!("{}:{dst}", host.display())).unwrap();
+                m.set_options(Some(["rbind", "rprivate", "ro"].map(String::from).to_vec()));
+                m
+            };
+            let mut mounts = vec![
+                cri(&below, "/mnt"),
+                cri(&plain, "/plain"),
+                parse_volume(&format!("{}:/rro:ro", below.display())).unwrap(),
+            ];
+            stage(&mut mounts, &container, &[state.path().join("sb-root")]).unwrap();
+            let e = std::fs::write(container.join("mounts/0/x"), "no").unwrap_err();
+            assert_eq!(e.raw_os_error(), Some(libc::EROFS), "{e}");
+            std::fs::write(container.join("mounts/0/tmpfs/file"), "yes").unwrap();
+            assert_eq!(std::fs::read_to_string(tmpfs.join("file")).unwrap(), "yes");
+            // The guest cannot see where the tmpfs starts: the host alone enforces `ro` there;
+            // a volume with nothing below it stays `ro` for the guest too.
+            assert!(!is_readonly(&mounts[0]), "{:?}", mounts[0].options());
+            assert!(is_readonly(&mounts[1]), "{:?}", mounts[1].options());
+            let e = std::fs::write(container.join("mounts/2/tmpfs/other"), "no").unwrap_err();
+            assert_eq!(e.raw_os_error(), Some(libc::EROFS), "rro: {e}");
+            assert!(
+                is_recursively_readonly(&mounts[2]),
+                "{:?}",
+                mounts[2].options()
+            );
+            for p in [
+                container.join("mounts/0"),
+                container.join("mounts/1"),
+                container.join("mounts/2"),
+                tmpfs,
+            ] {
+                nix::mount::umount2(&p, nix::mount::MntFlags::MNT_DETACH).unwrap();
+            }
         });
     }
 

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
+pub mod registry;
+
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
@@ -67,6 +69,13 @@ fn make_image(name: &str, args: &[&str]) -> (PathBuf, PathBuf) {
 pub fn busybox_image() -> &'static (PathBuf, PathBuf) {
     static IMG: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
     IMG.get_or_init(|| make_image("busybox", &[]))
+}
+
+/// The busybox image with a second layer of 4 small files under `/data` (`--data 1:4`): an
+/// image that shares its first layer with [`busybox_image`]. Made once per test process.
+pub fn busybox_data_image() -> &'static (PathBuf, PathBuf) {
+    static IMG: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    IMG.get_or_init(|| make_image("busybox-data", &["--data", "1:4"]))
 }
 
 /// The pod sandbox image `pause:3.10` (a static pause binary, `scripts/pause.c`), made once per

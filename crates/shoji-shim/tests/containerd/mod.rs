@@ -65,6 +65,8 @@ pub struct Containerd {
     pub dir: PathBuf,
     child: Option<Child>,
     cri: bool,
+    /// What [`Self::launch`] added to containerd's environment, for a restart.
+    extra_env: Vec<(String, String)>,
 }
 
 const CONTAINERD: (&str, &str, &str) = ("SHOJI_CONTAINERD", "containerd", "v2.4.2");
@@ -178,42 +180,67 @@ disabled_plugins = [{disabled}]
             ),
         )
         .expect("containerd config");
+        let mut c = Self {
+            env,
+            dir,
+            child: None,
+            cri: cri.is_some(),
+            extra_env: extra_env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        c.spawn_daemon();
+        c
+    }
+
+    /// Starts containerd on the configuration in `dir` (appending to its log) and waits until
+    /// it answers.
+    fn spawn_daemon(&mut self) {
         let shim = Path::new(env!("CARGO_BIN_EXE_containerd-shim-shoji-v2"));
         let path = format!(
             "{}:{}",
             shim.parent().expect("the shim's directory").display(),
             std::env::var("PATH").unwrap_or_default()
         );
-        let log = std::fs::File::create(dir.join("containerd.log")).expect("containerd log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("containerd.log"))
+            .expect("containerd log");
         let (var, name, version) = CONTAINERD;
         let mut cmd = Command::new(tool(var, name, version));
         cmd.arg("--config")
-            .arg(&config)
+            .arg(self.dir.join("config.toml"))
             .env("PATH", path)
-            .env("SHOJI_CONFIG", &env.config)
+            .env("SHOJI_CONFIG", &self.env.config)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log);
-        for (k, v) in extra_env {
+        for (k, v) in &self.extra_env {
             cmd.env(k, v);
         }
-        let child = cmd.spawn().expect("starting containerd");
-        let c = Self {
-            env,
-            dir: dir.clone(),
-            child: Some(child),
-            cri: cri.is_some(),
-        };
+        self.child = Some(cmd.spawn().expect("starting containerd"));
         let deadline = Instant::now() + Duration::from_secs(30);
-        while c.ctr(&["version"]).status.code() != Some(0) {
+        while self.ctr(&["version"]).status.code() != Some(0) {
             assert!(
                 Instant::now() < deadline,
                 "containerd did not come up: {}",
-                c.log()
+                self.log()
             );
             std::thread::sleep(Duration::from_millis(100));
         }
-        c
+    }
+
+    /// SIGKILLs containerd (its shims live on), then starts it again on the same configuration,
+    /// root and state: it reconnects to the shims it finds in its state directory.
+    /// containerd stays down for `down`.
+    pub fn kill_and_restart_after(&mut self, down: Duration) {
+        let mut child = self.child.take().expect("containerd is running");
+        let _ = child.kill();
+        let _ = child.wait();
+        std::thread::sleep(down);
+        self.spawn_daemon();
     }
 
     pub fn log(&self) -> String {
@@ -321,6 +348,16 @@ disabled_plugins = [{disabled}]
     /// A busybox container's CRI configuration (`crictl create`): `command`, logging to
     /// `<name>.log` in its pod's log directory.
     pub fn container_config(&self, name: &str, command: &[&str]) -> String {
+        self.container_config_linux(name, command, serde_json::json!({}))
+    }
+
+    /// [`Self::container_config`] with this `linux` section (a security context, ...).
+    pub fn container_config_linux(
+        &self,
+        name: &str,
+        command: &[&str],
+        linux: serde_json::Value,
+    ) -> String {
         self.write_json(
             &format!("{name}-container.json"),
             serde_json::json!({
@@ -328,7 +365,7 @@ disabled_plugins = [{disabled}]
                 "image": {"image": BUSYBOX_IMAGE},
                 "command": command,
                 "log_path": format!("{name}.log"),
-                "linux": {}
+                "linux": linux
             }),
         )
     }

@@ -12,23 +12,35 @@ use shoji_trace::store::{Store, SummaryFilter};
 
 use super::common::shoji_bin;
 
+/// A running `shoji trace serve`, stopped when dropped: on a failed assertion too.
+pub struct Server(std::process::Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// `shoji trace serve` on free ports, storing into `data`; returns it and its OTLP/HTTP base URL.
-pub fn serve(data: &Path) -> (std::process::Child, String) {
-    let (child, http, _) = serve_both(data);
-    (child, http)
+pub fn serve(data: &Path) -> (Server, String) {
+    let (server, http, _) = serve_both(data);
+    (server, http)
 }
 
 /// [`serve`], also returning its OTLP/gRPC address (`HOST:PORT`).
-pub fn serve_both(data: &Path) -> (std::process::Child, String, String) {
-    let mut child = Command::new(shoji_bin())
-        .args(["trace", "serve", "--grpc-port", "0", "--http-port", "0"])
-        .args(["--query-port", "0", "--zipkin-port", "0", "--data-dir"])
-        .arg(data)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starting shoji trace serve");
-    let out = child.stdout.take().expect("its stdout");
+pub fn serve_both(data: &Path) -> (Server, String, String) {
+    let mut server = Server(
+        Command::new(shoji_bin())
+            .args(["trace", "serve", "--grpc-port", "0", "--http-port", "0"])
+            .args(["--query-port", "0", "--zipkin-port", "0", "--data-dir"])
+            .arg(data)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting shoji trace serve"),
+    );
+    let out = server.0.stdout.take().expect("its stdout");
     // store, otlp-grpc, otlp-http, zipkin, query: all read, so none is written to a closed pipe.
     let lines: Vec<String> = BufReader::new(out)
         .lines()
@@ -46,7 +58,7 @@ pub fn serve_both(data: &Path) -> (std::process::Child, String, String) {
         .trim_end_matches("/v1/traces")
         .to_string();
     let grpc = printed("otlp-grpc ");
-    (child, http, grpc)
+    (server, http, grpc)
 }
 
 /// containerd's environment for tracing to the receiver at `http` (OTLP/HTTP), exporting

@@ -1,0 +1,245 @@
+//! Through CRI (`crictl` against a real containerd 2.4), a pod container's `mounts` as kubelet
+//! gives them reach the guest: a host directory read-write (the guest's writes land on the
+//! host), another read-only (writes refused in the guest, and the staged bind on the host is
+//! read-only too, so virtiofsd cannot write through it either), a single file, and a
+//! `/dev/termination-log` file the container writes its message to for the host to read. The
+//! files containerd's CRI plugin adds itself (`/etc/hosts`, `/etc/hostname`,
+//! `/etc/resolv.conf` from the pod's DNS config) are the container's. When one container of the
+//! pod is removed, its staged mounts leave the host's mount table at once, while the pod's
+//! other container keeps its own binding of the same host directory.
+
+mod containerd;
+
+use std::path::Path;
+use std::time::Duration;
+
+use containerd::{mounts_naming, text, Containerd, HANDLER};
+
+/// `crictl exec id cmd...`: its stdout and stderr, and exit status.
+fn exec(c: &Containerd, id: &str, cmd: &[&str]) -> (String, Option<i32>) {
+    let mut args = vec!["exec", id];
+    args.extend_from_slice(cmd);
+    let out = c.crictl(&args);
+    (
+        format!("{}{}", text(&out.stdout), text(&out.stderr)),
+        out.status.code(),
+    )
+}
+
+fn exec_ok(c: &Containerd, id: &str, cmd: &[&str]) -> String {
+    let (out, code) = exec(c, id, cmd);
+    assert_eq!(code, Some(0), "crictl exec {id} {cmd:?}: {out}");
+    out.trim().to_string()
+}
+
+/// Adds `key: value` to the JSON object in the file `path` (a CRI config the harness wrote).
+fn add_field(path: &str, key: &str, value: serde_json::Value) {
+    let text = std::fs::read_to_string(path).expect("a CRI config");
+    let mut json: serde_json::Value = serde_json::from_str(&text).expect("CRI config JSON");
+    json[key] = value;
+    std::fs::write(path, json.to_string()).expect("writing a CRI config");
+}
+
+/// The host's mountinfo lines for container `id`'s staged mounts (`shared/<id>/mounts/<n>`).
+fn staged_mounts(c: &Containerd, id: &str) -> Vec<String> {
+    let needle = format!("/{id}/mounts/");
+    mounts_naming(&c.env.sandbox_root())
+        .into_iter()
+        .filter(|l| l.contains(&needle))
+        .collect()
+}
+
+/// The same, as the pod's virtiofsd sees them in its own mount namespace (paths relative to
+/// the share there).
+fn served_mounts(c: &Containerd, id: &str) -> Vec<String> {
+    let root = c.env.sandbox_root().display().to_string();
+    let needle = format!("/{id}/mounts/");
+    let mut lines = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let proc_dir = entry.path();
+        let cmdline = std::fs::read(proc_dir.join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        if !(cmdline.contains("virtiofsd") && cmdline.contains(&root)) {
+            continue;
+        }
+        let info = std::fs::read_to_string(proc_dir.join("mountinfo")).unwrap_or_default();
+        lines.extend(
+            info.lines()
+                .filter(|l| l.contains(&needle))
+                .map(String::from),
+        );
+    }
+    lines
+}
+
+#[test]
+fn vm_crictl_volumes_reach_the_guest_and_leave_with_their_container() {
+    let c = Containerd::start_cri(&[]);
+    let vols = c.dir.join("volumes");
+    let (rw, ro) = (vols.join("rw"), vols.join("ro"));
+    for d in [&rw, &ro] {
+        std::fs::create_dir_all(d).expect("volume dir");
+    }
+    std::fs::write(rw.join("hello"), "from the host\n").expect("rw file");
+    std::fs::write(ro.join("settings"), "mode=strict\n").expect("ro file");
+    let single = vols.join("single.conf");
+    std::fs::write(&single, "one file\n").expect("single file");
+    // kubelet's termination-message file: empty, written by the container, read by the host.
+    let termination = vols.join("termination-log");
+    std::fs::write(&termination, "").expect("termination file");
+
+    let pod_json = c.pod_config("vols", "vols-pod");
+    add_field(
+        &pod_json,
+        "dns_config",
+        serde_json::json!({"servers": ["192.0.2.53"], "searches": ["shoji.test"]}),
+    );
+    let pod = c.crictl_ok(&["runp", "--runtime", HANDLER, &pod_json]);
+
+    let path = |p: &Path| p.display().to_string();
+    let writer_json = c.container_config("writer", &["sleep", "1000"]);
+    add_field(
+        &writer_json,
+        "mounts",
+        serde_json::json!([
+            {"container_path": "/data", "host_path": path(&rw)},
+            {"container_path": "/config", "host_path": path(&ro), "readonly": true},
+            {"container_path": "/etc/single.conf", "host_path": path(&single), "readonly": true},
+            {"container_path": "/dev/termination-log", "host_path": path(&termination)},
+        ]),
+    );
+    let reader_json = c.container_config("reader", &["sleep", "1000"]);
+    add_field(
+        &reader_json,
+        "mounts",
+        serde_json::json!([{"container_path": "/shared", "host_path": path(&rw)}]),
+    );
+    let writer = c.crictl_ok(&["create", "--no-pull", &pod, &writer_json, &pod_json]);
+    c.crictl_ok(&["start", &writer]);
+    let reader = c.crictl_ok(&["create", "--no-pull", &pod, &reader_json, &pod_json]);
+    c.crictl_ok(&["start", &reader]);
+
+    // Read-write: the host's file is there, the guest's write reaches the host.
+    assert_eq!(
+        exec_ok(&c, &writer, &["cat", "/data/hello"]),
+        "from the host"
+    );
+    exec_ok(
+        &c,
+        &writer,
+        &["sh", "-c", "echo from the guest > /data/written"],
+    );
+    assert_eq!(
+        std::fs::read_to_string(rw.join("written")).expect("the guest's file on the host"),
+        "from the guest\n"
+    );
+    // Read-only: readable, a write refused in the guest; the staged bind is read-only on the
+    // host as well.
+    assert_eq!(
+        exec_ok(&c, &writer, &["cat", "/config/settings"]),
+        "mode=strict"
+    );
+    let (out, code) = exec(&c, &writer, &["sh", "-c", "echo no > /config/new"]);
+    assert_ne!(code, Some(0), "a write to the read-only volume: {out}");
+    assert!(out.contains("Read-only file system"), "{out}");
+    assert!(!ro.join("new").exists());
+    let staged = staged_mounts(&c, &writer);
+    // CRI binds the pod's `/dev/shm` (a tmpfs of containerd's) into each container too.
+    assert_eq!(
+        staged.len(),
+        4 + 3 + 1,
+        "the writer's 4 volumes, CRI's 3 files and the pod's /dev/shm: {staged:#?}"
+    );
+    for line in &staged {
+        // Field 6 is the mount's own options.
+        let opts: Vec<&str> = line
+            .split_whitespace()
+            .nth(5)
+            .unwrap_or_default()
+            .split(',')
+            .collect();
+        assert!(
+            opts.contains(&"nosuid") && opts.contains(&"nodev"),
+            "{line}"
+        );
+    }
+    let ro_lines = staged
+        .iter()
+        .filter(|l| {
+            l.split_whitespace()
+                .nth(5)
+                .is_some_and(|o| o.split(',').any(|o| o == "ro"))
+        })
+        .count();
+    assert_eq!(
+        ro_lines, 2,
+        "the two read-only volumes are read-only binds: {staged:#?}"
+    );
+    // A single file.
+    assert_eq!(
+        exec_ok(&c, &writer, &["cat", "/etc/single.conf"]),
+        "one file"
+    );
+    let (out, code) = exec(&c, &writer, &["sh", "-c", "echo no > /etc/single.conf"]);
+    assert_ne!(code, Some(0), "a write to the read-only file: {out}");
+    // The termination message reaches the host's file.
+    exec_ok(
+        &c,
+        &writer,
+        &["sh", "-c", "echo finished cleanly > /dev/termination-log"],
+    );
+    assert_eq!(
+        std::fs::read_to_string(&termination).expect("termination file"),
+        "finished cleanly\n"
+    );
+    // CRI's own files.
+    assert_eq!(exec_ok(&c, &writer, &["cat", "/etc/hostname"]), "vols-pod");
+    let hosts = exec_ok(&c, &writer, &["cat", "/etc/hosts"]);
+    assert!(hosts.contains("localhost"), "/etc/hosts: {hosts}");
+    let resolv = exec_ok(&c, &writer, &["cat", "/etc/resolv.conf"]);
+    assert!(
+        resolv.contains("nameserver 192.0.2.53") && resolv.contains("search shoji.test"),
+        "/etc/resolv.conf: {resolv}"
+    );
+    // The same host directory in the other container.
+    assert_eq!(
+        exec_ok(&c, &reader, &["cat", "/shared/written"]),
+        "from the guest"
+    );
+
+    // Removing the writer takes its staged mounts off the host at once; the reader keeps its
+    // own.
+    let reader_staged = staged_mounts(&c, &reader);
+    assert_eq!(reader_staged.len(), 1 + 3 + 1, "{reader_staged:#?}");
+    let served = served_mounts(&c, &writer);
+    assert!(!served.is_empty(), "virtiofsd serves the writer's volumes");
+    c.crictl_ok(&["stop", "--timeout", "1", &writer]);
+    c.crictl_ok(&["rm", &writer]);
+    let left = staged_mounts(&c, &writer);
+    assert!(left.is_empty(), "the removed container's mounts: {left:#?}");
+    let left = served_mounts(&c, &writer);
+    assert!(left.is_empty(), "left in virtiofsd's namespace: {left:#?}");
+    let share = c.env.sandbox_root().join(&pod).join("shared").join(&writer);
+    assert!(!share.exists(), "{} is left", share.display());
+    assert_eq!(staged_mounts(&c, &reader), reader_staged);
+    // Removing the staging directory removed nothing of the volumes.
+    for f in [rw.join("hello"), ro.join("settings"), single.clone()] {
+        assert!(f.exists(), "{} was removed with the container", f.display());
+    }
+    exec_ok(
+        &c,
+        &reader,
+        &["sh", "-c", "echo after the rm > /shared/later"],
+    );
+    assert_eq!(
+        std::fs::read_to_string(rw.join("later")).expect("the reader's file"),
+        "after the rm\n"
+    );
+
+    c.crictl_ok(&["stop", "--timeout", "1", &reader]);
+    c.crictl_ok(&["rm", &reader]);
+    c.crictl_ok(&["stopp", &pod]);
+    c.crictl_ok(&["rmp", &pod]);
+    c.wait_until_nothing_left(Duration::from_secs(20));
+    c.assert_nothing_left();
+}

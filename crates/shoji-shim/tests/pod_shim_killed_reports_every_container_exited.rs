@@ -1,0 +1,92 @@
+//! The shim of a pod SIGKILLed while a second container of the pod runs: containerd is told
+//! that every container of the pod exited, its sandbox container included, CRI shows them
+//! exited (none left `CONTAINER_RUNNING`), and removing the pod leaves no process, mount,
+//! socket or sandbox directory.
+
+mod containerd;
+
+use std::time::{Duration, Instant};
+
+use containerd::{Containerd, CRI_NAMESPACE, HANDLER};
+
+/// The pids of the shims whose command line names `id` (a pod's sandbox id).
+fn shim_pids(id: &str) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+            let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            (cmd.contains("containerd-shim-shoji-v2") && cmd.contains(id)).then_some(pid)
+        })
+        .collect()
+}
+
+fn state(c: &Containerd, id: &str) -> String {
+    c.inspect("inspect", id)["status"]["state"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn vm_a_pods_shim_killed_reports_every_container_exited() {
+    let c = Containerd::start_cri(&[]);
+    let events = c.events(CRI_NAMESPACE);
+    let pod_json = c.pod_config("orphaned", "orphaned");
+    let pod = c.crictl_ok(&["runp", "--runtime", HANDLER, &pod_json]);
+    let mut ctrs = Vec::new();
+    for name in ["first", "second"] {
+        let json = c.container_config(name, &["sleep", "1000"]);
+        let id = c.crictl_ok(&["create", "--no-pull", &pod, &json, &pod_json]);
+        c.crictl_ok(&["start", &id]);
+        ctrs.push(id);
+    }
+    let shims = shim_pids(&pod);
+    assert_eq!(shims.len(), 1, "one shim serves the pod: {shims:?}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(shims[0]),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("killing the shim");
+
+    // Every task of the pod (the pause container and both containers) is reported exited.
+    let mut want: std::collections::BTreeSet<&str> = ctrs.iter().map(String::as_str).collect();
+    want.insert(&pod);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !want.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "no exit seen for {want:?}\ncontainerd log:\n{}",
+            c.log()
+        );
+        if let Some(l) = events.next(Duration::from_millis(200)) {
+            if containerd::topic(&l) == Some("/tasks/exit") {
+                want.retain(|id| !l.contains(&format!("\"container_id\":\"{id}\"")));
+            }
+        }
+    }
+    drop(events);
+    for id in &ctrs {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while state(&c, id) != "CONTAINER_EXITED" {
+            assert!(
+                Instant::now() < deadline,
+                "container {id} of the killed shim is not shown exited\n{}",
+                c.log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    let ready = c.crictl_ok(&["pods", "--quiet", "--state", "ready"]);
+    assert!(!ready.contains(pod.as_str()), "the pod is still ready");
+    c.crictl_ok(&["rm", &ctrs[0], &ctrs[1]]);
+    c.crictl_ok(&["stopp", &pod]);
+    c.crictl_ok(&["rmp", &pod]);
+    let tasks = containerd::text(&c.ctr_in_ok(CRI_NAMESPACE, &["tasks", "ls", "-q"]).stdout);
+    assert!(tasks.trim().is_empty(), "tasks left in containerd: {tasks}");
+    c.wait_until_nothing_left(Duration::from_secs(20));
+    c.assert_nothing_left();
+}
