@@ -571,7 +571,7 @@ mod tests {
         // case-insensitive; booleans as Go spells them.
         let b = parse_mount(r#"type=bind,"source=/srv/a,b",target=/data,ro=1"#).unwrap();
         assert_eq!(b.source().as_deref(), Some(Path::new("/srv/a,b")));
-        assert_eq!(opts(&b), ["rbind", "ro", "rprivate"]);
+        assert_eq!(opts(&b), ["rbind", "rro", "rprivate"]);
         let b =
             parse_mount(r#"TYPE=bind,"Source=/srv/say ""hi""",Target=/x,readonly=false"#).unwrap();
         assert_eq!(b.source().as_deref(), Some(Path::new(r#"/srv/say "hi""#)));
