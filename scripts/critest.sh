@@ -67,10 +67,6 @@ known_failures=(
   # the container runs: the shim's staged copy of the volume (host mount namespace) holds it.
   'should support non-recursive readonly mounts'
   'should support recursive readonly mounts'
-  # `brctl addbr` needs CONFIG_BRIDGE, in Shoji's kernel since ADR 022; a guest image built
-  # before that fails them. Reported when they pass.
-  'Privileged is true'
-  'should support adding capability'
 )
 
 # A short path: a sandbox's sockets are <sandbox root>/<64-hex pod id>/..., and a Unix socket's
