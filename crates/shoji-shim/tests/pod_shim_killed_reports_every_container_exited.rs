@@ -9,28 +9,6 @@ use std::time::{Duration, Instant};
 
 use containerd::{Containerd, CRI_NAMESPACE, HANDLER};
 
-/// The pids of the shims whose command line names `id` (a pod's sandbox id).
-fn shim_pids(id: &str) -> Vec<i32> {
-    std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
-            let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
-            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-            (cmd.contains("containerd-shim-shoji-v2") && cmd.contains(id)).then_some(pid)
-        })
-        .collect()
-}
-
-fn state(c: &Containerd, id: &str) -> String {
-    c.inspect("inspect", id)["status"]["state"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string()
-}
-
 #[test]
 fn vm_a_pods_shim_killed_reports_every_container_exited() {
     let c = Containerd::start_cri(&[]);
@@ -44,7 +22,7 @@ fn vm_a_pods_shim_killed_reports_every_container_exited() {
         c.crictl_ok(&["start", &id]);
         ctrs.push(id);
     }
-    let shims = shim_pids(&pod);
+    let shims = containerd::pids_of("containerd-shim-shoji-v2", &pod);
     assert_eq!(shims.len(), 1, "one shim serves the pod: {shims:?}");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(shims[0]),
@@ -71,7 +49,7 @@ fn vm_a_pods_shim_killed_reports_every_container_exited() {
     drop(events);
     for id in &ctrs {
         let deadline = Instant::now() + Duration::from_secs(30);
-        while state(&c, id) != "CONTAINER_EXITED" {
+        while c.container_state(id) != "CONTAINER_EXITED" {
             assert!(
                 Instant::now() < deadline,
                 "container {id} of the killed shim is not shown exited\n{}",

@@ -9,28 +9,6 @@ use std::time::{Duration, Instant};
 
 use containerd::{Containerd, CRI_NAMESPACE, HANDLER};
 
-/// The pids of the QEMU processes whose command line names `needle` (a sandbox's directory).
-fn qemu_pids(needle: &str) -> Vec<i32> {
-    std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
-            let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
-            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-            (cmd.contains("qemu-system") && cmd.contains(needle)).then_some(pid)
-        })
-        .collect()
-}
-
-fn state(c: &Containerd, id: &str) -> String {
-    c.inspect("inspect", id)["status"]["state"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string()
-}
-
 #[test]
 fn vm_a_pods_vm_killed_under_it_and_a_second_pod_beside_it() {
     let c = Containerd::start_cri(&[]);
@@ -51,7 +29,7 @@ fn vm_a_pods_vm_killed_under_it_and_a_second_pod_beside_it() {
     assert_eq!(c.qemu_processes().len(), 2, "a VM per pod");
 
     let sandbox = c.env.sandbox_root().join(doomed).display().to_string();
-    let qemu = qemu_pids(&sandbox);
+    let qemu = containerd::pids_of("qemu-system", &sandbox);
     assert_eq!(qemu.len(), 1, "the doomed pod's QEMU: {qemu:?}");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(qemu[0]),
@@ -80,7 +58,7 @@ fn vm_a_pods_vm_killed_under_it_and_a_second_pod_beside_it() {
     }
     drop(events);
     let deadline = Instant::now() + Duration::from_secs(30);
-    while state(&c, doomed_ctr) != "CONTAINER_EXITED" {
+    while c.container_state(doomed_ctr) != "CONTAINER_EXITED" {
         assert!(
             Instant::now() < deadline,
             "the app of the killed VM is not shown exited"
@@ -88,7 +66,7 @@ fn vm_a_pods_vm_killed_under_it_and_a_second_pod_beside_it() {
         std::thread::sleep(Duration::from_millis(200));
     }
     // The other pod is untouched.
-    assert_eq!(state(&c, survivor_ctr), "CONTAINER_RUNNING");
+    assert_eq!(c.container_state(survivor_ctr), "CONTAINER_RUNNING");
     let out = c.crictl_ok(&["exec", survivor_ctr, "echo", "alive"]);
     assert_eq!(out, "alive");
     assert_eq!(c.qemu_processes().len(), 1, "the survivor's VM");

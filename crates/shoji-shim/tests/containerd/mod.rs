@@ -382,6 +382,14 @@ disabled_plugins = [{disabled}]
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("crictl {what} {id}: {e}: {out}"))
     }
 
+    /// A CRI container's state as `crictl inspect` gives it (`CONTAINER_RUNNING`, ...).
+    pub fn container_state(&self, id: &str) -> String {
+        self.inspect("inspect", id)["status"]["state"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
     /// containerd's event stream in `namespace` (`ctr events`), from now on.
     pub fn events(&self, namespace: &str) -> Events {
         let mut child = self
@@ -571,4 +579,19 @@ impl Drop for Containerd {
             }
         }
     }
+}
+
+/// The pids of the processes whose command line contains both `program` and `needle`.
+pub fn pids_of(program: &str, needle: &str) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+            let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            (cmd.contains(program) && cmd.contains(needle)).then_some(pid)
+        })
+        .collect()
 }
