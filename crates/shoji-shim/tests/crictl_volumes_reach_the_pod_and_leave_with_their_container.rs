@@ -151,13 +151,7 @@ fn vm_crictl_volumes_reach_the_guest_and_leave_with_their_container() {
         "the writer's 4 volumes, CRI's 3 files and the pod's /dev/shm: {staged:#?}"
     );
     for line in &staged {
-        // Field 6 is the mount's own options.
-        let opts: Vec<&str> = line
-            .split_whitespace()
-            .nth(5)
-            .unwrap_or_default()
-            .split(',')
-            .collect();
+        let opts = own_options(line);
         assert!(
             opts.contains(&"nosuid") && opts.contains(&"nodev"),
             "{line}"
@@ -165,11 +159,7 @@ fn vm_crictl_volumes_reach_the_guest_and_leave_with_their_container() {
     }
     let ro_lines = staged
         .iter()
-        .filter(|l| {
-            l.split_whitespace()
-                .nth(5)
-                .is_some_and(|o| o.split(',').any(|o| o == "ro"))
-        })
+        .filter(|l| own_options(l).contains(&"ro"))
         .count();
     assert_eq!(
         ro_lines, 2,
@@ -242,4 +232,13 @@ fn vm_crictl_volumes_reach_the_guest_and_leave_with_their_container() {
     c.crictl_ok(&["rmp", &pod]);
     c.wait_until_nothing_left(Duration::from_secs(20));
     c.assert_nothing_left();
+}
+
+/// A mountinfo line's own mount options (its sixth field).
+fn own_options(line: &str) -> Vec<&str> {
+    line.split_whitespace()
+        .nth(5)
+        .unwrap_or_default()
+        .split(',')
+        .collect()
 }

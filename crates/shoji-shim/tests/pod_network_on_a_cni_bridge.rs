@@ -302,31 +302,34 @@ fn vm_a_pod_on_a_cni_bridge_serves_publishes_and_reaches_the_host() {
     let server = c.crictl_ok(&["create", "--no-pull", &pod, &server_json, &pod_json]);
     c.crictl_ok(&["start", &server]);
 
-    // The guest's eth0 is the pod's interface: the pod IP, and the default route via the bridge.
-    let addr = exec_ok(
-        &c,
-        &server,
-        &["ip", "-4", "-o", "addr", "show", "dev", "eth0"],
-    );
-    assert!(addr.contains(&format!("inet {pod_ip}/24")), "{addr}");
-    let routes = exec_ok(&c, &server, &["ip", "-4", "route"]);
-    assert!(
-        routes.contains(&format!("default via {}", net.gateway())),
-        "{routes}"
-    );
-
-    // Dual stack: the pod's IPv6 address and IPv6 default route are the guest's too.
-    let addr6 = exec_ok(
-        &c,
-        &server,
-        &["ip", "-6", "-o", "addr", "show", "dev", "eth0"],
-    );
-    assert!(addr6.contains(&format!("inet6 {pod_ip6}/64")), "{addr6}");
-    let routes6 = exec_ok(&c, &server, &["ip", "-6", "route"]);
-    assert!(
-        routes6.contains(&format!("default via {}", net.gateway6())),
-        "{routes6}"
-    );
+    // The guest's eth0 is the pod's interface, dual stack: the pod's IPv4 and IPv6 addresses,
+    // and the default routes via the bridge.
+    for (family, inet, address, gateway) in [
+        (
+            "-4",
+            "inet",
+            format!("{pod_ip}/24"),
+            net.gateway().to_string(),
+        ),
+        (
+            "-6",
+            "inet6",
+            format!("{pod_ip6}/64"),
+            net.gateway6().to_string(),
+        ),
+    ] {
+        let addr = exec_ok(
+            &c,
+            &server,
+            &["ip", family, "-o", "addr", "show", "dev", "eth0"],
+        );
+        assert!(addr.contains(&format!("{inet} {address}")), "{addr}");
+        let routes = exec_ok(&c, &server, &["ip", family, "route"]);
+        assert!(
+            routes.contains(&format!("default via {gateway}")),
+            "{routes}"
+        );
+    }
 
     // (a) The pod's server, from the host through the bridge, over IPv4 and IPv6.
     assert_eq!(
