@@ -11,7 +11,7 @@ pub mod files;
 pub mod netns;
 pub mod ports;
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
 use shoji_protocols::agent;
@@ -192,6 +192,14 @@ pub const USER_PREFIX: u8 = 24;
 pub const USER_GUEST: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 15);
 pub const USER_GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 2);
 pub const USER_DNS: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 3);
+/// User mode's IPv6 prefix: a unique local one of Shoji's own (QEMU's default, `fec0::/64`, is
+/// a deprecated site-local prefix), the same host parts as IPv4 (`::2` the host, `::15` the
+/// guest).
+pub const USER_NET6: Ipv6Addr = Ipv6Addr::new(0xfd53, 0x686f, 0x6a69, 0, 0, 0, 0, 0);
+pub const USER_PREFIX6: u8 = 64;
+pub const USER_GUEST6: Ipv6Addr = Ipv6Addr::new(0xfd53, 0x686f, 0x6a69, 0, 0, 0, 0, 0x15);
+pub const USER_GATEWAY6: Ipv6Addr = Ipv6Addr::new(0xfd53, 0x686f, 0x6a69, 0, 0, 0, 0, 2);
+pub const USER_DNS6: Ipv6Addr = Ipv6Addr::new(0xfd53, 0x686f, 0x6a69, 0, 0, 0, 0, 3);
 /// The guest's device, locally administered (0x02 bit) so it collides with no vendor's.
 pub const GUEST_MAC: &str = "02:53:48:4f:4a:49";
 pub const GUEST_DEVICE: &str = "eth0";
@@ -249,18 +257,27 @@ impl NetworkPlan {
                         name: GUEST_DEVICE.into(),
                         mac: GUEST_MAC.into(),
                         mtu: 1500,
-                        addresses: vec![agent::IpAddress {
-                            address: USER_GUEST.to_string(),
-                            prefix_len: USER_PREFIX.into(),
+                        addresses: vec![
+                            agent::IpAddress {
+                                address: USER_GUEST.to_string(),
+                                prefix_len: USER_PREFIX.into(),
+                                ..Default::default()
+                            },
+                            agent::IpAddress {
+                                address: USER_GUEST6.to_string(),
+                                prefix_len: USER_PREFIX6.into(),
+                                ..Default::default()
+                            },
+                        ],
+                        ..Default::default()
+                    }],
+                    routes: [USER_GATEWAY.to_string(), USER_GATEWAY6.to_string()]
+                        .map(|gateway| agent::Route {
+                            gateway,
+                            device: GUEST_DEVICE.into(),
                             ..Default::default()
-                        }],
-                        ..Default::default()
-                    }],
-                    routes: vec![agent::Route {
-                        gateway: USER_GATEWAY.to_string(),
-                        device: GUEST_DEVICE.into(),
-                        ..Default::default()
-                    }],
+                        })
+                        .into(),
                     ..Default::default()
                 }),
                 address: Some(IpAddr::V4(USER_GUEST)),
@@ -288,8 +305,9 @@ impl NetworkPlan {
         match vm {
             VmNetwork::None => Vec::new(),
             VmNetwork::User { mac, forwards } => {
+                // `ipv4=on` must be explicit: QEMU takes `ipv6=on` alone to mean IPv6 only.
                 let mut netdev = format!(
-                    "user,id=net0,net={USER_NET}/{USER_PREFIX},host={USER_GATEWAY},dns={USER_DNS},dhcpstart={USER_GUEST},ipv6=off"
+                    "user,id=net0,net={USER_NET}/{USER_PREFIX},host={USER_GATEWAY},dns={USER_DNS},dhcpstart={USER_GUEST},ipv4=on,ipv6=on,ipv6-net={USER_NET6}/{USER_PREFIX6},ipv6-host={USER_GATEWAY6},ipv6-dns={USER_DNS6}"
                 );
                 for f in forwards {
                     netdev.push_str(&format!(
@@ -433,6 +451,14 @@ mod tests {
         let guest = plan.guest.unwrap();
         assert_eq!(guest.interfaces[0].addresses[0].address, "10.0.2.15");
         assert_eq!(guest.routes[0].gateway, "10.0.2.2");
+        assert!(args[1].contains(
+            ",ipv4=on,ipv6=on,ipv6-net=fd53:686f:6a69::/64,ipv6-host=fd53:686f:6a69::2,"
+        ));
+        assert_eq!(
+            guest.interfaces[0].addresses[1].address,
+            "fd53:686f:6a69::15"
+        );
+        assert_eq!(guest.routes[1].gateway, "fd53:686f:6a69::2");
         let none = NetworkPlan::new(&NetworkOptions {
             mode: NetworkMode::None,
             ..Default::default()
