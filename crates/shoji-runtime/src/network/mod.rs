@@ -229,10 +229,10 @@ pub struct NetworkPlan {
     pub vm: VmNetwork,
     /// The agent's description of the guest side; `None` = nothing beyond loopback.
     pub guest: Option<agent::ConfigureNetworkRequest>,
-    /// The container's own address, for `/etc/hosts`.
+    /// The container's own (IPv4) address.
     pub address: Option<IpAddr>,
-    /// The nameservers that replace loopback ones from the host's resolv.conf.
-    pub loopback_dns: Option<IpAddr>,
+    /// Which of the host's nameservers the container gets, and what stands for loopback ones.
+    pub dns: files::DnsReach,
     _netns: Option<netns::NetnsAttachment>,
 }
 
@@ -244,7 +244,7 @@ impl NetworkPlan {
                 vm: VmNetwork::None,
                 guest: None,
                 address: None,
-                loopback_dns: None,
+                dns: files::DnsReach::default(),
                 _netns: None,
             },
             NetworkMode::User => Self {
@@ -281,7 +281,11 @@ impl NetworkPlan {
                     ..Default::default()
                 }),
                 address: Some(IpAddr::V4(USER_GUEST)),
-                loopback_dns: Some(IpAddr::V4(USER_DNS)),
+                dns: files::DnsReach {
+                    ipv6: true,
+                    forwarder4: Some(USER_DNS),
+                    forwarder6: Some(USER_DNS6),
+                },
                 _netns: None,
             },
             NetworkMode::Netns(path) => {
@@ -291,9 +295,12 @@ impl NetworkPlan {
                         fd: a.tap.clone(),
                         mac: a.mac.clone(),
                     },
+                    dns: files::DnsReach {
+                        ipv6: global_ipv6(&a.guest).is_some(),
+                        ..Default::default()
+                    },
                     guest: Some(a.guest.clone()),
                     address: a.address,
-                    loopback_dns: None,
                     _netns: Some(a),
                 }
             }
@@ -340,6 +347,24 @@ pub fn prepare(sandbox_id: &str, opts: &NetworkOptions) -> Result<NetworkPlan, N
         .in_scope(|| NetworkPlan::new(opts))
 }
 
+/// The guest's first IPv6 address beyond link-local in a description.
+fn global_ipv6(guest: &agent::ConfigureNetworkRequest) -> Option<Ipv6Addr> {
+    guest
+        .interfaces
+        .iter()
+        .flat_map(|i| &i.addresses)
+        .filter_map(|a| a.address.parse::<Ipv6Addr>().ok())
+        .find(|ip| !ip.is_unicast_link_local() && !ip.is_loopback())
+}
+
+impl NetworkPlan {
+    /// The container's own addresses for `/etc/hosts`: its IPv4 address, then its IPv6 one.
+    pub fn own_addresses(&self) -> Vec<IpAddr> {
+        let v6 = self.guest.as_ref().and_then(global_ipv6).map(IpAddr::V6);
+        self.address.into_iter().chain(v6).collect()
+    }
+}
+
 /// Configures the guest's network (when there is more than loopback) and returns the container's
 /// `/etc` files, in the `network.setup` span (the agent's `network.configure` is its child).
 pub async fn setup(
@@ -365,9 +390,9 @@ pub async fn setup(
         Ok(files::container_files(
             hostname,
             &opts.extra_hosts,
-            plan.address,
+            &plan.own_addresses(),
             &opts.dns,
-            plan.loopback_dns,
+            &plan.dns,
         ))
     }
     .instrument(span)
@@ -429,6 +454,34 @@ mod tests {
         assert!(opts.hostname_for("has/slash").is_err());
     }
 
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_namespace_gives_ipv6_only_with_an_address_beyond_link_local() {
+        let described = |addresses: &[&str]| agent::ConfigureNetworkRequest {
+            interfaces: vec![agent::NetworkInterface {
+                addresses: addresses
+                    .iter()
+                    .map(|a| agent::IpAddress {
+                        address: a.to_string(),
+                        prefix_len: 64,
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        assert_eq!(global_ipv6(&described(&["10.88.0.2"])), None);
+        assert_eq!(global_ipv6(&described(&["10.88.0.2", "fe80::1"])), None);
+        assert_eq!(
+            global_ipv6(&described(&["10.88.0.2", "fe80::1", "fd88:0:1::2"])),
+            Some("fd88:0:1::2".parse().unwrap())
+        );
+    }
+
     #[test]
     fn user_mode_gives_qemu_a_virtio_mmio_device_with_forwards() {
         let opts = NetworkOptions {
@@ -448,6 +501,13 @@ mod tests {
             args[3],
             format!("virtio-net-device,netdev=net0,mac={GUEST_MAC}")
         );
+        // Both families in /etc/hosts, and the host's IPv6 nameservers with slirp's forwarders.
+        assert_eq!(
+            plan.own_addresses(),
+            [ip("10.0.2.15"), ip("fd53:686f:6a69::15")]
+        );
+        assert!(plan.dns.ipv6);
+        assert_eq!(plan.dns.forwarder6, Some(USER_DNS6));
         let guest = plan.guest.unwrap();
         assert_eq!(guest.interfaces[0].addresses[0].address, "10.0.2.15");
         assert_eq!(guest.routes[0].gateway, "10.0.2.2");
@@ -466,5 +526,7 @@ mod tests {
         .unwrap();
         assert!(NetworkPlan::qemu_args(&none.vm).is_empty());
         assert!(none.guest.is_none());
+        assert!(none.own_addresses().is_empty());
+        assert_eq!(none.dns, files::DnsReach::default());
     }
 }
