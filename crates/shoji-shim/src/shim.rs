@@ -20,6 +20,7 @@ use shoji_runtime::sandbox::sandbox_root;
 use shoji_telemetry::host::{TelemetryConfig, TelemetryGuard};
 use tokio::sync::Mutex;
 
+use crate::lifetime::Lifetime;
 use crate::pod::Pod;
 use crate::rootfs;
 use crate::service::{Inner, TaskService};
@@ -208,12 +209,17 @@ impl containerd_shim::Shim for ShojiShim {
         if let Some(inner) = self.inner.get() {
             // The agent flushed its spans before its VM stopped; what is in transit gets a
             // moment to arrive.
-            inner
+            let rejected = inner
                 .hooks
                 .lock()
                 .await
                 .finish(Duration::from_secs(2))
                 .await;
+            let (dropped, left_out) = self
+                .telemetry
+                .as_ref()
+                .map_or((0, 0), |t| (t.dropped(), t.dropped_by_level()));
+            inner.lifetime.end(dropped + rejected, left_out);
         }
         if let Some(t) = &mut self.telemetry {
             t.flush();
@@ -247,6 +253,9 @@ impl containerd_shim::Shim for ShojiShim {
             exit: self.exit.clone(),
             hooks: Mutex::new(hooks),
             pod: Mutex::new(Pod::default()),
+            // The sandbox's lifetime trace starts with the server, just before the sandbox's
+            // first `Create`.
+            lifetime: Lifetime::start(&self.id, self.tracing.runtime && self.telemetry.is_some()),
         });
         let _ = self.inner.set(inner.clone());
         TaskService(inner)

@@ -30,6 +30,12 @@ pub fn serve(data: &Path) -> (Server, String) {
 
 /// [`serve`], also returning its OTLP/gRPC address (`HOST:PORT`).
 pub fn serve_both(data: &Path) -> (Server, String, String) {
+    let (server, http, grpc, _) = serve_all(data);
+    (server, http, grpc)
+}
+
+/// [`serve_both`], also returning its query API's base URL (`http://HOST:PORT`).
+pub fn serve_all(data: &Path) -> (Server, String, String, String) {
     let mut server = Server(
         Command::new(shoji_bin())
             .args(["trace", "serve", "--grpc-port", "0", "--http-port", "0"])
@@ -58,7 +64,8 @@ pub fn serve_both(data: &Path) -> (Server, String, String) {
         .trim_end_matches("/v1/traces")
         .to_string();
     let grpc = printed("otlp-grpc ");
-    (server, http, grpc)
+    let query = printed("query ").trim_end_matches('/').to_string();
+    (server, http, grpc, query)
 }
 
 /// containerd's environment for tracing to the receiver at `http` (OTLP/HTTP), exporting
