@@ -254,7 +254,7 @@ pub async fn pull(store: &Store, reference: &str, opts: &PullOptions) -> Result<
     }
     // No blob collection (`image rm`, `prune`) until the tag names what this pull stores.
     let gc_store = store.clone();
-    let _gc = tokio::task::spawn_blocking(move || crate::tags::hold_for_pull(&gc_store))
+    let _gc = tokio::task::spawn_blocking(move || crate::tags::hold_blobs(&gc_store))
         .await
         .map_err(|e| PullError::Io {
             op: "lock",
