@@ -581,6 +581,38 @@ impl Drop for Containerd {
     }
 }
 
+/// Waits (at most 30 s) for a `/tasks/exit` event of process `id` of container `container`.
+pub fn wait_exit_event(c: &Containerd, events: &Events, container: &str, id: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "no exit event for {container}/{id}\ncontainerd log:\n{}",
+            c.log()
+        );
+        let Some(l) = events.next(Duration::from_millis(200)) else {
+            continue;
+        };
+        if topic(&l) == Some("/tasks/exit")
+            && l.contains(&format!("\"container_id\":\"{container}\""))
+            && l.contains(&format!("\"id\":\"{id}\""))
+        {
+            return;
+        }
+    }
+}
+
+/// SIGKILLs the one shim that serves pod `pod`.
+pub fn kill_pod_shim(pod: &str) {
+    let shims = pids_of("containerd-shim-shoji-v2", pod);
+    assert_eq!(shims.len(), 1, "one shim serves the pod: {shims:?}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(shims[0]),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("killing the shim");
+}
+
 /// The pids of the processes whose command line contains both `program` and `needle`.
 pub fn pids_of(program: &str, needle: &str) -> Vec<i32> {
     std::fs::read_dir("/proc")
