@@ -14,6 +14,7 @@ pub mod archive;
 pub mod credentials;
 pub mod digest;
 pub mod layout;
+pub mod manifests;
 pub mod pull;
 pub mod root;
 pub mod store;

@@ -5,8 +5,11 @@
 //!
 //! Every blob (manifests, configuration, layers) is hashed while it arrives and stored under
 //! its digest only once it matched (a temporary file renamed into place); a download that
-//! grows past its descriptor's size is cut off. A blob already stored is not fetched again, and
-//! one blob is fetched by one process at a time (a lock per blob, `locks/blob-<alg>-<hex>`).
+//! grows past its descriptor's size is cut off. Manifests and indexes, whose size no descriptor
+//! gives when they are named by a tag, are read by Shoji's own GET with a cap
+//! ([`crate::manifests`], ADR 026); a configuration whose descriptor is over its cap is not
+//! fetched. A blob already stored is not fetched again, and one blob is fetched by one process
+//! at a time (a lock per blob, `locks/blob-<alg>-<hex>`).
 
 use std::io::{self, Write};
 use std::net::IpAddr;
@@ -25,6 +28,7 @@ use tracing::Instrument;
 use crate::credentials::{credentials, CredentialsError};
 use crate::digest::{self, Digest, DigestError, Digester};
 use crate::layout::{self, MAX_JSON_BYTES, REF_NAME};
+use crate::manifests::{self, Authorization, ManifestGetError};
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +63,28 @@ pub enum PullError {
         what: String,
         #[source]
         source: Box<DigestError>,
+    },
+    #[error(
+        "registry {registry}: {what} of {reference} is too large to read and nothing was \
+         stored (real ones are a few KiB: the registry is broken or hostile)"
+    )]
+    TooLarge {
+        registry: String,
+        reference: String,
+        what: String,
+        #[source]
+        source: Box<ManifestGetError>,
+    },
+    #[error(
+        "registry {registry}: {what} of {reference} is {size} bytes by its descriptor, more \
+         than the cap of {cap} bytes; it was not fetched"
+    )]
+    DescriptorTooLarge {
+        registry: String,
+        reference: String,
+        what: String,
+        size: u64,
+        cap: u64,
     },
     #[error("registry {registry}: {what} of {reference} is unusable: {message}")]
     Malformed {
@@ -160,10 +186,18 @@ fn hint(e: &OciDistributionError, registry: &str) -> &'static str {
     }
 }
 
-/// One pull: the client, the reference and where blobs go.
+/// The largest image configuration Shoji fetches (JSON read into memory, as a local layout's).
+pub const MAX_CONFIG_BYTES: u64 = MAX_JSON_BYTES;
+
+/// One pull: the clients, the reference and where blobs go.
 struct Puller<'a> {
     client: Client,
     auth: RegistryAuth,
+    /// The manifest GETs' own client (same timeouts as `client`'s).
+    http: reqwest::Client,
+    plain_http: bool,
+    /// Obtained through `client` before the first manifest GET.
+    authz: Option<Authorization>,
     reference: Reference,
     store: &'a Store,
     blobs: PathBuf,
@@ -220,16 +254,31 @@ pub async fn pull(store: &Store, reference: &str, opts: &PullOptions) -> Result<
     }
     // No blob collection (`image rm`, `prune`) until the tag names what this pull stores.
     let gc_store = store.clone();
-    let _gc = tokio::task::spawn_blocking(move || crate::tags::hold_for_pull(&gc_store))
+    let _gc = tokio::task::spawn_blocking(move || crate::tags::hold_blobs(&gc_store))
         .await
         .map_err(|e| PullError::Io {
             op: "lock",
             path: store.root().join("locks").join(crate::tags::GC_LOCK),
             source: io::Error::other(e.to_string()),
         })??;
+    let http = reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(10))
+        .read_timeout(std::time::Duration::from_secs(60))
+        .user_agent(concat!("shoji/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| PullError::Registry {
+            registry: registry.clone(),
+            reference: r.whole(),
+            step: "set up (HTTP client)".into(),
+            hint: "",
+            source: Box::new(e.into()),
+        })?;
     let mut p = Puller {
         client: Client::new(config),
         auth,
+        http,
+        plain_http: plain,
+        authz: None,
         reference: r,
         store,
         blobs,
@@ -318,11 +367,14 @@ impl Puller<'_> {
         let manifest: ImageManifest = serde_json::from_slice(&body)
             .map_err(|e| self.malformed("the manifest", e.to_string()))?;
         let config = manifest.config();
-        if config.size() > MAX_JSON_BYTES {
-            return Err(self.malformed(
-                "the configuration",
-                format!("{} bytes, more than {MAX_JSON_BYTES}", config.size()),
-            ));
+        if config.size() > MAX_CONFIG_BYTES {
+            return Err(PullError::DescriptorTooLarge {
+                registry: self.registry(),
+                reference: self.reference.whole(),
+                what: "the configuration".into(),
+                size: config.size(),
+                cap: MAX_CONFIG_BYTES,
+            });
         }
         self.blob(config.digest().as_ref(), config.size(), "configuration")
             .await?;
@@ -340,39 +392,67 @@ impl Puller<'_> {
         r: &Reference,
         step: &str,
     ) -> Result<(Vec<u8>, Digest, String), PullError> {
-        let (body, _) = self
-            .client
-            .pull_manifest_raw(r, &self.auth, MANIFEST_TYPES)
-            .await
-            .map_err(|e| self.registry_err(format!("{step} (manifest)"), e))?;
-        if body.len() as u64 > MAX_JSON_BYTES {
-            return Err(self.malformed(
-                "the manifest",
-                format!("{} bytes, more than {MAX_JSON_BYTES}", body.len()),
-            ));
+        let what = if step == "resolve" {
+            "the manifest or index"
+        } else {
+            "the manifest"
+        };
+        let step = format!("{step} (manifest)");
+        let authz = match &self.authz {
+            Some(a) => a.clone(),
+            None => {
+                let a = manifests::authorization(&self.client, r, &self.auth)
+                    .await
+                    .map_err(|e| self.registry_err("authenticate".into(), e))?;
+                self.authz = Some(a.clone());
+                a
+            }
+        };
+        let url = manifests::manifest_url(r, self.plain_http);
+        let got = manifests::get_manifest(&self.http, &url, MANIFEST_TYPES, &authz).await;
+        let fetched = match got {
+            Ok(b) => b,
+            Err(ManifestGetError::Registry(e)) => return Err(self.registry_err(step, e)),
+            Err(e) => {
+                return Err(PullError::TooLarge {
+                    registry: self.registry(),
+                    reference: self.reference.whole(),
+                    what: what.into(),
+                    source: Box::new(e),
+                })
+            }
+        };
+        let body = fetched.bytes;
+        let verify_err = |source| PullError::Verify {
+            registry: self.registry(),
+            reference: self.reference.whole(),
+            what: what.into(),
+            source: Box::new(source),
+        };
+        // What the registry says it sent must be what it sent (as oci-client checked).
+        if let Some(h) = &fetched.digest_header {
+            let claimed = Digest::parse(h)
+                .map_err(|e| self.malformed("the Docker-Content-Digest header", e.to_string()))?;
+            let mut dg = Digester::new(claimed.algorithm());
+            dg.update(&body);
+            let (got, n) = dg.finish();
+            digest::check(what, &claimed, None, &got, n).map_err(verify_err)?;
         }
-        let got = Digest::sha256_of(&body);
         if let Some(d) = r.digest() {
             let expected =
                 Digest::parse(d).map_err(|e| self.malformed("the digest", e.to_string()))?;
             let mut dg = Digester::new(expected.algorithm());
             dg.update(&body);
             let (got, n) = dg.finish();
-            digest::check("the manifest", &expected, None, &got, n).map_err(|source| {
-                PullError::Verify {
-                    registry: self.registry(),
-                    reference: self.reference.whole(),
-                    what: "the manifest".into(),
-                    source: Box::new(source),
-                }
-            })?;
+            digest::check(what, &expected, None, &got, n).map_err(verify_err)?;
             self.store_bytes(&expected, &body)?;
             let mt = media_type_of(&body);
-            return Ok((body.to_vec(), expected, mt));
+            return Ok((body, expected, mt));
         }
+        let got = Digest::sha256_of(&body);
         self.store_bytes(&got, &body)?;
         let mt = media_type_of(&body);
-        Ok((body.to_vec(), got, mt))
+        Ok((body, got, mt))
     }
 
     /// Writes a verified small blob under its digest (temporary file, renamed).

@@ -130,7 +130,8 @@ pub struct Removed {
     /// Pulled blobs (manifests, configurations, compressed layers) no tag reached any more.
     pub blobs: usize,
     pub blob_bytes: u64,
-    /// Blobs were not collected because a pull was running.
+    /// Blobs were not collected because a pull (or a rootless run's unpack of a pulled image)
+    /// was running.
     pub pull_running: bool,
 }
 

@@ -2,8 +2,9 @@
 //! per reference pulled) and what each reaches: its manifests, configuration and layer blobs,
 //! and its layers' `diff_id`s. A blob no tag reaches is garbage, removed by [`collect_blobs`].
 //!
-//! Pulls hold `locks/oci-gc` shared from their first blob to their tag; collection holds it
-//! exclusively, so it never sees a pull's blobs before the tag that names them.
+//! Pulls hold `locks/oci-gc` shared from their first blob to their tag, rootless runs while
+//! they unpack a pulled image; collection holds it exclusively, so it never sees a pull's
+//! blobs before the tag that names them, nor takes blobs an unpack is reading.
 
 use std::collections::HashSet;
 use std::fs::File;
@@ -39,7 +40,8 @@ pub struct Tag {
 pub struct Collected {
     pub blobs: usize,
     pub bytes: u64,
-    /// A pull was running, so nothing was collected (a later `prune` does it).
+    /// A pull (or a rootless run's unpack of a pulled image) was running, so nothing was
+    /// collected (a later `prune` does it).
     pub pull_running: bool,
 }
 
@@ -199,7 +201,8 @@ pub(crate) fn remove_tags(store: &Store, names: &[String]) -> Result<usize, Stor
 }
 
 /// Removes every blob of the pulled layout that no tag reaches, and what interrupted
-/// downloads left (temporary files). Skipped, saying so, while a pull runs.
+/// downloads left (temporary files). Skipped, saying so, while a pull or a rootless unpack
+/// runs ([`hold_blobs`]).
 pub(crate) fn collect_blobs(store: &Store) -> Result<Collected, StoreError> {
     let mut out = Collected::default();
     let blobs = store.pulled_dir().join("blobs");
@@ -264,7 +267,9 @@ pub fn blob_usage(store: &Store) -> (usize, u64) {
     files.fold((0, 0), |(n, b), m| (n + 1, b + m.len()))
 }
 
-/// Holds `locks/oci-gc` shared (a pull's lifetime): no blob collection meanwhile.
-pub(crate) fn hold_for_pull(store: &Store) -> Result<File, StoreError> {
+/// Holds `locks/oci-gc` shared: no blob collection while the file is open. A pull holds it
+/// from its first blob to its tag; a rootless run while it unpacks a pulled image's blobs into
+/// its sandbox (so an `image rm` meanwhile drops the tag and leaves the blobs to `prune`).
+pub fn hold_blobs(store: &Store) -> Result<File, StoreError> {
     store.lock(GC_LOCK, FlockOperation::LockShared)
 }

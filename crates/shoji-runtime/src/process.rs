@@ -121,10 +121,24 @@ impl ChildGuard {
         );
     }
 
-    /// Whether no process of the group led by `pid` is left (the forked ones are reaped by
-    /// whoever inherits them).
+    /// Whether no live process of the group led by `pid` is left. The forked ones are reaped by
+    /// whoever inherits them (the host's init), which may be late, or never where init is not
+    /// a reaper (some containers' PID 1): a killed member not yet reaped (a zombie) holds
+    /// nothing any more and counts as gone. Without that, every stop waited its whole second.
     fn group_gone(pid: u32) -> bool {
-        nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid as i32), None).is_err()
+        if nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid as i32), None).is_err() {
+            return true;
+        }
+        let Ok(procs) = std::fs::read_dir("/proc") else {
+            return false;
+        };
+        !procs.flatten().any(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+                .and_then(crate::lifecycle::state::proc_stat)
+                .is_some_and(|s| s.pgrp == pid && !matches!(s.state, 'Z' | 'X'))
+        })
     }
 
     /// When the process was started (just before the fork), in host time.

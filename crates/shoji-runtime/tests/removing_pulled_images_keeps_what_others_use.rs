@@ -162,3 +162,36 @@ fn prune_collects_what_a_failed_pull_left_and_rm_takes_a_manifest_digest() {
     env.ok(&["image", "rm", &digest]);
     assert_eq!(usage(&env).0, (0, 0, 0, 0));
 }
+
+/// A rootless run unpacking a pulled image into its sandbox holds `locks/oci-gc` shared from
+/// before it reads the image until its unpack ends (as a pull does until its tag is written):
+/// an `rm` meanwhile drops the tag, keeps the blobs the unpack reads and says so; `prune` then
+/// collects them. Before, the unpack could fail on a blob `rm` had just removed (ADR 021).
+/// The test holds the lock itself, as such a run does (`sandbox::rootfs`; the runtime's test
+/// suite runs as root, where images come from the store's layers instead).
+#[test]
+fn blobs_an_unpack_holds_survive_rm_until_prune() {
+    let env = TestEnv::new();
+    let reg = Registry::start(env.dir.path());
+    let image = reg.push_busybox("shoji/busybox:v1");
+    env.ok(&["pull", &image]);
+    assert_eq!(usage(&env).0 .3, 3, "manifest, configuration and layer");
+    let lock = std::fs::File::open(env.dir.path().join("data/images/locks/oci-gc"))
+        .expect("the store's blob collection lock");
+    let held = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockShared)
+        .map_err(|(_, e)| e)
+        .expect("taking the lock shared");
+
+    let out = env.ok(&["image", "rm", &image]);
+    assert!(
+        text(&out.stdout).contains("pulled blobs not collected"),
+        "{}",
+        text(&out.stdout)
+    );
+    let ((images, tags, _, blobs), line) = usage(&env);
+    assert_eq!((images, tags, blobs), (0, 0, 3), "{line}");
+
+    drop(held);
+    env.ok(&["image", "prune"]);
+    assert_eq!(usage(&env).0, (0, 0, 0, 0));
+}

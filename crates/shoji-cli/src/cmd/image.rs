@@ -446,7 +446,8 @@ fn rm(a: RmArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
 fn pull_running_note(r: &shoji_images::store::Removed) {
     if r.pull_running {
         println!(
-            "pulled blobs not collected: a pull is running; `shoji image prune` later does it"
+            "pulled blobs not collected: a pull, or a rootless run's unpack of a pulled image, \
+             is running; `shoji image prune` later does it"
         );
     }
 }

@@ -119,17 +119,19 @@ impl ProcessRecord {
     }
 }
 
-/// What cleanup needs from `/proc/<pid>/stat`.
+/// What cleanup (and a helper's stop, `process`) needs from `/proc/<pid>/stat`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Stat {
-    state: char,
+pub(crate) struct Stat {
+    pub(crate) state: char,
+    /// The process group.
+    pub(crate) pgrp: u32,
     session: u32,
     start_time: u64,
     /// The wait status, for a zombie (field 52, Linux 3.5 and later).
     exit_status: Option<i32>,
 }
 
-fn proc_stat(pid: u32) -> Option<Stat> {
+pub(crate) fn proc_stat(pid: u32) -> Option<Stat> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     parse_stat(&text)
 }
@@ -141,6 +143,7 @@ fn parse_stat(text: &str) -> Option<Stat> {
     let fields: Vec<&str> = rest.split_whitespace().collect();
     Some(Stat {
         state: fields.first()?.chars().next()?,
+        pgrp: fields.get(2)?.parse().ok()?,
         session: fields.get(3)?.parse().ok()?,
         start_time: fields.get(19)?.parse().ok()?,
         exit_status: fields.get(49).and_then(|f| f.parse().ok()),
@@ -388,6 +391,7 @@ mod tests {
             parse_stat(line),
             Some(Stat {
                 state: 'S',
+                pgrp: 42,
                 session: 41,
                 start_time: 12345,
                 exit_status: None,

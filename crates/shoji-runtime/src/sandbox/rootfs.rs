@@ -108,6 +108,21 @@ pub fn image_from_store(
     Ok((spec, rootfs))
 }
 
+/// Keeps blob collection away while a rootless run unpacks the pulled image at `path`
+/// (`<store>/oci:<reference>`); `None` for any other image.
+fn hold_pulled_blobs(path: &Path, store: &Path) -> Result<Option<std::fs::File>, BootError> {
+    let pulled = store.join("oci");
+    let is_pulled = path
+        .to_string_lossy()
+        .strip_prefix(&*pulled.to_string_lossy())
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with(':'));
+    if !is_pulled {
+        return Ok(None);
+    }
+    let store = Store::open(store)?;
+    Ok(Some(shoji_images::tags::hold_blobs(&store)?))
+}
+
 /// The spec and container `container_id`'s root filesystem in the sandbox's share for
 /// `source`: an image comes from the image store `store` under an overlay (as root; else it
 /// is unpacked into the sandbox directory); a bundle's or a bare rootfs is bind-mounted there.
@@ -126,6 +141,9 @@ pub fn prepare_rootfs(
             image_from_store(path, store, sb, container_id, opts, progress)?
         }
         RootSource::Image(path) => {
+            // The blobs of a pulled image stay until the unpack is done, whatever an `image
+            // rm` does meanwhile (it drops the tag and leaves them to `prune`).
+            let _blobs = hold_pulled_blobs(path, store)?;
             let rootfs = image_rootfs(sb, container_id)?;
             let spec = unpack_image(path, &sb.path().join("image"), &rootfs.host, opts)?;
             (spec, rootfs)
@@ -154,4 +172,41 @@ pub fn prepare_rootfs(
     let forbidden = [root, store.to_path_buf()];
     crate::volumes::prepare_spec(&mut spec, &sb.shared().join(container_id), &forbidden)?;
     Ok((spec, rootfs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whether `locks/oci-gc` of `store` is held by someone (blob collection would skip).
+    fn gc_held(store: &Path) -> bool {
+        let f = std::fs::File::open(store.join("locks/oci-gc")).unwrap();
+        nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock).is_err()
+    }
+
+    #[test]
+    fn a_pulled_image_holds_the_blobs_and_other_images_do_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("images");
+        Store::open(&store).unwrap();
+        let pulled = PathBuf::from(format!(
+            "{}:127.0.0.1:5000/a/b:v1",
+            store.join("oci").display()
+        ));
+        let held = hold_pulled_blobs(&pulled, &store).unwrap();
+        assert!(held.is_some() && gc_held(&store));
+        drop(held);
+        assert!(!gc_held(&store));
+        for other in [
+            dir.path().join("layout"),
+            PathBuf::from(format!("{}:v1", dir.path().join("layout").display())),
+            PathBuf::from(format!("{}2:x", store.join("oci").display())),
+        ] {
+            assert!(
+                hold_pulled_blobs(&other, &store).unwrap().is_none(),
+                "{}",
+                other.display()
+            );
+        }
+    }
 }
