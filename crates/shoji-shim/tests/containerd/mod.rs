@@ -581,6 +581,20 @@ impl Drop for Containerd {
     }
 }
 
+/// The lines of the mount table of pod `pod`'s shim (its mount namespace, ADR 023) that name
+/// `path`.
+pub fn shim_mounts_naming(pod: &str, path: &Path) -> Vec<String> {
+    let shims = pids_of("containerd-shim-shoji-v2", pod);
+    assert_eq!(shims.len(), 1, "one shim serves pod {pod}: {shims:?}");
+    let needle = path.to_string_lossy().into_owned();
+    std::fs::read_to_string(format!("/proc/{}/mountinfo", shims[0]))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(&needle))
+        .map(String::from)
+        .collect()
+}
+
 /// The pids of the processes whose command line contains both `program` and `needle`.
 pub fn pids_of(program: &str, needle: &str) -> Vec<i32> {
     std::fs::read_dir("/proc")
