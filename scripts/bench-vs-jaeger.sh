@@ -9,5 +9,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 jaeger=$(ensure_jaeger)
-cargo build --release -p shoji-cli -p shoji-trace --example bench_vs_jaeger
+cargo build --release -p shoji-cli -p shoji-trace --bin shoji --example bench_vs_jaeger
 exec target/release/examples/bench_vs_jaeger --shoji target/release/shoji --jaeger "$jaeger" "$@"

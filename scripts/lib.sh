@@ -85,6 +85,20 @@ ensure_containerd() {
     export SHOJI_CONTAINERD SHOJI_CTR
 }
 
+# runc and containerd's runc shim, for scripts/bench-cri.sh only (Shoji against runc through
+# CRI); no test uses them. runc is built from the Go module proxy at a pinned version (its tools
+# module), with seccomp (Debian's libseccomp-dev, from ensure_host_deps), as runc's Makefile
+# builds it: Debian's runc 1.1.5 fails containerd 2.4's pods ("can't get final child's PID from
+# pipe: EOF"). SHOJI_RUNC and SHOJI_RUNC_SHIM tell where they are.
+RUNC_VERSION=v1.4.4
+ensure_runc() {
+  SHOJI_RUNC=$(ensure_go_tool runc "$RUNC_VERSION" github.com/opencontainers/runc runc \
+    "seccomp urfave_cli_no_docs") &&
+    SHOJI_RUNC_SHIM=$(ensure_go_tool containerd "$CONTAINERD_VERSION" \
+      github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2 containerd-shim-runc-v2 no_btrfs) &&
+    export SHOJI_RUNC SHOJI_RUNC_SHIM
+}
+
 # crictl (cri-tools) for the shim's CRI VM tests: drives containerd's CRI plugin as the kubelet
 # would. SHOJI_CRICTL tells the tests where it is.
 CRI_TOOLS_VERSION=v1.37.0

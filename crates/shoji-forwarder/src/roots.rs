@@ -46,16 +46,21 @@ pub fn lost_root_span(lost: &LostRoot, ended_by: &'static str) -> DetachedSpan {
     }
 }
 
-/// Ends a lost root ([`lost_root_span`]) where the sandbox's spans went; a failure is told on
-/// stderr and does not fail the command (the cleanup matters more than the trace).
-pub fn end_lost_root(lost: &LostRoot, ended_by: &'static str) {
-    let root = &lost.root;
-    let target = match &root.export {
+/// Where a recorded root's spans went, as the sink to end it in.
+pub fn sink_of(export: &TraceExport) -> SinkTarget {
+    match export {
         TraceExport::Store { data_dir } => SinkTarget::Store(data_dir.clone()),
         TraceExport::Grpc { endpoint } => SinkTarget::Grpc(endpoint.clone()),
         TraceExport::Http { endpoint } => SinkTarget::Http(endpoint.clone()),
         TraceExport::HttpJson { endpoint } => SinkTarget::HttpJson(endpoint.clone()),
-    };
+    }
+}
+
+/// Ends a lost root ([`lost_root_span`]) where the sandbox's spans went; a failure is told on
+/// stderr and does not fail the command (the cleanup matters more than the trace).
+pub fn end_lost_root(lost: &LostRoot, ended_by: &'static str) {
+    let root = &lost.root;
+    let target = sink_of(&root.export);
     let span = lost_root_span(lost, ended_by);
     match shoji_telemetry::host::export_detached(&target, &root.service_name, span) {
         Ok(0) => {}

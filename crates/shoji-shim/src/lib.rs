@@ -14,7 +14,8 @@
 //!
 //! Tracing: every task request is a server span `containerd.task.v3.Task/<Method>` whose parent
 //! is the W3C `traceparent` containerd sends in the ttRPC metadata, when it sends one; the boot
-//! and the agent's spans are its children, as in `shoji run`.
+//! and the agent's spans are its children, as in `shoji run`. The sandbox has a lifetime trace
+//! of its own besides, linked both ways with the request traces ([`lifetime`]).
 
 /// One line to the shim's stderr (containerd's log FIFO for the server, a buffer for the
 /// `delete` action), a failed write ignored: while containerd is down the FIFO has no reader,
@@ -28,6 +29,7 @@ macro_rules! log_line {
 
 pub mod events;
 pub mod info;
+pub mod lifetime;
 pub mod metrics;
 pub mod mounts;
 pub mod network;

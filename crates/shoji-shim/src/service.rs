@@ -5,6 +5,8 @@
 //! VM inside its span, so `vm.start`, `guest.boot` and the agent's spans join containerd's
 //! trace; `container.wait` (from create to the init's exit) is a child of `Create` too, and
 //! so are a pod's `network.prepare` and `network.setup` (with the agent's `network.configure`).
+//! Each traced request also has a `sandbox.request` in the sandbox's lifetime trace, the two
+//! linked both ways ([`crate::lifetime`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -53,6 +55,8 @@ pub struct Inner {
     pub exit: Arc<ExitSignal>,
     pub hooks: Mutex<TraceHooks>,
     pub pod: Mutex<Pod>,
+    /// The sandbox's own trace, linked with the request traces.
+    pub lifetime: crate::lifetime::Lifetime,
 }
 
 /// The task service containerd talks to.
@@ -75,8 +79,10 @@ pub(crate) fn failed(code: ttrpc::Code, message: String) -> ttrpc::Error {
     status(code, message)
 }
 
+/// The request's server span, and its `sandbox.request` in the lifetime trace (keep both until
+/// the request is answered; [`crate::lifetime`]).
 macro_rules! server_span {
-    ($ctx:ident, $method:literal, $id:expr, $exec:expr) => {{
+    ($inner:expr, $ctx:ident, $method:literal, $id:expr, $exec:expr) => {{
         let span = info_span!(
             concat!("containerd.task.v3.Task/", $method),
             otel.kind = "server",
@@ -94,7 +100,8 @@ macro_rules! server_span {
         shoji_telemetry::set_parent_from_w3c(&span, |k| {
             $ctx.metadata.get(k).and_then(|v| v.first().cloned())
         });
-        span
+        let in_lifetime = $inner.lifetime.request(&span, $method, &$id, &$exec);
+        (span, in_lifetime)
     }};
 }
 
@@ -237,6 +244,7 @@ impl Inner {
             },
             None => match self.boot(&req.id, &src, &spec_json).await {
                 Ok((vm, shared, network)) => {
+                    self.lifetime.booted(vm.accel.accel.as_str());
                     pod.network = network;
                     (vm, shared, true)
                 }
@@ -385,7 +393,7 @@ impl Task for TaskService {
         ctx: &TtrpcContext,
         req: CreateTaskRequest,
     ) -> TtrpcResult<CreateTaskResponse> {
-        let span = server_span!(ctx, "Create", req.id, "");
+        let (span, _in_lifetime) = server_span!(self.0, ctx, "Create", req.id, "");
         let id = req.id.clone();
         async {
             let resp = self.0.create(req).await?;
@@ -398,7 +406,7 @@ impl Task for TaskService {
     }
 
     async fn start(&self, ctx: &TtrpcContext, req: StartRequest) -> TtrpcResult<StartResponse> {
-        let span = server_span!(ctx, "Start", req.id, req.exec_id);
+        let (span, _in_lifetime) = server_span!(self.0, ctx, "Start", req.id, req.exec_id);
         async {
             let ctr = self.0.container(&req.id).await?;
             if req.exec_id.is_empty() {
@@ -483,7 +491,7 @@ impl Task for TaskService {
     }
 
     async fn wait(&self, ctx: &TtrpcContext, req: WaitRequest) -> TtrpcResult<WaitResponse> {
-        let span = server_span!(ctx, "Wait", req.id, req.exec_id);
+        let (span, _in_lifetime) = server_span!(self.0, ctx, "Wait", req.id, req.exec_id);
         async {
             let ctr = self.0.container(&req.id).await?;
             let p = process(&ctr, &req.exec_id)?;
@@ -499,7 +507,7 @@ impl Task for TaskService {
     }
 
     async fn kill(&self, ctx: &TtrpcContext, req: KillRequest) -> TtrpcResult<Empty> {
-        let span = server_span!(ctx, "Kill", req.id, req.exec_id);
+        let (span, _in_lifetime) = server_span!(self.0, ctx, "Kill", req.id, req.exec_id);
         async {
             let ctr = self.0.container(&req.id).await?;
             let live = {
@@ -534,7 +542,7 @@ impl Task for TaskService {
         ctx: &TtrpcContext,
         req: DeleteRequest,
     ) -> TtrpcResult<containerd_shim::api::DeleteResponse> {
-        let span = server_span!(ctx, "Delete", req.id, req.exec_id);
+        let (span, _in_lifetime) = server_span!(self.0, ctx, "Delete", req.id, req.exec_id);
         async {
             let ctr = self.0.container(&req.id).await?;
             if !req.exec_id.is_empty() {
@@ -630,7 +638,7 @@ impl Task for TaskService {
     }
 
     async fn pids(&self, ctx: &TtrpcContext, req: PidsRequest) -> TtrpcResult<PidsResponse> {
-        let span = server_span!(ctx, "Pids", req.id, "");
+        let (span, _in_lifetime) = server_span!(self.0, ctx, "Pids", req.id, "");
         async {
             let ctr = self.0.container(&req.id).await?;
             let record = ctr.record();
@@ -664,7 +672,7 @@ impl Task for TaskService {
     }
 
     async fn exec(&self, ctx: &TtrpcContext, req: ExecProcessRequest) -> TtrpcResult<Empty> {
-        let span = server_span!(ctx, "Exec", req.id, req.exec_id);
+        let (span, _in_lifetime) = server_span!(self.0, ctx, "Exec", req.id, req.exec_id);
         async {
             let ctr = self.0.container(&req.id).await?;
             ctr.record()
@@ -714,7 +722,7 @@ impl Task for TaskService {
     }
 
     async fn resize_pty(&self, ctx: &TtrpcContext, req: ResizePtyRequest) -> TtrpcResult<Empty> {
-        let span = server_span!(ctx, "ResizePty", req.id, req.exec_id);
+        let (span, _in_lifetime) = server_span!(self.0, ctx, "ResizePty", req.id, req.exec_id);
         async {
             let ctr = self.0.container(&req.id).await?;
             ctr.client
@@ -728,7 +736,7 @@ impl Task for TaskService {
     }
 
     async fn close_io(&self, ctx: &TtrpcContext, req: CloseIORequest) -> TtrpcResult<Empty> {
-        let span = server_span!(ctx, "CloseIO", req.id, req.exec_id);
+        let (span, _in_lifetime) = server_span!(self.0, ctx, "CloseIO", req.id, req.exec_id);
         async {
             let ctr = self.0.container(&req.id).await?;
             let p = process(&ctr, &req.exec_id)?;
@@ -742,22 +750,22 @@ impl Task for TaskService {
     }
 
     async fn stats(&self, ctx: &TtrpcContext, req: StatsRequest) -> TtrpcResult<StatsResponse> {
-        let span = server_span!(ctx, "Stats", req.id, "");
+        let (span, _in_lifetime) = server_span!(self.0, ctx, "Stats", req.id, "");
         self.0.stats(&req.id).instrument(span).await
     }
 
     async fn pause(&self, ctx: &TtrpcContext, req: PauseRequest) -> TtrpcResult<Empty> {
-        let span = server_span!(ctx, "Pause", req.id, "");
+        let (span, _in_lifetime) = server_span!(self.0, ctx, "Pause", req.id, "");
         self.0.freeze(&req.id, true).instrument(span).await
     }
 
     async fn resume(&self, ctx: &TtrpcContext, req: ResumeRequest) -> TtrpcResult<Empty> {
-        let span = server_span!(ctx, "Resume", req.id, "");
+        let (span, _in_lifetime) = server_span!(self.0, ctx, "Resume", req.id, "");
         self.0.freeze(&req.id, false).instrument(span).await
     }
 
     async fn update(&self, ctx: &TtrpcContext, req: UpdateTaskRequest) -> TtrpcResult<Empty> {
-        let span = server_span!(ctx, "Update", req.id, "");
+        let (span, _in_lifetime) = server_span!(self.0, ctx, "Update", req.id, "");
         self.0
             .update(&req.id, req.resources.as_ref())
             .instrument(span)
@@ -778,7 +786,7 @@ impl Task for TaskService {
     }
 
     async fn shutdown(&self, ctx: &TtrpcContext, req: ShutdownRequest) -> TtrpcResult<Empty> {
-        let span = server_span!(ctx, "Shutdown", req.id, "");
+        let (span, _in_lifetime) = server_span!(self.0, ctx, "Shutdown", req.id, "");
         async {
             {
                 let mut pod = self.0.pod.lock().await;

@@ -20,6 +20,7 @@ use shoji_runtime::sandbox::sandbox_root;
 use shoji_telemetry::host::{TelemetryConfig, TelemetryGuard};
 use tokio::sync::Mutex;
 
+use crate::lifetime::Lifetime;
 use crate::pod::Pod;
 use crate::rootfs;
 use crate::service::{Inner, TaskService};
@@ -196,6 +197,17 @@ impl containerd_shim::Shim for ShojiShim {
                 }
             }
         }
+        // The sandbox's lifetime trace, last: its root, which the dead server did not end.
+        if sandbox == self.id {
+            let bundle = self.bundle.clone();
+            let ended = tokio::task::spawn_blocking(move || {
+                crate::lifetime::end_in_place(&bundle, &sandbox)
+            })
+            .await;
+            if let Ok(Err(e)) = ended {
+                log_line!("shoji-shim: {e}");
+            }
+        }
         Ok(DeleteResponse {
             exit_status: KILLED,
             exited_at: MessageField::some(containerd_shim::util::timestamp()?),
@@ -208,12 +220,17 @@ impl containerd_shim::Shim for ShojiShim {
         if let Some(inner) = self.inner.get() {
             // The agent flushed its spans before its VM stopped; what is in transit gets a
             // moment to arrive.
-            inner
+            let rejected = inner
                 .hooks
                 .lock()
                 .await
                 .finish(Duration::from_secs(2))
                 .await;
+            let (dropped, left_out) = self
+                .telemetry
+                .as_ref()
+                .map_or((0, 0), |t| (t.dropped(), t.dropped_by_level()));
+            inner.lifetime.end(dropped + rejected, left_out);
         }
         if let Some(t) = &mut self.telemetry {
             t.flush();
@@ -230,10 +247,16 @@ impl containerd_shim::Shim for ShojiShim {
                 Config::default()
             }
         };
+        // The sandbox's lifetime trace starts with the server, just before the sandbox's first
+        // `Create`; it is recorded in the bundle for `delete` to end if the shim is killed.
+        let started = std::time::SystemTime::now();
+        let lifetime = Lifetime::start(&self.id, self.tracing.runtime && self.telemetry.is_some());
         let hooks = match &self.telemetry {
-            Some(t) => {
-                TraceHooks::new(t, self.tracing.runtime, self.tracing.agent).per_request_traces()
-            }
+            Some(t) => lifetime.keep_record(
+                TraceHooks::new(t, self.tracing.runtime, self.tracing.agent).per_request_traces(),
+                started,
+                &self.bundle,
+            ),
             None => TraceHooks::off(),
         };
         let inner = Arc::new(Inner {
@@ -247,6 +270,7 @@ impl containerd_shim::Shim for ShojiShim {
             exit: self.exit.clone(),
             hooks: Mutex::new(hooks),
             pod: Mutex::new(Pod::default()),
+            lifetime,
         });
         let _ = self.inner.set(inner.clone());
         TaskService(inner)

@@ -15,27 +15,6 @@ use containerd::{text, Containerd, CRI_NAMESPACE, HANDLER, RUNTIME};
 /// while nobody listens to the shim.
 const DOWN: Duration = Duration::from_secs(6);
 
-/// Waits (at most 30 s) for a `/tasks/exit` event of process `id` of container `container`.
-fn wait_exit_event(c: &Containerd, events: &containerd::Events, container: &str, id: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        assert!(
-            Instant::now() < deadline,
-            "no exit event for {container}/{id}\ncontainerd log:\n{}",
-            c.log()
-        );
-        let Some(l) = events.next(Duration::from_millis(200)) else {
-            continue;
-        };
-        if containerd::topic(&l) == Some("/tasks/exit")
-            && l.contains(&format!("\"container_id\":\"{container}\""))
-            && l.contains(&format!("\"id\":\"{id}\""))
-        {
-            return;
-        }
-    }
-}
-
 #[test]
 fn vm_ctr_tasks_survive_a_containerd_restart() {
     let mut c = Containerd::start(&[]);
@@ -82,10 +61,10 @@ fn vm_ctr_tasks_survive_a_containerd_restart() {
     ]);
     assert_eq!(text(&out.stdout).trim(), "after");
     assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
-    wait_exit_event(&c, &events, "live-1", "e1");
+    containerd::wait_exit_event(&c, &events, "live-1", "e1");
 
     c.ctr_ok(&["tasks", "kill", "-s", "SIGKILL", "live-1"]);
-    wait_exit_event(&c, &events, "live-1", "live-1");
+    containerd::wait_exit_event(&c, &events, "live-1", "live-1");
     drop(events);
     c.wait_task("live-1", |s| s == Some("STOPPED"));
     c.ctr_ok(&["tasks", "delete", "live-1"]);
@@ -147,7 +126,7 @@ fn vm_crictl_pod_survives_a_containerd_restart() {
 
     let events = c.events(CRI_NAMESPACE);
     c.crictl_ok(&["stop", "--timeout", "0", app]);
-    wait_exit_event(&c, &events, app, app);
+    containerd::wait_exit_event(&c, &events, app, app);
     drop(events);
     assert_eq!(state(&c, app).0, "CONTAINER_EXITED");
     c.crictl_ok(&["rm", app, brief]);

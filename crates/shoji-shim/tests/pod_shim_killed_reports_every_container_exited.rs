@@ -23,8 +23,6 @@ fn vm_a_pods_shim_killed_reports_every_container_exited() {
         c.crictl_ok(&["start", &id]);
         ctrs.push(id);
     }
-    let shims = containerd::pids_of("containerd-shim-shoji-v2", &pod);
-    assert_eq!(shims.len(), 1, "one shim serves the pod: {shims:?}");
     let root = c.env.sandbox_root();
     let in_shim = containerd::shim_mounts_naming(&pod, &root);
     assert!(
@@ -38,11 +36,7 @@ fn vm_a_pods_shim_killed_reports_every_container_exited() {
         on_host.is_empty(),
         "sandbox mounts on the host: {on_host:#?}"
     );
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(shims[0]),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .expect("killing the shim");
+    containerd::kill_pod_shim(&pod);
 
     // Every task of the pod (the pause container and both containers) is reported exited.
     let mut want: std::collections::BTreeSet<&str> = ctrs.iter().map(String::as_str).collect();

@@ -28,15 +28,16 @@ use opentelemetry_sdk::Resource;
 use shoji_protocols::TraceLevel;
 
 /// The level each span belongs to. Roots (`run`, `sandbox`, the agent's own `agent`, the shim's
-/// per-request server spans) are `boot`: they hold the trace together. Names not in the table
+/// per-request server spans and their `sandbox.request` in the shim's lifetime trace) are
+/// `boot`: they hold the trace together. Names not in the table
 /// are `debug`, so a new span is exported by default and left out at every lower level until it
 /// is classified here.
 pub fn span_level(name: &str) -> TraceLevel {
     const RPC_PREFIX: &str = "shoji.agent.v1.AgentService/";
     match name {
-        "run" | "sandbox" | "agent" | "vm.start" | "helper.start" | "qemu.launch"
-        | "guest.boot" | "vm.firmware" | "clock.sync" | "agent.boot" | "kernel.boot"
-        | "modules.load" | "agent.start" => TraceLevel::Boot,
+        "run" | "sandbox" | "sandbox.request" | "agent" | "vm.start" | "helper.start"
+        | "qemu.launch" | "guest.boot" | "vm.firmware" | "clock.sync" | "agent.boot"
+        | "kernel.boot" | "modules.load" | "agent.start" => TraceLevel::Boot,
         // Polled by the kubelet (CRI stats) and monitoring: one pair per poll.
         "containerd.task.v3.Task/Stats" | "shoji.agent.v1.AgentService/StatsContainer" => {
             TraceLevel::Debug

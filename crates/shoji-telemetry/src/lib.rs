@@ -22,6 +22,7 @@ pub mod sampling;
 #[cfg(feature = "host")]
 pub mod sink;
 
+pub use opentelemetry::trace::SpanContext;
 pub use opentelemetry::KeyValue;
 pub use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 
@@ -67,4 +68,23 @@ pub fn set_parent_from_w3c(span: &tracing::Span, get: impl Fn(&str) -> Option<St
     }
     let cx = opentelemetry_sdk::propagation::TraceContextPropagator::new().extract(&map);
     let _ = span.set_parent(cx);
+}
+
+/// The context of `span` when the span is exported: valid, sampled, and kept by its level
+/// ([`levels::kept_context`]). What another span may link to; `None` for a span nobody will
+/// see, since a link to it would lead nowhere.
+pub fn exported_context(span: &tracing::Span) -> Option<SpanContext> {
+    use opentelemetry::trace::TraceContextExt;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let sc = span.context().span().span_context().clone();
+    let kept =
+        sc.is_valid() && sc.is_sampled() && levels::kept_context(&sc).span_id() == sc.span_id();
+    kept.then_some(sc)
+}
+
+/// Adds an OTLP link from `span` to the span `to` names (in any trace). Jaeger's form shows it
+/// as a `FOLLOWS_FROM` reference.
+pub fn add_link(span: &tracing::Span, to: SpanContext) {
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    span.add_link(to);
 }

@@ -584,15 +584,50 @@ impl Drop for Containerd {
 /// The lines of the mount table of pod `pod`'s shim (its mount namespace, ADR 023) that name
 /// `path`.
 pub fn shim_mounts_naming(pod: &str, path: &Path) -> Vec<String> {
-    let shims = pids_of("containerd-shim-shoji-v2", pod);
-    assert_eq!(shims.len(), 1, "one shim serves pod {pod}: {shims:?}");
     let needle = path.to_string_lossy().into_owned();
-    std::fs::read_to_string(format!("/proc/{}/mountinfo", shims[0]))
+    std::fs::read_to_string(format!("/proc/{}/mountinfo", pod_shim(pod)))
         .unwrap_or_default()
         .lines()
         .filter(|l| l.contains(&needle))
         .map(String::from)
         .collect()
+}
+
+/// Waits (at most 30 s) for a `/tasks/exit` event of process `id` of container `container`.
+pub fn wait_exit_event(c: &Containerd, events: &Events, container: &str, id: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "no exit event for {container}/{id}\ncontainerd log:\n{}",
+            c.log()
+        );
+        let Some(l) = events.next(Duration::from_millis(200)) else {
+            continue;
+        };
+        if topic(&l) == Some("/tasks/exit")
+            && l.contains(&format!("\"container_id\":\"{container}\""))
+            && l.contains(&format!("\"id\":\"{id}\""))
+        {
+            return;
+        }
+    }
+}
+
+/// The pid of the one shim that serves pod `pod`.
+pub fn pod_shim(pod: &str) -> i32 {
+    let shims = pids_of("containerd-shim-shoji-v2", pod);
+    assert_eq!(shims.len(), 1, "one shim serves pod {pod}: {shims:?}");
+    shims[0]
+}
+
+/// SIGKILLs the one shim that serves pod `pod`.
+pub fn kill_pod_shim(pod: &str) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pod_shim(pod)),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("killing the shim");
 }
 
 /// The pids of the processes whose command line contains both `program` and `needle`.

@@ -1,7 +1,7 @@
 //! Traces for the shim's tests: `shoji trace serve` as the one real OTLP receiver of containerd,
 //! the shim and the agent, and structural checks of what it stored.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -30,6 +30,12 @@ pub fn serve(data: &Path) -> (Server, String) {
 
 /// [`serve`], also returning its OTLP/gRPC address (`HOST:PORT`).
 pub fn serve_both(data: &Path) -> (Server, String, String) {
+    let (server, http, grpc, _) = serve_all(data);
+    (server, http, grpc)
+}
+
+/// [`serve_both`], also returning its query API's base URL (`http://HOST:PORT`).
+pub fn serve_all(data: &Path) -> (Server, String, String, String) {
     let mut server = Server(
         Command::new(shoji_bin())
             .args(["trace", "serve", "--grpc-port", "0", "--http-port", "0"])
@@ -58,7 +64,8 @@ pub fn serve_both(data: &Path) -> (Server, String, String) {
         .trim_end_matches("/v1/traces")
         .to_string();
     let grpc = printed("otlp-grpc ");
-    (server, http, grpc)
+    let query = printed("query ").trim_end_matches('/').to_string();
+    (server, http, grpc, query)
 }
 
 /// containerd's environment for tracing to the receiver at `http` (OTLP/HTTP), exporting
@@ -204,4 +211,98 @@ pub fn assert_services_nest(t: &Trace, root_service: &str, above: impl Fn(&str) 
             p.service
         );
     }
+}
+
+/// Every stored trace.
+pub fn all_traces(data: &Path) -> Vec<Trace> {
+    let store = Store::open(data).expect("opening the receiver's store");
+    store
+        .summaries(&SummaryFilter::default(), 1000, 0)
+        .expect("listing traces")
+        .iter()
+        .filter_map(|s| store.trace(&s.trace_id).expect("reading a trace"))
+        .collect()
+}
+
+/// The span's links, as (trace id, span id).
+pub fn links(s: &SpanRecord) -> Vec<([u8; 16], [u8; 8])> {
+    s.span
+        .links
+        .iter()
+        .map(|l| {
+            (
+                l.trace_id
+                    .as_slice()
+                    .try_into()
+                    .expect("a 16-byte trace id"),
+                l.span_id.as_slice().try_into().expect("an 8-byte span id"),
+            )
+        })
+        .collect()
+}
+
+pub fn attr(s: &SpanRecord, key: &str) -> String {
+    s.attr(key).unwrap_or_default()
+}
+
+/// The shim's lifetime trace of sandbox `pod`, once its root has arrived (it ends when the
+/// shim exits) with a `sandbox.request` for each method in `want`.
+pub fn lifetime_trace(data: &Path, pod: &str, want: &[&str]) -> Trace {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let found: Vec<Trace> = all_traces(data)
+            .into_iter()
+            .filter(|t| {
+                t.spans.iter().any(|s| {
+                    s.service == "shoji-shim"
+                        && s.name() == "sandbox"
+                        && attr(s, "sandbox_id") == pod
+                })
+            })
+            .collect();
+        assert!(
+            found.len() < 2,
+            "the pod has {} lifetime traces",
+            found.len()
+        );
+        if let [t] = found.as_slice() {
+            let methods: BTreeSet<String> = t
+                .spans
+                .iter()
+                .filter(|s| s.name() == "sandbox.request")
+                .map(|s| attr(s, "rpc.method"))
+                .collect();
+            if want.iter().all(|m| methods.contains(*m)) {
+                return t.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the lifetime trace has requests {methods:?}, not all of {want:?}: {}",
+                names(t)
+            );
+        }
+        assert!(Instant::now() < deadline, "no lifetime trace for pod {pod}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The lifetime trace's root `sandbox`, once checked that every other span of the trace is a
+/// `sandbox.request` directly under it.
+pub fn lifetime_root(life: &Trace) -> &SpanRecord {
+    let root = life
+        .spans
+        .iter()
+        .find(|s| s.name() == "sandbox")
+        .expect("the lifetime root");
+    assert!(root.parent_id.is_none(), "`sandbox` is the lifetime's root");
+    for s in life.spans.iter().filter(|s| s.span_id != root.span_id) {
+        assert_eq!(
+            (s.name(), s.parent_id),
+            ("sandbox.request", Some(root.span_id)),
+            "the lifetime trace is its root and one child per request: {}",
+            names(life)
+        );
+        assert!(root.start_ns <= s.start_ns, "the root starts first");
+    }
+    root
 }
