@@ -424,6 +424,24 @@ disabled_plugins = [{disabled}]
             .to_string()
     }
 
+    /// `ctr run FLAGS --runtime shoji --memory-limit LIMIT IMAGE ID sh -c SCRIPT` (its output,
+    /// whatever its status).
+    pub fn ctr_run_limited(
+        &self,
+        flags: &[&str],
+        image: &str,
+        id: &str,
+        limit: u64,
+        script: &str,
+    ) -> Output {
+        let limit = limit.to_string();
+        let mut args = vec!["run"];
+        args.extend_from_slice(flags);
+        args.extend_from_slice(&["--runtime", RUNTIME, "--memory-limit", &limit]);
+        args.extend_from_slice(&[image, id, "sh", "-c", script]);
+        self.ctr(&args)
+    }
+
     /// `ctr run -d` of `image` as task `id` in a Shoji VM, running `sleep 1000`.
     #[allow(dead_code)]
     pub fn run_sleeper(&self, image: &str, id: &str) {
