@@ -15,7 +15,8 @@ cd "$(dirname "$0")/.."
 rounds=${1:-3}
 # The data path never crosses the shoji binary (QEMU and the kernel carry every packet): the
 # newest build of it will do.
-shoji=${SHOJI:-$(ls -t target/release/shoji target/debug/shoji 2>/dev/null | head -1)}
+# (`ls` fails when one of the two is missing: not fatal under pipefail.)
+shoji=${SHOJI:-$( (ls -t target/release/shoji target/debug/shoji 2>/dev/null || true) | head -1)}
 [ -x "$shoji" ] || { echo "error: no shoji binary: cargo build -p shoji-cli" >&2; exit 1; }
 image=target/demo/busybox
 [ -f "$image/index.json" ] || scripts/make-busybox-image.sh "$image" >/dev/null

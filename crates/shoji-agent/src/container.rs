@@ -392,12 +392,13 @@ impl Container {
             .unwrap_or(share);
         let (mounts, shm_options) = crate::mounts::plan(spec, &container_dir)?;
         let hostname = spec.hostname().clone().unwrap_or_else(|| "shoji".into());
-        let join_namespaces = match pod {
-            Some(pod) => pod
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .ensure(&hostname)?,
-            None => Vec::new(),
+        let (join_namespaces, shm_bind) = match pod {
+            Some(pod) => {
+                let mut pod = pod.lock().unwrap_or_else(|p| p.into_inner());
+                let namespaces = pod.ensure(&hostname)?;
+                (namespaces, Some(pod.ensure_shm(shm_options.as_deref())?))
+            }
+            None => (Vec::new(), None),
         };
         let cfg = InitConfig {
             user: process.user().username().clone(),
@@ -419,6 +420,7 @@ impl Container {
             files,
             mounts,
             shm_options,
+            shm_bind,
         };
         {
             let _s = tracing::info_span!(
@@ -525,6 +527,7 @@ impl Container {
             files: Vec::new(),
             mounts: Vec::new(),
             shm_options: None,
+            shm_bind: None,
         };
         let mut p = spawn_init(&cfg, ports, reaper)?;
         write_cgroup(&self.cgroup, "cgroup.procs", &p.pid.to_string())?;

@@ -177,6 +177,10 @@ pub struct InitConfig {
     /// `/dev/shm`'s tmpfs options from the spec (`size=...,mode=...`), else `mode=1777`.
     #[serde(default)]
     pub shm_options: Option<String>,
+    /// A pod's container: `/dev/shm` is a bind of the pod's one tmpfs (at this path in the
+    /// agent's namespace) instead of a tmpfs of its own.
+    #[serde(default)]
+    pub shm_bind: Option<PathBuf>,
 }
 
 /// Converts OCI rlimits into the names and values [`InitConfig`] carries.
@@ -547,14 +551,24 @@ fn setup_root(cfg: &InitConfig) -> Result<(), InitError> {
         .map_err(e("mount /dev/pts"))?;
     }
     mk(&at("dev/shm"));
-    mount(
-        Some("shm"),
-        &at("dev/shm"),
-        Some("tmpfs"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-        Some(cfg.shm_options.as_deref().unwrap_or("mode=1777")),
-    )
-    .map_err(e("mount /dev/shm"))?;
+    match &cfg.shm_bind {
+        Some(pod_shm) => mount(
+            Some(pod_shm),
+            &at("dev/shm"),
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(e("bind the pod's /dev/shm"))?,
+        None => mount(
+            Some("shm"),
+            &at("dev/shm"),
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some(cfg.shm_options.as_deref().unwrap_or("mode=1777")),
+        )
+        .map_err(e("mount /dev/shm"))?,
+    }
     for (link, target) in [
         ("dev/ptmx", "pts/ptmx"),
         ("dev/fd", "/proc/self/fd"),

@@ -7,6 +7,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use futures::TryStreamExt;
+use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags};
 use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
 use rtnetlink::{Handle, LinkUnspec, RouteMessageBuilder};
 use shoji_protocols::agent::{ConfigureNetworkRequest, NetworkInterface};
@@ -167,13 +168,16 @@ async fn configure_interface(
     for a in &iface.addresses {
         let ip = parse_ip("interface address", &a.address)?;
         let len = prefix("interface address", ip, a.prefix_len)?;
-        handle
-            .address()
-            .add(index, ip, len)
-            .replace()
-            .execute()
-            .await
-            .map_err(nl("add address", name))?;
+        let mut add = handle.address().add(index, ip, len).replace();
+        if ip.is_ipv6() {
+            // No duplicate address detection (as Docker and Kata): the host made the address
+            // unique, and while it is tentative (up to ~2 s) the kernel sends connections to
+            // global addresses from lo's ::1, which slirp can never answer (ADR 015).
+            add.message_mut()
+                .attributes
+                .push(AddressAttribute::Flags(AddressFlags::Nodad));
+        }
+        add.execute().await.map_err(nl("add address", name))?;
     }
     handle
         .link()

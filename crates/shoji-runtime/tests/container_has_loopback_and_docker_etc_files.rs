@@ -42,12 +42,20 @@ fn vm_user_mode_container_has_loopback_its_name_and_docker_etc_files() {
     let hosts: Vec<&str> = parts[2].lines().collect();
     assert_eq!(hosts[0], "127.0.0.1\tlocalhost");
     assert_eq!(hosts[1], "::1\tlocalhost ip6-localhost ip6-loopback");
-    assert_eq!(hosts[6..], ["192.168.1.5\tdb", "10.0.2.15\tweb-1"]);
-    // The host's loopback resolvers (if any) become user-mode's DNS forwarder; there is always
+    assert_eq!(
+        hosts[6..],
+        [
+            "192.168.1.5\tdb",
+            "10.0.2.15\tweb-1",
+            "fd53:686f:6a69::15\tweb-1"
+        ]
+    );
+    // The host's loopback resolvers (if any) become user-mode's DNS forwarders; there is always
     // at least one nameserver.
     let resolv = parts[3];
     assert!(resolv.contains("nameserver "), "{resolv}");
     assert!(!resolv.contains("nameserver 127."), "{resolv}");
+    assert!(!resolv.contains("nameserver ::1\n"), "{resolv}");
 }
 
 #[test]
@@ -66,6 +74,8 @@ fn vm_network_none_has_loopback_only_and_flags_set_the_files() {
         "box",
         "--dns",
         "192.0.2.53",
+        "--dns",
+        "2001:db8::53",
         &image(),
         "--",
         "sh",
@@ -80,5 +90,6 @@ fn vm_network_none_has_loopback_only_and_flags_set_the_files() {
     assert_eq!(parts[1], "box\n");
     // No address of its own: Docker writes only the loopback entries for --network none.
     assert_eq!(parts[2].lines().count(), 6, "{}", parts[2]);
-    assert_eq!(parts[3], "nameserver 192.0.2.53\n");
+    // --dns of either family is written as given, IPv6 too (the user's choice, as Docker).
+    assert_eq!(parts[3], "nameserver 192.0.2.53\nnameserver 2001:db8::53\n");
 }

@@ -1,5 +1,6 @@
 //! `shoji run`'s default network, QEMU's user-mode stack: the container reaches a server on the
-//! host's loopback through the gateway 10.0.2.2, and `-p` publishes a container port on the
+//! host's loopback through the gateway 10.0.2.2 (and over IPv6, `::1` through
+//! fd53:686f:6a69::2), and `-p` publishes a container port on the
 //! host's loopback. Bad network options fail before any VM boots. Traffic stays on this machine.
 
 mod common;
@@ -25,6 +26,18 @@ fn vm_container_reaches_a_server_on_the_hosts_loopback() {
         s.write_all(b"hello-from-host\n").unwrap();
         peer
     });
+    // IPv6 too: the host's ::1 is the gateway's IPv6 address.
+    let server6 = TcpListener::bind("[::1]:0").unwrap();
+    let port6 = server6.local_addr().unwrap().port();
+    let served6 = std::thread::spawn(move || {
+        let (mut s, peer) = server6.accept().unwrap();
+        s.write_all(b"hello-from-host-over-ipv6\n").unwrap();
+        peer
+    });
+    // IPv6 first, once, as soon as the container starts: the guest's address must be usable at
+    // once (no duplicate address detection). While it was tentative, the kernel sent the SYN
+    // from lo's ::1, slirp connected to this server for it and the answer never reached the
+    // guest: the one connection this server accepts was spent and every retry was refused.
     let out = env.run(&[
         "run",
         "--rm",
@@ -32,7 +45,12 @@ fn vm_container_reaches_a_server_on_the_hosts_loopback() {
         "--",
         "sh",
         "-c",
-        &format!("ip -4 addr show eth0 | grep -o 'inet [0-9./]*'; ip route | grep default; nc -w 10 10.0.2.2 {port}"),
+        &format!(
+            "nc -w 10 fd53:686f:6a69::2 {port6}; \
+             ip -6 addr show eth0 | grep 'fd53:686f:6a69::15/' | grep -o 'inet6 [0-9a-f:/]*\\|tentative'; \
+             ip -6 route | grep -o 'default via fd53:686f:6a69::2 dev eth0'; \
+             ip -4 addr show eth0 | grep -o 'inet [0-9./]*'; ip route | grep default; nc -w 10 10.0.2.2 {port}"
+        ),
     ]);
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
@@ -40,14 +58,19 @@ fn vm_container_reaches_a_server_on_the_hosts_loopback() {
     assert_eq!(
         lines,
         [
+            "hello-from-host-over-ipv6",
+            "inet6 fd53:686f:6a69::15/64",
+            "default via fd53:686f:6a69::2 dev eth0",
             "inet 10.0.2.15/24",
             "default via 10.0.2.2 dev eth0",
-            "hello-from-host"
+            "hello-from-host",
         ],
         "{stdout}"
     );
     // User-mode networking makes the connection from the host's own socket.
     let peer = served.join().unwrap();
+    assert!(peer.ip().is_loopback(), "{peer}");
+    let peer = served6.join().unwrap();
     assert!(peer.ip().is_loopback(), "{peer}");
 }
 

@@ -263,6 +263,7 @@ impl Inner {
                 &spec_json,
                 &vm.sb.shared().join(&req.id),
                 &sandbox_root(&self.config),
+                sandbox.is_some(),
             )
             .map_err(|e| error_chain(&e))?;
             let init = Proc::new("", stdio, Vec::new(), &vm.sb.vsock_uds(), port)

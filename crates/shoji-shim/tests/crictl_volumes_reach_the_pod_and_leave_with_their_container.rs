@@ -7,7 +7,8 @@
 //! `/etc/resolv.conf` from the pod's DNS config) are the container's. When one container of the
 //! pod is removed, its staged mounts leave the shim's mount table at once, while the pod's
 //! other container keeps its own binding of the same host directory. The staged mounts live in
-//! the shim's mount namespace only: the host's mount table never names the sandbox.
+//! the shim's mount namespace only: the host's mount table never names the sandbox. The pod's
+//! `/dev/shm` is one 64 MiB tmpfs in the guest, shared by its containers, and never the host's.
 
 mod containerd;
 
@@ -146,11 +147,12 @@ fn vm_crictl_volumes_reach_the_guest_and_leave_with_their_container() {
     assert!(out.contains("Read-only file system"), "{out}");
     assert!(!ro.join("new").exists());
     let staged = staged_mounts(&c, &pod, &writer);
-    // CRI binds the pod's `/dev/shm` (a tmpfs of containerd's) into each container too.
+    // CRI binds the pod's `/dev/shm` (a tmpfs of containerd's) into each container too; the
+    // shim makes it the pod's tmpfs in the guest instead, so it is not staged.
     assert_eq!(
         staged.len(),
-        4 + 3 + 1,
-        "the writer's 4 volumes, CRI's 3 files and the pod's /dev/shm: {staged:#?}"
+        4 + 3,
+        "the writer's 4 volumes and CRI's 3 files: {staged:#?}"
     );
     for line in &staged {
         let opts = own_options(line);
@@ -198,6 +200,33 @@ fn vm_crictl_volumes_reach_the_guest_and_leave_with_their_container() {
         exec_ok(&c, &reader, &["cat", "/shared/written"]),
         "from the guest"
     );
+    // The pod's /dev/shm: one tmpfs in the guest of containerd's size (64 MiB), shared by the
+    // two containers; the host's tmpfs containerd made for the pod sees none of it.
+    let host_shm = c
+        .dir
+        .join("state/io.containerd.grpc.v1.cri/sandboxes")
+        .join(&pod)
+        .join("shm");
+    assert!(host_shm.is_dir(), "{} is not there", host_shm.display());
+    exec_ok(
+        &c,
+        &writer,
+        &["sh", "-c", "echo shared memory > /dev/shm/x"],
+    );
+    assert_eq!(
+        exec_ok(&c, &reader, &["cat", "/dev/shm/x"]),
+        "shared memory"
+    );
+    let shm_df = exec_ok(&c, &reader, &["sh", "-c", "df -k /dev/shm | tail -1"]);
+    assert_eq!(
+        shm_df.split_whitespace().nth(1),
+        Some("65536"),
+        "df -k /dev/shm: {shm_df}"
+    );
+    let on_host: Vec<_> = std::fs::read_dir(&host_shm)
+        .expect("the host's pod shm")
+        .collect();
+    assert!(on_host.is_empty(), "on the host: {on_host:?}");
 
     // Issue 12: none of it is in the host's mount table (containerd's snapshot mounts for the
     // containers' root filesystems neither: the shim mounts them in its namespace too).
@@ -213,7 +242,7 @@ fn vm_crictl_volumes_reach_the_guest_and_leave_with_their_container() {
     // Removing the writer takes its staged mounts off the shim's table at once; the reader
     // keeps its own.
     let reader_staged = staged_mounts(&c, &pod, &reader);
-    assert_eq!(reader_staged.len(), 1 + 3 + 1, "{reader_staged:#?}");
+    assert_eq!(reader_staged.len(), 1 + 3, "{reader_staged:#?}");
     let served = served_mounts(&c, &writer);
     assert!(!served.is_empty(), "virtiofsd serves the writer's volumes");
     c.crictl_ok(&["stop", "--timeout", "1", &writer]);

@@ -11,7 +11,7 @@ pub mod files;
 pub mod netns;
 pub mod ports;
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
 use shoji_protocols::agent;
@@ -192,6 +192,14 @@ pub const USER_PREFIX: u8 = 24;
 pub const USER_GUEST: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 15);
 pub const USER_GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 2);
 pub const USER_DNS: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 3);
+/// User mode's IPv6 prefix: a unique local one of Shoji's own (QEMU's default, `fec0::/64`, is
+/// a deprecated site-local prefix), the same host parts as IPv4 (`::2` the host, `::15` the
+/// guest).
+pub const USER_NET6: Ipv6Addr = Ipv6Addr::new(0xfd53, 0x686f, 0x6a69, 0, 0, 0, 0, 0);
+pub const USER_PREFIX6: u8 = 64;
+pub const USER_GUEST6: Ipv6Addr = Ipv6Addr::new(0xfd53, 0x686f, 0x6a69, 0, 0, 0, 0, 0x15);
+pub const USER_GATEWAY6: Ipv6Addr = Ipv6Addr::new(0xfd53, 0x686f, 0x6a69, 0, 0, 0, 0, 2);
+pub const USER_DNS6: Ipv6Addr = Ipv6Addr::new(0xfd53, 0x686f, 0x6a69, 0, 0, 0, 0, 3);
 /// The guest's device, locally administered (0x02 bit) so it collides with no vendor's.
 pub const GUEST_MAC: &str = "02:53:48:4f:4a:49";
 pub const GUEST_DEVICE: &str = "eth0";
@@ -221,10 +229,10 @@ pub struct NetworkPlan {
     pub vm: VmNetwork,
     /// The agent's description of the guest side; `None` = nothing beyond loopback.
     pub guest: Option<agent::ConfigureNetworkRequest>,
-    /// The container's own address, for `/etc/hosts`.
+    /// The container's own (IPv4) address.
     pub address: Option<IpAddr>,
-    /// The nameservers that replace loopback ones from the host's resolv.conf.
-    pub loopback_dns: Option<IpAddr>,
+    /// Which of the host's nameservers the container gets, and what stands for loopback ones.
+    pub dns: files::DnsReach,
     _netns: Option<netns::NetnsAttachment>,
 }
 
@@ -236,7 +244,7 @@ impl NetworkPlan {
                 vm: VmNetwork::None,
                 guest: None,
                 address: None,
-                loopback_dns: None,
+                dns: files::DnsReach::default(),
                 _netns: None,
             },
             NetworkMode::User => Self {
@@ -249,22 +257,35 @@ impl NetworkPlan {
                         name: GUEST_DEVICE.into(),
                         mac: GUEST_MAC.into(),
                         mtu: 1500,
-                        addresses: vec![agent::IpAddress {
-                            address: USER_GUEST.to_string(),
-                            prefix_len: USER_PREFIX.into(),
+                        addresses: vec![
+                            agent::IpAddress {
+                                address: USER_GUEST.to_string(),
+                                prefix_len: USER_PREFIX.into(),
+                                ..Default::default()
+                            },
+                            agent::IpAddress {
+                                address: USER_GUEST6.to_string(),
+                                prefix_len: USER_PREFIX6.into(),
+                                ..Default::default()
+                            },
+                        ],
+                        ..Default::default()
+                    }],
+                    routes: [USER_GATEWAY.to_string(), USER_GATEWAY6.to_string()]
+                        .map(|gateway| agent::Route {
+                            gateway,
+                            device: GUEST_DEVICE.into(),
                             ..Default::default()
-                        }],
-                        ..Default::default()
-                    }],
-                    routes: vec![agent::Route {
-                        gateway: USER_GATEWAY.to_string(),
-                        device: GUEST_DEVICE.into(),
-                        ..Default::default()
-                    }],
+                        })
+                        .into(),
                     ..Default::default()
                 }),
                 address: Some(IpAddr::V4(USER_GUEST)),
-                loopback_dns: Some(IpAddr::V4(USER_DNS)),
+                dns: files::DnsReach {
+                    ipv6: true,
+                    forwarder4: Some(USER_DNS),
+                    forwarder6: Some(USER_DNS6),
+                },
                 _netns: None,
             },
             NetworkMode::Netns(path) => {
@@ -274,9 +295,12 @@ impl NetworkPlan {
                         fd: a.tap.clone(),
                         mac: a.mac.clone(),
                     },
+                    dns: files::DnsReach {
+                        ipv6: global_ipv6(&a.guest).is_some(),
+                        ..Default::default()
+                    },
                     guest: Some(a.guest.clone()),
                     address: a.address,
-                    loopback_dns: None,
                     _netns: Some(a),
                 }
             }
@@ -288,8 +312,9 @@ impl NetworkPlan {
         match vm {
             VmNetwork::None => Vec::new(),
             VmNetwork::User { mac, forwards } => {
+                // `ipv4=on` must be explicit: QEMU takes `ipv6=on` alone to mean IPv6 only.
                 let mut netdev = format!(
-                    "user,id=net0,net={USER_NET}/{USER_PREFIX},host={USER_GATEWAY},dns={USER_DNS},dhcpstart={USER_GUEST},ipv6=off"
+                    "user,id=net0,net={USER_NET}/{USER_PREFIX},host={USER_GATEWAY},dns={USER_DNS},dhcpstart={USER_GUEST},ipv4=on,ipv6=on,ipv6-net={USER_NET6}/{USER_PREFIX6},ipv6-host={USER_GATEWAY6},ipv6-dns={USER_DNS6}"
                 );
                 for f in forwards {
                     netdev.push_str(&format!(
@@ -322,6 +347,24 @@ pub fn prepare(sandbox_id: &str, opts: &NetworkOptions) -> Result<NetworkPlan, N
         .in_scope(|| NetworkPlan::new(opts))
 }
 
+/// The guest's first IPv6 address beyond link-local in a description.
+fn global_ipv6(guest: &agent::ConfigureNetworkRequest) -> Option<Ipv6Addr> {
+    guest
+        .interfaces
+        .iter()
+        .flat_map(|i| &i.addresses)
+        .filter_map(|a| a.address.parse::<Ipv6Addr>().ok())
+        .find(|ip| !ip.is_unicast_link_local() && !ip.is_loopback())
+}
+
+impl NetworkPlan {
+    /// The container's own addresses for `/etc/hosts`: its IPv4 address, then its IPv6 one.
+    pub fn own_addresses(&self) -> Vec<IpAddr> {
+        let v6 = self.guest.as_ref().and_then(global_ipv6).map(IpAddr::V6);
+        self.address.into_iter().chain(v6).collect()
+    }
+}
+
 /// Configures the guest's network (when there is more than loopback) and returns the container's
 /// `/etc` files, in the `network.setup` span (the agent's `network.configure` is its child).
 pub async fn setup(
@@ -347,9 +390,9 @@ pub async fn setup(
         Ok(files::container_files(
             hostname,
             &opts.extra_hosts,
-            plan.address,
+            &plan.own_addresses(),
             &opts.dns,
-            plan.loopback_dns,
+            &plan.dns,
         ))
     }
     .instrument(span)
@@ -411,6 +454,34 @@ mod tests {
         assert!(opts.hostname_for("has/slash").is_err());
     }
 
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_namespace_gives_ipv6_only_with_an_address_beyond_link_local() {
+        let described = |addresses: &[&str]| agent::ConfigureNetworkRequest {
+            interfaces: vec![agent::NetworkInterface {
+                addresses: addresses
+                    .iter()
+                    .map(|a| agent::IpAddress {
+                        address: a.to_string(),
+                        prefix_len: 64,
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        assert_eq!(global_ipv6(&described(&["10.88.0.2"])), None);
+        assert_eq!(global_ipv6(&described(&["10.88.0.2", "fe80::1"])), None);
+        assert_eq!(
+            global_ipv6(&described(&["10.88.0.2", "fe80::1", "fd88:0:1::2"])),
+            Some("fd88:0:1::2".parse().unwrap())
+        );
+    }
+
     #[test]
     fn user_mode_gives_qemu_a_virtio_mmio_device_with_forwards() {
         let opts = NetworkOptions {
@@ -430,9 +501,24 @@ mod tests {
             args[3],
             format!("virtio-net-device,netdev=net0,mac={GUEST_MAC}")
         );
+        // Both families in /etc/hosts, and the host's IPv6 nameservers with slirp's forwarders.
+        assert_eq!(
+            plan.own_addresses(),
+            [ip("10.0.2.15"), ip("fd53:686f:6a69::15")]
+        );
+        assert!(plan.dns.ipv6);
+        assert_eq!(plan.dns.forwarder6, Some(USER_DNS6));
         let guest = plan.guest.unwrap();
         assert_eq!(guest.interfaces[0].addresses[0].address, "10.0.2.15");
         assert_eq!(guest.routes[0].gateway, "10.0.2.2");
+        assert!(args[1].contains(
+            ",ipv4=on,ipv6=on,ipv6-net=fd53:686f:6a69::/64,ipv6-host=fd53:686f:6a69::2,"
+        ));
+        assert_eq!(
+            guest.interfaces[0].addresses[1].address,
+            "fd53:686f:6a69::15"
+        );
+        assert_eq!(guest.routes[1].gateway, "fd53:686f:6a69::2");
         let none = NetworkPlan::new(&NetworkOptions {
             mode: NetworkMode::None,
             ..Default::default()
@@ -440,5 +526,7 @@ mod tests {
         .unwrap();
         assert!(NetworkPlan::qemu_args(&none.vm).is_empty());
         assert!(none.guest.is_none());
+        assert!(none.own_addresses().is_empty());
+        assert_eq!(none.dns, files::DnsReach::default());
     }
 }
