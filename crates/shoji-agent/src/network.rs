@@ -22,6 +22,13 @@ pub enum NetworkError {
     NoDevice { mac: String, waited_ms: u64 },
     #[error("route via device {device:?}, which the description does not name")]
     UnknownDevice { device: String },
+    #[error("cannot write {value} to {path}")]
+    Sysctl {
+        path: String,
+        value: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{step} on {device}")]
     Netlink {
         step: &'static str,
@@ -165,6 +172,7 @@ async fn configure_interface(
         .execute()
         .await
         .map_err(nl("rename and size", name))?;
+    ignore_router_advertisements(name)?;
     for a in &iface.addresses {
         let ip = parse_ip("interface address", &a.address)?;
         let len = prefix("interface address", ip, a.prefix_len)?;
@@ -186,6 +194,26 @@ async fn configure_interface(
         .await
         .map_err(nl("bring up", name))?;
     Ok((name.to_string(), index))
+}
+
+/// The host describes the whole network: the guest takes no address or default route of its own
+/// from router advertisements (slirp sends them, and a SLAAC address and a second default route
+/// via `fe80::2` would follow). Without IPv6 in the kernel there is nothing to turn off.
+fn ignore_router_advertisements(device: &str) -> Result<(), NetworkError> {
+    for knob in ["accept_ra", "autoconf"] {
+        let path = format!("/proc/sys/net/ipv6/conf/{device}/{knob}");
+        match std::fs::write(&path, "0") {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(NetworkError::Sysctl {
+                    path,
+                    value: "0",
+                    source: e,
+                });
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Applies the host's description; records the devices configured and their addresses on the
