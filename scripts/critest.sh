@@ -63,10 +63,6 @@ skip_re=$(IFS='|'; echo "${skips[*]}")
 # only a failure outside this list fails the script, and one of them passing is reported so
 # that the list shrinks. Regular expressions matched against the failed spec's line.
 known_failures=(
-  # Their check passes; their clean-up's rmdir of the host's tmpfs mount point gets EBUSY while
-  # the container runs: the shim's staged copy of the volume (host mount namespace) holds it.
-  'should support non-recursive readonly mounts'
-  'should support recursive readonly mounts'
 )
 
 # A short path: a sandbox's sockets are <sandbox root>/<64-hex pod id>/..., and a Unix socket's

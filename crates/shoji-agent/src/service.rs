@@ -33,6 +33,10 @@ fn no_exec(id: &str) -> ttrpc::Error {
     status(ttrpc::Code::NOT_FOUND, format!("no exec process {id:?}"))
 }
 
+/// How often `WaitOom` reads a container's `memory.events`: an OOM kill reaches containerd
+/// within this (plus a round trip), for one small read per running container.
+const OOM_POLL: std::time::Duration = std::time::Duration::from_millis(250);
+
 fn not_found(id: &str) -> ttrpc::Error {
     status(ttrpc::Code::NOT_FOUND, format!("no container {id:?}"))
 }
@@ -159,20 +163,9 @@ impl AgentService for Agent {
     ) -> ttrpc::Result<agent::WaitProcessResponse> {
         let span = server_span!(self, ctx, "WaitProcess", req.container_id);
         async {
-            let (waiter, pid, cgroup) = {
-                let mut m = self
-                    .containers
-                    .lock()
-                    .map_err(|_| status(ttrpc::Code::INTERNAL, "lock"))?;
-                let c = m
-                    .get_mut(&req.container_id)
-                    .ok_or_else(|| not_found(&req.container_id))?;
-                let cgroup = c.cgroup().to_path_buf();
-                let p = c
-                    .process_mut(&req.exec_id)
-                    .ok_or_else(|| no_exec(&req.exec_id))?;
-                (p.waiter(), p.pid, cgroup)
-            };
+            let (waiter, pid, cgroup) = self.with_process(&req.container_id, &req.exec_id, |c, p| {
+                (p.waiter(), p.pid, c.to_path_buf())
+            })?;
             let (code, signal) = waiter
                 .wait()
                 .instrument(tracing::info_span!(
@@ -201,6 +194,45 @@ impl AgentService for Agent {
                 oom_kills,
                 ..Default::default()
             })
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn wait_oom(
+        &self,
+        ctx: &TtrpcContext,
+        req: agent::WaitOomRequest,
+    ) -> ttrpc::Result<agent::WaitOomResponse> {
+        let span = server_span!(self, ctx, "WaitOom", req.container_id);
+        async {
+            let (cgroup, mut exit) = self.with_process(&req.container_id, "", |c, init| {
+                (c.to_path_buf(), init.exit.clone())
+            })?;
+            let answer = |oom_kills, ended| {
+                Ok(agent::WaitOomResponse {
+                    oom_kills,
+                    ended,
+                    ..Default::default()
+                })
+            };
+            loop {
+                // A cgroup that cannot be read any more is a container that is gone.
+                let Ok(n) = crate::cgroup::oom_kills(&cgroup) else {
+                    return answer(req.seen, true);
+                };
+                if n > req.seen {
+                    tracing::info!(oom_kills = n, "the container's OOM kills grew");
+                    return answer(n, false);
+                }
+                if exit.borrow().is_some() {
+                    return answer(n, true);
+                }
+                // The init's exit ends the poll at once; a dropped sender is a removed container.
+                if let Ok(Err(_)) = tokio::time::timeout(OOM_POLL, exit.changed()).await {
+                    return answer(n, true);
+                }
+            }
         }
         .instrument(span)
         .await
@@ -473,6 +505,24 @@ impl Agent {
     }
 
     /// Container `id`'s cgroup directory.
+    /// `f` on process `exec_id` (empty: the init) of container `id` and the container's cgroup
+    /// directory, under the containers' lock.
+    fn with_process<T>(
+        &self,
+        id: &str,
+        exec_id: &str,
+        f: impl FnOnce(&std::path::Path, &mut crate::container::Process) -> T,
+    ) -> ttrpc::Result<T> {
+        let mut m = self
+            .containers
+            .lock()
+            .map_err(|_| status(ttrpc::Code::INTERNAL, "lock"))?;
+        let c = m.get_mut(id).ok_or_else(|| not_found(id))?;
+        let cgroup = c.cgroup().to_path_buf();
+        let p = c.process_mut(exec_id).ok_or_else(|| no_exec(exec_id))?;
+        Ok(f(&cgroup, p))
+    }
+
     fn cgroup_of(&self, id: &str) -> ttrpc::Result<std::path::PathBuf> {
         let m = self
             .containers

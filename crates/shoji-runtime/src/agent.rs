@@ -291,6 +291,21 @@ impl AgentClient {
         call!(self, "WaitProcess", wait_process, &req, None)
     }
 
+    /// Waits until container `container_id`'s OOM kills in the guest are more than `seen`, or
+    /// until it has ended (`WaitOom`, a long poll).
+    pub async fn wait_oom(
+        &self,
+        container_id: &str,
+        seen: u64,
+    ) -> Result<agent::WaitOomResponse, AgentError> {
+        let req = agent::WaitOomRequest {
+            container_id: container_id.into(),
+            seen,
+            ..Default::default()
+        };
+        call!(self, "WaitOom", wait_oom, &req, None)
+    }
+
     pub async fn signal_process(
         &self,
         container_id: &str,

@@ -19,6 +19,7 @@ pub mod helpers;
 pub mod hypervisor;
 pub mod image;
 pub mod lifecycle;
+pub mod mount_ns;
 pub mod network;
 pub mod private_fs;
 pub mod process;

@@ -147,6 +147,7 @@ pub async fn run(
             &mut process.mounts,
             &sb.shared().join(&container_id),
             std::slice::from_ref(&root),
+            None,
         )
         .map_err(BootError::from)?;
         let (path, work, dest) = (path.clone(), sb.path().join("image"), rootfs.host.clone());

@@ -43,9 +43,32 @@ pub mod shim;
 /// The runtime type containerd names this shim by.
 pub const RUNTIME_ID: &str = "io.containerd.shoji.v2";
 
+/// Whether this process is the task server containerd-shim's `spawn` starts: no action, a
+/// socket to serve.
+fn is_server() -> bool {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    containerd_shim::parse(&args)
+        .is_ok_and(|f| !f.info && !f.version && f.action.is_empty() && !f.socket.is_empty())
+}
+
 /// Runs the shim for whatever action containerd asked for (`-info`, `start`, `delete`, or
 /// serving the task API).
 pub fn main() -> std::process::ExitCode {
+    // Before the async runtime starts a thread: unshare(CLONE_NEWNS) moves the calling thread
+    // alone. Only the server (no action, a socket to serve) lives long enough to stage mounts.
+    if is_server() {
+        shim::log_to_containerd();
+        match mounts::enter_own_namespace() {
+            Ok(true) => {}
+            Ok(false) => log_line!(
+                "{RUNTIME_ID}: not root: serving from the host's mount namespace (no mounts are staged)"
+            ),
+            Err(e) => {
+                log_line!("{RUNTIME_ID}: {}", shoji_runtime::error_chain(&e));
+                return std::process::ExitCode::FAILURE;
+            }
+        }
+    }
     // One thread: QEMU and the helpers get PR_SET_PDEATHSIG from the thread that forks them,
     // so that must be the thread that lives as long as the shim (as for the lifecycle's
     // sandbox process, ADR 007).

@@ -2,10 +2,36 @@
 //! `/etc/hosts`, `/etc/hostname`, `/etc/resolv.conf`, `/dev/termination-log` and volumes among
 //! them) checked and staged in the sandbox's share the way `shoji run` stages volumes
 //! (`shoji_runtime::volumes`, ADR 017); the spec the agent gets names the staged copies.
+//!
+//! The serving shim lives in a mount namespace of its own (ADR 023, entered by
+//! [`enter_own_namespace`] before any thread starts): what it stages there never shows in the
+//! host's mount table, and goes with the namespace when the shim and its helpers die. Volume
+//! host paths are still looked up in the host's namespace, as the host sees them now.
 
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use oci_spec::runtime::{MountBuilder, Spec};
+use shoji_runtime::mount_ns::{MountNs, MountNsError};
+
+/// The host's mount namespace, which the serving shim left.
+static HOST: OnceLock<MountNs> = OnceLock::new();
+
+/// Moves the shim into a mount namespace of its own (see the module's doc) and keeps the
+/// host's. Without root, where the shim can make no mount anyway, an `EPERM` leaves it where it
+/// is (false); any other failure is an error.
+pub fn enter_own_namespace() -> Result<bool, MountNsError> {
+    match shoji_runtime::mount_ns::enter_own() {
+        Ok(host) => {
+            let _ = HOST.set(host);
+            Ok(true)
+        }
+        Err(MountNsError::Unshare(nix::Error::EPERM)) if !nix::unistd::geteuid().is_root() => {
+            Ok(false)
+        }
+        Err(e) => Err(e),
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum TaskMountsError {
@@ -39,7 +65,12 @@ pub fn stage_task_mounts(
     if pod {
         pod_shm_in_the_guest(&mut spec)?;
     }
-    shoji_runtime::volumes::prepare_spec(&mut spec, container_dir, &[sandbox_root.into()])?;
+    shoji_runtime::volumes::prepare_spec(
+        &mut spec,
+        container_dir,
+        &[sandbox_root.into()],
+        HOST.get(),
+    )?;
     serde_json::to_vec(&spec).map_err(TaskMountsError::Spec)
 }
 

@@ -1,9 +1,10 @@
 //! The task API's resource requests on a container in the guest: `Stats` (its cgroup
 //! statistics, [`crate::metrics`]), `Pause` and `Resume` (the guest's cgroup freezer), `Update`
-//! (its cgroup's limits); the OOM kills the agent reports with a process's exit, told to
-//! containerd as `TaskOOM`; and a process's wait raced with its VM's death.
+//! (its cgroup's limits); the OOM kills the agent reports while the container runs
+//! (`WaitOom`) or with a process's exit, told to containerd as `TaskOOM`; and a process's wait
+//! raced with its VM's death.
 
-use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use containerd_shim::api::{Empty, StatsResponse};
 use containerd_shim::protos::events::task::{TaskOOM, TaskPaused, TaskResumed};
@@ -19,7 +20,47 @@ use tracing::Instrument;
 use crate::pod::Ctr;
 use crate::service::{failed, Inner};
 
+/// The least time between two `WaitOom` requests of one container (so between two `TaskOOM`s
+/// a guest can cause).
+const OOM_GAP: std::time::Duration = std::time::Duration::from_millis(250);
+
 impl Inner {
+    /// Tells containerd of each OOM kill in started container `ctr` as it happens (one
+    /// `TaskOOM` per increase the agent reports), by long-polling `WaitOom` until the agent says
+    /// the container ended, its init's exit is seen here, or the agent cannot be reached (the VM
+    /// is gone). Runs in the current span (the `Start` request's).
+    pub fn watch_oom(self: &Arc<Self>, ctr: Arc<Ctr>) {
+        let inner = self.clone();
+        tokio::spawn(
+            async move {
+                loop {
+                    // A guest answering at once every time would flood containerd's events:
+                    // at most one request per OOM_GAP.
+                    let next = tokio::time::Instant::now() + OOM_GAP;
+                    let seen = *ctr.oom_kills.lock().await;
+                    let r = tokio::select! {
+                        r = ctr.client.wait_oom(&ctr.id, seen) => r,
+                        _ = ctr.init.wait() => break,
+                    };
+                    match r {
+                        Ok(r) => {
+                            inner.oom_killed(&ctr, r.oom_kills).await;
+                            if r.ended {
+                                break;
+                            }
+                            tokio::time::sleep_until(next).await;
+                        }
+                        Err(e) => {
+                            tracing::debug!(error = %error_chain(&e), "no more OOM events from the guest");
+                            break;
+                        }
+                    }
+                }
+            }
+            .instrument(tracing::Span::current()),
+        );
+    }
+
     /// `WaitProcess` for process `exec_id` of `ctr`, or an error once the sandbox's VM has
     /// exited (killed, or it crashed), whichever comes first.
     pub async fn wait_in_guest(
@@ -109,14 +150,15 @@ impl Inner {
         Ok(Empty::new())
     }
 
-    /// The agent counted `oom_kills` OOM kills in the container's cgroup by a process's exit:
-    /// if that is more than containerd was told of, it gets a `TaskOOM` (before the exit's
-    /// `TaskExit`, which the caller publishes next).
+    /// The agent counted `oom_kills` OOM kills in the container's cgroup (by a process's exit,
+    /// or while it runs, `watch_oom`): if that is more than containerd was told of, it gets one
+    /// `TaskOOM` (before an exit's `TaskExit`, which the caller publishes next).
     pub async fn oom_killed(&self, ctr: &Ctr, oom_kills: u64) {
-        let told = ctr.oom_kills.fetch_max(oom_kills, Ordering::SeqCst);
-        if oom_kills <= told {
+        let mut told = ctr.oom_kills.lock().await;
+        if oom_kills <= *told {
             return;
         }
+        *told = oom_kills;
         let span = tracing::info_span!("container.oom", source = "runtime", subsystem = "container", container_id = %ctr.id, oom_kills);
         self.publish(
             topics::TASK_OOM_EVENT_TOPIC,

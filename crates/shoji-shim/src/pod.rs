@@ -118,8 +118,9 @@ pub struct Ctr {
     pub init: Arc<Proc>,
     pub execs: Mutex<HashMap<String, Arc<Proc>>>,
     pub record: Mutex<Container>,
-    /// The container's OOM kills in the guest that containerd has been told of (TaskOOM).
-    pub oom_kills: std::sync::atomic::AtomicU64,
+    /// The container's OOM kills in the guest that containerd has been told of (TaskOOM); held
+    /// while a `TaskOOM` is queued, so that an exit's `TaskExit` queued after it waits for it.
+    pub oom_kills: tokio::sync::Mutex<u64>,
 }
 
 impl Ctr {

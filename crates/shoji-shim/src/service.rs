@@ -428,6 +428,8 @@ impl Task for TaskService {
                         }),
                     )
                     .await;
+                // After TaskStart: an OOM kill while it runs comes as a TaskOOM of its own.
+                self.0.watch_oom(ctr.clone());
             } else {
                 let p = process(&ctr, &req.exec_id)?;
                 let pid = ctr

@@ -80,7 +80,7 @@ fn load_config() -> Result<Config, String> {
 /// Sends the server's log (its stderr: `SHOJI_LOG` lines, QEMU's and the helpers' stderr) to
 /// containerd's log FIFO for this shim, `log` in the bundle directory, which containerd reads
 /// into its own log.
-fn log_to_containerd() {
+pub(crate) fn log_to_containerd() {
     use std::os::unix::fs::OpenOptionsExt;
     if let Ok(f) = std::fs::OpenOptions::new()
         .write(true)

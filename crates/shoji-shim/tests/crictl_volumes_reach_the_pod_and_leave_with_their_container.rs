@@ -5,16 +5,17 @@
 //! `/dev/termination-log` file the container writes its message to for the host to read. The
 //! files containerd's CRI plugin adds itself (`/etc/hosts`, `/etc/hostname`,
 //! `/etc/resolv.conf` from the pod's DNS config) are the container's. When one container of the
-//! pod is removed, its staged mounts leave the host's mount table at once, while the pod's
-//! other container keeps its own binding of the same host directory. The pod's `/dev/shm` is
-//! one 64 MiB tmpfs in the guest, shared by its containers, and never the host's.
+//! pod is removed, its staged mounts leave the shim's mount table at once, while the pod's
+//! other container keeps its own binding of the same host directory. The staged mounts live in
+//! the shim's mount namespace only: the host's mount table never names the sandbox. The pod's
+//! `/dev/shm` is one 64 MiB tmpfs in the guest, shared by its containers, and never the host's.
 
 mod containerd;
 
 use std::path::Path;
 use std::time::Duration;
 
-use containerd::{mounts_naming, text, Containerd, HANDLER};
+use containerd::{mounts_naming, shim_mounts_naming, text, Containerd, HANDLER};
 
 /// `crictl exec id cmd...`: its stdout and stderr, and exit status.
 fn exec(c: &Containerd, id: &str, cmd: &[&str]) -> (String, Option<i32>) {
@@ -41,10 +42,11 @@ fn add_field(path: &str, key: &str, value: serde_json::Value) {
     std::fs::write(path, json.to_string()).expect("writing a CRI config");
 }
 
-/// The host's mountinfo lines for container `id`'s staged mounts (`shared/<id>/mounts/<n>`).
-fn staged_mounts(c: &Containerd, id: &str) -> Vec<String> {
+/// The mountinfo lines of pod `pod`'s shim for container `id`'s staged mounts
+/// (`shared/<id>/mounts/<n>`).
+fn staged_mounts(c: &Containerd, pod: &str, id: &str) -> Vec<String> {
     let needle = format!("/{id}/mounts/");
-    mounts_naming(&c.env.sandbox_root())
+    shim_mounts_naming(pod, &c.env.sandbox_root())
         .into_iter()
         .filter(|l| l.contains(&needle))
         .collect()
@@ -144,7 +146,7 @@ fn vm_crictl_volumes_reach_the_guest_and_leave_with_their_container() {
     assert_ne!(code, Some(0), "a write to the read-only volume: {out}");
     assert!(out.contains("Read-only file system"), "{out}");
     assert!(!ro.join("new").exists());
-    let staged = staged_mounts(&c, &writer);
+    let staged = staged_mounts(&c, &pod, &writer);
     // CRI binds the pod's `/dev/shm` (a tmpfs of containerd's) into each container too; the
     // shim makes it the pod's tmpfs in the guest instead, so it is not staged.
     assert_eq!(
@@ -226,21 +228,33 @@ fn vm_crictl_volumes_reach_the_guest_and_leave_with_their_container() {
         .collect();
     assert!(on_host.is_empty(), "on the host: {on_host:?}");
 
-    // Removing the writer takes its staged mounts off the host at once; the reader keeps its
-    // own.
-    let reader_staged = staged_mounts(&c, &reader);
+    // Issue 12: none of it is in the host's mount table (containerd's snapshot mounts for the
+    // containers' root filesystems neither: the shim mounts them in its namespace too).
+    let rootfs = format!("/{writer}/rootfs");
+    assert!(
+        shim_mounts_naming(&pod, &c.dir)
+            .iter()
+            .any(|l| l.contains(&rootfs)),
+        "the writer's root filesystem is mounted in the shim's namespace"
+    );
+    assert_none_on_host(&c);
+
+    // Removing the writer takes its staged mounts off the shim's table at once; the reader
+    // keeps its own.
+    let reader_staged = staged_mounts(&c, &pod, &reader);
     assert_eq!(reader_staged.len(), 1 + 3, "{reader_staged:#?}");
     let served = served_mounts(&c, &writer);
     assert!(!served.is_empty(), "virtiofsd serves the writer's volumes");
     c.crictl_ok(&["stop", "--timeout", "1", &writer]);
     c.crictl_ok(&["rm", &writer]);
-    let left = staged_mounts(&c, &writer);
+    let left = staged_mounts(&c, &pod, &writer);
     assert!(left.is_empty(), "the removed container's mounts: {left:#?}");
+    assert_none_on_host(&c);
     let left = served_mounts(&c, &writer);
     assert!(left.is_empty(), "left in virtiofsd's namespace: {left:#?}");
     let share = c.env.sandbox_root().join(&pod).join("shared").join(&writer);
     assert!(!share.exists(), "{} is left", share.display());
-    assert_eq!(staged_mounts(&c, &reader), reader_staged);
+    assert_eq!(staged_mounts(&c, &pod, &reader), reader_staged);
     // Removing the staging directory removed nothing of the volumes.
     for f in [rw.join("hello"), ro.join("settings"), single.clone()] {
         assert!(f.exists(), "{} was removed with the container", f.display());
@@ -261,6 +275,25 @@ fn vm_crictl_volumes_reach_the_guest_and_leave_with_their_container() {
     c.crictl_ok(&["rmp", &pod]);
     c.wait_until_nothing_left(Duration::from_secs(20));
     c.assert_nothing_left();
+}
+
+/// The host's mount table names neither the sandbox nor a container's root filesystem (the
+/// shim mounts both in its own namespace). containerd's own mounts (the pod's network
+/// namespace and `/dev/shm`) are the host's.
+fn assert_none_on_host(c: &Containerd) {
+    let on_host = mounts_naming(&c.env.sandbox_root());
+    assert!(
+        on_host.is_empty(),
+        "sandbox mounts on the host: {on_host:#?}"
+    );
+    let rootfs: Vec<String> = mounts_naming(&c.dir)
+        .into_iter()
+        .filter(|l| l.split(' ').nth(4).is_some_and(|m| m.ends_with("/rootfs")))
+        .collect();
+    assert!(
+        rootfs.is_empty(),
+        "root filesystems on the host: {rootfs:#?}"
+    );
 }
 
 /// A mountinfo line's own mount options (its sixth field).

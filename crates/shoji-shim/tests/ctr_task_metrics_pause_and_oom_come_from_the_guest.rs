@@ -85,20 +85,7 @@ fn vm_an_oom_kill_in_the_guest_reaches_containerd_before_the_exit() {
     let events = c.events(containerd::NAMESPACE);
     // `tail` keeps the line it reads, and /dev/zero has no end of line: it grows until the
     // kernel's OOM killer ends it.
-    let limit = (32u64 << 20).to_string();
-    let out = c.ctr(&[
-        "run",
-        "--rm",
-        "--runtime",
-        RUNTIME,
-        "--memory-limit",
-        &limit,
-        &image,
-        "oom-1",
-        "sh",
-        "-c",
-        "exec tail /dev/zero",
-    ]);
+    let out = c.ctr_run_limited(&["--rm"], &image, "oom-1", 32 << 20, "exec tail /dev/zero");
     assert_eq!(
         out.status.code(),
         Some(137),

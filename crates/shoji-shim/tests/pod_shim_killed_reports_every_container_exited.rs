@@ -1,7 +1,8 @@
 //! The shim of a pod SIGKILLed while a second container of the pod runs: containerd is told
 //! that every container of the pod exited, its sandbox container included, CRI shows them
 //! exited (none left `CONTAINER_RUNNING`), and removing the pod leaves no process, mount,
-//! socket or sandbox directory.
+//! socket or sandbox directory. The shim's mounts were never in the host's mount table (they
+//! live in the shim's mount namespace and go with it).
 
 mod containerd;
 
@@ -22,6 +23,19 @@ fn vm_a_pods_shim_killed_reports_every_container_exited() {
         c.crictl_ok(&["start", &id]);
         ctrs.push(id);
     }
+    let root = c.env.sandbox_root();
+    let in_shim = containerd::shim_mounts_naming(&pod, &root);
+    assert!(
+        in_shim
+            .iter()
+            .any(|l| l.contains(&format!("/{}/rootfs", ctrs[1]))),
+        "the shim's namespace holds the pod's shared root filesystems: {in_shim:#?}"
+    );
+    let on_host = containerd::mounts_naming(&root);
+    assert!(
+        on_host.is_empty(),
+        "sandbox mounts on the host: {on_host:#?}"
+    );
     containerd::kill_pod_shim(&pod);
 
     // Every task of the pod (the pause container and both containers) is reported exited.
@@ -41,6 +55,13 @@ fn vm_a_pods_shim_killed_reports_every_container_exited() {
         }
     }
     drop(events);
+    // Issue 12: nothing of the killed shim's is mounted on the host (its mounts went with its
+    // namespace, whatever containerd's clean-up has done by now).
+    let on_host = containerd::mounts_naming(&root);
+    assert!(
+        on_host.is_empty(),
+        "sandbox mounts on the host: {on_host:#?}"
+    );
     for id in &ctrs {
         let deadline = Instant::now() + Duration::from_secs(30);
         while c.container_state(id) != "CONTAINER_EXITED" {

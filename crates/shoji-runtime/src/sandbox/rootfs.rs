@@ -170,7 +170,7 @@ pub fn prepare_rootfs(
     // (a guest writing the store's layers would change every container of those images).
     let root = sb.path().parent().unwrap_or(sb.path()).to_path_buf();
     let forbidden = [root, store.to_path_buf()];
-    crate::volumes::prepare_spec(&mut spec, &sb.shared().join(container_id), &forbidden)?;
+    crate::volumes::prepare_spec(&mut spec, &sb.shared().join(container_id), &forbidden, None)?;
     Ok((spec, rootfs))
 }
 

@@ -15,6 +15,8 @@ use std::path::{Component, Path, PathBuf};
 pub use oci_spec::runtime::Mount;
 use oci_spec::runtime::MountBuilder;
 
+use crate::mount_ns::{MountNs, MountNsError};
+
 pub use stage::{stage, StageError};
 
 #[derive(Debug, thiserror::Error)]
@@ -469,13 +471,20 @@ fn check_options(m: &Mount, refused: &dyn Fn(String) -> VolumeError) -> Result<(
 
 /// [`check`] then [`stage`]: what every caller does with a container's mounts before its
 /// sandbox's virtiofsd serves them (`container_dir`: the container's directory in the share).
+/// `host`: the mount namespace host paths are looked up in, when the caller serves from one of
+/// its own (the shim); `None`: the calling thread's.
 pub fn prepare(
     mounts: &mut [Mount],
     container_dir: &Path,
     forbidden: &[PathBuf],
+    host: Option<&MountNs>,
 ) -> Result<(), PrepareError> {
-    check(mounts, forbidden)?;
-    stage(mounts, container_dir, forbidden)?;
+    let checked: &[Mount] = mounts;
+    match host {
+        Some(ns) => ns.run(|| check(checked, forbidden))??,
+        None => check(mounts, forbidden)?,
+    }
+    stage(mounts, container_dir, forbidden, host)?;
     Ok(())
 }
 
@@ -484,9 +493,10 @@ pub fn prepare_spec(
     spec: &mut oci_spec::runtime::Spec,
     container_dir: &Path,
     forbidden: &[PathBuf],
+    host: Option<&MountNs>,
 ) -> Result<(), PrepareError> {
     let mut mounts = spec.mounts().clone().unwrap_or_default();
-    prepare(&mut mounts, container_dir, forbidden)?;
+    prepare(&mut mounts, container_dir, forbidden, host)?;
     spec.set_mounts(Some(mounts));
     Ok(())
 }
@@ -497,6 +507,8 @@ pub enum PrepareError {
     Check(#[from] VolumeError),
     #[error(transparent)]
     Stage(#[from] StageError),
+    #[error("cannot check the volumes' host paths in the host's mount namespace")]
+    HostNamespace(#[from] MountNsError),
 }
 
 /// Whether a mount's options ask for it read-only (the last of `ro`/`rro`/`rw` wins).

@@ -19,6 +19,8 @@ use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::Mount;
 
+use crate::mount_ns::{MountNs, MountNsError};
+
 use super::{inside_forbidden, is_bind, is_readonly, is_recursively_readonly, is_standard};
 
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +42,8 @@ pub enum StageError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot open the volumes' host paths in the host's mount namespace")]
+    HostNamespace(#[source] MountNsError),
 }
 
 /// Where the guest finds bind `n` of a container, relative to the container's directory in the
@@ -50,22 +54,44 @@ pub fn guest_source(n: usize) -> PathBuf {
 
 /// Binds every bind volume of `mounts` under `container_dir/mounts/` and rewrites its source to
 /// [`guest_source`]. Other mounts are left as they are. `forbidden` as for [`super::check`],
-/// checked again on the path the descriptor really names. On error the binds made so far stay:
-/// they are below the sandbox directory, whose removal detaches them.
+/// checked again on the path the descriptor really names. Host paths are opened, and their
+/// mount trees cloned, in `host` (the host's mount namespace, for a process serving from one
+/// of its own), else in the calling thread's; the clones are attached in the calling thread's.
+/// On error the binds made so far stay: they are below the sandbox directory, whose removal
+/// detaches them.
 pub fn stage(
     mounts: &mut [Mount],
     container_dir: &Path,
     forbidden: &[PathBuf],
+    host: Option<&MountNs>,
 ) -> Result<(), StageError> {
-    let mut n = 0;
-    for m in mounts.iter_mut() {
-        if !is_bind(m) || is_standard(m) {
-            continue;
-        }
-        let destination = m.destination().display().to_string();
-        let src = m.source().clone().unwrap_or_default();
+    let binds: Vec<usize> = (0..mounts.len())
+        .filter(|&i| is_bind(&mounts[i]) && !is_standard(&mounts[i]))
+        .collect();
+    let sources: Vec<(String, PathBuf)> = binds
+        .iter()
+        .map(|&i| {
+            let m = &mounts[i];
+            let destination = m.destination().display().to_string();
+            (destination, m.source().clone().unwrap_or_default())
+        })
+        .collect();
+    let open_all = || -> Result<Vec<Source>, StageError> {
+        sources
+            .iter()
+            .map(|(destination, src)| open_source(src, forbidden).map_err(|e| e.named(destination)))
+            .collect()
+    };
+    let opened = match host {
+        Some(ns) => ns.run(open_all).map_err(StageError::HostNamespace)??,
+        None => open_all()?,
+    };
+    for (n, ((&i, source), (destination, src))) in
+        binds.iter().zip(opened).zip(&sources).enumerate()
+    {
+        let m = &mut mounts[i];
         let dst = container_dir.join(guest_source(n));
-        let submounts = stage_one(m, &src, &dst, forbidden).map_err(|e| e.named(&destination))?;
+        let submounts = attach(m, source, src, &dst).map_err(|e| e.named(destination))?;
         m.set_source(Some(guest_source(n)));
         if submounts && is_readonly(m) && !is_recursively_readonly(m) {
             // The host enforces `ro` where it applies; in the guest it would cover the whole tree.
@@ -73,7 +99,6 @@ pub fn stage(
             let options = options.map(|o| if o == "ro" { "rw".into() } else { o.clone() });
             m.set_options(Some(options.collect()));
         }
-        n += 1;
     }
     Ok(())
 }
@@ -112,8 +137,16 @@ fn last_error(step: &'static str, path: &Path) -> Failure {
     Failure::Step(step, path.to_path_buf(), std::io::Error::last_os_error())
 }
 
-/// Stages one bind; returns whether its tree has mounts below its top one.
-fn stage_one(m: &Mount, src: &Path, dst: &Path, forbidden: &[PathBuf]) -> Result<bool, Failure> {
+/// A host path opened and checked: a detached copy of its mount tree, and whether it is a
+/// directory.
+struct Source {
+    tree: OwnedFd,
+    is_dir: bool,
+}
+
+/// Opens `src` once, checks what the descriptor names against `forbidden`, and clones its
+/// mount tree (`open_tree` clones only from the caller's mount namespace).
+fn open_source(src: &Path, forbidden: &[PathBuf]) -> Result<Source, Failure> {
     let src_c = CString::new(src.as_os_str().as_bytes())
         .map_err(|e| Failure::Open(src.into(), e.into()))?;
     // SAFETY: src_c is a valid NUL-terminated string; open returns a new fd or -1.
@@ -130,16 +163,6 @@ fn stage_one(m: &Mount, src: &Path, dst: &Path, forbidden: &[PathBuf]) -> Result
     let is_dir = std::fs::metadata(format!("/proc/self/fd/{}", fd.as_raw_fd()))
         .map_err(|e| Failure::Open(src.into(), e))?
         .is_dir();
-
-    if let Some(parent) = dst.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| Failure::Step("mkdir", parent.into(), e))?;
-    }
-    if is_dir {
-        std::fs::create_dir(dst).map_err(|e| Failure::Step("mkdir", dst.into(), e))?;
-    } else {
-        crate::private_fs::write_private(dst, b"")
-            .map_err(|e| Failure::Step("create the mount point", dst.into(), e))?;
-    }
 
     let empty = c"";
     // SAFETY: open_tree with AT_EMPTY_PATH on a valid fd and an empty C string; it returns a
@@ -160,6 +183,24 @@ fn stage_one(m: &Mount, src: &Path, dst: &Path, forbidden: &[PathBuf]) -> Result
     }
     // SAFETY: open_tree returned a new fd that nothing else owns.
     let tree = unsafe { OwnedFd::from_raw_fd(tree as i32) };
+    Ok(Source { tree, is_dir })
+}
+
+/// Attaches `source` (opened from `src`) at `dst` with `m`'s options; returns whether its tree
+/// has mounts below its top one.
+fn attach(m: &Mount, source: Source, src: &Path, dst: &Path) -> Result<bool, Failure> {
+    let Source { tree, is_dir } = source;
+    if let Some(parent) = dst.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| Failure::Step("mkdir", parent.into(), e))?;
+    }
+    if is_dir {
+        std::fs::create_dir(dst).map_err(|e| Failure::Step("mkdir", dst.into(), e))?;
+    } else {
+        crate::private_fs::write_private(dst, b"")
+            .map_err(|e| Failure::Step("create the mount point", dst.into(), e))?;
+    }
+
+    let empty = c"";
     let attr_set = libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV;
     set_attr(&tree, attr_set, 0, true)
         .map_err(|e| Failure::Step("mount_setattr", src.into(), e))?;
@@ -253,19 +294,16 @@ mod tests {
             "staging volumes makes bind mounts and must run as root (CI does)"
         );
         std::thread::spawn(move || {
-            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).unwrap();
-            nix::mount::mount(
-                None::<&str>,
-                "/",
-                None::<&str>,
-                nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE,
-                None::<&str>,
-            )
-            .unwrap();
+            crate::mount_ns::tests::private_ns();
             f()
         })
         .join()
         .unwrap();
+    }
+
+    fn mount_tmpfs(at: &Path) {
+        let flags = nix::mount::MsFlags::empty();
+        nix::mount::mount(Some("none"), at, Some("tmpfs"), flags, None::<&str>).unwrap();
     }
 
     #[test]
@@ -302,7 +340,8 @@ mod tests {
                 parse_volume(&format!("{}:/ro:ro", ro.display())).unwrap(),
                 parse_volume(&format!("{}:/etc/one:ro,rslave", file.display())).unwrap(),
             ];
-            stage(&mut mounts, &container, &[state.path().join("sb-root")]).unwrap();
+            let forbidden = [state.path().join("sb-root")];
+            stage(&mut mounts, &container, &forbidden, None).unwrap();
             let sources: Vec<_> = mounts.iter().map(|m| m.source().clone().unwrap()).collect();
             assert_eq!(
                 sources,
@@ -369,14 +408,7 @@ mod tests {
             std::fs::create_dir(&plain).unwrap();
             std::fs::create_dir_all(below.join("tmpfs")).unwrap();
             let tmpfs = below.join("tmpfs");
-            nix::mount::mount(
-                Some("none"),
-                &tmpfs,
-                Some("tmpfs"),
-                nix::mount::MsFlags::empty(),
-                None::<&str>,
-            )
-            .unwrap();
+            mount_tmpfs(&tmpfs);
             let container = state.path().join("sb/shared/c1");
             // As containerd's CRI plugin writes a read-only volume.
             let cri = |host: &Path, dst: &str| {
@@ -389,7 +421,8 @@ mod tests {
                 cri(&plain, "/plain"),
                 parse_volume(&format!("{}:/rro:ro", below.display())).unwrap(),
             ];
-            stage(&mut mounts, &container, &[state.path().join("sb-root")]).unwrap();
+            let forbidden = [state.path().join("sb-root")];
+            stage(&mut mounts, &container, &forbidden, None).unwrap();
             let e = std::fs::write(container.join("mounts/0/x"), "no").unwrap_err();
             assert_eq!(e.raw_os_error(), Some(libc::EROFS), "{e}");
             std::fs::write(container.join("mounts/0/tmpfs/file"), "yes").unwrap();
@@ -427,9 +460,60 @@ mod tests {
             let link = dir.path().join("innocent");
             std::os::unix::fs::symlink(state.join("other-sandbox"), &link).unwrap();
             let mut mounts = vec![parse_volume(&format!("{}:/x", link.display())).unwrap()];
-            let e = stage(&mut mounts, &dir.path().join("c"), &[state]).unwrap_err();
+            let e = stage(&mut mounts, &dir.path().join("c"), &[state], None).unwrap_err();
             assert!(e.to_string().contains("inside Shoji's sandbox"), "{e}");
             assert!(!dir.path().join("c/mounts/0").exists());
+        });
+    }
+
+    /// Issue 12 (critest's read-only volume specs, in their clean-up): a process staging in a
+    /// mount namespace of its own (the shim, ADR 023) opens the host path in the host's, so it
+    /// sees a tmpfs the host mounted there after it left; the staged copy is in its namespace
+    /// only, so the host can unmount that tmpfs and remove its directory while the copy lives.
+    #[test]
+    fn a_volume_is_opened_in_the_hosts_namespace_and_staged_in_the_callers() {
+        in_private_mount_ns(|| {
+            let host = tempfile::tempdir().unwrap();
+            let state = tempfile::tempdir().unwrap();
+            let tmpfs = host.path().join("vol/tmpfs");
+            std::fs::create_dir_all(&tmpfs).unwrap();
+            let container = state.path().join("sb/shared/c1");
+            let host_ns = MountNs::current().unwrap();
+            let step = std::sync::Barrier::new(2);
+            let mountinfo = || std::fs::read_to_string("/proc/thread-self/mountinfo").unwrap();
+            let staged = container.join("mounts/0").display().to_string();
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    nix::sched::unshare(
+                        nix::sched::CloneFlags::CLONE_FS | nix::sched::CloneFlags::CLONE_NEWNS,
+                    )
+                    .unwrap();
+                    step.wait(); // left
+                    step.wait(); // the host mounted its tmpfs
+                    let mut mounts =
+                        vec![
+                            parse_volume(&format!("{}:/mnt", host.path().join("vol").display()))
+                                .unwrap(),
+                        ];
+                    stage(&mut mounts, &container, &[], Some(&host_ns)).unwrap();
+                    std::fs::write(container.join("mounts/0/tmpfs/file"), "yes").unwrap();
+                    assert!(mountinfo().contains(&staged), "{}", mountinfo());
+                    step.wait(); // staged
+                    step.wait(); // the host removed its tmpfs and its directory
+                });
+                step.wait();
+                mount_tmpfs(&tmpfs);
+                step.wait();
+                step.wait();
+                assert_eq!(std::fs::read_to_string(tmpfs.join("file")).unwrap(), "yes");
+                assert!(
+                    !mountinfo().contains(&staged),
+                    "the staged copy shows in the host's namespace"
+                );
+                nix::mount::umount2(&tmpfs, nix::mount::MntFlags::MNT_DETACH).unwrap();
+                std::fs::remove_dir(&tmpfs).expect("the host removes its mount point (no EBUSY)");
+                step.wait();
+            });
         });
     }
 }

@@ -424,6 +424,24 @@ disabled_plugins = [{disabled}]
             .to_string()
     }
 
+    /// `ctr run FLAGS --runtime shoji --memory-limit LIMIT IMAGE ID sh -c SCRIPT` (its output,
+    /// whatever its status).
+    pub fn ctr_run_limited(
+        &self,
+        flags: &[&str],
+        image: &str,
+        id: &str,
+        limit: u64,
+        script: &str,
+    ) -> Output {
+        let limit = limit.to_string();
+        let mut args = vec!["run"];
+        args.extend_from_slice(flags);
+        args.extend_from_slice(&["--runtime", RUNTIME, "--memory-limit", &limit]);
+        args.extend_from_slice(&[image, id, "sh", "-c", script]);
+        self.ctr(&args)
+    }
+
     /// `ctr run -d` of `image` as task `id` in a Shoji VM, running `sleep 1000`.
     #[allow(dead_code)]
     pub fn run_sleeper(&self, image: &str, id: &str) {
@@ -581,6 +599,18 @@ impl Drop for Containerd {
     }
 }
 
+/// The lines of the mount table of pod `pod`'s shim (its mount namespace, ADR 023) that name
+/// `path`.
+pub fn shim_mounts_naming(pod: &str, path: &Path) -> Vec<String> {
+    let needle = path.to_string_lossy().into_owned();
+    std::fs::read_to_string(format!("/proc/{}/mountinfo", pod_shim(pod)))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(&needle))
+        .map(String::from)
+        .collect()
+}
+
 /// Waits (at most 30 s) for a `/tasks/exit` event of process `id` of container `container`.
 pub fn wait_exit_event(c: &Containerd, events: &Events, container: &str, id: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -602,12 +632,17 @@ pub fn wait_exit_event(c: &Containerd, events: &Events, container: &str, id: &st
     }
 }
 
+/// The pid of the one shim that serves pod `pod`.
+pub fn pod_shim(pod: &str) -> i32 {
+    let shims = pids_of("containerd-shim-shoji-v2", pod);
+    assert_eq!(shims.len(), 1, "one shim serves pod {pod}: {shims:?}");
+    shims[0]
+}
+
 /// SIGKILLs the one shim that serves pod `pod`.
 pub fn kill_pod_shim(pod: &str) {
-    let shims = pids_of("containerd-shim-shoji-v2", pod);
-    assert_eq!(shims.len(), 1, "one shim serves the pod: {shims:?}");
     nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(shims[0]),
+        nix::unistd::Pid::from_raw(pod_shim(pod)),
         nix::sys::signal::Signal::SIGKILL,
     )
     .expect("killing the shim");
