@@ -197,6 +197,10 @@ impl containerd_shim::Shim for ShojiShim {
                 }
             }
         }
+        // The dead server's ttRPC socket, which only a clean exit removes.
+        if sandbox == self.id {
+            remove_stale_socket(&self.bundle);
+        }
         // The sandbox's lifetime trace, last: its root, which the dead server did not end.
         if sandbox == self.id {
             let bundle = self.bundle.clone();
@@ -281,5 +285,31 @@ impl containerd_shim::Shim for ShojiShim {
         _options: Option<&Any>,
     ) -> containerd_shim::Result<RuntimeInfo> {
         Ok(crate::info::runtime_info(runtime_id))
+    }
+}
+
+/// Removes the socket a killed server of this bundle served on (named by the bundle's `address`
+/// file, which `start` wrote; the containerd-shim crate removes it only on a clean exit), when
+/// nothing listens on it any more: a pod's other containers are deleted while their shim may
+/// still serve, and a live socket is never removed.
+fn remove_stale_socket(bundle: &std::path::Path) {
+    use std::os::unix::fs::FileTypeExt;
+    let Ok(address) = std::fs::read_to_string(bundle.join("address")) else {
+        return;
+    };
+    let Some(path) = address.trim().strip_prefix("unix://") else {
+        return;
+    };
+    let is_socket = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket());
+    if !is_socket {
+        return;
+    }
+    match std::os::unix::net::UnixStream::connect(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            if let Err(e) = std::fs::remove_file(path) {
+                log_line!("shoji-shim: cannot remove the dead shim's socket {path}: {e}");
+            }
+        }
+        _ => {}
     }
 }

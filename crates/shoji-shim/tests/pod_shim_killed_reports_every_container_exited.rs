@@ -1,7 +1,7 @@
 //! The shim of a pod SIGKILLed while a second container of the pod runs: containerd is told
 //! that every container of the pod exited, its sandbox container included, CRI shows them
 //! exited (none left `CONTAINER_RUNNING`), and removing the pod leaves no process, mount,
-//! socket or sandbox directory. The shim's mounts were never in the host's mount table (they
+//! socket (the shim's own ttRPC socket included) or sandbox directory. The shim's mounts were never in the host's mount table (they
 //! live in the shim's mount namespace and go with it).
 
 mod containerd;
@@ -36,6 +36,8 @@ fn vm_a_pods_shim_killed_reports_every_container_exited() {
         on_host.is_empty(),
         "sandbox mounts on the host: {on_host:#?}"
     );
+    let socket = containerd::pod_shim_socket(&pod);
+    assert!(socket.exists(), "the shim's socket {}", socket.display());
     containerd::kill_pod_shim(&pod);
 
     // Every task of the pod (the pause container and both containers) is reported exited.
@@ -82,4 +84,11 @@ fn vm_a_pods_shim_killed_reports_every_container_exited() {
     assert!(tasks.trim().is_empty(), "tasks left in containerd: {tasks}");
     c.wait_until_nothing_left(Duration::from_secs(20));
     c.assert_nothing_left();
+    // The killed shim could not remove its socket; the clean-up containerd runs in its place
+    // (`containerd-shim-shoji-v2 delete`) did.
+    assert!(
+        !socket.exists(),
+        "the killed shim's socket {} is left",
+        socket.display()
+    );
 }

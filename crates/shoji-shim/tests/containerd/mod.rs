@@ -639,6 +639,20 @@ pub fn pod_shim(pod: &str) -> i32 {
     shims[0]
 }
 
+/// The socket the shim of pod `pod` serves containerd on (its `-socket unix://PATH` argument).
+pub fn pod_shim_socket(pod: &str) -> PathBuf {
+    let cmd = std::fs::read(format!("/proc/{}/cmdline", pod_shim(pod))).expect("shim cmdline");
+    let args: Vec<String> = cmd
+        .split(|b| *b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    let at = args
+        .iter()
+        .position(|a| a == "-socket")
+        .expect("the shim has a -socket argument");
+    PathBuf::from(args[at + 1].trim_start_matches("unix://"))
+}
+
 /// SIGKILLs the one shim that serves pod `pod`.
 pub fn kill_pod_shim(pod: &str) {
     nix::sys::signal::kill(
