@@ -88,8 +88,10 @@ ensure_containerd() {
 # runc and containerd's runc shim, for scripts/bench-cri.sh only (Shoji against runc through
 # CRI); no test uses them. runc is built from the Go module proxy at a pinned version (its tools
 # module), with seccomp (Debian's libseccomp-dev, from ensure_host_deps), as runc's Makefile
-# builds it: Debian's runc 1.1.5 fails containerd 2.4's pods ("can't get final child's PID from
-# pipe: EOF"). SHOJI_RUNC and SHOJI_RUNC_SHIM tell where they are.
+# builds it, so the benchmark compares against a current runc. (Pods failing with "can't get
+# final child's PID from pipe: EOF" on machines whose root lacks CAP_SYS_RESOURCE come from
+# CRI's oom_score_adj -998, not from runc's version: bench-cri.sh sets restrict_oom_score_adj.)
+# SHOJI_RUNC and SHOJI_RUNC_SHIM tell where they are.
 RUNC_VERSION=v1.4.4
 ensure_runc() {
   SHOJI_RUNC=$(ensure_go_tool runc "$RUNC_VERSION" github.com/opencontainers/runc runc \
