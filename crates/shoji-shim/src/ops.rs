@@ -28,9 +28,12 @@ impl Inner {
     /// Tells containerd of each OOM kill in started container `ctr` as it happens (one
     /// `TaskOOM` per increase the agent reports), by long-polling `WaitOom` until the agent says
     /// the container ended, its init's exit is seen here, or the agent cannot be reached (the VM
-    /// is gone). Runs in the current span (the `Start` request's).
+    /// is gone). Runs in a span of its own, `container.oom_watch`, a child of the current one
+    /// (the `Start` request's) that lasts as long as the watch: running in the request's own
+    /// span would hold that span open, and `Start` would seem to last the container's life.
     pub fn watch_oom(self: &Arc<Self>, ctr: Arc<Ctr>) {
         let inner = self.clone();
+        let span = tracing::info_span!("container.oom_watch", source = "runtime", subsystem = "container", container_id = %ctr.id);
         tokio::spawn(
             async move {
                 loop {
@@ -57,7 +60,7 @@ impl Inner {
                     }
                 }
             }
-            .instrument(tracing::Span::current()),
+            .instrument(span),
         );
     }
 

@@ -93,5 +93,24 @@ fn vm_cri_run_pod_sandbox_to_agent_is_one_trace() {
         );
         p = parent(p);
     }
+    // Each shim request span ends with its request: inside containerd's client span for it
+    // (same host clock), however long what it started runs on (the init's wait under Create,
+    // the OOM watch under Start).
+    for name in [
+        "containerd.task.v3.Task/Create",
+        "containerd.task.v3.Task/Start",
+    ] {
+        let server = span("shoji-shim", name);
+        let client = parent(server);
+        assert_eq!(
+            (client.service.as_str(), client.name()),
+            ("containerd", name)
+        );
+        assert!(
+            server.end_ns <= client.end_ns,
+            "the shim's {name} ends {} ms after containerd's call returned",
+            (server.end_ns - client.end_ns) / 1_000_000
+        );
+    }
     drop(server);
 }

@@ -43,13 +43,29 @@ pub fn span_level(name: &str) -> TraceLevel {
             TraceLevel::Debug
         }
         n if n.starts_with("containerd.task.v3.Task/") => TraceLevel::Boot,
-        "image.pull" | "image.pull.blob" | "image.unpack" | "network.prepare" | "network.setup"
-        | "network.configure" | "container.create" | "container.start" | "container.wait"
-        | "container.exec" | "container.kill" | "container.delete" | "stdio.copy" | "vm.stop"
-        | "sandbox.cleanup" | "rootfs.mount" | "process.spawn" | "security.check"
-        | "process.wait" | "container.oom" | "cgroup.freeze" | "cgroup.update" => {
-            TraceLevel::Lifecycle
-        }
+        "image.pull"
+        | "image.pull.blob"
+        | "image.unpack"
+        | "network.prepare"
+        | "network.setup"
+        | "network.configure"
+        | "container.create"
+        | "container.start"
+        | "container.wait"
+        | "container.exec"
+        | "container.kill"
+        | "container.delete"
+        | "stdio.copy"
+        | "vm.stop"
+        | "sandbox.cleanup"
+        | "rootfs.mount"
+        | "process.spawn"
+        | "security.check"
+        | "process.wait"
+        | "container.oom"
+        | "container.oom_watch"
+        | "cgroup.freeze"
+        | "cgroup.update" => TraceLevel::Lifecycle,
         // Polled: five per clock sync, one or more per boot while the runtime waits.
         "shoji.agent.v1.AgentService/Ping" => TraceLevel::Debug,
         n if n.starts_with(RPC_PREFIX) => TraceLevel::Rpc,
@@ -421,6 +437,7 @@ mod tests {
             TraceLevel::Debug
         );
         assert_eq!(span_level("container.oom"), TraceLevel::Lifecycle);
+        assert_eq!(span_level("container.oom_watch"), TraceLevel::Lifecycle);
         assert_eq!(span_level("cgroup.update"), TraceLevel::Lifecycle);
         assert_eq!(span_level("something.new"), TraceLevel::Debug);
         let l = Levels {
