@@ -504,7 +504,6 @@ impl Agent {
         Ok(Some(format!("/proc/{}/ns/pid", c.init.pid).into()))
     }
 
-    /// Container `id`'s cgroup directory.
     /// `f` on process `exec_id` (empty: the init) of container `id` and the container's cgroup
     /// directory, under the containers' lock.
     fn with_process<T>(
@@ -523,6 +522,7 @@ impl Agent {
         Ok(f(&cgroup, p))
     }
 
+    /// Container `id`'s cgroup directory.
     fn cgroup_of(&self, id: &str) -> ttrpc::Result<std::path::PathBuf> {
         let m = self
             .containers

@@ -197,12 +197,10 @@ impl containerd_shim::Shim for ShojiShim {
                 }
             }
         }
-        // The dead server's ttRPC socket, which only a clean exit removes.
         if sandbox == self.id {
+            // The dead server's ttRPC socket, which only a clean exit removes.
             remove_stale_socket(&self.bundle);
-        }
-        // The sandbox's lifetime trace, last: its root, which the dead server did not end.
-        if sandbox == self.id {
+            // The sandbox's lifetime trace, last: its root, which the dead server did not end.
             let bundle = self.bundle.clone();
             let ended = tokio::task::spawn_blocking(move || {
                 crate::lifetime::end_in_place(&bundle, &sandbox)
