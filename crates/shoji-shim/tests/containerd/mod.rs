@@ -222,7 +222,13 @@ disabled_plugins = [{disabled}]
         }
         self.child = Some(cmd.spawn().expect("starting containerd"));
         let deadline = Instant::now() + Duration::from_secs(30);
-        while self.ctr(&["version"]).status.code() != Some(0) {
+        // With CRI on, containerd answers `ctr` before its CRI server is initialised (after a
+        // restart it first reloads its sandboxes): wait for that too.
+        let up = |c: &Self| {
+            c.ctr(&["version"]).status.code() == Some(0)
+                && (!c.cri || c.crictl(&["version"]).status.code() == Some(0))
+        };
+        while !up(self) {
             assert!(
                 Instant::now() < deadline,
                 "containerd did not come up: {}",
