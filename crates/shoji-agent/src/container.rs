@@ -143,7 +143,8 @@ pub struct Container {
     pub execs: std::collections::HashMap<String, Process>,
     rootfs: PathBuf,
     cgroup: PathBuf,
-    /// `linux.seccomp` as BPF ([`crate::security::seccomp_bpf`]), loaded by exec'd processes too.
+    /// `linux.seccomp` as BPF ([`crate::security::seccomp_program`]), loaded by exec'd processes
+    /// too.
     seccomp: Option<Vec<u8>>,
 }
 
@@ -320,26 +321,30 @@ pub fn spawn_init(
     })
 }
 
-/// Checking the spec's security fields; on create, compiling its seccomp profile (the parent span
-/// names the container or exec).
+/// Checking the spec's security fields; on create, checking the seccomp program the host
+/// compiled, or compiling the profile when the request carries none (the parent span names the
+/// container or exec).
 fn security_span() -> tracing::Span {
     tracing::info_span!(
         "security.check",
         source = "agent",
         subsystem = "container",
-        seccomp.instructions = tracing::field::Empty
+        seccomp.instructions = tracing::field::Empty,
+        seccomp.compiled_by = tracing::field::Empty
     )
 }
 
 impl Container {
     /// Mounts the rootfs, makes the cgroup, spawns the (held) init process; with `pod`, the
     /// init joins the pod's UTS and IPC namespaces (made with this spec's hostname if they are
-    /// not yet); with `pid_namespace` (an nsfs file), the PID namespace it names.
+    /// not yet); with `pid_namespace` (an nsfs file), the PID namespace it names. `seccomp` is
+    /// the host's compile of the spec's `linux.seccomp` (empty: compiled here).
     // The request's parts, one argument each, as CreateContainer carries them.
     #[allow(clippy::too_many_arguments)]
     pub fn create(
         id: &str,
         spec: &Spec,
+        seccomp: &[u8],
         rootfs_tag: &str,
         rootfs_path: &str,
         files: &[(String, Vec<u8>)],
@@ -368,17 +373,16 @@ impl Container {
         let (seccomp, security, root_security) = {
             let span = security_span();
             let _s = span.enter();
-            let seccomp = spec
-                .linux()
-                .as_ref()
-                .and_then(|l| l.seccomp().as_ref())
-                .map(crate::security::seccomp_bpf)
-                .transpose()?;
+            let profile = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref());
+            let seccomp_from_host = !seccomp.is_empty();
+            let seccomp = crate::security::seccomp_program(profile, seccomp)?;
             if let Some(bpf) = &seccomp {
                 span.record(
                     "seccomp.instructions",
-                    bpf.len() / crate::security::BPF_INSTRUCTION_BYTES,
+                    bpf.len() / shoji_seccomp::INSTRUCTION_BYTES,
                 );
+                let by = if seccomp_from_host { "host" } else { "agent" };
+                span.record("seccomp.compiled_by", by);
             }
             let security = crate::security::process_plan(process, seccomp.as_deref())?;
             (seccomp, security, crate::security::root_plan(spec)?)

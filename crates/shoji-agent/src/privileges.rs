@@ -99,14 +99,14 @@ pub fn set_sets(sec: &ProcessSecurity) -> Result<(), PrivilegeError> {
     Ok(())
 }
 
-/// Loads the container's seccomp filter (the BPF the agent generated) into this process, if it
+/// Loads the container's seccomp filter (the BPF the host or the agent generated) into this process, if it
 /// has one. `no_new_privs` is the caller's business, as is having `CAP_SYS_ADMIN` without it.
 pub fn load_seccomp(sec: &ProcessSecurity) -> Result<(), PrivilegeError> {
     let Some(bpf) = &sec.seccomp else {
         return Ok(());
     };
     let mut filter: Vec<libc::sock_filter> = bpf
-        .chunks_exact(crate::security::BPF_INSTRUCTION_BYTES)
+        .chunks_exact(shoji_seccomp::INSTRUCTION_BYTES)
         .map(|c| libc::sock_filter {
             code: u16::from_ne_bytes([c[0], c[1]]),
             jt: c[2],

@@ -11,20 +11,17 @@
 use std::collections::BTreeSet;
 use std::str::FromStr;
 
-use libseccomp::{
-    ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall,
-};
-use oci_spec::runtime::{
-    LinuxCapabilities, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompOperator, Process, Spec,
-};
+use oci_spec::runtime::{LinuxCapabilities, LinuxSeccomp, Process, Spec};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SecurityError {
     #[error("{field}: capability {name} is not known to the guest agent")]
     Capability { field: String, name: String },
-    #[error("{field}: {message}")]
-    Seccomp { field: String, message: String },
+    #[error(transparent)]
+    Seccomp(#[from] shoji_seccomp::SeccompError),
+    #[error("a seccomp program of {bytes} bytes came with a spec that has no linux.seccomp")]
+    UnexpectedProgram { bytes: usize },
     #[error("linux.sysctl[{name:?}]: {message}")]
     Sysctl { name: String, message: String },
 }
@@ -47,7 +44,7 @@ pub struct ProcessSecurity {
     pub no_new_privileges: bool,
     pub oom_score_adj: Option<i32>,
     /// The container's `linux.seccomp` as the classic BPF program the kernel loads (an array of
-    /// `struct sock_filter`, native byte order), made once per container by [`seccomp_bpf`].
+    /// `struct sock_filter`, native byte order), made once per container by [`seccomp_program`].
     pub seccomp: Option<Vec<u8>>,
 }
 
@@ -90,7 +87,7 @@ fn cap_sets(c: &LinuxCapabilities) -> Result<CapSets, SecurityError> {
     })
 }
 
-/// The per-process plan of `process`, with the container's seccomp filter from [`seccomp_bpf`].
+/// The per-process plan of `process`, with the container's seccomp filter from [`seccomp_program`].
 pub fn process_plan(
     process: &Process,
     seccomp: Option<&[u8]>,
@@ -171,141 +168,25 @@ pub fn root_plan(spec: &Spec) -> Result<RootSecurity, SecurityError> {
     })
 }
 
-fn action(
-    field: &str,
-    a: LinuxSeccompAction,
-    errno: Option<u32>,
-) -> Result<ScmpAction, SecurityError> {
-    let errno = errno.map(|e| e as i32).unwrap_or(libc::EPERM);
-    Ok(match a {
-        LinuxSeccompAction::ScmpActKill | LinuxSeccompAction::ScmpActKillThread => {
-            ScmpAction::KillThread
+/// The program every process of a container loads for the spec's `linux.seccomp`: the one the
+/// host compiled and sent (`precompiled`, checked for shape), or, when the request carries
+/// none, the profile compiled here. `None` when the spec has no seccomp; a program for a spec
+/// without `linux.seccomp` is refused (the two must agree).
+pub fn seccomp_program(
+    profile: Option<&LinuxSeccomp>,
+    precompiled: &[u8],
+) -> Result<Option<Vec<u8>>, SecurityError> {
+    match (profile, precompiled.is_empty()) {
+        (None, true) => Ok(None),
+        (None, false) => Err(SecurityError::UnexpectedProgram {
+            bytes: precompiled.len(),
+        }),
+        (Some(_), false) => {
+            shoji_seccomp::check_program(precompiled)?;
+            Ok(Some(precompiled.to_vec()))
         }
-        LinuxSeccompAction::ScmpActKillProcess => ScmpAction::KillProcess,
-        LinuxSeccompAction::ScmpActTrap => ScmpAction::Trap,
-        LinuxSeccompAction::ScmpActErrno => ScmpAction::Errno(errno),
-        LinuxSeccompAction::ScmpActTrace => ScmpAction::Trace(errno as u16),
-        LinuxSeccompAction::ScmpActLog => ScmpAction::Log,
-        LinuxSeccompAction::ScmpActAllow => ScmpAction::Allow,
-        LinuxSeccompAction::ScmpActNotify => {
-            return Err(SecurityError::Seccomp {
-                field: field.into(),
-                message: "SCMP_ACT_NOTIFY is not supported (no seccomp agent in the guest)".into(),
-            })
-        }
-    })
-}
-
-/// The kernel's limit on one classic BPF program (`BPF_MAXINSNS`).
-const MAX_BPF_INSTRUCTIONS: usize = 4096;
-/// Size of one `struct sock_filter`.
-pub const BPF_INSTRUCTION_BYTES: usize = 8;
-
-/// Compiles `s` once, in the agent, into the BPF program every process of the container loads
-/// (libseccomp's code generation costs about 100 ms for Docker's profile under TCG; the init
-/// then only hands the bytes to the kernel).
-pub fn seccomp_bpf(s: &LinuxSeccomp) -> Result<Vec<u8>, SecurityError> {
-    use std::io::{Read, Seek};
-    let err = |message: String| SecurityError::Seccomp {
-        field: "linux.seccomp".into(),
-        message,
-    };
-    let ctx = compile(s)?;
-    let fd = nix::sys::memfd::memfd_create(c"seccomp-bpf", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
-        .map_err(|e| err(format!("memfd_create: {e}")))?;
-    let mut file = std::fs::File::from(fd);
-    ctx.export_bpf(&mut file)
-        .map_err(|e| err(format!("generating the filter: {e}")))?;
-    let mut bpf = Vec::new();
-    file.rewind()
-        .and_then(|_| file.read_to_end(&mut bpf))
-        .map_err(|e| err(format!("reading the generated filter: {e}")))?;
-    let n = bpf.len() / BPF_INSTRUCTION_BYTES;
-    if bpf.is_empty() || bpf.len() % BPF_INSTRUCTION_BYTES != 0 || n > MAX_BPF_INSTRUCTIONS {
-        return Err(err(format!(
-            "the filter is {} bytes ({n} instructions); the kernel takes 1 to {MAX_BPF_INSTRUCTIONS}",
-            bpf.len()
-        )));
+        (Some(p), true) => Ok(Some(shoji_seccomp::program(p)?)),
     }
-    Ok(bpf)
-}
-
-/// Builds the libseccomp filter of `s`, refusing unknown architectures and actions with the
-/// field named (unknown syscall names are skipped). Loading (and when) is the caller's business.
-pub fn compile(s: &LinuxSeccomp) -> Result<ScmpFilterContext, SecurityError> {
-    let lib = |field: &str| {
-        let field = field.to_string();
-        move |e: libseccomp::error::SeccompError| SecurityError::Seccomp {
-            field: field.clone(),
-            message: e.to_string(),
-        }
-    };
-    let default = action(
-        "linux.seccomp.defaultAction",
-        s.default_action(),
-        s.default_errno_ret(),
-    )?;
-    let mut ctx = ScmpFilterContext::new_filter(default).map_err(lib("linux.seccomp"))?;
-    // The caller sets no_new_privs itself when the spec asks for it; libseccomp would set it
-    // on every load.
-    ctx.set_ctl_nnp(false).map_err(lib("linux.seccomp"))?;
-    for (i, arch) in s.architectures().iter().flatten().enumerate() {
-        let field = format!("linux.seccomp.architectures[{i}]");
-        let name = serde_json::to_value(arch)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default();
-        let a = ScmpArch::from_str(&name).map_err(lib(&field))?;
-        ctx.add_arch(a).map_err(lib(&field))?;
-    }
-    for (i, rule) in s.syscalls().iter().flatten().enumerate() {
-        let field = format!("linux.seccomp.syscalls[{i}]");
-        let act = action(&format!("{field}.action"), rule.action(), rule.errno_ret())?;
-        let mut conds = Vec::new();
-        for (j, arg) in rule.args().iter().flatten().enumerate() {
-            let afield = format!("{field}.args[{j}]");
-            if arg.index() > 5 {
-                return Err(SecurityError::Seccomp {
-                    field: afield,
-                    message: format!("index {} is not a syscall argument (0-5)", arg.index()),
-                });
-            }
-            let (op, datum) = match arg.op() {
-                LinuxSeccompOperator::ScmpCmpNe => (ScmpCompareOp::NotEqual, arg.value()),
-                LinuxSeccompOperator::ScmpCmpLt => (ScmpCompareOp::Less, arg.value()),
-                LinuxSeccompOperator::ScmpCmpLe => (ScmpCompareOp::LessOrEqual, arg.value()),
-                LinuxSeccompOperator::ScmpCmpEq => (ScmpCompareOp::Equal, arg.value()),
-                LinuxSeccompOperator::ScmpCmpGe => (ScmpCompareOp::GreaterEqual, arg.value()),
-                LinuxSeccompOperator::ScmpCmpGt => (ScmpCompareOp::Greater, arg.value()),
-                // OCI: `value` is the mask, `valueTwo` what the masked argument must equal.
-                LinuxSeccompOperator::ScmpCmpMaskedEq => (
-                    ScmpCompareOp::MaskedEqual(arg.value()),
-                    arg.value_two().unwrap_or(0),
-                ),
-            };
-            conds.push(ScmpArgCompare::new(arg.index() as u32, op, datum));
-        }
-        for name in rule.names() {
-            // A name this libseccomp does not know is skipped, as runc skips it: profiles such
-            // as containerd's default list syscalls newer than the guest's libseccomp (and
-            // kernel), and a call the kernel lacks cannot be made anyway.
-            let Ok(sc) = ScmpSyscall::from_name(name) else {
-                tracing::debug!(field = %field, syscall = %name, "seccomp: unknown syscall skipped");
-                continue;
-            };
-            // A rule whose action is the default one is what libseccomp refuses as redundant.
-            if act == default {
-                continue;
-            }
-            let r = if conds.is_empty() {
-                ctx.add_rule(act, sc)
-            } else {
-                ctx.add_rule_conditional(act, sc, &conds)
-            };
-            r.map_err(lib(&format!("{field} ({name})")))?;
-        }
-    }
-    Ok(ctx)
 }
 
 #[cfg(test)]
@@ -334,63 +215,25 @@ mod tests {
     }
 
     #[test]
-    fn seccomp_profiles_compile_and_bad_ones_name_the_field() {
-        let good: LinuxSeccomp = serde_json::from_value(serde_json::json!({
-            "defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": 1,
-            "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86"],
-            "syscalls": [
-                {"names": ["read", "write", "exit_group"], "action": "SCMP_ACT_ALLOW"},
-                {"names": ["personality"], "action": "SCMP_ACT_ALLOW",
-                 "args": [{"index": 0, "value": 8, "op": "SCMP_CMP_EQ"}]},
-                {"names": ["clone"], "action": "SCMP_ACT_ALLOW",
-                 "args": [{"index": 0, "value": 2114060288, "valueTwo": 0, "op": "SCMP_CMP_MASKED_EQ"}]},
-                {"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38},
-                {"names": ["socket"], "action": "SCMP_ACT_ALLOW",
-                 "args": [{"index": 0, "value": 40, "op": "SCMP_CMP_NE"}]}
-            ]
+    fn the_hosts_program_is_checked_and_must_match_the_spec() {
+        let profile: LinuxSeccomp = serde_json::from_value(serde_json::json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_ERRNO"}]
         }))
         .unwrap();
-        compile(&good).unwrap();
-        // The program handed to the init: whole instructions, ending in a return.
-        let bpf = seccomp_bpf(&good).unwrap();
-        assert_eq!(bpf.len() % BPF_INSTRUCTION_BYTES, 0);
-        let last = &bpf[bpf.len() - BPF_INSTRUCTION_BYTES..];
+        let compiled = seccomp_program(Some(&profile), &[]).unwrap().unwrap();
+        // The host's program is taken as it is (not compiled again) once its shape is checked.
         assert_eq!(
-            u16::from_ne_bytes([last[0], last[1]]) & 0x07,
-            0x06,
-            "BPF_RET class"
+            seccomp_program(Some(&profile), &compiled).unwrap(),
+            Some(compiled.clone())
         );
-        // A syscall name libseccomp does not know (a newer kernel's) is skipped, not refused.
-        let mut newer = good.clone();
-        let mut rules = newer.syscalls().clone().unwrap();
-        rules[1].set_names(vec!["personality".into(), "no_such_call".into()]);
-        newer.set_syscalls(Some(rules));
-        assert_eq!(seccomp_bpf(&newer).unwrap(), bpf);
-        let mut notify = good.clone();
-        notify.set_default_action(LinuxSeccompAction::ScmpActNotify);
-        let e = compile(&notify).unwrap_err().to_string();
-        assert!(e.contains("linux.seccomp.defaultAction"), "{e}");
-    }
-
-    #[test]
-    fn every_syscall_of_shojis_default_profile_is_known_to_libseccomp() {
-        // The runtime writes this profile into the specs it builds; an unknown name there
-        // would make every such container fail to start.
-        let profile: toml::Value =
-            toml::from_str(include_str!("../../shoji-runtime/src/seccomp_default.toml")).unwrap();
-        let rules = profile["rule"].as_array().unwrap();
-        let mut n = 0;
-        for rule in rules {
-            for name in rule["names"].as_array().unwrap() {
-                let name = name.as_str().unwrap();
-                assert!(
-                    ScmpSyscall::from_name(name).is_ok(),
-                    "unknown syscall {name}"
-                );
-                n += 1;
-            }
-        }
-        assert!(n > 300, "only {n} syscall names");
+        let e = seccomp_program(Some(&profile), &compiled[1..])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not a whole number"), "{e}");
+        let e = seccomp_program(None, &compiled).unwrap_err().to_string();
+        assert!(e.contains("has no linux.seccomp"), "{e}");
+        assert_eq!(seccomp_program(None, &[]).unwrap(), None);
     }
 
     #[test]

@@ -103,7 +103,7 @@ impl AgentService for Agent {
     async fn create_container(
         &self,
         ctx: &TtrpcContext,
-        req: agent::CreateContainerRequest,
+        mut req: agent::CreateContainerRequest,
     ) -> ttrpc::Result<agent::CreateContainerResponse> {
         let span = server_span!(self, ctx, "CreateContainer", req.container_id);
         async {
@@ -119,8 +119,9 @@ impl AgentService for Agent {
             let files: Vec<(String, Vec<u8>)> = req.files.iter().map(|f| (f.path.clone(), f.content.clone())).collect();
             let pod = req.pod_namespaces.then(|| self.pod_namespaces.clone());
             let pid_namespace = self.pid_namespace_of(&id, &req.pid_namespace_of)?;
+            let seccomp = std::mem::take(&mut req.seccomp_program);
             let span = tracing::info_span!("container.create", source = "agent", subsystem = "container", container_id = %id, container.id = %id, pod_namespaces = req.pod_namespaces, pid_namespace_of = req.pid_namespace_of);
-            let c = tokio::task::spawn_blocking(move || span.in_scope(|| Container::create(&id, &spec, &tag, &rootfs_path, &files, &ports, &reaper, pod.as_deref(), pid_namespace)))
+            let c = tokio::task::spawn_blocking(move || span.in_scope(|| Container::create(&id, &spec, &seccomp, &tag, &rootfs_path, &files, &ports, &reaper, pod.as_deref(), pid_namespace)))
                 .await
                 .map_err(|e| status(ttrpc::Code::INTERNAL, e.to_string()))?
                 .map_err(|e| status(ttrpc::Code::INTERNAL, crate::error_chain(&e)))?;

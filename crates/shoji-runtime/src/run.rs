@@ -254,6 +254,10 @@ pub async fn run(
     let (ports, relay) = StdioRelay::start(&vm.sb, FIRST_STDIO_PORT, req.interactive, terminal)?;
     let _raw = terminal.then(RawTerminal::enable);
 
+    let create_span = info_span!("container.create", source = "runtime", subsystem = "container", container_id = %container_id, container.id = %container_id);
+    let seccomp_program = create_span
+        .in_scope(|| crate::seccomp::program_for_guest(&spec_json))
+        .map_err(SpecError::from)?;
     let container = async {
         client
             .create_container(agent::CreateContainerRequest {
@@ -263,9 +267,10 @@ pub async fn run(
                 rootfs_path: rootfs.in_share.clone(),
                 stdio: Some(ports).into(),
                 files,
+                seccomp_program,
                 ..Default::default()
             })
-            .instrument(info_span!("container.create", source = "runtime", subsystem = "container", container_id = %container_id, container.id = %container_id))
+            .instrument(create_span)
             .await?;
         client
             .start_container(&container_id)

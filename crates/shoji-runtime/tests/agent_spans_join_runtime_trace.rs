@@ -121,6 +121,33 @@ fn vm_traced_run_is_one_trace_with_agent_spans_nested_in_runtime_spans() {
         assert!(spans.iter().any(|s| s.name == name), "no {name} span");
     }
 
+    // The image's seccomp profile is compiled on the host under the runtime's container.create
+    // and the agent takes that program instead of compiling it (ADR 028).
+    let compile = spans
+        .iter()
+        .find(|s| s.name == "seccomp.compile")
+        .expect("a seccomp.compile span");
+    let create = by_id[compile.parent.as_str()];
+    assert_eq!(
+        (create.name.as_str(), create.service.as_str()),
+        ("container.create", "shoji-runtime")
+    );
+    assert!(
+        compile.attrs["seccomp.instructions"]
+            .parse::<u32>()
+            .unwrap()
+            > 100
+    );
+    let check = spans
+        .iter()
+        .find(|s| s.name == "security.check")
+        .expect("a security.check span");
+    assert_eq!(check.attrs["seccomp.compiled_by"], "host");
+    assert_eq!(
+        check.attrs["seccomp.instructions"],
+        compile.attrs["seccomp.instructions"]
+    );
+
     // Every agent server span is the child of the runtime's client span for the same call, and
     // no agent span lies outside a runtime parent (clock correction).
     let mut server_spans = 0;

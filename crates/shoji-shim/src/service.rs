@@ -268,6 +268,8 @@ impl Inner {
             .map_err(|e| error_chain(&e))?;
             let init = Proc::new("", stdio, Vec::new(), &vm.sb.vsock_uds(), port)
                 .map_err(|e| error_chain(&e))?;
+            let seccomp_program = shoji_runtime::seccomp::program_for_guest(&spec_json)
+                .map_err(|e| error_chain(&e))?;
             let r = vm
                 .client
                 .create_container(agent::CreateContainerRequest {
@@ -279,6 +281,7 @@ impl Inner {
                     // A pod's containers share its UTS and IPC namespaces in the guest.
                     pod_namespaces: sandbox.is_some(),
                     pid_namespace_of,
+                    seccomp_program,
                     ..Default::default()
                 })
                 .await;

@@ -61,6 +61,7 @@ pub fn span_level(name: &str) -> TraceLevel {
         | "rootfs.mount"
         | "process.spawn"
         | "security.check"
+        | "seccomp.compile"
         | "process.wait"
         | "container.oom"
         | "container.oom_watch"

@@ -252,9 +252,16 @@ impl GuestVm {
     /// Creates, starts and waits for a container running `args`, then removes it; returns its
     /// stdout, stderr and status.
     pub async fn run(&self, id: &str, args: &[&str], spec_extra: serde_json::Value) -> Outcome {
+        self.run_request(self.create_request(id, args, spec_extra))
+            .await
+    }
+
+    /// [`GuestVm::run`] for a request made by [`GuestVm::create_request`] and then changed.
+    pub async fn run_request(&self, req: agent::CreateContainerRequest) -> Outcome {
+        let id = req.container_id.clone();
+        let id = id.as_str();
         let out = self.collect_port(20000 + port_base(id));
         let err = self.collect_port(20001 + port_base(id));
-        let req = self.create_request(id, args, spec_extra);
         let created = self.create_and_start(req).await;
         assert!(
             created.pid > 1,
@@ -289,9 +296,17 @@ impl GuestVm {
         args: &[&str],
         spec_extra: serde_json::Value,
     ) -> (String, Duration) {
+        self.request_fails(self.create_request(id, args, spec_extra))
+            .await
+    }
+
+    /// [`GuestVm::create_fails`] for a request made by [`GuestVm::create_request`] and then
+    /// changed.
+    pub async fn request_fails(&self, req: agent::CreateContainerRequest) -> (String, Duration) {
+        let id = req.container_id.clone();
+        let id = id.as_str();
         let _out = self.collect_port(20000 + port_base(id));
         let _err = self.collect_port(20001 + port_base(id));
-        let req = self.create_request(id, args, spec_extra);
         let started = Instant::now();
         match self.client.create_container(req).await {
             Ok(r) => panic!("CreateContainer {id} should fail, made pid {}", r.pid),

@@ -357,6 +357,9 @@ async fn create_container(
         vm.log_max_bytes,
     )
     .map_err(BootError::from)?;
+    let seccomp_program = crate::seccomp::program_for_guest(&spec_json)
+        .map_err(crate::spec::SpecError::from)
+        .map_err(BootError::from)?;
     let created = vm
         .client
         .create_container(agent::CreateContainerRequest {
@@ -366,6 +369,7 @@ async fn create_container(
             rootfs_path: rootfs_path.into(),
             stdio: Some(ports).into(),
             files,
+            seccomp_program,
             ..Default::default()
         })
         .await;
