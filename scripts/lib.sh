@@ -245,3 +245,36 @@ build_shoji() {
   build_shoji_binaries "$1"
   build_guest_image "$1"
 }
+
+# write_cri_config WORK PAUSE-IMAGE [RUNTIME-KEYS] : containerd 2.x's configuration for a CRI run
+# of its own in WORK (scripts/critest.sh, scripts/bench-cri.sh): root, state and sockets under
+# WORK, CNI plugins from SHOJI_CNI_DIR with the configurations in WORK/cni, network namespaces
+# under the state directory, the pinned pause image, and Shoji's shim as runtime handler `shoji`
+# on the pause-container sandbox. RUNTIME-KEYS are more lines of the CRI runtime plugin's own
+# table; callers append further tables to WORK/config.toml.
+write_cri_config() {
+  local work=$1 pause=$2 keys=${3:-}
+  cat > "$work/config.toml" <<EOF
+version = 3
+root = "$work/root"
+state = "$work/state"
+disabled_plugins = ["io.containerd.nri.v1.nri"]
+[grpc]
+  address = "$work/containerd.sock"
+[ttrpc]
+  address = "$work/containerd.sock.ttrpc"
+[plugins."io.containerd.cri.v1.images"]
+  snapshotter = "overlayfs"
+  [plugins."io.containerd.cri.v1.images".pinned_images]
+    sandbox = "$pause"
+[plugins."io.containerd.cri.v1.runtime"]
+  netns_mounts_under_state_dir = true
+$keys
+  [plugins."io.containerd.cri.v1.runtime".cni]
+    bin_dirs = ["$SHOJI_CNI_DIR"]
+    conf_dir = "$work/cni"
+  [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.shoji]
+    runtime_type = "io.containerd.shoji.v2"
+    sandboxer = "podsandbox"
+EOF
+}

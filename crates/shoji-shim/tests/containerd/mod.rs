@@ -15,6 +15,8 @@
 
 #![allow(dead_code)]
 
+use std::collections::BTreeSet;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -107,6 +109,36 @@ pub struct Containerd {
     cri: bool,
     /// What [`Self::launch`] added to containerd's environment, for a restart.
     extra_env: Vec<(String, String)>,
+    /// What was in the shims' socket directory before this containerd started.
+    sockets_before: BTreeSet<OsString>,
+}
+
+/// Where shims make their ttRPC sockets (the containerd-shim crate's `SOCKET_ROOT/s`).
+const SHIM_SOCKETS: &str = "/run/containerd/s";
+
+/// The entries of [`SHIM_SOCKETS`].
+fn shim_sockets() -> BTreeSet<OsString> {
+    std::fs::read_dir(SHIM_SOCKETS)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect()
+}
+
+/// Sockets in [`SHIM_SOCKETS`] that were not in `before` and that nobody listens on any more:
+/// left by a shim of this test that ended without removing its socket. (A socket another test
+/// still serves answers, and a shim of this test still running is a leftover process.)
+fn stale_shim_sockets(before: &BTreeSet<OsString>) -> Vec<OsString> {
+    shim_sockets()
+        .into_iter()
+        .filter(|name| !before.contains(name))
+        .filter(|name| {
+            let path = Path::new(SHIM_SOCKETS).join(name);
+            std::os::unix::net::UnixStream::connect(path)
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionRefused)
+        })
+        .collect()
 }
 
 const CONTAINERD: (&str, &str, &str) = ("SHOJI_CONTAINERD", "containerd", "v2.4.2");
@@ -263,6 +295,7 @@ disabled_plugins = [{disabled}]
             release,
             child: None,
             cri: cri.is_some(),
+            sockets_before: shim_sockets(),
             extra_env: extra_env
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -656,13 +689,19 @@ disabled_plugins = [{disabled}]
     }
 
     /// Nothing of the tasks is left: no shim, QEMU or helper (they all name the test dir or
-    /// the sandbox root), no mount under the test dir, no sandbox directory.
+    /// the sandbox root), no mount under the test dir, no sandbox directory, no shim socket
+    /// nobody serves.
     pub fn assert_nothing_left(&self) {
         self.env.assert_nothing_left();
         let procs = self.leftover_processes();
         assert!(procs.is_empty(), "processes left behind: {procs:?}");
         let mounts = mounts_naming(self.env.dir.path());
         assert!(mounts.is_empty(), "mounts left behind: {mounts:?}");
+        let sockets = stale_shim_sockets(&self.sockets_before);
+        assert!(
+            sockets.is_empty(),
+            "shim sockets nobody serves left in {SHIM_SOCKETS}: {sockets:?}"
+        );
     }
 }
 
