@@ -7,8 +7,8 @@
 //! older name. So the server is assembled here from the crate's public parts, keeping what its
 //! `run` does: one server per socket (a second one for the same group hands back the running
 //! one's address and exits), telling `start` the server is up by closing the stdout pipe it
-//! reads, SIGTERM/SIGINT/SIGPIPE caught and ignored, and on exit the server shut down and its
-//! socket removed. ADR 020.
+//! reads, SIGTERM/SIGINT/SIGPIPE caught and ignored, and on exit the server shut down (its
+//! socket is removed by [`ShojiShim`]'s `wait`, before the shutdown). ADR 020.
 
 use std::collections::HashMap;
 use std::os::unix::fs::FileTypeExt;
@@ -95,7 +95,11 @@ pub async fn serve(flags: Flags) -> Result<(), ServeError> {
         return server_started();
     };
     let served = serve_on(flags, listener).await;
-    remove_socket(&socket);
+    if served.is_err() {
+        // Bound but never served, or failed while serving: a socket nobody answers on would
+        // stay in containerd's socket directory.
+        remove_socket(&socket);
+    }
     served
 }
 
@@ -170,12 +174,13 @@ async fn listen(socket: &str) -> Result<Option<std::os::unix::net::UnixListener>
     bind().map(Some).map_err(listen_err)
 }
 
+/// The path of the `unix://` address `socket` (the crate's `spawn` always gives one; a bare
+/// path is taken as it is).
 fn socket_path(socket: &str) -> &str {
-    socket.strip_prefix("unix://").unwrap_or(socket)
+    crate::shim::socket_path(socket).unwrap_or(socket)
 }
 
-/// Removes the socket this server listened on, if it is still a socket (its address is in the
-/// bundle's `address`, which is `socket`).
+/// Removes the socket this server bound, if it is still a socket.
 fn remove_socket(socket: &str) {
     let path = socket_path(socket);
     if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {

@@ -328,7 +328,7 @@ fn remove_stale_socket(bundle: &std::path::Path) {
 }
 
 /// The file system path of a shim's `unix://` socket address.
-fn socket_path(address: &str) -> Option<&str> {
+pub(crate) fn socket_path(address: &str) -> Option<&str> {
     address
         .trim()
         .strip_prefix("unix://")
