@@ -66,6 +66,12 @@ pub enum ServeError {
         #[source]
         source: containerd_shim::Error,
     },
+    #[error("cannot hand the shim socket {socket} to the async runtime")]
+    Listener {
+        socket: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot start the task server on {socket}")]
     Start {
         socket: String,
@@ -121,8 +127,10 @@ async fn serve_on(
         socket: flags.socket.clone(),
         source,
     };
-    let listener = Listener::try_from(listener)
-        .map_err(|e| start_err(ttrpc::Error::Others(format!("listener: {e}"))))?;
+    let listener = Listener::try_from(listener).map_err(|source| ServeError::Listener {
+        socket: flags.socket.clone(),
+        source,
+    })?;
     let mut server = Server::new()
         .add_listener(listener)
         .register_service(task_services(task));
