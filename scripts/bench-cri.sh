@@ -57,33 +57,13 @@ printf '[runtime]\nsandbox_root = "%s/s"\n' "$work" > "$work/shoji.toml"
 cat > "$work/cni/10-tap.conflist" <<EOF
 {"cniVersion":"1.0.0","name":"bench-tap","plugins":[{"type":"tap","ipam":{"type":"static","addresses":[{"address":"192.0.2.2/24"}]}}]}
 EOF
-cat > "$work/config.toml" <<EOF
-version = 3
-root = "$work/root"
-state = "$work/state"
-disabled_plugins = ["io.containerd.nri.v1.nri"]
-[grpc]
-  address = "$work/containerd.sock"
-[ttrpc]
-  address = "$work/containerd.sock.ttrpc"
-[plugins."io.containerd.cri.v1.images"]
-  snapshotter = "overlayfs"
-  [plugins."io.containerd.cri.v1.images".pinned_images]
-    sandbox = "docker.io/library/pause:3.10"
-[plugins."io.containerd.cri.v1.runtime"]
-  netns_mounts_under_state_dir = true
-  # CRI gives a pod's sandbox (pause) container oom_score_adj -998; lowering a score needs
-  # CAP_SYS_RESOURCE, which some hosts (this project's build machines) do not give even root,
-  # and runc then fails every pod ("can't get final child's PID from pipe: EOF", nsexec:
-  # "failed to update /proc/self/oom_score_adj: Permission denied"). Restricted, no score goes
-  # below containerd's own. Shoji's shim sets no score on the host.
-  restrict_oom_score_adj = true
-  [plugins."io.containerd.cri.v1.runtime".cni]
-    bin_dirs = ["$SHOJI_CNI_DIR"]
-    conf_dir = "$work/cni"
-  [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.shoji]
-    runtime_type = "io.containerd.shoji.v2"
-    sandboxer = "podsandbox"
+# CRI gives a pod's sandbox (pause) container oom_score_adj -998; lowering a score needs
+# CAP_SYS_RESOURCE, which some hosts (this project's build machines) do not give even root, and
+# runc then fails every pod ("can't get final child's PID from pipe: EOF", nsexec: "failed to
+# update /proc/self/oom_score_adj: Permission denied"). Restricted, no score goes below
+# containerd's own. Shoji's shim sets no score on the host.
+write_cri_config "$work" docker.io/library/pause:3.10 "  restrict_oom_score_adj = true"
+cat >> "$work/config.toml" <<EOF
   [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc]
     runtime_type = "io.containerd.runc.v2"
     sandboxer = "podsandbox"

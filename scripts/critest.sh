@@ -264,31 +264,12 @@ cat > "$work/cni/10-shoji-critest.conflist" <<EOF
  {"type":"loopback"}]}
 EOF
 printf '[runtime]\nsandbox_root = "%s/sb"\n' "$work" > "$work/shoji.toml"
-cat > "$work/config.toml" <<EOF
-version = 3
-root = "$work/root"
-state = "$work/state"
-disabled_plugins = ["io.containerd.nri.v1.nri"]
-[grpc]
-  address = "$work/containerd.sock"
-[ttrpc]
-  address = "$work/containerd.sock.ttrpc"
-[plugins."io.containerd.cri.v1.images"]
-  snapshotter = "overlayfs"
-  [plugins."io.containerd.cri.v1.images".pinned_images]
-    sandbox = "registry.k8s.io/pause:3.10"
-  [plugins."io.containerd.cri.v1.images".registry]
-    config_path = "$work/certs.d"
-[plugins."io.containerd.cri.v1.runtime"]
-  netns_mounts_under_state_dir = true
-  [plugins."io.containerd.cri.v1.runtime".cni]
-    bin_dirs = ["$SHOJI_CNI_DIR"]
-    conf_dir = "$work/cni"
-  [plugins."io.containerd.cri.v1.runtime".containerd]
-    default_runtime_name = "shoji"
-  [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.shoji]
-    runtime_type = "io.containerd.shoji.v2"
-    sandboxer = "podsandbox"
+write_cri_config "$work" registry.k8s.io/pause:3.10
+cat >> "$work/config.toml" <<EOF
+[plugins."io.containerd.cri.v1.images".registry]
+  config_path = "$work/certs.d"
+[plugins."io.containerd.cri.v1.runtime".containerd]
+  default_runtime_name = "shoji"
 EOF
 endpoint=unix://$work/containerd.sock
 printf 'runtime-endpoint: %s\nimage-endpoint: %s\ntimeout: 60\n' "$endpoint" "$endpoint" > "$work/crictl.yaml"

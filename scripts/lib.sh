@@ -85,6 +85,32 @@ ensure_containerd() {
     export SHOJI_CONTAINERD SHOJI_CTR
 }
 
+# Debian's containerd 1.6 and its ctr, for the shim's test with a containerd older than 2.0
+# (crates/shoji-shim/tests/containerd_1_6_drives_the_shim.rs): the package is fetched with
+# `apt-get download` and unpacked with `dpkg-deb -x` into ~/.cache/shoji/containerd-1.6, never
+# installed (nothing in /usr/bin changes). SHOJI_CONTAINERD16 and SHOJI_CTR16 tell the tests
+# where they are.
+ensure_containerd16() {
+  local dir tmp version out
+  dir="${XDG_CACHE_HOME:-$HOME/.cache}/shoji/containerd-1.6"
+  if [ ! -x "$dir/usr/bin/containerd" ] || [ ! -x "$dir/usr/bin/ctr" ]; then
+    ensure_apt_lists
+    say "fetching Debian's containerd 1.6 (apt-get download, unpacked into $dir)"
+    tmp=$(mktemp -d "${XDG_CACHE_HOME:-$HOME/.cache}/shoji/containerd-1.6.XXXXXX") || return 1
+    out=$(cd "$tmp" && apt-get download -qq containerd 2>&1) &&
+      version=$(dpkg-deb -f "$tmp"/containerd_*.deb Version) ||
+      { echo "error: apt-get download containerd failed: $out" >&2; rm -rf "$tmp"; return 1; }
+    case $version in
+      1.6.*) ;;
+      *) echo "error: Debian's containerd is $version here, not 1.6" >&2; rm -rf "$tmp"; return 1 ;;
+    esac
+    dpkg-deb -x "$tmp"/containerd_*.deb "$tmp/root" && rm -rf "$dir" && mv "$tmp/root" "$dir" &&
+      rm -rf "$tmp" || { rm -rf "$tmp"; return 1; }
+  fi
+  SHOJI_CONTAINERD16="$dir/usr/bin/containerd" SHOJI_CTR16="$dir/usr/bin/ctr" &&
+    export SHOJI_CONTAINERD16 SHOJI_CTR16
+}
+
 # runc and containerd's runc shim, for scripts/bench-cri.sh only (Shoji against runc through
 # CRI); no test uses them. runc is built from the Go module proxy at a pinned version (its tools
 # module), with seccomp (Debian's libseccomp-dev, from ensure_host_deps), as runc's Makefile
@@ -158,6 +184,8 @@ ensure_test_deps() {
   ensure_cargo_tool cargo-nextest cargo-nextest
   # containerd 2.x, ctr and crictl for the shim's VM tests.
   ensure_containerd || return 1
+  # Debian's containerd 1.6, which the shim must work with too.
+  ensure_containerd16 || return 1
   ensure_crictl || return 1
   ensure_cni_plugins || return 1
   # The pod network test: portmap's iptables backend, tc and nsenter to look into the pod's
@@ -216,4 +244,37 @@ build_guest_image() {
 build_shoji() {
   build_shoji_binaries "$1"
   build_guest_image "$1"
+}
+
+# write_cri_config WORK PAUSE-IMAGE [RUNTIME-KEYS] : containerd 2.x's configuration for a CRI run
+# of its own in WORK (scripts/critest.sh, scripts/bench-cri.sh): root, state and sockets under
+# WORK, CNI plugins from SHOJI_CNI_DIR with the configurations in WORK/cni, network namespaces
+# under the state directory, the pinned pause image, and Shoji's shim as runtime handler `shoji`
+# on the pause-container sandbox. RUNTIME-KEYS are more lines of the CRI runtime plugin's own
+# table; callers append further tables to WORK/config.toml.
+write_cri_config() {
+  local work=$1 pause=$2 keys=${3:-}
+  cat > "$work/config.toml" <<EOF
+version = 3
+root = "$work/root"
+state = "$work/state"
+disabled_plugins = ["io.containerd.nri.v1.nri"]
+[grpc]
+  address = "$work/containerd.sock"
+[ttrpc]
+  address = "$work/containerd.sock.ttrpc"
+[plugins."io.containerd.cri.v1.images"]
+  snapshotter = "overlayfs"
+  [plugins."io.containerd.cri.v1.images".pinned_images]
+    sandbox = "$pause"
+[plugins."io.containerd.cri.v1.runtime"]
+  netns_mounts_under_state_dir = true
+$keys
+  [plugins."io.containerd.cri.v1.runtime".cni]
+    bin_dirs = ["$SHOJI_CNI_DIR"]
+    conf_dir = "$work/cni"
+  [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.shoji]
+    runtime_type = "io.containerd.shoji.v2"
+    sandboxer = "podsandbox"
+EOF
 }

@@ -32,6 +32,8 @@ pub struct ShojiShim {
     id: String,
     namespace: String,
     bundle: PathBuf,
+    /// The address the server serves containerd on (`-socket`; empty for the other actions).
+    socket: String,
     /// The configuration, or why it could not be loaded (told on the first request).
     config: Result<Config, String>,
     tracing: Tracing,
@@ -146,6 +148,7 @@ impl containerd_shim::Shim for ShojiShim {
             id: args.id.clone(),
             namespace: args.namespace.clone(),
             bundle,
+            socket: args.socket.clone(),
             config,
             tracing,
             telemetry,
@@ -237,6 +240,18 @@ impl containerd_shim::Shim for ShojiShim {
         if let Some(t) = &mut self.telemetry {
             t.flush();
         }
+        // The socket goes with the server. The crate would remove it after this returns, but
+        // finds it through `address` in the server's working directory, the sandbox's bundle,
+        // which containerd removes once the sandbox's task is deleted: when a pod's other
+        // containers outlived its sandbox container, the socket was left behind. Unlinking the
+        // path leaves the listener serving until the server shuts down.
+        if let Some(path) = socket_path(&self.socket) {
+            if let Err(e) = std::fs::remove_file(path) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    log_line!("shoji-shim: cannot remove the socket {path}: {e}");
+                }
+            }
+        }
     }
 
     async fn create_task_service(&self, publisher: RemotePublisher) -> TaskService {
@@ -295,7 +310,7 @@ fn remove_stale_socket(bundle: &std::path::Path) {
     let Ok(address) = std::fs::read_to_string(bundle.join("address")) else {
         return;
     };
-    let Some(path) = address.trim().strip_prefix("unix://") else {
+    let Some(path) = socket_path(&address) else {
         return;
     };
     let is_socket = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket());
@@ -310,4 +325,12 @@ fn remove_stale_socket(bundle: &std::path::Path) {
         }
         _ => {}
     }
+}
+
+/// The file system path of a shim's `unix://` socket address.
+pub(crate) fn socket_path(address: &str) -> Option<&str> {
+    address
+        .trim()
+        .strip_prefix("unix://")
+        .filter(|p| !p.is_empty())
 }

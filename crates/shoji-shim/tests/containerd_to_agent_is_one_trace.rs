@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use containerd::traces::{
     assert_one_tree_from_containerd, containerd_tracing_env, request_trace, serve,
 };
-use containerd::{text, Containerd, RUNTIME};
+use containerd::Containerd;
 use shoji_trace::model::SpanRecord;
 
 #[test]
@@ -20,23 +20,8 @@ fn vm_containerd_request_to_agent_is_one_trace() {
     let (server, http) = serve(data.path());
     let mut c = Containerd::start(&containerd_tracing_env(&http));
     let image = c.import_busybox();
-    let out = c.ctr(&[
-        "run",
-        "--runtime",
-        RUNTIME,
-        "--rm",
-        &image,
-        "traced-1",
-        "sh",
-        "-c",
-        "echo hi",
-    ]);
-    assert_eq!(
-        (text(&out.stdout).as_str(), out.status.code()),
-        ("hi\n", Some(0)),
-        "{}",
-        text(&out.stderr)
-    );
+    let out = c.ctr_run_rm(&image, "traced-1", "echo hi");
+    c.assert_output(&out, "hi\n", 0);
     // containerd exports what it still holds when it stops.
     c.stop();
     c.assert_nothing_left();

@@ -13,25 +13,9 @@ fn vm_ctr_run_prints_the_output_and_exits_with_the_status() {
     let mut c = Containerd::start(&[]);
     let image = c.import_busybox();
     let started = Instant::now();
-    let out = c.ctr(&[
-        "run",
-        "--runtime",
-        RUNTIME,
-        "--rm",
-        &image,
-        "run-1",
-        "sh",
-        "-c",
-        "echo hi; echo oops >&2; exit 3",
-    ]);
+    let out = c.ctr_run_rm(&image, "run-1", "echo hi; echo oops >&2; exit 3");
     let took = started.elapsed();
-    assert_eq!(
-        (text(&out.stdout).as_str(), out.status.code()),
-        ("hi\n", Some(3)),
-        "stderr: {}\ncontainerd log:\n{}",
-        text(&out.stderr),
-        c.log()
-    );
+    c.assert_output(&out, "hi\n", 3);
     assert!(
         text(&out.stderr).contains("oops"),
         "stderr: {}",

@@ -1,6 +1,8 @@
-//! A real containerd 2.x for the shim's tests: its own root, state, sockets and configuration
-//! under a temp dir, the shim under test on its `PATH`, Shoji's test configuration (sandbox root
-//! in the same temp dir) in its environment. Stopped, and checked for leftovers, on drop.
+//! A real containerd for the shim's tests: its own root, state, sockets and configuration under
+//! a temp dir, the shim under test on its `PATH`, Shoji's test configuration (sandbox root in the
+//! same temp dir) in its environment. Stopped, and checked for leftovers, on drop. containerd
+//! 2.4.2 by default; Debian's 1.6 ([`Release::V1_6`], its configuration format `version = 2`)
+//! with the `*_release` constructors.
 //!
 //! With CRI ([`Containerd::start_cri`]) its CRI plugin serves `crictl` with the runtime handler
 //! `shoji` (pod sandboxes through the pause container, `sandboxer = "podsandbox"`), the pause and
@@ -13,6 +15,8 @@
 
 #![allow(dead_code)]
 
+use std::collections::BTreeSet;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -43,13 +47,18 @@ pub const POD_IP: &str = "192.0.2.2";
 /// A pinned Go tool (`scripts/lib.sh`: `ensure_containerd`, `ensure_crictl`): `$var`, else
 /// its place in the build cache.
 fn tool(var: &str, name: &str, version: &str) -> PathBuf {
+    cached(var, &format!("go-tools/{name}-{version}"))
+}
+
+/// `$var`, else `path` in Shoji's build cache (`~/.cache/shoji`), which must exist.
+fn cached(var: &str, path: &str) -> PathBuf {
     let p = std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| {
         let cache = std::env::var_os("XDG_CACHE_HOME")
             .map(PathBuf::from)
             .unwrap_or_else(|| {
                 PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache")
             });
-        cache.join(format!("shoji/go-tools/{name}-{version}"))
+        cache.join("shoji").join(path)
     });
     assert!(
         p.exists(),
@@ -59,14 +68,77 @@ fn tool(var: &str, name: &str, version: &str) -> PathBuf {
     p
 }
 
+/// Which containerd a test runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Release {
+    /// containerd 2.4.2, built with Go (`scripts/lib.sh`: `ensure_containerd`).
+    V2,
+    /// Debian's containerd 1.6 (`ensure_containerd16`): the legacy start protocol, task API 2,
+    /// configuration `version = 2`, no trace context for shims.
+    V1_6,
+}
+
+impl Release {
+    fn containerd(self) -> PathBuf {
+        match self {
+            Release::V2 => {
+                let (var, name, version) = CONTAINERD;
+                tool(var, name, version)
+            }
+            Release::V1_6 => cached("SHOJI_CONTAINERD16", "containerd-1.6/usr/bin/containerd"),
+        }
+    }
+
+    fn ctr(self) -> PathBuf {
+        match self {
+            Release::V2 => {
+                let (var, name, version) = CTR;
+                tool(var, name, version)
+            }
+            Release::V1_6 => cached("SHOJI_CTR16", "containerd-1.6/usr/bin/ctr"),
+        }
+    }
+}
+
 /// A running containerd and the Shoji test environment its shims use.
 pub struct Containerd {
     pub env: TestEnv,
     pub dir: PathBuf,
+    pub release: Release,
     child: Option<Child>,
     cri: bool,
     /// What [`Self::launch`] added to containerd's environment, for a restart.
     extra_env: Vec<(String, String)>,
+    /// What was in the shims' socket directory before this containerd started.
+    sockets_before: BTreeSet<OsString>,
+}
+
+/// Where shims make their ttRPC sockets (the containerd-shim crate's `SOCKET_ROOT/s`).
+const SHIM_SOCKETS: &str = "/run/containerd/s";
+
+/// The entries of [`SHIM_SOCKETS`].
+fn shim_sockets() -> BTreeSet<OsString> {
+    std::fs::read_dir(SHIM_SOCKETS)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect()
+}
+
+/// Sockets in [`SHIM_SOCKETS`] that were not in `before` and that nobody listens on any more:
+/// left by a shim of this test that ended without removing its socket. (A socket another test
+/// still serves answers, and a shim of this test still running is a leftover process.)
+fn stale_shim_sockets(before: &BTreeSet<OsString>) -> Vec<OsString> {
+    shim_sockets()
+        .into_iter()
+        .filter(|name| !before.contains(name))
+        .filter(|name| {
+            let path = Path::new(SHIM_SOCKETS).join(name);
+            std::os::unix::net::UnixStream::connect(path)
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionRefused)
+        })
+        .collect()
 }
 
 const CONTAINERD: (&str, &str, &str) = ("SHOJI_CONTAINERD", "containerd", "v2.4.2");
@@ -78,7 +150,7 @@ const CNI_PLUGINS: (&str, &str, &str) = ("SHOJI_CNI_DIR", "cni-plugins", "v1.10.
 /// containerd's CRI configuration for the tests: the `shoji` handler, the pause image, CNI with
 /// `conflist` (default: a TAP device alone) in `dir/cni`, network namespaces under containerd's
 /// state directory (so that the test's leftover check sees them).
-fn cri_config(dir: &Path, conflist: Option<&str>) -> String {
+fn cri_config(release: Release, dir: &Path, conflist: Option<&str>) -> String {
     let d = dir.display();
     let conf = dir.join("cni");
     let (var, name, version) = CNI_PLUGINS;
@@ -89,6 +161,26 @@ fn cri_config(dir: &Path, conflist: Option<&str>) -> String {
         r#"{{"cniVersion":"1.0.0","name":"shoji-tap","plugins":[{{"type":"tap","ipam":{{"type":"static","addresses":[{{"address":"{POD_IP}/24"}}]}}}}]}}"#
     );
     std::fs::write(conf.join("10-shoji.conflist"), conflist.unwrap_or(&tap)).expect("CNI conflist");
+    if release == Release::V1_6 {
+        // containerd 1.6: one CRI plugin, configuration format 2; no sandboxer (pods always go
+        // through the pause container); a default runtime must be configured (runc, unused).
+        let cri = r#"plugins."io.containerd.grpc.v1.cri""#;
+        return format!(
+            r#"[{cri}]
+  sandbox_image = "{PAUSE_IMAGE}"
+  netns_mounts_under_state_dir = true
+  [{cri}.cni]
+    bin_dir = "{bin}"
+    conf_dir = "{d}/cni"
+  [{cri}.containerd]
+    snapshotter = "overlayfs"
+    [{cri}.containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+    [{cri}.containerd.runtimes.{HANDLER}]
+      runtime_type = "{RUNTIME}"
+"#
+        );
+    }
     format!(
         r#"[plugins."io.containerd.cri.v1.images"]
   snapshotter = "overlayfs"
@@ -110,22 +202,32 @@ impl Containerd {
     /// Starts containerd, CRI off, with `extra_env` added to its environment (and so to its
     /// shims').
     pub fn start(extra_env: &[(&str, &str)]) -> Self {
-        Self::launch(extra_env, None)
+        Self::launch(Release::V2, extra_env, None)
+    }
+
+    /// As [`Self::start`], for containerd `release`.
+    pub fn start_release(release: Release, extra_env: &[(&str, &str)]) -> Self {
+        Self::launch(release, extra_env, None)
     }
 
     /// Starts containerd with its CRI plugin (see the module's doc) and imports the pause and
     /// busybox images into CRI's namespace.
     pub fn start_cri(extra_env: &[(&str, &str)]) -> Self {
-        Self::start_cri_cni(extra_env, None)
+        Self::start_cri_cni(Release::V2, extra_env, None)
+    }
+
+    /// As [`Self::start_cri`], for containerd `release`.
+    pub fn start_cri_release(release: Release, extra_env: &[(&str, &str)]) -> Self {
+        Self::start_cri_cni(release, extra_env, None)
     }
 
     /// As [`Self::start_cri`], with the CNI network configuration `conflist` (JSON) for pods.
     pub fn start_cri_with_cni(extra_env: &[(&str, &str)], conflist: &str) -> Self {
-        Self::start_cri_cni(extra_env, Some(conflist))
+        Self::start_cri_cni(Release::V2, extra_env, Some(conflist))
     }
 
-    fn start_cri_cni(extra_env: &[(&str, &str)], conflist: Option<&str>) -> Self {
-        let c = Self::launch(extra_env, Some(conflist));
+    fn start_cri_cni(release: Release, extra_env: &[(&str, &str)], conflist: Option<&str>) -> Self {
+        let c = Self::launch(release, extra_env, Some(conflist));
         // `ctr images import` names an image as its layout does (`pause:3.10`); CRI looks
         // images up by their full names.
         for ((_, tar), short, full) in [
@@ -149,24 +251,31 @@ impl Containerd {
     }
 
     /// `cri`: CRI on, with this CNI configuration (`None`: the default one).
-    fn launch(extra_env: &[(&str, &str)], cri: Option<Option<&str>>) -> Self {
+    fn launch(release: Release, extra_env: &[(&str, &str)], cri: Option<Option<&str>>) -> Self {
         let env = TestEnv::new();
         let dir = env.dir.path().join("containerd");
         std::fs::create_dir_all(&dir).expect("containerd dir");
         let config = dir.join("config.toml");
         let d = dir.display();
-        let (disabled, plugins) = if let Some(conflist) = cri {
-            (r#""io.containerd.nri.v1.nri""#, cri_config(&dir, conflist))
-        } else {
-            (
+        let (disabled, plugins) = match (release, cri) {
+            (_, Some(conflist)) => (
+                r#""io.containerd.nri.v1.nri""#,
+                cri_config(release, &dir, conflist),
+            ),
+            (Release::V2, None) => (
                 r#""io.containerd.grpc.v1.cri", "io.containerd.cri.v1.runtime", "io.containerd.cri.v1.images", "io.containerd.nri.v1.nri""#,
                 String::new(),
-            )
+            ),
+            (Release::V1_6, None) => (r#""io.containerd.grpc.v1.cri""#, String::new()),
+        };
+        let version = match release {
+            Release::V2 => 3,
+            Release::V1_6 => 2,
         };
         std::fs::write(
             &config,
             format!(
-                r#"version = 3
+                r#"version = {version}
 root = "{d}/root"
 state = "{d}/state"
 disabled_plugins = [{disabled}]
@@ -183,8 +292,10 @@ disabled_plugins = [{disabled}]
         let mut c = Self {
             env,
             dir,
+            release,
             child: None,
             cri: cri.is_some(),
+            sockets_before: shim_sockets(),
             extra_env: extra_env
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -208,8 +319,7 @@ disabled_plugins = [{disabled}]
             .append(true)
             .open(self.dir.join("containerd.log"))
             .expect("containerd log");
-        let (var, name, version) = CONTAINERD;
-        let mut cmd = Command::new(tool(var, name, version));
+        let mut cmd = Command::new(self.release.containerd());
         cmd.arg("--config")
             .arg(self.dir.join("config.toml"))
             .env("PATH", path)
@@ -259,8 +369,7 @@ disabled_plugins = [{disabled}]
     }
 
     pub fn ctr_cmd_in(&self, namespace: &str) -> Command {
-        let (var, name, version) = CTR;
-        let mut c = Command::new(tool(var, name, version));
+        let mut c = Command::new(self.release.ctr());
         c.arg("--address")
             .arg(self.dir.join("containerd.sock"))
             .arg("--namespace")
@@ -448,6 +557,34 @@ disabled_plugins = [{disabled}]
         self.ctr(&args)
     }
 
+    /// `ctr run --runtime shoji --rm IMAGE ID sh -c SCRIPT`, attached (its output, whatever its
+    /// status).
+    pub fn ctr_run_rm(&self, image: &str, id: &str, script: &str) -> Output {
+        self.ctr(&[
+            "run",
+            "--runtime",
+            RUNTIME,
+            "--rm",
+            image,
+            id,
+            "sh",
+            "-c",
+            script,
+        ])
+    }
+
+    /// Asserts that `out` printed `stdout` and exited with `code` (else shows its stderr and
+    /// containerd's log).
+    pub fn assert_output(&self, out: &Output, stdout: &str, code: i32) {
+        assert_eq!(
+            (text(&out.stdout).as_str(), out.status.code()),
+            (stdout, Some(code)),
+            "stderr: {}\ncontainerd log:\n{}",
+            text(&out.stderr),
+            self.log()
+        );
+    }
+
     /// `ctr run -d` of `image` as task `id` in a Shoji VM, running `sleep 1000`.
     #[allow(dead_code)]
     pub fn run_sleeper(&self, image: &str, id: &str) {
@@ -542,14 +679,29 @@ disabled_plugins = [{disabled}]
             .collect()
     }
 
+    /// The socket the shim serving `group` (a task id, or a pod's sandbox id) in `namespace`
+    /// listens on when containerd names no socket directory (containerd before 2.3):
+    /// `/run/containerd/s/<hash>`, shared by every containerd on the host.
+    pub fn shim_socket(&self, namespace: &str, group: &str) -> PathBuf {
+        let sock = self.dir.join("containerd.sock").display().to_string();
+        let address = containerd_shim::socket_address(&sock, namespace, group);
+        PathBuf::from(address.trim_start_matches("unix://"))
+    }
+
     /// Nothing of the tasks is left: no shim, QEMU or helper (they all name the test dir or
-    /// the sandbox root), no mount under the test dir, no sandbox directory.
+    /// the sandbox root), no mount under the test dir, no sandbox directory, no shim socket
+    /// nobody serves.
     pub fn assert_nothing_left(&self) {
         self.env.assert_nothing_left();
         let procs = self.leftover_processes();
         assert!(procs.is_empty(), "processes left behind: {procs:?}");
         let mounts = mounts_naming(self.env.dir.path());
         assert!(mounts.is_empty(), "mounts left behind: {mounts:?}");
+        let sockets = stale_shim_sockets(&self.sockets_before);
+        assert!(
+            sockets.is_empty(),
+            "shim sockets nobody serves left in {SHIM_SOCKETS}: {sockets:?}"
+        );
     }
 }
 
