@@ -1,7 +1,8 @@
 //! containerd 2.x drives a Shoji microVM through the shim: `ctr run --runtime
 //! io.containerd.shoji.v2` runs the command in a VM with its output on ctr's stdout and its exit
-//! status as ctr's; a detached task is listed, runs an exec, is killed and deleted; afterwards
-//! no shim, QEMU, helper, mount or sandbox directory is left.
+//! status as ctr's; containerd's default seccomp profile applies in the guest; a detached task
+//! is listed, runs an exec, is killed and deleted; afterwards no shim, QEMU, helper, mount or
+//! sandbox directory is left.
 
 mod containerd;
 use std::time::{Duration, Instant};
@@ -23,6 +24,33 @@ fn vm_ctr_run_prints_the_output_and_exits_with_the_status() {
     );
     eprintln!("ctr run --rm to exit: {took:?}");
     assert_eq!(c.task_status("run-1"), None, "--rm leaves no task");
+    c.assert_nothing_left();
+    c.stop();
+    c.assert_nothing_left();
+}
+
+/// containerd's default seccomp profile (`ctr run --seccomp`), compiled by the shim on the host
+/// (ADR 028), is the container's filter in the guest: `unshare` without `CAP_SYS_ADMIN` gets
+/// EPERM.
+#[test]
+fn vm_ctr_run_seccomp_applies_containerds_default_profile_in_the_guest() {
+    let mut c = Containerd::start(&[]);
+    let image = c.import_busybox();
+    let script = "grep Seccomp: /proc/self/status; \
+        unshare -U true 2>&1 | grep -q 'Operation not permitted' && echo unshare=EPERM";
+    let out = c.ctr(&[
+        "run",
+        "--runtime",
+        RUNTIME,
+        "--rm",
+        "--seccomp",
+        &image,
+        "sec-1",
+        "sh",
+        "-c",
+        script,
+    ]);
+    c.assert_output(&out, "Seccomp:\t2\nunshare=EPERM\n", 0);
     c.assert_nothing_left();
     c.stop();
     c.assert_nothing_left();
