@@ -200,7 +200,13 @@ impl SandboxVm {
             initrd: bins.initrd.clone(),
             vcpus,
             memory_mib,
-            kernel_cmdline: kernel_cmdline(config, &opts, &sb.id),
+            kernel_cmdline: kernel_cmdline(
+                config,
+                &opts,
+                &sb.id,
+                choice.accel,
+                bins.kernel_uses_acpi,
+            ),
             vhost_vsock_socket: sb.vhost_socket(),
             virtiofs_socket: sb.virtiofs_socket(),
             virtiofs_tag: super::dir::SHARE_TAG.into(),
@@ -538,7 +544,13 @@ fn firmware_span(
     })
 }
 
-fn kernel_cmdline(config: &Config, opts: &BootOptions, sandbox_id: &str) -> String {
+fn kernel_cmdline(
+    config: &Config,
+    opts: &BootOptions,
+    sandbox_id: &str,
+    accel: crate::hypervisor::accel::Accel,
+    acpi: bool,
+) -> String {
     // no_timer_check: Shoji's kernel has no ACPI (ADR 014), so it learns the interrupt routing
     // from qboot's MP table, which does not connect the PIT to the IO-APIC; the kernel's check
     // of that timer then fails (a panic, or seconds of fallbacks) although the guest runs on
@@ -553,6 +565,17 @@ fn kernel_cmdline(config: &Config, opts: &BootOptions, sandbox_id: &str) -> Stri
             " tsc_early_khz={khz} lpj={} tsc=reliable",
             khz * 4
         ));
+    }
+    // noapictimer, under TCG with one vCPU and a kernel without ACPI (Shoji's) only: QEMU's
+    // TCG has no TSC-deadline timer, so the kernel calibrates the local APIC timer against the
+    // PIT and verifies it against jiffies, 2 x 100 ms of emulated time at every boot (KVM
+    // guests have the deadline timer and skip both). Without the APIC timer the PIT is the
+    // clock-event device, through the IO-APIC (pin 2 in qboot's MP table). With ACPI
+    // (Debian's kernel; microvm's ACPI is hardware-reduced) the guest then had no working
+    // timer and the agent never reported ready; with more vCPUs the PIT would have to wake the
+    // others by IPI, so they keep the calibration. Measured in docs/benchmarks.md.
+    if accel == crate::hypervisor::accel::Accel::Tcg && opts.vcpus <= 1 && !acpi {
+        c.push_str(" noapictimer");
     }
     c.push_str(&format!(
         " shoji.sandbox_id={sandbox_id} shoji.launch_ns={}",
