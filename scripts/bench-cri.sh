@@ -175,7 +175,7 @@ pods = {pod for h, _, pod in rows if h == "shoji"}
 traces = get("/api/traces?service=containerd&limit=1000")
 LAYERS = ("containerd", "shim", "vm.start", "guest boot", "agent")
 VM = {"vm.start", "helper.start", "qemu.launch"}
-BOOT = {"guest.boot", "vm.firmware", "agent.boot", "kernel.boot", "modules.load", "agent.start"}
+BOOT = {"guest.boot", "vm.firmware", "agent.boot", "kernel.boot", "agent.setup", "modules.load", "agent.start"}
 def layer(s, svc):
     name = s["operationName"]
     if name in BOOT:

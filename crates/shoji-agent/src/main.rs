@@ -41,6 +41,8 @@ fn main() {
     let mut phases = vec![
         ("kernel.entered".to_string(), kernel_entered),
         ("init.reached".to_string(), init_reached),
+        // The basic mounts, the console and telemetry: `agent.setup`, apart from the modules.
+        ("basics.ready".to_string(), boot::now_unix_ns()),
     ];
     match boot::load_modules() {
         Ok(n) => tracing::debug!(modules = n, "modules loaded"),

@@ -115,9 +115,10 @@ pub fn boot_spans(params: &BootParams, phases: &[(String, u64)]) {
             .find(|(n, _)| n == name)
             .map(|(_, t)| std::time::UNIX_EPOCH + std::time::Duration::from_nanos(*t))
     };
-    let (Some(k), Some(i), Some(m), Some(r)) = (
+    let (Some(k), Some(i), Some(s), Some(m), Some(r)) = (
         t("kernel.entered"),
         t("init.reached"),
+        t("basics.ready"),
         t("modules.loaded"),
         t("agent.ready"),
     ) else {
@@ -139,7 +140,8 @@ pub fn boot_spans(params: &BootParams, phases: &[(String, u64)]) {
     let cx = parent.with_span(root);
     for (name, a, b) in [
         ("kernel.boot", k, i),
-        ("modules.load", i, m),
+        ("agent.setup", i, s),
+        ("modules.load", s, m),
         ("agent.start", m, r),
     ] {
         let mut s = tracer

@@ -26,6 +26,7 @@ async fn vm_ping_reports_boot_phases_and_an_exec_joins_the_running_container() {
     for want in [
         "kernel.entered",
         "init.reached",
+        "basics.ready",
         "modules.loaded",
         "agent.ready",
     ] {

@@ -213,10 +213,17 @@ fn vm_traced_run_is_one_trace_with_agent_spans_nested_in_runtime_spans() {
         firmware.end,
         agent_boot.start
     );
-    // Shoji's kernel has everything built in and its image no module list: `modules.load` is
-    // still there, so traces of both kernels have the same shape.
+    // `/init`'s first steps (mounts, console, telemetry) are `agent.setup`, and `modules.load`
+    // follows it. Shoji's kernel has everything built in and its image no module list:
+    // `modules.load` is still there, so traces of both kernels have the same shape.
+    let setup = one("agent.setup");
     let modules = one("modules.load");
+    assert_eq!(setup.parent, agent_boot.id);
     assert_eq!(modules.parent, agent_boot.id);
+    assert_eq!(
+        setup.end, modules.start,
+        "modules.load starts where agent.setup ends"
+    );
 }
 
 /// Runs `true` with `config`, returns the one trace's spans (asserting there is exactly one,

@@ -86,6 +86,7 @@ fn vm_level_boot_exports_only_boot_spans_without_orphans() {
         "clock.sync",
         "agent.boot",
         "kernel.boot",
+        "agent.setup",
         "modules.load",
         "agent.start",
     ]

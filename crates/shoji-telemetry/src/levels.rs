@@ -37,7 +37,7 @@ pub fn span_level(name: &str) -> TraceLevel {
     match name {
         "run" | "sandbox" | "sandbox.request" | "agent" | "vm.start" | "helper.start"
         | "qemu.launch" | "guest.boot" | "vm.firmware" | "clock.sync" | "agent.boot"
-        | "kernel.boot" | "modules.load" | "agent.start" => TraceLevel::Boot,
+        | "kernel.boot" | "agent.setup" | "modules.load" | "agent.start" => TraceLevel::Boot,
         // Polled by the kubelet (CRI stats) and monitoring: one pair per poll.
         "containerd.task.v3.Task/Stats" | "shoji.agent.v1.AgentService/StatsContainer" => {
             TraceLevel::Debug
