@@ -27,7 +27,7 @@ fn vm_containerd_1_6_ctr_runs_execs_kills_and_deletes_a_task() {
     let image = c.import_busybox();
 
     // Attached: ctr's stdout, stderr and exit status are the command's.
-    let out = c.ctr_run_rm(&image, "run-16", "echo hi; echo oops >&2; exit 3");
+    let out = c.ctr_run_rm(&[], &image, "run-16", "echo hi; echo oops >&2; exit 3");
     c.assert_output(&out, "hi\n", 3);
     assert!(text(&out.stderr).contains("oops"), "{}", text(&out.stderr));
     assert_eq!(c.task_status("run-16"), None, "--rm leaves no task");

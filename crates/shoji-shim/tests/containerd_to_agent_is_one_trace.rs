@@ -20,7 +20,7 @@ fn vm_containerd_request_to_agent_is_one_trace() {
     let (server, http) = serve(data.path());
     let mut c = Containerd::start(&containerd_tracing_env(&http));
     let image = c.import_busybox();
-    let out = c.ctr_run_rm(&image, "traced-1", "echo hi");
+    let out = c.ctr_run_rm(&[], &image, "traced-1", "echo hi");
     c.assert_output(&out, "hi\n", 0);
     // containerd exports what it still holds when it stops.
     c.stop();

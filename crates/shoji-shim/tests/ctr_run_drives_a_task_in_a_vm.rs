@@ -14,7 +14,7 @@ fn vm_ctr_run_prints_the_output_and_exits_with_the_status() {
     let mut c = Containerd::start(&[]);
     let image = c.import_busybox();
     let started = Instant::now();
-    let out = c.ctr_run_rm(&image, "run-1", "echo hi; echo oops >&2; exit 3");
+    let out = c.ctr_run_rm(&[], &image, "run-1", "echo hi; echo oops >&2; exit 3");
     let took = started.elapsed();
     c.assert_output(&out, "hi\n", 3);
     assert!(
@@ -38,18 +38,7 @@ fn vm_ctr_run_seccomp_applies_containerds_default_profile_in_the_guest() {
     let image = c.import_busybox();
     let script = "grep Seccomp: /proc/self/status; \
         unshare -U true 2>&1 | grep -q 'Operation not permitted' && echo unshare=EPERM";
-    let out = c.ctr(&[
-        "run",
-        "--runtime",
-        RUNTIME,
-        "--rm",
-        "--seccomp",
-        &image,
-        "sec-1",
-        "sh",
-        "-c",
-        script,
-    ]);
+    let out = c.ctr_run_rm(&["--seccomp"], &image, "sec-1", script);
     c.assert_output(&out, "Seccomp:\t2\nunshare=EPERM\n", 0);
     c.assert_nothing_left();
     c.stop();

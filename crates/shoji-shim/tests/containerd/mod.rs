@@ -557,20 +557,13 @@ disabled_plugins = [{disabled}]
         self.ctr(&args)
     }
 
-    /// `ctr run --runtime shoji --rm IMAGE ID sh -c SCRIPT`, attached (its output, whatever its
-    /// status).
-    pub fn ctr_run_rm(&self, image: &str, id: &str, script: &str) -> Output {
-        self.ctr(&[
-            "run",
-            "--runtime",
-            RUNTIME,
-            "--rm",
-            image,
-            id,
-            "sh",
-            "-c",
-            script,
-        ])
+    /// `ctr run --runtime shoji --rm FLAGS... IMAGE ID sh -c SCRIPT`, attached (its output,
+    /// whatever its status).
+    pub fn ctr_run_rm(&self, flags: &[&str], image: &str, id: &str, script: &str) -> Output {
+        let mut args = vec!["run", "--runtime", RUNTIME, "--rm"];
+        args.extend_from_slice(flags);
+        args.extend_from_slice(&[image, id, "sh", "-c", script]);
+        self.ctr(&args)
     }
 
     /// Asserts that `out` printed `stdout` and exited with `code` (else shows its stderr and
