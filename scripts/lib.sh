@@ -39,8 +39,9 @@ ensure_cargo_tool() {
 ensure_host_deps() {
   ensure_debian_packages qemu-system-x86 busybox-static cpio lz4 zstd gzip file bc \
     libseccomp-dev libcap-ng-dev pkg-config protobuf-compiler ca-certificates libssl-dev mold
-  # Shoji's guest kernel (`shoji image build`, ADR 014): Debian's kernel source and its tools.
-  ensure_debian_packages linux-source-6.1 make gcc libc6-dev bison flex libelf-dev xz-utils
+  # Shoji's guest kernel (`shoji image build`, ADR 014): Debian's kernel source, its tools, and
+  # `patch` for crates/shoji-image/kernel/patches.
+  ensure_debian_packages linux-source-6.1 make gcc libc6-dev bison flex libelf-dev xz-utils patch
   ensure_apt_lists
   ensure_cargo_tool vhost-device-vsock vhost-device-vsock
   ensure_cargo_tool virtiofsd virtiofsd

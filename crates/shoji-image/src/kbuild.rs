@@ -1,7 +1,8 @@
-//! Shoji's own guest kernel: built from Debian's `linux-source-6.1` tarball, `make tinyconfig`
-//! plus the fragments in `crates/shoji-image/kernel/*.config`, everything built in and no
-//! modules (ADR 014). The result is cached outside the clone, keyed by the source package's
-//! version, the fragments, the build settings and the toolchain, so a machine builds it once.
+//! Shoji's own guest kernel: built from Debian's `linux-source-6.1` tarball with the patches in
+//! `crates/shoji-image/kernel/patches/`, `make tinyconfig` plus the fragments in
+//! `crates/shoji-image/kernel/*.config`, everything built in and no modules (ADR 014). The result
+//! is cached outside the clone, keyed by the source package's version, the fragments, the
+//! patches, the build settings and the toolchain, so a machine builds it once.
 //!
 //! Reproducible: the build's timestamp, user, host and version number are fixed, no debug info is
 //! made, `LOCALVERSION` is set (so no `+` from a git tree around the source), and the kernel's
@@ -30,6 +31,13 @@ pub const FRAGMENTS: &[(&str, &str)] = &[
         include_str!("../kernel/container.config"),
     ),
 ];
+
+/// Patches to Debian's source, applied in this order with `patch -p1` after unpacking (as Kata
+/// carries patches for its guest kernel). Each says in its hunk why a Shoji guest needs it.
+pub const PATCHES: &[(&str, &str)] = &[(
+    "0001-x86-mm-free-init-pages-without-poisoning.patch",
+    include_str!("../kernel/patches/0001-x86-mm-free-init-pages-without-poisoning.patch"),
+)];
 
 /// What makes two builds of the same source and fragments the same: part of the cache key, so a
 /// change here rebuilds.
@@ -162,21 +170,31 @@ pub fn missing_options(config: &str, wanted: &[Wanted]) -> Vec<String> {
         .collect()
 }
 
-/// The cache key: a hash of the source version, the fragments, the build settings and the
-/// toolchain ([`toolchain`]), everything that decides the bytes of `vmlinux`.
+/// The cache key: a hash of the source version, the fragments, the patches, the build settings
+/// and the toolchain ([`toolchain`]), everything that decides the bytes of `vmlinux`.
 pub fn cache_key(source_version: &str, toolchain: &str) -> String {
+    key_of(source_version, toolchain, FRAGMENTS, PATCHES)
+}
+
+fn key_of(
+    source_version: &str,
+    toolchain: &str,
+    fragments: &[(&str, &str)],
+    patches: &[(&str, &str)],
+) -> String {
     let mut h = Sha256::new();
-    h.update(b"shoji-kernel-1\0");
+    h.update(b"shoji-kernel-2\0");
     h.update(SOURCE_PACKAGE.as_bytes());
     h.update(b"\0");
     h.update(source_version.as_bytes());
     h.update(b"\0");
     h.update(toolchain.as_bytes());
-    for (name, text) in FRAGMENTS {
-        h.update(b"\0");
-        h.update(name.as_bytes());
-        h.update(b"\0");
-        h.update(text.as_bytes());
+    for (kind, files) in [("fragment", fragments), ("patch", patches)] {
+        for (name, text) in files {
+            h.update(format!("\0{kind}\0{name}").as_bytes());
+            h.update(b"\0");
+            h.update(text.as_bytes());
+        }
     }
     for (k, v) in BUILD_ENV {
         h.update(format!("\0{k}={v}").as_bytes());
@@ -302,6 +320,17 @@ fn build_in(
     tar.arg("-xf").arg(tarball()).arg("-C").arg(work);
     step("unpacking the kernel source", &mut tar, log)?;
     let src = work.join(SOURCE_PACKAGE);
+    for (name, text) in PATCHES {
+        progress(&format!("patching: {name}"));
+        let file = work.join(name);
+        std::fs::write(&file, text).map_err(io("write", &file))?;
+        let mut patch = Command::new("patch");
+        patch
+            .args(["-p1", "--batch", "--forward", "-i"])
+            .arg(&file)
+            .current_dir(&src);
+        step("patch", &mut patch, log)?;
+    }
 
     progress("configuring: make tinyconfig + crates/shoji-image/kernel/*.config");
     step("make tinyconfig", make(&src).arg("tinyconfig"), log)?;
@@ -605,5 +634,26 @@ mod tests {
         assert_ne!(cache_key("6.1.192-1", gcc12), cache_key("6.1.193-1", gcc12));
         assert_ne!(cache_key("6.1.192-1", gcc12), cache_key("6.1.192-1", gcc13));
         assert_eq!(cache_key("x", "y").len(), 16);
+    }
+
+    #[test]
+    fn the_cache_key_follows_the_patches() {
+        let patched = key_of("6.1.192-1", "gcc", FRAGMENTS, PATCHES);
+        assert_eq!(patched, cache_key("6.1.192-1", "gcc"));
+        assert_ne!(patched, key_of("6.1.192-1", "gcc", FRAGMENTS, &[]));
+        let changed = [(PATCHES[0].0, "--- a/x\n+++ b/x\n")];
+        assert_ne!(patched, key_of("6.1.192-1", "gcc", FRAGMENTS, &changed));
+    }
+
+    #[test]
+    fn patches_are_unified_diffs_of_the_source_tree() {
+        for (name, text) in PATCHES {
+            let mut lines = text.lines();
+            let (old, new) = (lines.next().unwrap_or(""), lines.next().unwrap_or(""));
+            assert!(old.starts_with("--- a/"), "{name}: {old}");
+            assert!(new.starts_with("+++ b/"), "{name}: {new}");
+            assert_eq!(old[6..], new[6..], "{name}: one file per header");
+            assert!(text.contains("\n@@ "), "{name} has no hunk");
+        }
     }
 }
