@@ -191,9 +191,7 @@ fn key_of(
     h.update(toolchain.as_bytes());
     for (kind, files) in [("fragment", fragments), ("patch", patches)] {
         for (name, text) in files {
-            h.update(format!("\0{kind}\0{name}").as_bytes());
-            h.update(b"\0");
-            h.update(text.as_bytes());
+            h.update(format!("\0{kind}\0{name}\0{text}").as_bytes());
         }
     }
     for (k, v) in BUILD_ENV {
@@ -329,7 +327,11 @@ fn build_in(
             .args(["-p1", "--batch", "--forward", "-i"])
             .arg(&file)
             .current_dir(&src);
-        step("patch", &mut patch, log)?;
+        step(
+            "patch -p1 (crates/shoji-image/kernel/patches)",
+            &mut patch,
+            log,
+        )?;
     }
 
     progress("configuring: make tinyconfig + crates/shoji-image/kernel/*.config");
