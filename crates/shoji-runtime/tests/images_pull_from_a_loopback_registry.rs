@@ -16,8 +16,8 @@ use common::registry::Registry;
 use common::{run_in_pty, stored_spans, text, TestEnv};
 
 /// `blob.cached` as `common::otlp_span_attrs` shows an OTLP JSON boolean.
-const CACHED: &str = r#"{"boolValue":true}"#;
-const FETCHED: &str = r#"{"boolValue":false}"#;
+const CACHED: &str = "true";
+const FETCHED: &str = "false";
 
 fn store(env: &TestEnv) -> PathBuf {
     env.dir.path().join("data/images")

@@ -7,7 +7,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{busybox_image, text, TestEnv};
+use common::{busybox_image, stored_spans, text, TestEnv};
 
 /// Two network namespaces joined by a veth pair: `<ns>` holds 10.201.0.2/24 (the container's
 /// side), `<peer>` 10.201.0.1/24. Deleted on drop.
@@ -69,6 +69,7 @@ fn vm_netns_mode_gives_the_vm_the_namespaces_address() {
         .args([
             "run",
             "--rm",
+            "--trace",
             "--network",
             &format!("netns:/run/netns/{}", nets.ns),
             &image,
@@ -119,6 +120,24 @@ fn vm_netns_mode_gives_the_vm_the_namespaces_address() {
     assert_eq!(
         lines,
         ["inet 10.201.0.2/24", "default via 10.201.0.1 dev eth0"]
+    );
+    // vhost-net was decided and recorded: used only with KVM where the device opens.
+    let spans = stored_spans(&env);
+    let vm = spans
+        .iter()
+        .find(|s| s.name == "vm.start")
+        .expect("a vm.start span");
+    let usable = vm.attrs.get("vm.accel").map(String::as_str) == Some("kvm")
+        && std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/vhost-net")
+            .is_ok();
+    assert_eq!(
+        vm.attrs.get("vm.vhost_net").map(String::as_str),
+        Some(if usable { "true" } else { "false" }),
+        "{:?}",
+        vm.attrs
     );
     env.assert_nothing_left();
     // The TAP went with QEMU, the redirect with the run.

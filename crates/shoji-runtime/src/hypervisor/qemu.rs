@@ -118,16 +118,19 @@ impl Hypervisor for Qemu {
         cmd.args(Self::args(spec))
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped());
-        if let crate::network::VmNetwork::Tap { fd, .. } = &spec.network {
-            // QEMU is told the same number (`-netdev tap,fd=N`): only close-on-exec is cleared.
-            let raw = std::os::fd::AsRawFd::as_raw_fd(&**fd);
+        let inherited = spec.network.inherited_fds();
+        if !inherited.is_empty() {
+            // QEMU is told the same numbers (`-netdev tap,fd=N,vhostfd=M`): only close-on-exec
+            // is cleared.
             // SAFETY: runs in the forked child before exec; fcntl is async-signal-safe and
-            // touches only the fd number copied into the closure, which the parent keeps open
-            // (the Arc in the spec) until the child has exec'd.
+            // touches only the fd numbers moved into the closure, which the parent keeps open
+            // (the Arcs in the spec) until the child has exec'd.
             unsafe {
                 cmd.pre_exec(move || {
-                    if libc::fcntl(raw, libc::F_SETFD, 0) < 0 {
-                        return Err(std::io::Error::last_os_error());
+                    for &raw in &inherited {
+                        if libc::fcntl(raw, libc::F_SETFD, 0) < 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
                     }
                     Ok(())
                 });

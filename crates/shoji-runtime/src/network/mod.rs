@@ -10,6 +10,7 @@
 pub mod files;
 pub mod netns;
 pub mod ports;
+pub mod vhost;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
@@ -215,11 +216,34 @@ pub enum VmNetwork {
         mac: String,
         forwards: Vec<PortMapping>,
     },
-    /// An open TAP device, passed to the hypervisor as a file descriptor.
+    /// An open TAP device, passed to the hypervisor as a file descriptor, with vhost-net's
+    /// device when [`vhost::probe`] found it usable.
     Tap {
         fd: std::sync::Arc<std::os::fd::OwnedFd>,
         mac: String,
+        vhost: Option<std::sync::Arc<std::os::fd::OwnedFd>>,
     },
+}
+
+impl VmNetwork {
+    /// The descriptors the hypervisor inherits under their own numbers (the TAP, vhost-net).
+    pub fn inherited_fds(&self) -> Vec<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        match self {
+            VmNetwork::Tap { fd, vhost, .. } => std::iter::once(fd)
+                .chain(vhost)
+                .map(|f| f.as_raw_fd())
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Gives a TAP vhost-net's device when `choice` has one; other devices are left alone.
+    pub fn use_vhost(&mut self, choice: &vhost::VhostChoice) {
+        if let VmNetwork::Tap { vhost, .. } = self {
+            vhost.clone_from(&choice.fd);
+        }
+    }
 }
 
 /// Everything a sandbox's network needs, derived from [`NetworkOptions`]. Keep it until the VM
@@ -294,6 +318,7 @@ impl NetworkPlan {
                     vm: VmNetwork::Tap {
                         fd: a.tap.clone(),
                         mac: a.mac.clone(),
+                        vhost: None,
                     },
                     dns: files::DnsReach {
                         ipv6: global_ipv6(&a.guest).is_some(),
@@ -330,12 +355,19 @@ impl NetworkPlan {
                 ]
             }
             // The hypervisor inherits the descriptor under the same number.
-            VmNetwork::Tap { fd, mac } => vec![
-                "-netdev".into(),
-                format!("tap,id=net0,fd={}", std::os::fd::AsRawFd::as_raw_fd(&**fd)),
-                "-device".into(),
-                format!("virtio-net-device,netdev=net0,mac={mac}"),
-            ],
+            VmNetwork::Tap { fd, mac, vhost } => {
+                use std::os::fd::AsRawFd;
+                let mut netdev = format!("tap,id=net0,fd={}", fd.as_raw_fd());
+                if let Some(v) = vhost {
+                    netdev.push_str(&format!(",vhost=on,vhostfd={}", v.as_raw_fd()));
+                }
+                vec![
+                    "-netdev".into(),
+                    netdev,
+                    "-device".into(),
+                    format!("virtio-net-device,netdev=net0,mac={mac}"),
+                ]
+            }
         }
     }
 }
@@ -480,6 +512,48 @@ mod tests {
             global_ipv6(&described(&["10.88.0.2", "fe80::1", "fd88:0:1::2"])),
             Some("fd88:0:1::2".parse().unwrap())
         );
+    }
+
+    #[test]
+    fn a_tap_is_inherited_with_vhost_net_only_when_the_probe_gave_the_device() {
+        use std::os::fd::AsRawFd;
+        let open = || std::sync::Arc::new(std::fs::File::open("/dev/null").unwrap().into());
+        let mut vm = VmNetwork::Tap {
+            fd: open(),
+            mac: GUEST_MAC.into(),
+            vhost: None,
+        };
+        let VmNetwork::Tap { fd, .. } = &vm else {
+            unreachable!()
+        };
+        let tap = fd.as_raw_fd();
+        assert_eq!(
+            NetworkPlan::qemu_args(&vm)[1],
+            format!("tap,id=net0,fd={tap}")
+        );
+        assert_eq!(vm.inherited_fds(), [tap]);
+        // Under TCG the probe gives no device, and the TAP stays without vhost.
+        vm.use_vhost(&vhost::probe(
+            crate::hypervisor::accel::Accel::Tcg,
+            std::path::Path::new("/dev/null"),
+        ));
+        assert_eq!(vm.inherited_fds(), [tap]);
+        let choice = vhost::VhostChoice {
+            fd: Some(open()),
+            reason: String::new(),
+        };
+        let v = choice.fd.as_ref().unwrap().as_raw_fd();
+        vm.use_vhost(&choice);
+        assert_eq!(
+            NetworkPlan::qemu_args(&vm)[1],
+            format!("tap,id=net0,fd={tap},vhost=on,vhostfd={v}")
+        );
+        assert_eq!(vm.inherited_fds(), [tap, v]);
+        // Other devices have nothing to inherit and ignore vhost.
+        let mut user = NetworkPlan::new(&NetworkOptions::default()).unwrap().vm;
+        user.use_vhost(&choice);
+        assert!(user.inherited_fds().is_empty());
+        assert!(!NetworkPlan::qemu_args(&user)[1].contains("vhost"));
     }
 
     #[test]

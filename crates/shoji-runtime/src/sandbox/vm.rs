@@ -158,7 +158,7 @@ impl SandboxVm {
         hooks.sandbox_ready(&sb);
 
         let (vcpus, memory_mib) = (opts.vcpus, opts.memory_mib);
-        let vm_span = info_span!("vm.start", source = "hypervisor", subsystem = "hypervisor", sandbox_id = %sb.id, vm.accel = choice.accel.as_str(), vm.vcpus = vcpus, vm.memory_mib = memory_mib);
+        let vm_span = info_span!("vm.start", source = "hypervisor", subsystem = "hypervisor", sandbox_id = %sb.id, vm.accel = choice.accel.as_str(), vm.vcpus = vcpus, vm.memory_mib = memory_mib, vm.vhost_net = tracing::field::Empty);
         let (mut vsock_helper, mut fs_helper) = async {
             let v = helpers::start_vsock(&bins.vsock, &sb.vhost_socket(), &sb.vsock_uds())
                 .instrument(info_span!(
@@ -195,6 +195,16 @@ impl SandboxVm {
         if opts.agent_tracing && boot_traceparent.is_some() {
             opts.traceparent = boot_traceparent.clone();
         }
+        let mut network = opts.network.clone();
+        if matches!(network, crate::network::VmNetwork::Tap { .. }) {
+            let vhost = crate::network::vhost::probe(
+                choice.accel,
+                Path::new(crate::network::vhost::DEVICE),
+            );
+            vm_span.record("vm.vhost_net", vhost.fd.is_some());
+            vm_span.in_scope(|| tracing::info!(vhost_net = vhost.fd.is_some(), reason = %vhost.reason, "vhost-net for the TAP"));
+            network.use_vhost(&vhost);
+        }
         let vm = VmSpec {
             kernel: bins.kernel.clone(),
             initrd: bins.initrd.clone(),
@@ -212,7 +222,7 @@ impl SandboxVm {
             virtiofs_tag: super::dir::SHARE_TAG.into(),
             console_socket: sb.console_socket(),
             accel: choice.clone(),
-            network: opts.network.clone(),
+            network,
             acpi: bins.kernel_uses_acpi,
         };
         let console = AbortOnDrop(Some(super::console::capture(&sb, opts.log_max_bytes)?));

@@ -421,7 +421,8 @@ pub fn interrupt_create_while_booting(
 }
 
 /// An OTLP JSON span's attributes as text: strings as they are, integers as their digits
-/// (OTLP JSON writes them as strings or numbers), anything else as JSON.
+/// (OTLP JSON writes them as strings or numbers), booleans as `true`/`false`, anything else as
+/// JSON.
 #[allow(dead_code)]
 pub fn otlp_span_attrs(sp: &serde_json::Value) -> std::collections::HashMap<String, String> {
     sp["attributes"]
@@ -435,6 +436,7 @@ pub fn otlp_span_attrs(sp: &serde_json::Value) -> std::collections::HashMap<Stri
                 .or_else(|| v["intValue"].as_str())
                 .map(str::to_string)
                 .or_else(|| v["intValue"].as_i64().map(|i| i.to_string()))
+                .or_else(|| v["boolValue"].as_bool().map(|b| b.to_string()))
                 .unwrap_or_else(|| v.to_string());
             (a["key"].as_str().unwrap_or("").to_string(), s)
         })
