@@ -273,11 +273,15 @@ pub fn spawn_init(
             Ok(())
         });
     }
-    let child = cmd.spawn().map_err(|e| spawn_err(format!("spawn: {e}")))?;
+    let child = tracing::info_span!("init.exec", source = "agent", subsystem = "container")
+        .in_scope(|| cmd.spawn())
+        .map_err(|e| spawn_err(format!("spawn: {e}")))?;
     // The reaper owns all waiting; forget the handle without waiting.
     drop(child);
     drop((cfg_r, start_r, pid_w));
 
+    let _setup =
+        tracing::info_span!("init.setup", source = "agent", subsystem = "container").entered();
     let mut w = std::fs::File::from(cfg_w);
     w.write_all(&serde_json::to_vec(cfg).map_err(|e| spawn_err(e.to_string()))?)
         .map_err(|e| spawn_err(format!("writing init config: {e}")))?;
@@ -300,6 +304,7 @@ pub fn spawn_init(
             ok = true;
         }
     }
+    drop(_setup);
     let (Some(pid), true) = (pid, ok) else {
         return Err(spawn_err(format!(
             "the container init failed before reporting its set-up (report {:?}; see stderr)",
@@ -394,7 +399,13 @@ impl Container {
             .parent()
             .map(|p| share.join(p))
             .unwrap_or(share);
-        let (mounts, shm_options) = crate::mounts::plan(spec, &container_dir)?;
+        let (mounts, shm_options) = tracing::info_span!(
+            "mounts.plan",
+            source = "agent",
+            subsystem = "storage",
+            container_id = id
+        )
+        .in_scope(|| crate::mounts::plan(spec, &container_dir))?;
         let hostname = spec.hostname().clone().unwrap_or_else(|| "shoji".into());
         let (join_namespaces, shm_bind) = match pod {
             Some(pod) => {
@@ -437,14 +448,23 @@ impl Container {
             crate::share::mount_rootfs(rootfs_tag, rootfs_path, &rootfs)?;
         }
         let cgroup = PathBuf::from(format!("/sys/fs/cgroup/{id}"));
-        std::fs::create_dir_all(&cgroup).map_err(|err| ContainerError::Cgroup {
-            path: cgroup.clone(),
-            err,
-        })?;
-        if let Some(res) = spec.linux().as_ref().and_then(|l| l.resources().as_ref()) {
-            if let Err(e) = crate::cgroup::apply(&cgroup, res) {
-                let _ = std::fs::remove_dir(&cgroup);
-                return Err(e.into());
+        {
+            let _s = tracing::info_span!(
+                "cgroup.create",
+                source = "agent",
+                subsystem = "container",
+                container_id = id
+            )
+            .entered();
+            std::fs::create_dir_all(&cgroup).map_err(|err| ContainerError::Cgroup {
+                path: cgroup.clone(),
+                err,
+            })?;
+            if let Some(res) = spec.linux().as_ref().and_then(|l| l.resources().as_ref()) {
+                if let Err(e) = crate::cgroup::apply(&cgroup, res) {
+                    let _ = std::fs::remove_dir(&cgroup);
+                    return Err(e.into());
+                }
             }
         }
         let init = {

@@ -107,7 +107,8 @@ impl AgentService for Agent {
     ) -> ttrpc::Result<agent::CreateContainerResponse> {
         let span = server_span!(self, ctx, "CreateContainer", req.container_id);
         async {
-            let spec: oci_spec::runtime::Spec = serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(&req.oci_spec_json))
+            let spec: oci_spec::runtime::Spec = tracing::info_span!("spec.parse", source = "agent", subsystem = "container", spec.bytes = req.oci_spec_json.len() as u64)
+                .in_scope(|| serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(&req.oci_spec_json)))
                 .map_err(|e| status(ttrpc::Code::INVALID_ARGUMENT, format!("invalid OCI spec at {}: {}", e.path(), e.inner())))?;
             let ports = req.stdio.clone().unwrap_or_default();
             let id = req.container_id.clone();

@@ -53,6 +53,13 @@ pub fn mount_share(tag: &str) -> Result<PathBuf, ShareError> {
     if set.contains(tag) {
         return Ok(at);
     }
+    let _s = tracing::info_span!(
+        "share.mount",
+        source = "agent",
+        subsystem = "storage",
+        share.tag = tag
+    )
+    .entered();
     let _ = std::fs::create_dir_all(&at);
     mount(
         Some(tag),
