@@ -4,7 +4,7 @@
 //! terminals) is tested in `shoji-runtime/tests`; here is what only the agent API shows. Each
 //! `vm_` test boots one VM; they run one at a time (`.config/nextest.toml`).
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

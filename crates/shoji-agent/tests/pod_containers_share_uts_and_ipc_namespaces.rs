@@ -3,7 +3,7 @@
 //! and keep a PID namespace each; a container that is not a pod's keeps namespaces of its own.
 //! One real microVM, booted and driven over ttRPC by the runtime's own code.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -5,7 +5,7 @@
 //! program, or one sent with a spec that has no seccomp, fails `CreateContainer` with the
 //! reason. One VM. `vm_*`: serial.
 
-mod common;
+use crate::common;
 
 use common::GuestVm;
 use shoji_runtime::seccomp::program_for_guest;

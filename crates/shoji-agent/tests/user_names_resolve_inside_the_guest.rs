@@ -5,7 +5,7 @@
 //! passwd case changes the shared rootfs from the host before its container is made. `vm_*`:
 //! serial.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! when an unpack fails"). The root is a 256 KiB tmpfs mounted in a mount namespace of this
 //! test's own thread, so nothing is left mounted whatever happens. Needs root (CI runs as root).
 
-mod common;
+use crate::common;
 
 use common::{layer, Host, E};
 

@@ -1,7 +1,7 @@
 //! An image archive whose blobs are symlinks to host files, or FIFOs, is refused, quickly and
 //! without reading anything outside the archive (issue 10, item 4).
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::sync::mpsc;

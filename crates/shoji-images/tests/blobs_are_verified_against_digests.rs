@@ -1,7 +1,7 @@
 //! Every blob is checked against its digest as it is read, and every layer against the
 //! configuration's `rootfs.diff_ids` (issue 10, item 3); a mismatch names both digests.
 
-mod common;
+use crate::common;
 
 use common::{chain, layer, oci_layout, sha, Host, Opts, E};
 

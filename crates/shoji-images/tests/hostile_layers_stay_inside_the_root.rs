@@ -1,7 +1,7 @@
 //! Layers written by an attacker: whiteouts, symlinks and hard links must act inside the root
 //! and nowhere else (issue 10, items 1 and 2), and the OCI layer rules must hold.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 

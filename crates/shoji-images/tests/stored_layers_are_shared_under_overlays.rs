@@ -2,7 +2,7 @@
 //! every overlay made on its layers has writes of its own: never seen by another overlay nor
 //! by the store (ADR 018). Needs root: whiteouts are device nodes, overlays are mounts.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

@@ -2,7 +2,7 @@
 //! no orphans, agent server spans under the runtime's client spans, clock-corrected so no agent
 //! span lies outside its runtime parent. Read back from the embedded store as OTLP JSON.
 
-mod common;
+use crate::common;
 use std::collections::HashMap;
 
 use common::{busybox_image, text, TestEnv};

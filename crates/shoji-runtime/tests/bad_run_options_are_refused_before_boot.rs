@@ -2,7 +2,7 @@
 //! cannot name a container and a bundle mount Shoji cannot honour are refused with
 //! a clear message before any VM boots; when QEMU itself refuses, its reason is shown.
 
-mod common;
+use crate::common;
 use common::{busybox_image, text, TestEnv};
 
 fn fails_with(env: &TestEnv, args: &[&str], needles: &[&str]) {

@@ -2,7 +2,7 @@
 //! before any VM boots, by `run` and by `create`, and leaves nothing behind: no sandbox
 //! directory, no process, no mount (`/proc/self/mountinfo`).
 
-mod common;
+use crate::common;
 use common::{busybox_image, mounts_naming, processes_naming, text, TestEnv};
 
 /// A directory of Shoji's own that a test names as a volume: the only entry allowed to stay in

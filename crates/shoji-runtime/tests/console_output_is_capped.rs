@@ -2,7 +2,7 @@
 //! `console.log` past `[runtime] log_max_size`, like the container's own logs. Tests that boot
 //! VMs are named `vm_*`.
 
-mod common;
+use crate::common;
 use std::time::Duration;
 
 use common::{busybox_image, TestEnv};

@@ -2,7 +2,7 @@
 //! `/etc/resolv.conf` written as Docker writes them (issue 13), whatever the network mode. The
 //! test image has none of these files: the agent creates and mounts them. Tests here boot VMs.
 
-mod common;
+use crate::common;
 use common::{busybox_image, text, TestEnv};
 
 fn image() -> String {

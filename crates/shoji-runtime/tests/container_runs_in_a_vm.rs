@@ -1,7 +1,7 @@
 //! `shoji run` boots a real microVM (QEMU, the guest image's kernel, shoji-agent as /init) and runs the
 //! container's process inside it. Every test here boots VMs: named `vm_*`, run one at a time.
 
-mod common;
+use crate::common;
 use common::{busybox_image, text, TestEnv};
 
 fn image() -> String {

@@ -4,7 +4,7 @@
 //! container from an image gets Docker's defaults (capability set, seccomp policy). Each test
 //! boots one VM and runs its checks in one container. `vm_*`: serial.
 
-mod common;
+use crate::common;
 use common::{busybox_image, text, DeleteOnDrop, TestEnv};
 
 /// Docker's default capability set as a /proc mask (bits 0,1,3-8,10,13,18,27,29,31).

@@ -2,7 +2,7 @@
 //! container writes (a changed file, a new one, a removed one) is neither in the store nor
 //! seen by the second (ADR 018).
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};

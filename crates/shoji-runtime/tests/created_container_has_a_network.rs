@@ -3,7 +3,7 @@
 //! publishes its port on the host's loopback; its hostname is its id. Bad network options are
 //! refused before any VM boots. Traffic stays on this machine.
 
-mod common;
+use crate::common;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};

@@ -1,7 +1,7 @@
 //! Bad input and faults: each exits non-zero with a message naming what failed and what to do,
 //! and leaves no process, socket or directory behind ([`common::TestEnv::run`] checks).
 
-mod common;
+use crate::common;
 use common::{busybox_image, text, TestEnv};
 
 fn image() -> String {

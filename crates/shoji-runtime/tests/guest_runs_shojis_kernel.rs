@@ -3,7 +3,7 @@
 //! support, and what the fragments promise containers, seen from inside one: the cgroup v2
 //! controllers, the namespaces, seccomp, the filesystems. Boots a VM (`vm_*`).
 
-mod common;
+use crate::common;
 use common::{busybox_image, text, TestEnv};
 
 #[test]

@@ -1,7 +1,7 @@
 //! A two-layer image whose second layer has `./`-prefixed whiteouts (as `tar -C dir .` writes
 //! them) runs in a VM, and the container sees the tree the OCI layer rules give (issue 10).
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

@@ -2,7 +2,7 @@
 //! race); a `shoji` killed with SIGKILL in the middle of an unpack leaves nothing that a later
 //! run trusts, and that later run unpacks the layer whole (ADR 018). No VM is booted.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

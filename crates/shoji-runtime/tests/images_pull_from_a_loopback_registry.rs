@@ -7,7 +7,7 @@
 //! and a pulled image runs in a VM with `image.pull` in the run's trace and, on a terminal, a
 //! spinner while its layer is unpacked (ADR 021).
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

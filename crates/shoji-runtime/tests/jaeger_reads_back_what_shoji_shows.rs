@@ -5,7 +5,7 @@
 //! --format jaeger-json`, field by field, after [`normalised`] (which lists what legitimately
 //! differs).
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;

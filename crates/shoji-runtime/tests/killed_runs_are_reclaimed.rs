@@ -2,7 +2,7 @@
 //! mount, sockets, console); `shoji gc`, and the next `shoji run`, reclaim it, and leave a live
 //! sandbox alone. Tests that boot VMs are named `vm_*`.
 
-mod common;
+use crate::common;
 use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::{Duration, Instant};

@@ -3,7 +3,7 @@
 //! socket or directory behind, also when the sandbox process was killed. Tests that boot VMs
 //! are named `vm_*` and run one at a time.
 
-mod common;
+use crate::common;
 use std::process::Output;
 use std::time::{Duration, Instant};
 

@@ -4,7 +4,7 @@
 //! sandbox lives the trace is already readable (its spans are exported as they end). Read
 //! straight from the embedded store in the test's data directory.
 
-mod common;
+use crate::common;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 

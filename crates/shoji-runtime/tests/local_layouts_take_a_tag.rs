@@ -2,7 +2,7 @@
 //! `skopeo copy ... oci:DIR:TAG` names them); an absent tag is refused listing the tags
 //! present; a path that exists is taken whole, `:` included (ADR 021). No VM is booted.
 
-mod common;
+use crate::common;
 
 use common::{busybox_image, text, TestEnv};
 

@@ -3,7 +3,7 @@
 //! `span_id` that lead to that span: the runtime's lines on stderr, the agent's on the guest
 //! console. Checked on a real traced run, against the trace read back from the store.
 
-mod common;
+use crate::common;
 use std::collections::HashMap;
 
 use common::{busybox_image, text, TestEnv};

@@ -3,7 +3,7 @@
 //! second namespace. Both namespaces are the test's own and are deleted when it ends; traffic
 //! stays inside them. Needs root (namespaces, veth, TAP): CI runs as root.
 
-mod common;
+use crate::common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 

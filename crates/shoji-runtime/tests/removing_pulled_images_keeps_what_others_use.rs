@@ -4,7 +4,7 @@
 //! container uses is refused, naming the image and the container; once both are removed,
 //! `prune` leaves the store empty, as `shoji image ls` shows.
 
-mod common;
+use crate::common;
 
 use common::registry::Registry;
 use common::{busybox_data_image, busybox_image, text, DeleteOnDrop, TestEnv};

@@ -4,7 +4,7 @@
 //! while the guest still sees setuid bits as the image has them; virtiofsd runs in its own
 //! sandbox. Tests that boot VMs are named `vm_*`.
 
-mod common;
+use crate::common;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -3,7 +3,7 @@
 //! on the PIT through the IO-APIC. Its timers still work (a sleep ends, the PIT's interrupt
 //! counts). A guest with two vCPUs keeps the APIC timer. Boots VMs (`vm_*`).
 
-mod common;
+use crate::common;
 use common::{busybox_image, text, TestEnv};
 
 /// Prints whether the command line has `noapictimer`, sleeps, then prints the counts of the

@@ -3,7 +3,7 @@
 //! its nearest kept ancestor, on the host and in the guest), `off` sends nothing from that
 //! source, and the sampling decision at the root holds for the whole sandbox, host and guest.
 
-mod common;
+use crate::common;
 use std::collections::HashSet;
 
 use common::{busybox_image, stored_spans, text, StoredSpan as S, TestEnv};

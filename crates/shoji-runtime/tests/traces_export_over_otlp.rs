@@ -2,7 +2,7 @@
 //! HTTP/JSON) to a real receiver (`shoji trace serve`), not to the local store. An unknown
 //! protocol is refused before anything starts.
 
-mod common;
+use crate::common;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 

@@ -3,7 +3,7 @@
 //! host terminal's size as it changes. The test opens a pseudo-terminal for `shoji`, as an
 //! interactive shell would.
 
-mod common;
+use crate::common;
 use common::{busybox_image, run_in_pty, PtyRun, TestEnv, FOLLOWS_RESIZE};
 
 #[test]

@@ -3,7 +3,7 @@
 //! fd53:686f:6a69::2), and `-p` publishes a container port on the
 //! host's loopback. Bad network options fail before any VM boots. Traffic stays on this machine.
 
-mod common;
+use crate::common;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};

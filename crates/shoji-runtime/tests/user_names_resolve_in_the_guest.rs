@@ -4,7 +4,7 @@
 //! FIFO or a device makes `exec -u NAME` fail at once with a clear error, not wedge the sandbox
 //! or eat memory; a symlink to the host's /etc/shadow reads nothing of the host's. `vm_*`: serial.
 
-mod common;
+use crate::common;
 use std::time::{Duration, Instant};
 
 use common::{busybox_image, text, DeleteOnDrop, TestEnv};

@@ -2,7 +2,7 @@
 //! shared directory, tmpfs mounts, `--read-only` and `--shm-size`, seen from inside a real guest
 //! and from the host while it runs.
 
-mod common;
+use crate::common;
 use std::io::{BufRead, Write};
 
 use common::{busybox_image, mounts_naming, text, TestEnv};

@@ -6,7 +6,7 @@
 //! socket taken and hands back its address), `exec`, `stop`/`rm`, `stopp`/`rmp`. Afterwards no
 //! shim, QEMU, helper, mount, sandbox directory or shim socket in `/run/containerd/s` is left.
 
-mod containerd;
+use crate::containerd;
 
 use std::time::{Duration, Instant};
 

@@ -5,7 +5,7 @@
 //! exits reach containerd as events. Through `ctr` and through CRI (`crictl`); nothing is left
 //! afterwards.
 
-mod containerd;
+use crate::containerd;
 
 use std::time::{Duration, Instant};
 

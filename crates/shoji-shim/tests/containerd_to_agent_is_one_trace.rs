@@ -5,7 +5,7 @@
 //! under the shim's `Create`, and nothing is orphaned. All three services export to one real
 //! receiver, `shoji trace serve`.
 
-mod containerd;
+use crate::containerd;
 use std::collections::HashMap;
 
 use containerd::traces::{

@@ -4,7 +4,7 @@
 //! the pod network's set-up (host and agent sides) > the agent's `CreateContainer`, and the pause container's start down to the agent's
 //! `StartContainer`, with containerd's spans the ancestors of the shim's and nothing orphaned. All three services export to one real receiver, `shoji trace serve`.
 
-mod containerd;
+use crate::containerd;
 
 use std::collections::HashMap;
 

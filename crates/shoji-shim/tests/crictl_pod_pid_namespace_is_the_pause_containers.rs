@@ -6,7 +6,7 @@
 //! process is to be seen. critest's `NamespaceOption runtime should support PodPID` checks the
 //! first (issue 12).
 
-mod containerd;
+use crate::containerd;
 
 use containerd::{text, Containerd, HANDLER};
 

@@ -5,7 +5,7 @@
 //! (hostname), IPC and (CRI's default pid mode, POD) PID namespaces; `exec`, `logs` (the CRI log file),
 //! `inspect`/`inspectp`, `stop`, `rm`, `stopp` and `rmp` work, and after `rmp` nothing is left.
 
-mod containerd;
+use crate::containerd;
 
 use std::time::{Duration, Instant};
 

@@ -4,7 +4,7 @@
 //! exited with code 137 and reason `OOMKilled`, while the pod's other container runs on;
 //! `crictl update` changes a running container's memory and CPU limits in the guest. One VM.
 
-mod containerd;
+use crate::containerd;
 
 use std::time::{Duration, Instant};
 

@@ -5,7 +5,7 @@
 //! exports them all. crictl, containerd, the shim and the agent export to one real receiver,
 //! `shoji trace serve` (crictl over OTLP/gRPC, the others over OTLP/HTTP).
 
-mod containerd;
+use crate::containerd;
 
 use std::time::Duration;
 

@@ -10,7 +10,7 @@
 //! the shim's mount namespace only: the host's mount table never names the sandbox. The pod's
 //! `/dev/shm` is one 64 MiB tmpfs in the guest, shared by its containers, and never the host's.
 
-mod containerd;
+use crate::containerd;
 
 use std::path::Path;
 use std::time::Duration;

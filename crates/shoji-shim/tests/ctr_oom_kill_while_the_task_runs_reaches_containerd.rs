@@ -3,7 +3,7 @@
 //! as `/tasks/oom` when it happens, not only with an exit: the agent watches the container's
 //! cgroup `memory.events` and the shim long-polls it (`WaitOom`).
 
-mod containerd;
+use crate::containerd;
 
 use std::time::{Duration, Instant};
 

@@ -4,7 +4,7 @@
 //! is listed, runs an exec, is killed and deleted; afterwards no shim, QEMU, helper, mount or
 //! sandbox directory is left.
 
-mod containerd;
+use crate::containerd;
 use std::time::{Duration, Instant};
 
 use containerd::{text, Containerd, RUNTIME};

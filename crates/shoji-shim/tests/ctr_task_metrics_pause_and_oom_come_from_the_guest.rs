@@ -4,7 +4,7 @@
 //! PAUSED) and `resume` thaws it; a task that outgrows its memory limit is OOM-killed in the
 //! guest, exits 137, and containerd's event stream has `/tasks/oom` before `/tasks/exit`.
 
-mod containerd;
+use crate::containerd;
 
 use std::time::{Duration, Instant};
 

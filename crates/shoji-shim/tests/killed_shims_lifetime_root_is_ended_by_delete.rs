@@ -4,7 +4,7 @@
 //! spans under that root), the root has the recorded ids, status Error and
 //! `shoji.root_ended_by`. Real containerd with tracing on, real receiver (`shoji trace serve`).
 
-mod containerd;
+use crate::containerd;
 
 use std::time::Duration;
 

@@ -14,7 +14,7 @@
 //! forwarding on): the test makes it with its address, and host-local gives the pod a default
 //! route through that address, which the guest takes over as a gateway route.
 
-mod containerd;
+use crate::containerd;
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};

@@ -3,7 +3,7 @@
 //! nothing is left on the host: no shim, QEMU or helper, mount, network namespace or sandbox
 //! directory.
 
-mod containerd;
+use crate::containerd;
 
 use std::time::Duration;
 

@@ -4,7 +4,7 @@
 //! socket (the shim's own ttRPC socket included) or sandbox directory. The shim's mounts were never in the host's mount table (they
 //! live in the shim's mount namespace and go with it).
 
-mod containerd;
+use crate::containerd;
 
 use std::time::{Duration, Instant};
 

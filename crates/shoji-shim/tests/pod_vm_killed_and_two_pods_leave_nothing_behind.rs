@@ -3,7 +3,7 @@
 //! (`/tasks/exit` events), while the other pod runs on untouched; removing both pods leaves no
 //! shim, QEMU, helper, mount, socket or sandbox directory.
 
-mod containerd;
+use crate::containerd;
 
 use std::time::{Duration, Instant};
 

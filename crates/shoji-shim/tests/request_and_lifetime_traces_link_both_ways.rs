@@ -7,7 +7,7 @@
 //! crictl through a pod's life, and on what its Jaeger API (`/api/traces/{id}`, `FOLLOWS_FROM`
 //! with the other trace's id) and the viewer's API give for them.
 
-mod containerd;
+use crate::containerd;
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! encoding (protobuf is about a third of its size, see the printed sizes), so one request
 //! proves both.
 
-mod common;
+use crate::common;
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;

@@ -5,7 +5,7 @@
 //! Root can write anything, so when the tests run as root the reading half runs as `nobody`
 //! (this test binary re-executed through `setpriv`).
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -67,7 +67,12 @@ fn read_as_other_user(dir: &Path) -> String {
         Command::new(exe)
     };
     let out = cmd
-        .args(["read_as_child", "--exact", "--ignored", "--nocapture"])
+        .args([
+            "a_read_only_data_directory_can_be_read::read_as_child",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+        ])
         .env(CHILD, dir)
         .output()
         .expect("run the reader");

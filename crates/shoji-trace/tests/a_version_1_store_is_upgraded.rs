@@ -2,7 +2,7 @@
 //! opened: every span is still there, summaries and operations are kept, the old table is gone.
 //! Also: spans re-sent in a different grouping are returned once, and new stores use large pages.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

@@ -1,17 +1,11 @@
 //! Every span the server acknowledged (HTTP 200, gRPC OK) is in the store after the server is
 //! killed with SIGKILL right after the last acknowledgement.
 
-mod common;
+use crate::common;
 
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use prost::Message;
 use shoji_trace::store::Store;
-
-#[test]
-#[ignore = "helper: runs the server when re-executed by a test"]
-fn serve_in_child() {
-    common::child_main();
-}
 
 #[test]
 fn acknowledged_spans_survive_kill_9() {

@@ -2,7 +2,7 @@
 //! (overlapping children counted once), the critical path follows the last-finishing chain,
 //! diff finds slower operations and spans present in only one trace.
 
-mod common;
+use crate::common;
 
 use shoji_trace::analysis::{critical_path::critical_path, diff::diff, summary::summarize};
 use shoji_trace::model::Trace;

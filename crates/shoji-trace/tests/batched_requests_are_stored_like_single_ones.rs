@@ -2,7 +2,7 @@
 //! pipeline uses it) stores exactly what the same requests ingested one by one would: every
 //! span once, summaries merged across the requests of the batch, duplicates skipped.
 
-mod common;
+use crate::common;
 
 use shoji_trace::store::Store;
 

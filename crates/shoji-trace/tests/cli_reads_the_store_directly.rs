@@ -2,7 +2,7 @@
 //! `latest`; `ls` filters; `show` draws the tree, colours only when asked, and escapes control
 //! characters from hostile span names.
 
-mod common;
+use crate::common;
 
 use shoji_trace::cli::{ColorChoice, ExportArgs, ImportArgs, LsArgs, ShowArgs};
 use shoji_trace::formats::ExportFormat;

@@ -2,7 +2,7 @@
 //! services where a span's parent (in the same trace) belongs to the other service, with the
 //! number of such spans, over the traces that started in the window.
 
-mod common;
+use crate::common;
 
 use serde_json::{json, Value};
 

@@ -2,7 +2,7 @@
 //! parents, names, services, attributes, events; Jaeger keeps microseconds); `chrome` is
 //! valid trace-event JSON with strictly nested spans on each track.
 
-mod common;
+use crate::common;
 
 use opentelemetry_proto::tonic::trace::v1::span::Event;
 use shoji_trace::formats::{self, ExportFormat};

@@ -4,7 +4,7 @@
 //! schemas: Jaeger's UI JSON model (`model/json` in jaeger, what `/api/traces` answers and Jaeger
 //! UI downloads), Zipkin's `zipkin2-api.yaml` v2 span, OTLP's `TracesData` JSON mapping.
 
-mod common;
+use crate::common;
 
 use serde_json::{json, Value};
 use shoji_trace::cli::{ExportArgs, ImportArgs};

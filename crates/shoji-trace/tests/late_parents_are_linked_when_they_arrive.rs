@@ -1,7 +1,7 @@
 //! Spans of one trace arriving in any order, in many requests: the trace is visible while
 //! incomplete (children of a missing parent are roots), and the parent links up on arrival.
 
-mod common;
+use crate::common;
 
 use shoji_trace::store::Store;
 

@@ -2,7 +2,7 @@
 //! serving: malformed protobuf/JSON -> 400 / INVALID_ARGUMENT, over the limit -> 413 /
 //! RESOURCE_EXHAUSTED.
 
-mod common;
+use crate::common;
 
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use prost::Message;

@@ -2,7 +2,7 @@
 //! reported by searches (`shoji trace ls --tag`, `/api/traces`), never the reason every
 //! search fails; asking for that trace by id names it.
 
-mod common;
+use crate::common;
 
 use shoji_trace::cli::LsArgs;
 

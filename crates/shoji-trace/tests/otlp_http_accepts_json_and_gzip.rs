@@ -1,7 +1,7 @@
 //! OTLP/HTTP accepts the JSON encoding (hex ids, string or number int64s, as the OTLP spec
 //! writes it) and gzip-compressed bodies, answering in the request's encoding.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 

@@ -2,7 +2,7 @@
 //! the real server. The Python packages come from `scripts/requirements-test.txt` (installed
 //! by the set-up script); if they are missing this test fails rather than skips.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

@@ -1,7 +1,7 @@
 //! The query API on the real server answers in Jaeger's JSON model: services, operations,
 //! search with filters, one trace, and errors for unknown ids and bad parameters.
 
-mod common;
+use crate::common;
 
 use serde_json::Value;
 

@@ -1,6 +1,6 @@
 //! Retention by age and by size removes whole traces, oldest first, never part of a trace.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

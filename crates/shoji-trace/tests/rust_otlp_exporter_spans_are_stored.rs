@@ -1,7 +1,7 @@
 //! The Rust `opentelemetry-otlp` exporter, over gRPC and over HTTP protobuf, talking to the
 //! real server: the spans land in the store with their parents, attributes and service.
 
-mod common;
+use crate::common;
 
 use opentelemetry::trace::{Span as _, TraceContextExt, Tracer, TracerProvider as _};
 use opentelemetry::KeyValue;

@@ -1,16 +1,10 @@
 //! A server process and another process (here: this test, as `shoji run` would) writing one
 //! data directory at the same time: nothing lost, nothing duplicated, database intact.
 
-mod common;
+use crate::common;
 
 use prost::Message;
 use shoji_trace::store::Store;
-
-#[test]
-#[ignore = "helper: runs the server when re-executed by a test"]
-fn serve_in_child() {
-    common::child_main();
-}
 
 #[test]
 fn two_writers_share_one_data_dir() {

@@ -2,7 +2,7 @@
 //! preflight for text/plain or no Content-Type at all) nor read traces through DNS rebinding
 //! (its own host name resolved to 127.0.0.1: the request then names that host in `Host`).
 
-mod common;
+use crate::common;
 
 use prost::Message;
 

@@ -12,8 +12,6 @@
 //! The guest image is found as the runtime finds it (`$SHOJI_GUEST_DIR`); build it first with
 //! `scripts/build-agent.sh && cargo run -p shoji-cli -- image build`.
 
-#![allow(dead_code)]
-
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -24,7 +22,7 @@ use shoji_runtime::sandbox::{
     new_sandbox_id, Binaries, BootOptions, NoHooks, SandboxDir, SandboxVm,
 };
 use shoji_runtime::spec::ProcessOptions;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::UnixListener;
 
 /// A busy 2-core host boots a TCG guest slowly: twice the runtime's default deadline.
@@ -173,21 +171,6 @@ impl GuestVm {
         })
     }
 
-    /// Listens on the host side of guest->host vsock `port`, sends `data` to whoever connects,
-    /// then shuts down the write side (the process sees EOF).
-    pub fn feed_port(&self, port: u32, data: &'static [u8]) -> tokio::task::JoinHandle<()> {
-        let listener = UnixListener::bind(self.port_socket(port)).expect("bind stdin socket");
-        tokio::spawn(async move {
-            if let Ok((mut s, _)) = listener.accept().await {
-                let _ = s.write_all(data).await;
-                let _ = s.shutdown().await;
-                // Keep the socket open until the guest closes its end.
-                let mut sink = Vec::new();
-                let _ = s.read_to_end(&mut sink).await;
-            }
-        })
-    }
-
     /// `CreateContainer` for `args` as root in the test rootfs, `spec_extra` merged into the
     /// spec, stdout and stderr to the container's ports.
     pub fn create_request(
@@ -316,11 +299,15 @@ impl GuestVm {
     }
 }
 
+/// What a container did. Tests assert on stdout and the exit code and print the whole outcome
+/// (`{o:?}`) when an assertion fails: stderr and the signal are read there.
 #[derive(Debug)]
 pub struct Outcome {
     pub stdout: String,
+    #[allow(dead_code)]
     pub stderr: String,
     pub exit_code: i32,
+    #[allow(dead_code)]
     pub signal: i32,
 }
 

@@ -1,8 +1,6 @@
 //! Test images built here, entry by entry, with the tar crate: layers, OCI layouts and
 //! `docker save` archives, with digests right or deliberately wrong.
 
-#![allow(dead_code)]
-
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -14,7 +12,6 @@ pub enum E<'a> {
     Dir(&'a str),
     Symlink(&'a str, &'a str),
     Hardlink(&'a str, &'a str),
-    Fifo(&'a str),
     /// A file with PAX extended-attribute records.
     Xattrs(&'a str, &'a [u8], u32, &'a [(&'a str, &'a [u8])]),
 }
@@ -56,7 +53,6 @@ pub fn layer(entries: &[E]) -> Vec<u8> {
                 let mut h = header(tar::EntryType::Link, 0o644, 0);
                 b.append_link(&mut h, p, t).unwrap();
             }
-            E::Fifo(p) => append(&mut b, header(tar::EntryType::Fifo, 0o644, 0), p, &[]),
             E::Xattrs(p, d, m, xattrs) => {
                 let recs: Vec<(String, &[u8])> = xattrs
                     .iter()

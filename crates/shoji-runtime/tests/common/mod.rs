@@ -1,8 +1,6 @@
 //! Shared by the runtime's integration tests: the real `shoji` binary, a busybox image made
 //! from Debian's busybox-static, and a per-test sandbox root that is checked for leftovers.
 
-#![allow(dead_code)]
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
@@ -79,7 +77,8 @@ pub fn busybox_data_image() -> &'static (PathBuf, PathBuf) {
 }
 
 /// The pod sandbox image `pause:3.10` (a static pause binary, `scripts/pause.c`), made once per
-/// test process.
+/// test process. Used by the shim's suite, which compiles this harness too.
+#[allow(dead_code)]
 pub fn pause_image() -> &'static (PathBuf, PathBuf) {
     static IMG: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
     IMG.get_or_init(|| make_image("pause", &["--pause"]))

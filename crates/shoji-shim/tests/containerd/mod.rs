@@ -13,14 +13,14 @@
 //! [`Containerd::start_cri_with_cni`] gives containerd a network configuration of the test's
 //! own instead (`pod_network_on_a_cni_bridge.rs`: bridge, host-local, portmap).
 
-#![allow(dead_code)]
-
 use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+// The runtime's harness (its suite uses all of it; this one, the part containerd tests need).
+#[allow(dead_code)]
 #[path = "../../../shoji-runtime/tests/common/mod.rs"]
 pub mod common;
 pub mod traces;

@@ -1,6 +1,5 @@
 //! Helpers shared by the integration tests: an in-process server on free loopback ports, a
 //! server in a child process (for kill -9), and OTLP request builders.
-#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -141,12 +140,19 @@ pub fn batch(trace_id: [u8; 16], first_id: u64, n: u64) -> ExportTraceServiceReq
     request("bench", spans)
 }
 
-/// Env var that makes `serve_in_child` (a test in each binary that uses it) run the server.
+/// Env var that makes `serve_in_child` (below) run the server.
 pub const CHILD_ENV: &str = "SHOJI_TRACE_TEST_CHILD_DATA_DIR";
+
+/// The server of [`ChildServer`]: this test binary, re-executed with this ignored test alone.
+#[test]
+#[ignore = "helper: runs the server when re-executed by a test"]
+fn serve_in_child() {
+    child_main();
+}
 
 /// Runs the server in this process until killed, printing its addresses; called by the
 /// ignored test `serve_in_child` when `CHILD_ENV` is set.
-pub fn child_main() {
+fn child_main() {
     let Some(dir) = std::env::var_os(CHILD_ENV) else {
         return;
     };
@@ -182,7 +188,7 @@ impl ChildServer {
         let exe = std::env::current_exe().expect("current exe");
         let mut child = Command::new(exe)
             .args([
-                "serve_in_child",
+                "common::serve_in_child",
                 "--exact",
                 "--ignored",
                 "--nocapture",
