@@ -35,8 +35,9 @@ agent_key() {
   {
     # Each crate's files, by path relative to the workspace and content.
     for dir in $crates; do
+      rel=${dir#"$PWD"/}
       (cd "$dir" && find . -type f -not -path './target/*' -print0 | sort -z | xargs -0 sha256sum |
-        sed "s|  \./|  ${dir#"$PWD"/}/|")
+        sed "s|  \./|  $rel/|")
     done
     sha256sum Cargo.lock Cargo.toml .cargo/config.toml scripts/build-agent.sh \
       "$seccomp_dir/libseccomp.a" "$(gcc -print-file-name=libc.a)" | sed 's|  /.*/|  |'
