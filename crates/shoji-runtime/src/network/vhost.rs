@@ -5,8 +5,11 @@
 //! for reading and writing (the module may be absent, or the device kept from this user). Shoji
 //! opens the device itself and hands QEMU the descriptor (`vhost=on,vhostfd=N`), so QEMU needs
 //! no access to `/dev`; anything else falls back to QEMU's emulation, with the reason on the trace.
+//! What opens is first asked for its features (`VHOST_GET_FEATURES`, which needs no owner): a
+//! node at that path that is not vhost-net would make QEMU refuse to start the VM, since
+//! `vhost=on` is a demand, not a wish.
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -39,9 +42,18 @@ pub fn probe(accel: Accel, device: &Path) -> VhostChoice {
         .write(true)
         .open(device)
     {
-        Ok(file) => VhostChoice {
-            fd: Some(Arc::new(file.into())),
-            reason: format!("{} opened", device.display()),
+        Ok(file) => match features(&file) {
+            Ok(f) => VhostChoice {
+                fd: Some(Arc::new(file.into())),
+                reason: format!("{} opened (features {f:#x})", device.display()),
+            },
+            Err(e) => VhostChoice {
+                fd: None,
+                reason: format!(
+                    "{} opened but is not vhost-net (VHOST_GET_FEATURES: {e}): QEMU emulates virtio-net",
+                    device.display()
+                ),
+            },
         },
         Err(e) => VhostChoice {
             fd: None,
@@ -51,6 +63,18 @@ pub fn probe(accel: Accel, device: &Path) -> VhostChoice {
             ),
         },
     }
+}
+
+// VHOST_GET_FEATURES, _IOR(VHOST_VIRTIO = 0xAF, 0x00, __u64), from <linux/vhost.h>.
+nix::ioctl_read!(vhost_get_features, 0xAF, 0x00, u64);
+
+/// The virtio features a vhost device offers; an error for anything that is not one.
+fn features(device: &std::fs::File) -> nix::Result<u64> {
+    let mut features = 0u64;
+    // SAFETY: the descriptor is open for the call, and the kernel writes one u64 into
+    // `features`, which lives across it.
+    unsafe { vhost_get_features(device.as_raw_fd(), &mut features) }?;
+    Ok(features)
 }
 
 #[cfg(test)]
@@ -65,10 +89,21 @@ mod tests {
     }
 
     #[test]
-    fn kvm_gets_the_device_when_it_opens_and_the_reason_otherwise() {
-        // /dev/null stands in for a device that opens read-write.
+    fn kvm_gets_the_device_only_when_it_opens_and_answers_as_vhost() {
+        // /dev/null opens read-write but is no vhost device: the ioctl is refused (ENOTTY).
         let c = probe(Accel::Kvm, Path::new("/dev/null"));
-        assert!(c.fd.is_some(), "{}", c.reason);
+        assert!(c.fd.is_none(), "{}", c.reason);
+        assert!(
+            c.reason.contains("/dev/null opened but is not vhost-net")
+                && c.reason.contains("VHOST_GET_FEATURES"),
+            "{}",
+            c.reason
+        );
+        // A real device, where the host has one this test may open: features are reported.
+        let real = probe(Accel::Kvm, Path::new(DEVICE));
+        if real.fd.is_some() {
+            assert!(real.reason.contains("features 0x"), "{}", real.reason);
+        }
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("vhost-net");
         let c = probe(Accel::Kvm, &missing);
