@@ -48,10 +48,16 @@ agent_key() {
 }
 key=""
 if [ -z "${SHOJI_NO_AGENT_CACHE:-}" ]; then
-  key=$(agent_key) || key=""
+  # What is kept there becomes every guest's PID 1: a directory someone else owns or may write
+  # in is not used.
+  if [ -e "$cache_dir" ] && { [ ! -O "$cache_dir" ] || [ -n "$(find "$cache_dir" -maxdepth 0 -perm /022)" ]; }; then
+    echo "warning: $cache_dir is not this user's alone (owner or group/other write): not used" >&2
+  else
+    key=$(agent_key) || key=""
+  fi
 fi
-if [ -n "$key" ] && [ -f "$cache_dir/$key/shoji-agent" ]; then
-  cp -f "$cache_dir/$key/shoji-agent" "$dest/shoji-agent"
+# A kept build pruned by another clone between the key and the copy is simply built again.
+if [ -n "$key" ] && cp -f "$cache_dir/$key/shoji-agent" "$dest/shoji-agent" 2>/dev/null; then
   echo "static agent for these sources taken from $cache_dir/$key (SHOJI_NO_AGENT_CACHE=1 builds it)"
   echo "$dest/shoji-agent"
   exit 0
@@ -66,7 +72,7 @@ cp -f "$bin" "$dest/shoji-agent"
 if [ -n "$key" ]; then
   # Written under a temporary name and renamed: a build interrupted here, or another clone
   # storing the same key at once, never leaves a half-written agent under KEY.
-  mkdir -p "$cache_dir"
+  mkdir -p "$cache_dir" && chmod 700 "$cache_dir"
   tmp=$(mktemp -d "$cache_dir/.tmp.XXXXXX")
   cp "$bin" "$tmp/shoji-agent"
   mv -T "$tmp" "$cache_dir/$key" 2>/dev/null || rm -rf "$tmp"
